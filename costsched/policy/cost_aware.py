@@ -1,0 +1,230 @@
+"""``cost-aware``: elastic allocations that maximise statistical progress per dollar.
+
+Each round:
+
+1. Admission. In order of priority, then least attained service, then
+   arrival, each job gets its ``min_gpus`` while GPUs last (short jobs first
+   keeps mean JCT low, as in LAS).
+2. Growth. The remaining GPUs go one move at a time to the job whose utility
+   rises most per dollar. A job's utility at k GPUs is its speedup over one
+   GPU, weighted by 2**priority, and discounted by (1 - restart_s / horizon)
+   unless k is what it holds now: a resize must pay back its restart
+   (horizon = max(restart_horizon_s, the job's age)).
+3. Autoscaling (optional). Growth is first run on ``max_nodes``; the cluster
+   keeps the GPUs whose marginal speedup per GPU is at least
+   ``min_marginal_speedup`` (plus all admitted minimums), rounded up to nodes.
+4. Placement. Counts become GPUs per node, unchanged jobs staying put and the
+   rest packed onto as few nodes as possible.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+from costsched.errors import ConfigError
+from costsched.policy.goodput import GoodputChoice, best_goodput
+from costsched.policy.packing import place_jobs
+from costsched.policy.snapshot import (
+    ClusterSnapshot,
+    Decision,
+    JobView,
+    NodeView,
+    num_gpus,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostAwarePolicy:
+    """Elastic, goodput-per-dollar allocation with restart-aware resizing."""
+
+    name: str = "cost-aware"
+    """Name in outputs."""
+    restart_horizon_s: float = 600.0
+    """Least look-ahead over which a resize must repay its restart (the job's
+    age when larger): a new size wins only if its speedup beats the held one's
+    by a factor 1 / (1 - restart_s / horizon)."""
+    service_scale_gpu_s: float = 3600.0 * 16
+    """tau of the attained-service weight tau / (tau + attained): how fast a
+    job's claim on extra GPUs fades as it ages, GPU-seconds. 16 GPU-hours is
+    the service at which the Tiresias baseline demotes a job (see ``las``)."""
+    min_marginal_speedup: float = 0.25
+    """Autoscaling: a GPU is worth paying for if it adds at least this much
+    speedup (a waiting job's first GPU adds 1)."""
+
+    def __post_init__(self) -> None:
+        if self.restart_horizon_s <= 0:
+            raise ConfigError("restart_horizon_s must be positive")
+        if self.min_marginal_speedup < 0:
+            raise ConfigError("min_marginal_speedup must be >= 0")
+
+    def decide(self, snapshot: ClusterSnapshot) -> Decision:
+        nodes = list(snapshot.nodes)
+        gpus_per_node = max((n.num_gpus for n in nodes), default=0)
+        added: tuple[NodeView, ...] = ()
+        removed: tuple[str, ...] = ()
+        scaling = snapshot.autoscaling
+        if scaling is not None:
+            gpus_per_node = scaling.template.num_gpus
+            num_nodes = self._nodes_wanted(snapshot, gpus_per_node)
+            nodes, added, removed = _resize(snapshot, nodes, num_nodes)
+        capacity = sum(n.num_gpus for n in nodes)
+        grower = _Growth(self, snapshot, gpus_per_node)
+        alloc = grower.run(capacity)
+        targets = [(job.name, alloc.get(job.name, 0)) for job in grower.order]
+        placements = place_jobs(targets, nodes, snapshot.placements)
+        batch_sizes = {
+            name: grower.choice(grower.jobs[name], num_gpus(p)).batch_size
+            for name, p in placements.items()
+        }
+        return Decision(placements=placements, batch_sizes=batch_sizes,
+                        nodes_to_add=added, nodes_to_remove=removed)
+
+    def _nodes_wanted(self, snapshot: ClusterSnapshot, gpus_per_node: int) -> int:
+        scaling = snapshot.autoscaling
+        grower = _Growth(self, snapshot, gpus_per_node)
+        grower.run(scaling.max_nodes * gpus_per_node)
+        wanted = grower.admitted_gpus + sum(
+            delta for ratio, delta in grower.moves if ratio >= self.min_marginal_speedup
+        )
+        return min(max(math.ceil(wanted / gpus_per_node), scaling.min_nodes), scaling.max_nodes)
+
+
+class _Growth:
+    """One run of admission and growth over a GPU count (state of one decision)."""
+
+    def __init__(self, policy: CostAwarePolicy, snapshot: ClusterSnapshot, gpus_per_node: int):
+        self.policy = policy
+        self.snapshot = snapshot
+        self.gpus_per_node = gpus_per_node
+        self.jobs = {job.name: job for job in snapshot.jobs}
+        self.order = sorted(snapshot.jobs, key=lambda j: (
+            -j.priority, j.attained_service_gpu_s, j.arrival_time_s, j.name))
+        nodes = snapshot.nodes
+        if not nodes and snapshot.autoscaling is not None:
+            nodes = (snapshot.autoscaling.template,)
+        self.gpu_usd_per_hour = (sum(n.usd_per_hour for n in nodes)
+                                 / max(sum(n.num_gpus for n in nodes), 1))
+        self._choices: dict[tuple[str, int], GoodputChoice] = {}
+        self.moves: list[tuple[float, int]] = []
+        """Growth moves in order: (unweighted speedup gained per GPU, GPUs)."""
+        self.admitted_gpus = 0
+
+    def choice(self, job: JobView, count: int) -> GoodputChoice:
+        key = (job.name, count)
+        hit = self._choices.get(key)
+        if hit is None:
+            hit = self._choices[key] = best_goodput(job, count, self.gpus_per_node)
+        return hit
+
+    def max_gpus(self, job: JobView) -> int:
+        """The job's max, cut so that one round cannot overrun its budget."""
+        left_usd = job.budget_usd - job.spent_usd
+        if math.isinf(left_usd):
+            return job.max_gpus
+        usd_per_gpu_round = self.gpu_usd_per_hour * self.snapshot.round_s / 3600.0
+        return min(job.max_gpus, int(left_usd // usd_per_gpu_round) if left_usd > 0 else 0)
+
+    def weight(self, job: JobView) -> float:
+        """2**priority x tau / (tau + attained service).
+
+        Philly job sizes are heavy-tailed: the more service a job has had, the
+        more it likely still needs, so a unit of its speedup shortens mean JCT
+        less (the reasoning behind LAS and the Gittins index).
+        """
+        tau = self.policy.service_scale_gpu_s
+        return (2.0 ** job.priority) * tau / (tau + job.attained_service_gpu_s)
+
+    def speedup(self, job: JobView, count: int) -> float:
+        """Goodput at ``count`` GPUs over goodput at one (at its min if one is unusable)."""
+        if count <= 0:
+            return 0.0
+        base = self.choice(job, 1).goodput or self.choice(job, job.min_gpus).goodput
+        return self.choice(job, count).goodput / max(base, 1e-12)
+
+    def utility(self, job: JobView, count: int) -> float:
+        value = self.weight(job) * self.speedup(job, count)
+        held = num_gpus(self.snapshot.placements.get(job.name))
+        if count <= 0 or held in (0, count):
+            return value
+        # A job that has run long is likely to run long still, so a restart
+        # is repaid over its age when that exceeds the configured horizon.
+        age_s = max(self.snapshot.time_s - job.arrival_time_s, 0.0)
+        horizon_s = max(self.policy.restart_horizon_s, age_s)
+        return value * (1.0 - self.snapshot.restart_s / horizon_s)
+
+    def best_move(self, job: JobView, count: int, top: int) -> tuple[float, int] | None:
+        """The best next step up from ``count``: one GPU, or a jump to a node
+        boundary or to the held size (step time is not concave in GPUs: a
+        replica on a new node adds a network hop that more replicas amortise)."""
+        held = num_gpus(self.snapshot.placements.get(job.name))
+        per_node = self.gpus_per_node
+        boundary = -(-(count + 1) // per_node) * per_node
+        best = None
+        now = self.utility(job, count)
+        for target in {count + 1, boundary, boundary + per_node, 2 * count, held}:
+            if count < target <= top:
+                ratio = (self.utility(job, target) - now) / (target - count)
+                if best is None or ratio > best[0]:
+                    best = (ratio, target)
+        return best
+
+    def run(self, capacity: int) -> dict[str, int]:
+        alloc: dict[str, int] = {}
+        tops: dict[str, int] = {}
+        free = capacity
+        for job in self.order:
+            top = self.max_gpus(job)
+            if job.min_gpus <= min(top, free):
+                alloc[job.name], tops[job.name] = job.min_gpus, top
+                free -= job.min_gpus
+        self.admitted_gpus = capacity - free
+        heap = []
+        for rank, job in enumerate(self.order):
+            if job.name in alloc:
+                top = min(tops[job.name], alloc[job.name] + free)
+                self._push(heap, rank, job, alloc[job.name], top)
+        while heap and free > 0:
+            neg_ratio, rank, target = heapq.heappop(heap)
+            job = self.order[rank]
+            top = min(tops[job.name], alloc[job.name] + free)
+            if target > top:  # the move no longer fits: find the best one that does
+                self._push(heap, rank, job, alloc[job.name], top)
+                continue
+            if -neg_ratio <= 0:
+                break
+            gained = self.speedup(job, target) - self.speedup(job, alloc[job.name])
+            self.moves.append((gained / (target - alloc[job.name]), target - alloc[job.name]))
+            free -= target - alloc[job.name]
+            alloc[job.name] = target
+            self._push(heap, rank, job, target, min(tops[job.name], target + free))
+        return alloc
+
+    def _push(self, heap: list, rank: int, job: JobView, count: int, top: int) -> None:
+        move = self.best_move(job, count, top)
+        if move is not None:
+            heapq.heappush(heap, (-move[0], rank, move[1]))
+
+
+def _resize(
+    snapshot: ClusterSnapshot, nodes: list[NodeView], num_nodes: int
+) -> tuple[list[NodeView], tuple[NodeView, ...], tuple[str, ...]]:
+    """Keep ``num_nodes`` nodes: add from the template, or drop the least-used ones."""
+    if num_nodes >= len(nodes):
+        template = snapshot.autoscaling.template
+        new = tuple(
+            NodeView(node_id=node_id, gpu_model=template.gpu_model, num_gpus=template.num_gpus,
+                     usd_per_hour=template.usd_per_hour, spot=template.spot)
+            for node_id in snapshot.new_node_ids(num_nodes - len(nodes))
+        )
+        return nodes + list(new), new, ()
+    used = dict.fromkeys((n.node_id for n in nodes), 0)
+    for placement in snapshot.placements.values():
+        for node_id, count in placement.items():
+            if node_id in used:
+                used[node_id] += count
+    # Least-used first, newest first among equals: drop those.
+    ranked = sorted(nodes, key=lambda n: (used[n.node_id], -nodes.index(n)))
+    drop = {n.node_id for n in ranked[: len(nodes) - num_nodes]}
+    return [n for n in nodes if n.node_id not in drop], (), tuple(sorted(drop))

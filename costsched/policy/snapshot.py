@@ -1,0 +1,179 @@
+"""What a scheduling policy sees and what it returns: plain, frozen records.
+
+A policy is any object with ``decide(snapshot: ClusterSnapshot) -> Decision``.
+It reads no clock and no global state: the time, the jobs and the nodes are all
+in the snapshot, so the simulator and the live scheduler drive the same object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from costsched.errors import ConfigError
+
+Placement = Mapping[str, int]
+"""GPUs a job holds on each node: node id -> number of GPUs (replicas) there."""
+
+
+class ThroughputModel(Protocol):
+    """How fast one job steps on a placement: measured profile or fitted model."""
+
+    def local_bsz_choices(self) -> np.ndarray:
+        """Per-GPU batch sizes the job can run with, ascending."""
+        ...
+
+    def step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> float:
+        """Seconds per optimizer step with ``placement`` GPUs per node at ``local_bsz``."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class EfficiencyModel:
+    """Statistical efficiency of a batch size, from the gradient noise scale (Pollux).
+
+    gain(B) = (var + sqr) / (var / s + sqr) with s = B / B0 is the progress one
+    step at batch B makes, in steps at the initial batch B0; efficiency is
+    gain / s = (phi + 1) / (phi + s) with phi = var / sqr.
+    """
+
+    init_batch_size: int
+    """B0: the batch size progress is measured in; the smallest allowed."""
+    max_batch_size: int
+    """Largest total batch size the job may use."""
+    grad_sqr: float
+    """Squared norm of the true gradient, as last estimated."""
+    grad_var: float
+    """Variance of the per-example gradient, as last estimated."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.init_batch_size <= self.max_batch_size:
+            raise ConfigError("need 0 < init_batch_size <= max_batch_size")
+        if self.grad_sqr <= 0 or self.grad_var < 0:
+            raise ConfigError("need grad_sqr > 0 and grad_var >= 0")
+
+    def gain(self, batch_size: float | np.ndarray) -> float | np.ndarray:
+        scale = np.asarray(batch_size, dtype=float) / self.init_batch_size
+        return (self.grad_var + self.grad_sqr) / (self.grad_var / scale + self.grad_sqr)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobView:
+    """One job as the policy sees it."""
+
+    name: str
+    """Unique job name."""
+    arrival_time_s: float
+    """Submission time, seconds on the snapshot's clock."""
+    attained_service_gpu_s: float
+    """GPU-seconds the job has held so far (Tiresias' attained service)."""
+    min_gpus: int
+    """Fewest GPUs the job can run on (elastic policies never go below)."""
+    max_gpus: int
+    """Most GPUs the job can use."""
+    requested_gpus: int
+    """GPUs the user asked for; fixed-size policies give exactly this."""
+    requested_batch_size: int
+    """Total batch size the user asked for; fixed-size policies use it."""
+    throughput: ThroughputModel
+    """Step time by placement and per-GPU batch size."""
+    efficiency: EfficiencyModel
+    """Statistical efficiency by total batch size, as of now."""
+    priority: int = 0
+    """Higher runs first; an elastic policy also weighs its progress by 2**priority."""
+    budget_usd: float = math.inf
+    """Dollars the job may spend in all; it gets no GPUs once spent."""
+    spent_usd: float = 0.0
+    """Dollars spent so far."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_gpus <= self.max_gpus:
+            raise ConfigError(f"job {self.name}: need 1 <= min_gpus <= max_gpus")
+        if self.requested_gpus < 1 or self.requested_batch_size < 1:
+            raise ConfigError(f"job {self.name}: requested GPUs and batch size must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeView:
+    """One node of the cluster."""
+
+    node_id: str
+    """Unique node id."""
+    gpu_model: str
+    """Accelerator model, e.g. ``T4``."""
+    num_gpus: int
+    """GPUs on the node."""
+    usd_per_hour: float
+    """What the node costs while it exists."""
+    spot: bool = False
+    """Spot (preemptible) capacity rather than on-demand."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Autoscaling:
+    """Bounds for a policy that may add or remove nodes of one template."""
+
+    min_nodes: int
+    """Never fewer nodes than this."""
+    max_nodes: int
+    """Never more nodes than this."""
+    template: NodeView
+    """What a new node looks like (its ``node_id`` is a prefix for new ids)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_nodes <= self.max_nodes or self.max_nodes < 1:
+            raise ConfigError("autoscaling needs 0 <= MIN <= MAX and MAX >= 1, e.g. 4:16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSnapshot:
+    """Everything a policy decides from."""
+
+    time_s: float
+    """Now, seconds on the driver's clock."""
+    round_index: int
+    """How many decisions came before this one; makes new node ids unique."""
+    jobs: tuple[JobView, ...]
+    """Active jobs (submitted, not finished)."""
+    nodes: tuple[NodeView, ...]
+    """Nodes that exist now."""
+    placements: Mapping[str, Placement] = field(default_factory=dict)
+    """Current placement of each running job; a job absent here holds nothing."""
+    autoscaling: Autoscaling | None = None
+    """Node bounds when the policy may resize the cluster; ``None`` for a fixed cluster."""
+    round_s: float = 60.0
+    """Seconds until the next decision."""
+    restart_s: float = 30.0
+    """Seconds of no progress a job pays when its placement changes."""
+
+    def new_node_ids(self, count: int) -> tuple[str, ...]:
+        """Fresh node ids for nodes this decision adds (unique across rounds)."""
+        prefix = self.autoscaling.template.node_id if self.autoscaling else "node"
+        return tuple(f"{prefix}-r{self.round_index}-{i}" for i in range(count))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """What a policy returns."""
+
+    placements: Mapping[str, Placement]
+    """Job name -> GPUs per node; a job absent (or empty) gets nothing this round."""
+    batch_sizes: Mapping[str, int]
+    """Job name -> total batch size to run with (for jobs that are placed)."""
+    nodes_to_add: tuple[NodeView, ...] = ()
+    """New nodes to start; placements may already use their ids."""
+    nodes_to_remove: tuple[str, ...] = ()
+    """Ids of nodes to release; no placement uses them."""
+
+
+def placement_shape(placement: Placement) -> tuple[int, ...]:
+    """GPUs per node of a placement, largest first (node ids dropped)."""
+    return tuple(sorted((n for n in placement.values() if n > 0), reverse=True))
+
+
+def num_gpus(placement: Placement | None) -> int:
+    return sum(placement.values()) if placement else 0

@@ -1,0 +1,38 @@
+"""Checks every decision must pass, whoever drives the policy."""
+
+from __future__ import annotations
+
+from costsched.policy.snapshot import ClusterSnapshot, Decision
+
+
+class InvalidDecision(AssertionError):
+    """A policy returned a decision that breaks the cluster's or a job's limits."""
+
+
+def check_decision(snapshot: ClusterSnapshot, decision: Decision, *, elastic: bool) -> None:
+    """Raise :class:`InvalidDecision` unless ``decision`` is executable on ``snapshot``.
+
+    No node is over-allocated or unknown (nodes added by the decision count,
+    removed ones do not); every placed job is active and gets between its
+    min and max GPUs (exactly its requested size unless ``elastic``).
+    """
+    removed = set(decision.nodes_to_remove)
+    capacity = {n.node_id: n.num_gpus for n in (*snapshot.nodes, *decision.nodes_to_add)
+                if n.node_id not in removed}
+    jobs = {job.name: job for job in snapshot.jobs}
+    used = dict.fromkeys(capacity, 0)
+    for name, placement in decision.placements.items():
+        job = jobs.get(name)
+        if job is None:
+            raise InvalidDecision(f"placement for unknown or finished job {name}")
+        total = sum(placement.values())
+        lo, hi = (job.min_gpus, job.max_gpus) if elastic else (job.requested_gpus,) * 2
+        if total and not lo <= total <= hi:
+            raise InvalidDecision(f"job {name} gets {total} GPUs, outside [{lo}, {hi}]")
+        for node_id, count in placement.items():
+            if node_id not in capacity or count < 0:
+                raise InvalidDecision(f"job {name} placed on unknown node {node_id}")
+            used[node_id] += count
+    for node_id, count in used.items():
+        if count > capacity[node_id]:
+            raise InvalidDecision(f"node {node_id} over-allocated: {count} > {capacity[node_id]}")

@@ -1,0 +1,117 @@
+"""What a simulation writes: ``summary.json``, ``jobs.csv`` and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window; set before pyplot loads
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from costsched.sim.simulator import SimResult  # noqa: E402
+
+SUMMARY_KEYS = ("policy", "workload", "num_jobs", "mean_jct_s", "p50_jct_s", "p95_jct_s",
+                "makespan_s", "gpu_hours", "node_hours", "cost_usd", "num_restarts")
+JOB_COLUMNS = ("name", "application", "submit", "finish", "jct_s", "gpu_hours", "cost_usd",
+               "restarts")
+
+
+def summarise(result: SimResult, *, policy: str, workload: str) -> dict[str, object]:
+    """The run in one flat record (the keys of ``summary.json``, in order)."""
+    jct = np.array([job.jct_s for job in result.jobs], dtype=float)
+    first = min((job.submit_s for job in result.jobs), default=0.0)
+    last = max((job.finish_s for job in result.jobs), default=0.0)
+    summary = {
+        "policy": policy,
+        "workload": workload,
+        "num_jobs": len(result.jobs),
+        "mean_jct_s": float(jct.mean()) if jct.size else 0.0,
+        "p50_jct_s": float(np.percentile(jct, 50)) if jct.size else 0.0,
+        "p95_jct_s": float(np.percentile(jct, 95)) if jct.size else 0.0,
+        "makespan_s": float(last - first),
+        "gpu_hours": float(sum(job.gpu_hours for job in result.jobs)),
+        "node_hours": float(result.node_hours),
+        "cost_usd": float(result.cost_usd),
+        "num_restarts": int(sum(job.restarts for job in result.jobs)),
+    }
+    assert tuple(summary) == SUMMARY_KEYS
+    return summary
+
+
+def jobs_frame(result: SimResult) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(j.name, j.application, j.submit_s, j.finish_s, j.jct_s, j.gpu_hours, j.cost_usd,
+          j.restarts) for j in result.jobs],
+        columns=list(JOB_COLUMNS),
+    )
+
+
+def write_run(result: SimResult, summary: Mapping[str, object], out_dir: Path) -> list[Path]:
+    """Write ``summary.json``, ``jobs.csv``, ``allocation.png`` and ``cost.png`` to ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "summary.json", out_dir / "jobs.csv"]
+    paths[0].write_text(json.dumps(dict(summary), indent=1) + "\n")
+    jobs_frame(result).to_csv(paths[1], index=False)
+    paths.append(_plot_allocation(result, out_dir / "allocation.png", str(summary["policy"])))
+    paths.append(_plot_cost(result, out_dir / "cost.png", str(summary["policy"])))
+    return paths
+
+
+def _timeline(result: SimResult) -> np.ndarray:
+    return np.array(result.timeline, dtype=float).reshape(-1, 4)
+
+
+def _plot_allocation(result: SimResult, path: Path, title: str) -> Path:
+    line = _timeline(result)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    hours = line[:, 0] / 3600
+    ax.step(hours, line[:, 1], where="post", label="GPUs allocated")
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("GPUs allocated")
+    twin = ax.twinx()
+    twin.step(hours, line[:, 2], where="post", color="tab:orange", label="nodes")
+    twin.set_ylabel("nodes")
+    twin.set_ylim(bottom=0)
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{title}: GPUs allocated and nodes")
+    fig.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_cost(result: SimResult, path: Path, title: str) -> Path:
+    line = _timeline(result)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(line[:, 0] / 3600, line[:, 3])
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("cumulative cost (USD)")
+    ax.set_title(f"{title}: cumulative dollars")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_jct_cdf(jcts: Mapping[str, np.ndarray], path: Path, workload: str) -> Path:
+    """One JCT CDF line per policy run on ``workload``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, values in jcts.items():
+        xs = np.sort(np.asarray(values, dtype=float))
+        ax.step(xs / 3600, np.arange(1, xs.size + 1) / max(xs.size, 1), where="post", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("job completion time (h, log scale)")
+    ax.set_ylabel("fraction of jobs")
+    ax.set_title(f"JCT CDF: {workload}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

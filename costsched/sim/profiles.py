@@ -1,0 +1,271 @@
+"""Measured training profiles (Pollux artifact): step times, training curves, goodput.
+
+One :class:`AppProfile` per application folder. Two things are read from it:
+
+* step time for a placement and per-GPU batch size, interpolated where the
+  placement or batch size was not measured (see :meth:`AppProfile.step_time_s`);
+* statistical progress: the gradient statistics at a batch size and epoch, the
+  gain of a batch size over the initial one, and the progress at which the job
+  has trained its app's epochs (see :meth:`AppProfile.gain`).
+
+Progress is in the unit of the curves' ``progress`` column: optimizer steps at
+the app's initial batch size B0 (cifar10: 391 per epoch = 50,000 / 128). A step
+at batch B advances progress by the Pollux gain
+
+    gain(B) = (var + sqr) / (var / s + sqr),   s = B / B0,
+
+with ``sqr``, ``var`` the curve's ``grad_sqr``, ``grad_var`` (noise scale
+phi = var / sqr). Statistical efficiency is gain / s = (phi + 1) / (phi + s),
+i.e. Pollux's E(M) = (phi_t + M0) / (phi_t + M) with phi_t = B0 * phi.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from costsched.errors import ConfigError
+
+# Epochs each app trains for, and its per-GPU batch cap, from the data README.
+APP_EPOCHS: dict[str, int] = {
+    "bert": 2, "cifar10": 100, "ncf": 10, "imagenet": 90, "deepspeech2": 80, "yolov3": 50,
+}
+APP_MAX_LOCAL_BSZ: dict[str, int] = {"yolov3": 8}
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_POLLUX_DIR = REPO_ROOT.parent / "shared" / "data" / "pollux"
+POLLUX_DIR_ENV = "COSTSCHED_POLLUX_DIR"
+
+
+def pollux_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The Pollux data folder: ``override``, else ``$COSTSCHED_POLLUX_DIR``, else the default."""
+    chosen = override or os.environ.get(POLLUX_DIR_ENV) or DEFAULT_POLLUX_DIR
+    return Path(chosen).expanduser()
+
+
+def canonical_placement(placement: tuple[int, ...]) -> tuple[int, ...]:
+    """Drop empty nodes and rotate to the smallest rotation, as the artifact keys them."""
+    nodes = tuple(n for n in placement if n > 0)
+    if not nodes:
+        return ()
+    return min(nodes[i:] + nodes[:i] for i in range(len(nodes)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Curve:
+    """Step and sync time against per-GPU batch size, for one placement or group."""
+
+    local_bsz: np.ndarray
+    """Measured per-GPU batch sizes, ascending."""
+    step_time_s: np.ndarray
+    """Seconds per optimizer step at each batch size."""
+    sync_time_s: np.ndarray
+    """Seconds of that step spent synchronising gradients."""
+
+    def at(self, local_bsz: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (np.interp(local_bsz, self.local_bsz, self.step_time_s),
+                np.interp(local_bsz, self.local_bsz, self.sync_time_s))
+
+
+def _curves(frame: pd.DataFrame, keys: list[str]) -> dict[tuple, _Curve]:
+    grouped = frame.groupby([*keys, "local_bsz"], as_index=False)[["step_time", "sync_time"]]
+    means = grouped.mean().sort_values([*keys, "local_bsz"])
+    out: dict[tuple, _Curve] = {}
+    for key, rows in means.groupby(keys):
+        out[tuple(int(k) for k in key)] = _Curve(
+            local_bsz=rows.local_bsz.to_numpy(float),
+            step_time_s=rows.step_time.to_numpy(float),
+            sync_time_s=rows.sync_time.to_numpy(float),
+        )
+    return out
+
+
+def _interp_clamped(x: float, xs: list[int], ys: list[np.ndarray]) -> np.ndarray:
+    """Piecewise-linear in ``x`` through (xs, ys), held constant past both ends.
+
+    Held, not extended: the measurements are noisy, and extending the last
+    segment of a noisy curve can make a larger job look faster than a smaller one.
+    """
+    stacked = np.asarray(ys, dtype=float)
+    return np.array([np.interp(x, xs, stacked[:, k]) for k in range(stacked.shape[1])])
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppProfile:
+    """The measurements of one application, with interpolation over them."""
+
+    name: str
+    """Application name (folder name), e.g. ``cifar10``."""
+    max_epochs: int
+    """Epochs the job trains for; it is complete after these."""
+    max_local_bsz: int
+    """Largest per-GPU batch size (largest measured, or the app's cap)."""
+    min_local_bsz: int
+    """Smallest measured per-GPU batch size."""
+    local_bsz_choices: np.ndarray
+    """Measured per-GPU batch sizes within the cap: the candidates a policy picks from."""
+    curves: dict[int, pd.DataFrame]
+    """Total batch size -> its training curve (one row per epoch)."""
+    exact: dict[tuple[int, ...], _Curve]
+    """Canonical placement -> measured step-time curve."""
+    groups: dict[tuple[int, int], _Curve]
+    """(num_nodes, num_replicas) -> step-time curve averaged over placements, plus scale points."""
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    """Memo of step times: the simulator asks the same few placements many times."""
+
+    @property
+    def init_batch_size(self) -> int:
+        return min(self.curves)
+
+    @property
+    def max_batch_size(self) -> int:
+        return max(self.curves)
+
+    @property
+    def target_progress(self) -> float:
+        """Progress at the end of the app's last epoch on the initial-batch curve."""
+        return float(self.curves[self.init_batch_size].progress.iloc[self.max_epochs - 1])
+
+    def step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> tuple[float, float]:
+        """(step, sync) seconds for ``placement`` (GPUs per node) at per-GPU ``local_bsz``.
+
+        A measured placement (any rotation) interpolates linearly in batch size.
+        Otherwise: linear in replicas between the measured replica counts at the
+        bracketing node counts, then linear in node count between them (node
+        counts past 16, the largest measured, are treated as 16 as the artifact
+        does; replica counts past a node count's measured range take its end value).
+        """
+        key = (canonical_placement(placement), float(local_bsz))
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._step_time_uncached(key[0], key[1])
+            self._cache[key] = hit
+        return hit
+
+    def _step_time_uncached(self, placement: tuple[int, ...], bsz: float) -> tuple[float, float]:
+        if not placement:
+            raise ValueError("empty placement has no step time")
+        curve = self.exact.get(placement)
+        if curve is None:
+            curve = self.exact.get(tuple(sorted(placement)))
+        if curve is not None:
+            step, sync = curve.at(bsz)
+            return float(step), float(sync)
+        step, sync = self._group_interp(len(placement), sum(placement), bsz)
+        single, _ = self.exact[(1,)].at(bsz)
+        # Extrapolation may undershoot; a step is never faster than one GPU's compute.
+        step = max(float(step), float(single))
+        return step, float(min(max(sync, 0.0), step))
+
+    def _group_interp(self, num_nodes: int, num_replicas: int, bsz: float) -> np.ndarray:
+        levels = sorted({n for n, _ in self.groups})
+        n_eff = min(max(num_nodes, levels[0]), levels[-1])
+        lo = max(n for n in levels if n <= n_eff)
+        hi = min(n for n in levels if n >= n_eff)
+        per_level = []
+        for level in (lo, hi):
+            reps = sorted(r for n, r in self.groups if n == level)
+            values = [np.array(self.groups[(level, r)].at(bsz)) for r in reps]
+            per_level.append(_interp_clamped(num_replicas, reps, values))
+        if lo == hi:
+            return per_level[0]
+        return _interp_clamped(n_eff, [lo, hi], per_level)
+
+    def epoch_at(self, progress: float) -> float:
+        """Fractional epoch reached at ``progress`` on the initial-batch curve."""
+        prog = self.curves[self.init_batch_size].progress.to_numpy(float)
+        return float(np.interp(progress, np.concatenate(([0.0], prog)), np.arange(len(prog) + 1)))
+
+    def grad_stats(self, batch_size: float, epoch: float) -> tuple[float, float]:
+        """(grad_sqr, grad_var) at ``batch_size`` and fractional ``epoch``.
+
+        Linear in epoch within a curve; between measured batch sizes, linear in
+        log2(batch size); clamped to the measured range.
+        """
+        sizes = sorted(self.curves)
+        b = min(max(batch_size, sizes[0]), sizes[-1])
+        i = min(max(int(np.searchsorted(sizes, b)), 1), len(sizes) - 1) if len(sizes) > 1 else 0
+        picks = [sizes[i - 1], sizes[i]] if len(sizes) > 1 else [sizes[0]] * 2
+        stats = [self._stats_on_curve(size, epoch) for size in picks]
+        if picks[0] == picks[1]:
+            return stats[0]
+        w = (math.log2(b) - math.log2(picks[0])) / (math.log2(picks[1]) - math.log2(picks[0]))
+        return tuple(float(a + w * (c - a)) for a, c in zip(stats[0], stats[1], strict=True))
+
+    def _stats_on_curve(self, size: int, epoch: float) -> tuple[float, float]:
+        curve = self.curves[size]
+        # Row k holds the statistics measured during epoch k (0-based).
+        xs = np.arange(len(curve), dtype=float)
+        return (float(np.interp(epoch, xs, curve.grad_sqr.to_numpy(float))),
+                float(np.interp(epoch, xs, curve.grad_var.to_numpy(float))))
+
+    def gain(self, batch_size: float, epoch: float) -> float:
+        """Progress per step at ``batch_size``: (var + sqr) / (var / s + sqr), s = B / B0."""
+        sqr, var = self.grad_stats(batch_size, epoch)
+        return statistical_gain(batch_size / self.init_batch_size, sqr, var)
+
+
+def statistical_gain(scale: float, grad_sqr: float, grad_var: float) -> float:
+    """Pollux gain of a batch ``scale`` times the initial: (var + sqr) / (var / scale + sqr)."""
+    return (grad_var + grad_sqr) / (grad_var / scale + grad_sqr)
+
+
+def load_app(folder: Path) -> AppProfile:
+    """Read one application folder (``placements.csv``, ``scalability.csv``, ``validation-*``)."""
+    name = folder.name
+    if name not in APP_EPOCHS:
+        raise ConfigError(f"unknown application folder {folder}; known: {sorted(APP_EPOCHS)}")
+    try:
+        placements = pd.read_csv(folder / "placements.csv")
+        scalability = pd.read_csv(folder / "scalability.csv")
+        curves = {int(p.stem.split("-")[-1]): pd.read_csv(p)
+                  for p in sorted(folder.glob("validation-*.csv"))}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"incomplete profile folder {folder}: {exc.filename} missing") from None
+    if not curves:
+        raise ConfigError(f"no validation-*.csv curves in {folder}")
+    placements["placement"] = placements.placement.astype(str)
+    placements["num_nodes"] = placements.placement.str.len()
+    placements["num_replicas"] = placements.placement.map(lambda p: sum(map(int, p)))
+    exact = _exact_curves(placements)
+    groups = _curves(pd.concat([placements.drop(columns="placement"), scalability]),
+                     ["num_nodes", "num_replicas"])
+    measured = np.sort(placements.local_bsz.unique()).astype(int)
+    cap = APP_MAX_LOCAL_BSZ.get(name, int(measured.max()))
+    return AppProfile(
+        name=name, max_epochs=APP_EPOCHS[name], max_local_bsz=cap,
+        min_local_bsz=int(measured.min()), local_bsz_choices=measured[measured <= cap],
+        curves=curves, exact=exact, groups=groups,
+    )
+
+
+def _exact_curves(placements: pd.DataFrame) -> dict[tuple[int, ...], _Curve]:
+    out: dict[tuple[int, ...], _Curve] = {}
+    for text, rows in placements.groupby("placement"):
+        rows = rows.groupby("local_bsz", as_index=False)[["step_time", "sync_time"]].mean()
+        out[canonical_placement(tuple(int(c) for c in text))] = _Curve(
+            local_bsz=rows.local_bsz.to_numpy(float),
+            step_time_s=rows.step_time.to_numpy(float),
+            sync_time_s=rows.sync_time.to_numpy(float),
+        )
+    return out
+
+
+def load_profiles(root: str | os.PathLike[str] | None = None) -> dict[str, AppProfile]:
+    """All apps under ``ROOT/profiles`` (``ROOT`` as :func:`pollux_dir` resolves it)."""
+    base = pollux_dir(root)
+    folder = base / "profiles" if (base / "profiles").is_dir() else base
+    if not folder.is_dir():
+        raise ConfigError(
+            f"no Pollux profiles at {folder}; pass --profiles DIR or set ${POLLUX_DIR_ENV}"
+        )
+    apps = {p.name: load_app(p) for p in sorted(folder.iterdir())
+            if p.is_dir() and p.name in APP_EPOCHS}
+    if not apps:
+        raise ConfigError(f"no application folders ({sorted(APP_EPOCHS)}) in {folder}")
+    return apps

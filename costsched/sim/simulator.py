@@ -1,0 +1,297 @@
+"""Trace-driven cluster simulator: replay a workload under a policy, round by round.
+
+Every ``round_s`` (60 s) the policy gets a snapshot and returns a decision; the
+simulator checks it, applies it and advances every job to the next round:
+
+* a job whose placement changed makes no progress for ``restart_s`` (30 s);
+* a step takes the measured time of its placement and per-GPU batch size
+  (interpolated where not measured, see ``profiles.AppProfile.step_time_s``);
+  a batch above the per-GPU cap runs as gradient accumulation:
+  step = step(atomic) + (accum - 1) * (step(atomic) - sync(atomic));
+* a step at total batch B advances progress by gain(B) at the current epoch
+  (``profiles.AppProfile.gain``); the job completes when its progress reaches
+  the progress of its app's last epoch on the initial-batch curve.
+
+Nodes are charged from the catalog for as long as they exist, from time 0 to
+the last completion; a job is charged its GPU share for the time it holds GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from costsched.errors import ConfigError
+from costsched.policy.registry import Policy
+from costsched.policy.snapshot import (
+    Autoscaling,
+    ClusterSnapshot,
+    EfficiencyModel,
+    JobView,
+    NodeView,
+    placement_shape,
+)
+from costsched.policy.validate import check_decision
+from costsched.pricing import SECONDS_PER_HOUR, InstanceType
+from costsched.sim.profiles import AppProfile
+from costsched.sim.workload import JobSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimConfig:
+    """The simulated cluster and its rules."""
+
+    instance: InstanceType
+    """Node type: GPUs per node and price."""
+    instance_name: str = "g4dn.12xlarge"
+    """Catalog name of ``instance``."""
+    num_nodes: int = 16
+    """Nodes of a fixed cluster (with autoscaling: nodes at the start, clamped)."""
+    spot: bool = False
+    """Price nodes as spot capacity."""
+    autoscale: tuple[int, int] | None = None
+    """(min, max) nodes when the policy may resize the cluster; ``None`` = fixed."""
+    elastic: bool = False
+    """Offer jobs their elastic range (1 .. max useful GPUs) instead of the requested size."""
+    round_s: float = 60.0
+    """Seconds between scheduling decisions."""
+    restart_s: float = 30.0
+    """Seconds of no progress after each change of a job's placement."""
+    max_time_s: float = 90 * 24 * 3600.0
+    """Give up (error) if jobs are still running after this much simulated time."""
+
+    def __post_init__(self) -> None:
+        if self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0:
+            raise ConfigError("need num_nodes >= 0, round_s > 0 and restart_s >= 0")
+        if self.autoscale is None and self.num_nodes < 1:
+            raise ConfigError("a fixed cluster needs at least one node (--nodes)")
+
+
+@dataclass(kw_only=True)
+class _Job:
+    """Mutable run state of one job (internal to the simulator)."""
+
+    spec: JobSpec
+    app: AppProfile
+    progress: float = 0.0
+    gpu_s: float = 0.0
+    placement: dict[str, int] = field(default_factory=dict)
+    batch_size: int = 0
+    restart_left_s: float = 0.0
+    num_placements: int = 0
+    finish_time_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRecord:
+    """One finished job."""
+
+    name: str
+    """Job name."""
+    application: str
+    """App it trained."""
+    submit_s: float
+    """Submission time, s."""
+    finish_s: float
+    """Completion time, s."""
+    gpu_hours: float
+    """GPU-hours it held."""
+    cost_usd: float
+    """Its GPU share of the node price for those hours."""
+    restarts: int
+    """Placement changes after its first start."""
+
+    @property
+    def jct_s(self) -> float:
+        return self.finish_s - self.submit_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimResult:
+    """What a run produced."""
+
+    jobs: tuple[JobRecord, ...]
+    """Every job, in submission order."""
+    timeline: tuple[tuple[float, int, int, float], ...]
+    """Per round: (time_s, GPUs allocated, nodes, cumulative USD at the round's end)."""
+    node_hours: float
+    """Node-hours the cluster existed."""
+    cost_usd: float
+    """Dollars for those node-hours."""
+
+
+class ProfileThroughput:
+    """The policy's throughput model backed by the measured profile."""
+
+    def __init__(self, app: AppProfile) -> None:
+        self._app = app
+
+    def local_bsz_choices(self) -> np.ndarray:
+        return self._app.local_bsz_choices
+
+    def step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> float:
+        return self._app.step_time_s(placement, local_bsz)[0]
+
+
+def max_useful_gpus(app: AppProfile) -> int:
+    """Most GPUs an elastic job can use: its max batch at the smallest per-GPU batch."""
+    return max(1, app.max_batch_size // app.min_local_bsz)
+
+
+class Simulator:
+    """Replays one workload under one policy."""
+
+    def __init__(self, *, config: SimConfig, profiles: dict[str, AppProfile],
+                 workload: Sequence[JobSpec], policy: Policy) -> None:
+        unknown = sorted({s.application for s in workload} - set(profiles))
+        if unknown:
+            raise ConfigError(f"workload uses apps without profiles: {unknown}")
+        self.config = config
+        self.policy = policy
+        self.jobs = [_Job(spec=s, app=profiles[s.application]) for s in workload]
+        self._throughput = {name: ProfileThroughput(app) for name, app in profiles.items()}
+        self.node_usd_per_hour = config.instance.node_usd_per_hour(config.spot)
+        self.gpu_usd_per_hour = config.instance.gpu_usd_per_hour(config.spot)
+        num = config.num_nodes
+        if config.autoscale is not None:
+            num = min(max(num, config.autoscale[0]), config.autoscale[1])
+        self.nodes = [self._node(f"node-{i}") for i in range(num)]
+
+    def _node(self, node_id: str) -> NodeView:
+        inst = self.config.instance
+        return NodeView(node_id=node_id, gpu_model=inst.gpu_model, num_gpus=inst.num_gpus_per_node,
+                        usd_per_hour=self.node_usd_per_hour, spot=self.config.spot)
+
+    def run(self, on_round: Callable[[float, int, int], None] | None = None) -> SimResult:
+        """Simulate to the last completion; ``on_round(time_s, done, total)`` reports progress."""
+        cfg = self.config
+        pending = sorted(self.jobs, key=lambda j: (j.spec.submit_time_s, j.spec.name))
+        active: list[_Job] = []
+        timeline: list[tuple[float, int, int, float]] = []
+        node_s = 0.0
+        time_s, round_index, done = 0.0, 0, 0
+        while pending or active:
+            if time_s > cfg.max_time_s:
+                raise ConfigError(f"jobs still running after {cfg.max_time_s:.0f} s; "
+                                  "is a job larger than the cluster?")
+            while pending and pending[0].spec.submit_time_s <= time_s:
+                active.append(pending.pop(0))
+            self._schedule(active, time_s, round_index)
+            for job in active:
+                self._advance(job, time_s)
+            finished = [j for j in active if j.finish_time_s is not None]
+            done += len(finished)
+            active = [j for j in active if j.finish_time_s is None]
+            end_s = time_s + cfg.round_s
+            if not pending and not active:
+                end_s = max((j.finish_time_s for j in finished), default=time_s)
+            node_s += len(self.nodes) * (end_s - time_s)
+            allocated = sum(sum(j.placement.values()) for j in active + finished)
+            timeline.append((time_s, allocated, len(self.nodes),
+                             node_s / SECONDS_PER_HOUR * self.node_usd_per_hour))
+            if on_round is not None:
+                on_round(time_s, done, len(self.jobs))
+            time_s, round_index = time_s + cfg.round_s, round_index + 1
+        return self._result(timeline, node_s)
+
+    def _view(self, job: _Job, time_s: float) -> JobView:
+        app, spec = job.app, job.spec
+        epoch = math.floor(app.epoch_at(job.progress))
+        sqr, var = app.grad_stats(job.batch_size or spec.batch_size, epoch)
+        if self.config.elastic:
+            lo, hi = 1, max(max_useful_gpus(app), spec.num_replicas)
+        else:
+            lo = hi = spec.num_replicas
+        return JobView(
+            name=spec.name, arrival_time_s=spec.submit_time_s,
+            attained_service_gpu_s=job.gpu_s, min_gpus=lo, max_gpus=hi,
+            requested_gpus=spec.num_replicas, requested_batch_size=spec.batch_size,
+            throughput=self._throughput[app.name],
+            efficiency=EfficiencyModel(init_batch_size=app.init_batch_size,
+                                       max_batch_size=app.max_batch_size,
+                                       grad_sqr=max(sqr, 1e-12), grad_var=var),
+            priority=spec.priority, budget_usd=spec.budget_usd,
+            spent_usd=job.gpu_s / SECONDS_PER_HOUR * self.gpu_usd_per_hour,
+        )
+
+    def _snapshot(self, active: list[_Job], time_s: float, round_index: int) -> ClusterSnapshot:
+        cfg = self.config
+        scaling = None
+        if cfg.autoscale is not None:
+            scaling = Autoscaling(min_nodes=cfg.autoscale[0], max_nodes=cfg.autoscale[1],
+                                  template=self._node("auto"))
+        return ClusterSnapshot(
+            time_s=time_s, round_index=round_index,
+            jobs=tuple(self._view(j, time_s) for j in active), nodes=tuple(self.nodes),
+            placements={j.spec.name: dict(j.placement) for j in active if j.placement},
+            autoscaling=scaling, round_s=cfg.round_s, restart_s=cfg.restart_s,
+        )
+
+    def _schedule(self, active: list[_Job], time_s: float, round_index: int) -> None:
+        snapshot = self._snapshot(active, time_s, round_index)
+        decision = self.policy.decide(snapshot)
+        check_decision(snapshot, decision, elastic=self.config.elastic)
+        removed = set(decision.nodes_to_remove)
+        self.nodes = [n for n in self.nodes if n.node_id not in removed]
+        self.nodes += list(decision.nodes_to_add)
+        for job in active:
+            new = {n: c for n, c in decision.placements.get(job.spec.name, {}).items() if c > 0}
+            if new and new != job.placement:
+                job.restart_left_s = self.config.restart_s
+                job.num_placements += 1
+            job.placement = new
+            job.batch_size = decision.batch_sizes.get(job.spec.name, job.batch_size) if new else 0
+
+    def _advance(self, job: _Job, time_s: float) -> None:
+        """Run ``job`` on its placement for one round (or until it completes)."""
+        replicas = sum(job.placement.values())
+        if replicas == 0:
+            return
+        app = job.app
+        left = self.config.round_s
+        pause = min(job.restart_left_s, left)
+        job.restart_left_s -= pause
+        left -= pause
+        step_s = self._step_time_s(job)
+        target = app.target_progress
+        prog = app.curves[app.init_batch_size].progress.to_numpy(float)
+        while left > 0:
+            epoch = math.floor(app.epoch_at(job.progress))
+            rate = app.gain(job.batch_size, epoch) / step_s
+            boundary = min(float(prog[epoch]) if epoch < len(prog) else target, target)
+            need = max(boundary - job.progress, 0.0) / rate
+            if need > left:
+                job.progress += rate * left
+                left = 0.0
+            else:
+                job.progress = boundary
+                left -= need
+                if job.progress >= target:
+                    job.finish_time_s = time_s + self.config.round_s - left
+                    break
+        held_s = self.config.round_s - left
+        job.gpu_s += replicas * held_s
+
+    def _step_time_s(self, job: _Job) -> float:
+        replicas = sum(job.placement.values())
+        local = job.batch_size / replicas
+        accum = max(1, math.ceil(local / job.app.max_local_bsz - 1e-9))
+        atomic = local / accum
+        step, sync = job.app.step_time_s(placement_shape(job.placement), atomic)
+        return step + (accum - 1) * (step - sync)
+
+    def _result(self, timeline: list, node_s: float) -> SimResult:
+        records = tuple(
+            JobRecord(name=j.spec.name, application=j.spec.application,
+                      submit_s=j.spec.submit_time_s, finish_s=float(j.finish_time_s),
+                      gpu_hours=j.gpu_s / SECONDS_PER_HOUR,
+                      cost_usd=j.gpu_s / SECONDS_PER_HOUR * self.gpu_usd_per_hour,
+                      restarts=max(j.num_placements - 1, 0))
+            for j in self.jobs
+        )
+        node_hours = node_s / SECONDS_PER_HOUR
+        return SimResult(jobs=records, timeline=tuple(timeline), node_hours=node_hours,
+                         cost_usd=node_hours * self.node_usd_per_hour)
