@@ -1,0 +1,1 @@
+"""The thin Ray layer: the only package that imports ``ray``."""

@@ -1,0 +1,45 @@
+"""Connecting to Ray: an existing cluster when one is given, else a local one in-process."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from costsched.job_config import JobConfig
+
+
+def ensure_ray(job: JobConfig, address: str | None = None) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray.
+
+    ``address="local"`` always starts a local Ray in this process.
+
+    A local Ray started here declares the job's emulated accelerator slots as a
+    custom resource, enough for ``max_workers`` workers, so CPU-only machines
+    run the same scheduling path as a GPU cluster.
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        ray.init(address=address, logging_level=logging.WARNING)
+        return
+    scaling = job.scaling
+    resources = {}
+    if scaling.accelerator_resource != "GPU":
+        resources[scaling.accelerator_resource] = scaling.max_workers * (
+            scaling.accelerators_per_worker
+        )
+    ray.init(resources=resources, logging_level=logging.WARNING)
+
+
+def shortfall(job: JobConfig) -> str | None:
+    """Why the connected cluster cannot hold ``min_workers`` right now, or None."""
+    total = ray.cluster_resources()
+    need = {k: v * job.scaling.min_workers for k, v in job.scaling.resources_per_worker().items()}
+    missing = {k: v for k, v in need.items() if total.get(k, 0.0) < v}
+    if not missing:
+        return None
+    have = {k: total.get(k, 0.0) for k in missing}
+    return f"the cluster has {have} but {job.scaling.min_workers} worker(s) need {missing}"

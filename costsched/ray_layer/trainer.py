@@ -1,0 +1,171 @@
+"""Job config -> Ray Train ``TorchTrainer`` (V2), with the cost ledger fed by a callback."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+from ray.data.extensions import ArrowTensorArray
+from ray.train import (
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+    UserCallback,
+)
+from ray.train.torch import TorchTrainer
+
+from costsched.accounting import RunAccountant
+from costsched.data import Splits
+from costsched.errors import CostschedError
+from costsched.job_config import JobConfig
+from costsched.ledger import Ledger
+from costsched.models import build_model
+from costsched.pricing import PriceCatalog
+from costsched.ray_layer.session import TRAIN_SPLIT, RayTrainSession
+from costsched.training.loop import Trainer, TrainSpec
+
+
+# Worker-group start-ups that may time out (60 s each) before the run fails, so a
+# request the cluster can never hold ends with an error instead of waiting forever,
+# while an autoscaler still has ~10 minutes to add nodes.
+CONTROLLER_FAILURE_LIMIT = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobResult:
+    run_id: str
+    outcome: str
+    """COMPLETED, TARGET_REACHED, BUDGET_EXHAUSTED or FAILED."""
+    metrics: dict[str, Any]
+    checkpoint_path: str | None
+    cost_usd: float
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    spec: TrainSpec = config["spec"]
+    Trainer(spec, RayTrainSession(shuffle_seed=spec.job.training.seed)).run()
+
+
+class LedgerCallback(UserCallback):
+    """Runs in the Train controller (on the driver's node) and writes the ledger."""
+
+    def __init__(self, *, ledger_path: str, catalog: PriceCatalog, run_id: str,
+                 run_started_at: float, accelerators_per_worker: float,
+                 resources: dict[str, float], verbose: bool = True):
+        self._args = (ledger_path, catalog, run_id, run_started_at, accelerators_per_worker,
+                      resources)
+        self._accountant: RunAccountant | None = None
+        self._verbose = verbose
+
+    def _get(self) -> RunAccountant:
+        if self._accountant is None:
+            path, catalog, run_id, started, accel, resources = self._args
+            self._accountant = RunAccountant(
+                Ledger(path, catalog), run_id, run_started_at=started,
+                accelerators_per_worker=accel, resources=resources,
+            )
+        return self._accountant
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        self._get().on_report(metrics[0], now=time.time())
+        if self._verbose and "val_accuracy" in metrics[0] and not metrics[0].get("final"):
+            m = metrics[0]
+            print(f"[costsched] epoch {m['epoch']:>3}  step {m['global_step']:>6}  "
+                  f"loss {m['loss']:.4f}  val_acc {m['val_accuracy']:.4f}  "
+                  f"{m['samples_per_s']:.0f} samples/s  workers {m['world_size']}  "
+                  f"${m['cost_usd']:.5f}", flush=True)
+
+    def after_exception(self, run_context, worker_exceptions) -> None:
+        self._get().on_failure(now=time.time())
+        if self._verbose:
+            ranks = sorted(worker_exceptions)
+            print(f"[costsched] worker(s) {ranks} failed; restarting from the latest "
+                  "checkpoint", flush=True)
+
+
+def to_ray_dataset(x: np.ndarray, y: np.ndarray) -> ray.data.Dataset:
+    import pyarrow as pa
+
+    table = pa.table({"x": ArrowTensorArray.from_numpy(x), "y": pa.array(y)})
+    return ray.data.from_arrow(table)
+
+
+def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at: float,
+                  catalog: PriceCatalog, usd_per_worker_second: float,
+                  verbose: bool = True) -> TorchTrainer:
+    scaling = job.scaling
+    model_factory = partial(build_model, job.model.kind, input_shape=splits.input_shape,
+                            num_classes=splits.num_classes, widths=job.model.widths,
+                            dropout=job.model.dropout)
+    spec = TrainSpec(
+        job=job, model_factory=model_factory, x_val=splits.x_val, y_val=splits.y_val,
+        x_test=splits.x_test, y_test=splits.y_test, num_train_rows=len(splits.x_train),
+        usd_per_worker_second=usd_per_worker_second, run_started_at=run_started_at,
+    )
+    num_workers: int | tuple[int, int] = scaling.max_workers
+    if scaling.min_workers < scaling.max_workers:
+        num_workers = (scaling.min_workers, scaling.max_workers)
+    resources = scaling.resources_per_worker()
+    callback = LedgerCallback(
+        ledger_path=job.resolved_ledger_path(), catalog=catalog, run_id=run_id,
+        run_started_at=run_started_at, accelerators_per_worker=scaling.accelerators_per_worker,
+        resources=resources, verbose=verbose,
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources,
+                                     elastic_resize_monitor_interval_s=10.0),
+        run_config=RunConfig(
+            name=run_id, storage_path=job.resolved_storage_path(),
+            failure_config=FailureConfig(max_failures=job.checkpoint.max_failures,
+                                         controller_failure_limit=CONTROLLER_FAILURE_LIMIT),
+            checkpoint_config=CheckpointConfig(num_to_keep=job.checkpoint.num_to_keep),
+            callbacks=[callback],
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+        datasets={TRAIN_SPLIT: to_ray_dataset(splits.x_train, splits.y_train)},
+    )
+
+
+def new_run_id(job: JobConfig) -> str:
+    return f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def run_job(job: JobConfig, splits: Splits, *, catalog: PriceCatalog, ledger: Ledger,
+            usd_per_worker_second: float, run_id: str | None = None,
+            verbose: bool = True) -> JobResult:
+    """Train ``job`` on the connected Ray cluster; every interval lands in the ledger."""
+    run_id = run_id or new_run_id(job)
+    started = time.time()
+    ledger.start_run(run_id=run_id, job_name=job.name, config_hash=job.config_hash(),
+                     instance_type=job.cost.instance_type, spot=job.cost.spot,
+                     utilisation=job.cost.utilisation, budget_usd=job.cost.budget_usd,
+                     now=started)
+    trainer = build_trainer(job, splits, run_id=run_id, run_started_at=started, catalog=catalog,
+                            usd_per_worker_second=usd_per_worker_second, verbose=verbose)
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # the run failed beyond max_failures: record it, then say why
+        ledger.finish_run(run_id, now=time.time(), outcome="FAILED",
+                          final_metrics={"error": str(exc)[:500]})
+        raise CostschedError(f"run {run_id} failed: {str(exc).splitlines()[0][:300]}") from exc
+    metrics = dict(result.metrics or {})
+    outcome = metrics.get("stop_reason", "COMPLETED")
+    ledger.finish_run(run_id, now=time.time(), outcome=outcome, final_metrics=metrics)
+    if metrics.get("usd_to_target") is not None:
+        ledger.record_target(run_id, usd_to_target=float(metrics["usd_to_target"]))
+    return JobResult(
+        run_id=run_id, outcome=outcome, metrics=metrics,
+        checkpoint_path=result.checkpoint.path if result.checkpoint else None,
+        cost_usd=ledger.run_cost_usd(run_id),
+    )

@@ -1,0 +1,255 @@
+"""The training loop one worker runs, written against a small :class:`Session`.
+
+The Ray layer implements ``Session`` with Ray Train (dataset shards, reports,
+checkpoints, DDP); tests implement it in-process. The loop itself never
+imports ``ray``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from costsched.accounting import ATTEMPT_KEY, CHECKPOINTED_KEY, WORLD_SIZE_KEY, cost_so_far_usd
+from costsched.job_config import JobConfig
+from costsched.training.optim import build_optimizer, build_scheduler, configure_precision
+from costsched.training.schedule import BatchPlan
+from costsched.training.state import Progress, load_state, save_state
+
+STOP_NONE, STOP_BUDGET, STOP_TARGET = 0, 1, 2
+OUTCOMES = {STOP_NONE: "COMPLETED", STOP_BUDGET: "BUDGET_EXHAUSTED", STOP_TARGET: "TARGET_REACHED"}
+
+
+class Session(Protocol):
+    """What the loop needs from its runtime."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def prepare_model(self, model: nn.Module) -> nn.Module: ...
+    def train_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Any, Any]]: ...
+    def latest_checkpoint(self) -> contextlib.AbstractContextManager[str | None]: ...
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+    def broadcast(self, value: int) -> int: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSpec:
+    """A job plus what the driver measured before launching it."""
+
+    job: JobConfig
+    model_factory: Callable[[], nn.Module]
+    """Builds the (possibly compressed) model, identically on every worker."""
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_train_rows: int
+    usd_per_worker_second: float
+    run_started_at: float
+
+
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device) -> float:
+    """Accuracy of ``model`` on ``(x, y)``, in eval mode, batch 1024."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, len(x), 1024):
+            xb = torch.as_tensor(x[i : i + 1024], device=device)
+            correct += int((model(xb).argmax(1).cpu() == torch.as_tensor(y[i : i + 1024])).sum())
+    model.train(was_training)
+    return correct / max(1, len(x))
+
+
+class Trainer:
+    """Runs one attempt of a job on one worker, resuming from the latest checkpoint."""
+
+    def __init__(self, spec: TrainSpec, session: Session, clock: Callable[[], float] = time.time):
+        self.spec, self.session, self.clock = spec, session, clock
+        cfg = spec.job.training
+        torch.manual_seed(cfg.seed)
+        self.autocast_dtype = configure_precision(cfg, session.device)
+        self.model = session.prepare_model(spec.model_factory())
+        self.raw_model = getattr(self.model, "module", self.model)
+        self.optimizer = build_optimizer(spec.job.optimizer, self.raw_model.parameters())
+        self.plan = BatchPlan(
+            global_batch_size=cfg.global_batch_size, world_size=session.world_size,
+            rank=session.rank, micro_batch_size=cfg.micro_batch_size,
+        )
+        self.steps_per_epoch = self.plan.steps_per_epoch(spec.num_train_rows)
+        total_steps = cfg.num_epochs * max(1, spec.num_train_rows // cfg.global_batch_size)
+        self.scheduler = build_scheduler(spec.job.optimizer, self.optimizer, total_steps)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.progress = Progress(wall_time=spec.run_started_at)
+        self.resumed_from_step: int | None = None
+        with session.latest_checkpoint() as directory:
+            if directory is not None:
+                self.progress, _ = load_state(
+                    directory, model=self.raw_model, optimizer=self.optimizer,
+                    scheduler=self.scheduler, scaler=self.scaler,
+                )
+                self.resumed_from_step = self.progress.global_step
+        self.attempt_started_at = self.clock()
+        self.data_rng = np.random.default_rng([cfg.seed, session.rank, self.progress.global_step])
+
+    # -- cost ---------------------------------------------------------------
+    def cost_usd(self) -> float:
+        return cost_so_far_usd(
+            usd_at_checkpoint=self.progress.usd_at_checkpoint,
+            checkpoint_wall_time=self.progress.wall_time, now=self.clock(),
+            world_size=self.session.world_size,
+            usd_per_worker_second=self.spec.usd_per_worker_second,
+        )
+
+    def accelerator_s(self, usd: float) -> float:
+        per_accel_s = self.spec.usd_per_worker_second / max(
+            self.spec.job.scaling.accelerators_per_worker, 1e-12
+        )
+        return usd / per_accel_s
+
+    # -- one optimiser step -------------------------------------------------
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One optimiser step over the local batch; returns (loss sum, correct count)."""
+        device = self.session.device
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        slices = self.plan.micro_batches(len(x))
+        loss_sum, correct = 0.0, 0
+        for i, part in enumerate(slices):
+            last = i == len(slices) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else (
+                self.model.no_sync()
+            )
+            with sync, torch.autocast(device.type, dtype=self.autocast_dtype,
+                                      enabled=self.autocast_dtype is not None):
+                logits = self.model(x[part])
+                losses = nn.functional.cross_entropy(logits.float(), y[part], reduction="none")
+                loss = losses.sum() * self.plan.loss_scale
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += float(losses.detach().sum())
+            correct += int((logits.argmax(1) == y[part]).sum())
+        self._optimizer_step()
+        return loss_sum, correct
+
+    def _optimizer_step(self) -> None:
+        clip = self.spec.job.optimizer.grad_clip_norm
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if clip > 0:
+            nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    # -- reporting and checkpoints -----------------------------------------
+    def checkpoint_and_report(self, metrics: dict[str, Any], stop: int = STOP_NONE) -> int:
+        """Save state (rank 0), report to every rank, and agree on rank 0's stop decision."""
+        now = self.clock()
+        usd = self.cost_usd()
+        if stop == STOP_NONE and self.session.rank == 0 and self._budget_would_overrun(usd):
+            stop = STOP_BUDGET
+        stop = self.session.broadcast(stop)
+        self.progress.usd_at_checkpoint, self.progress.wall_time = usd, now
+        metrics = metrics | self._cost_metrics(usd, now) | {
+            CHECKPOINTED_KEY: True, "stop_reason": OUTCOMES[stop],
+        }
+        with tempfile.TemporaryDirectory(prefix="costsched-ckpt-") as tmp:
+            directory = None
+            if self.session.rank == 0:
+                save_state(tmp, model=self.raw_model, optimizer=self.optimizer,
+                           scheduler=self.scheduler, scaler=self.scaler, progress=self.progress)
+                directory = tmp
+            self.session.report(metrics, directory)
+        return stop
+
+    def _budget_would_overrun(self, usd: float) -> bool:
+        """Stop now if running to the next checkpoint could cross the budget."""
+        elapsed = max(1e-9, self.clock() - self.attempt_started_at)
+        steps = max(1, self.progress.global_step - (self.resumed_from_step or 0))
+        usd_per_step = self.spec.usd_per_worker_second * self.session.world_size * elapsed / steps
+        next_interval = usd_per_step * self.spec.job.checkpoint.interval_steps
+        return usd + next_interval > self.spec.job.cost.budget_usd
+
+    def _cost_metrics(self, usd: float, now: float) -> dict[str, Any]:
+        return {
+            "cost_usd": usd, "accelerator_s": self.accelerator_s(usd), "wall_time": now,
+            ATTEMPT_KEY: self.attempt_started_at, WORLD_SIZE_KEY: self.session.world_size,
+            "global_step": self.progress.global_step, "epoch": self.progress.epoch,
+            "resumed_from_step": -1 if self.resumed_from_step is None else self.resumed_from_step,
+        }
+
+    # -- the loop ------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.spec.job.training
+        stop = STOP_NONE
+        while self.progress.epoch < cfg.num_epochs and stop == STOP_NONE:
+            stop = self.run_epoch()
+        test_acc = evaluate(self.raw_model, self.spec.x_test, self.spec.y_test, self.session.device)
+        final = dict(self.progress.history[-1]) if self.progress.history else {}
+        final |= {"test_accuracy": test_acc, "final": True,
+                  "usd_to_target": self.progress.usd_to_target}
+        if stop == STOP_NONE and cfg.target_metric == "test_accuracy":
+            stop = STOP_TARGET if test_acc >= cfg.target_value else STOP_NONE
+        self.checkpoint_and_report(final, stop=stop if stop else STOP_NONE)
+        return final | {"stop_reason": OUTCOMES[stop]}
+
+    def run_epoch(self) -> int:
+        epoch, interval = self.progress.epoch, self.spec.job.checkpoint.interval_steps
+        started, samples, loss_sum, correct = self.clock(), 0, 0.0, 0
+        batch_size = self.plan.local_batch_size
+        for b, (x, y) in enumerate(self.session.train_batches(epoch, batch_size)):
+            if b < self.progress.batch_in_epoch or b >= self.steps_per_epoch:
+                continue  # consumed so every shard stays in step; trained on already or spare
+            x = self._augment(x)
+            step_loss, step_correct = self.train_step(x, y)
+            loss_sum, correct, samples = loss_sum + step_loss, correct + step_correct, samples + len(y)
+            self.progress.global_step += 1
+            self.progress.batch_in_epoch = b + 1
+            if self.progress.global_step % interval == 0:
+                stop = self.checkpoint_and_report({"loss": loss_sum / max(1, samples)})
+                if stop:
+                    return stop
+        return self.end_epoch(started, samples, loss_sum, correct)
+
+    def end_epoch(self, started: float, samples: int, loss_sum: float, correct: int) -> int:
+        cfg = self.spec.job.training
+        seconds = max(1e-9, self.clock() - started)
+        val_acc = evaluate(self.raw_model, self.spec.x_val, self.spec.y_val, self.session.device)
+        self.progress.epoch += 1
+        self.progress.batch_in_epoch = 0
+        metrics = {
+            "loss": loss_sum / max(1, samples), "train_accuracy": correct / max(1, samples),
+            "val_accuracy": val_acc, "samples_per_s": samples * self.session.world_size / seconds,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+        stop = STOP_NONE
+        if cfg.target_metric == "val_accuracy" and val_acc >= cfg.target_value:
+            stop = STOP_TARGET
+            if self.progress.usd_to_target is None:
+                self.progress.usd_to_target = self.cost_usd()
+        metrics["usd_to_target"] = self.progress.usd_to_target
+        self.progress.history.append(
+            {k: v for k, v in metrics.items() if v is not None} | {"epoch": self.progress.epoch}
+        )
+        return self.checkpoint_and_report(metrics, stop=stop)
+
+    def _augment(self, x: Any) -> torch.Tensor:
+        aug = self.spec.job.dataset.augment
+        if aug.noise_std == 0 and aug.max_shift == 0:
+            return torch.as_tensor(x)
+        from costsched.data import augment
+
+        return torch.as_tensor(augment(np.asarray(x), aug, self.data_rng))

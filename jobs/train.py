@@ -1,0 +1,25 @@
+"""Entry point for ``ray job submit -- python jobs/train.py CONFIG``: run one training job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from costsched.commands.train import add_arguments
+from costsched.errors import CostschedError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobs/train.py", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CostschedError as exc:
+        print(f"jobs/train.py: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

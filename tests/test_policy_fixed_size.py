@@ -1,0 +1,78 @@
+"""fifo and las on hand-made clusters whose right answer is stated in each test."""
+
+from __future__ import annotations
+
+import pytest
+from policy_fakes import gpus, job, nodes, snapshot
+
+from costsched.errors import ConfigError
+from costsched.policy.fifo import FifoPolicy
+from costsched.policy.las import LasPolicy
+from costsched.policy.packing import packed_shape, place_jobs
+from costsched.policy.validate import check_decision
+
+
+def test_fifo_runs_in_arrival_order_and_backfills_a_small_job():
+    # 8 GPUs: A (6) starts; B (4) does not fit in the 2 left; C (2) backfills.
+    jobs = [job("A", requested_gpus=6, arrival_time_s=0), job("B", requested_gpus=4,
+            arrival_time_s=1), job("C", requested_gpus=2, arrival_time_s=2)]
+    snap = snapshot(jobs, nodes(2))
+    decision = FifoPolicy().decide(snap)
+    assert (gpus(decision, "A"), gpus(decision, "B"), gpus(decision, "C")) == (6, 0, 2)
+    assert decision.batch_sizes == {"A": 32, "C": 32}
+    check_decision(snap, decision, elastic=False)
+
+
+def test_fifo_priority_beats_arrival():
+    jobs = [job("early", requested_gpus=4, arrival_time_s=0),
+            job("urgent", requested_gpus=4, arrival_time_s=5, priority=1)]
+    decision = FifoPolicy().decide(snapshot(jobs, nodes(1)))
+    assert gpus(decision, "urgent") == 4 and gpus(decision, "early") == 0
+
+
+def test_las_new_job_preempts_one_with_more_attained_service():
+    old = job("old", requested_gpus=4, arrival_time_s=0, attained_service_gpu_s=1e6)
+    new = job("new", requested_gpus=4, arrival_time_s=100)
+    decision = LasPolicy().decide(snapshot([old, new], nodes(1), {"old": {"n0": 4}}))
+    assert gpus(decision, "new") == 4 and gpus(decision, "old") == 0
+
+
+def test_las_is_fifo_within_a_queue():
+    # Both below the first threshold: the earlier arrival wins, whatever its service.
+    first = job("first", requested_gpus=4, arrival_time_s=0, attained_service_gpu_s=3000)
+    second = job("second", requested_gpus=4, arrival_time_s=10, attained_service_gpu_s=0)
+    decision = LasPolicy().decide(snapshot([second, first], nodes(1)))
+    assert gpus(decision, "first") == 4 and gpus(decision, "second") == 0
+
+
+def test_las_starvation_promotion_lifts_a_long_waiting_job():
+    # Attained 16h of GPU-time on 1 GPU (run 57,600 s), waited far longer than that.
+    starved = job("starved", attained_service_gpu_s=57_600 * 2, arrival_time_s=0)
+    fresh = job("fresh", arrival_time_s=400_000, attained_service_gpu_s=60_000)
+    policy = LasPolicy(starvation_factor=1.0)
+    assert policy.queue_of(starved, time_s=500_000) == 0
+    assert policy.queue_of(fresh, time_s=500_000) == 1
+
+
+def test_las_rejects_unsorted_thresholds():
+    with pytest.raises(ConfigError):
+        LasPolicy(queue_thresholds_gpu_s=(10.0, 5.0))
+
+
+def test_running_job_keeps_its_nodes():
+    decision = FifoPolicy().decide(snapshot(
+        [job("A", requested_gpus=2)], nodes(2), {"A": {"n1": 2}}))
+    assert decision.placements["A"] == {"n1": 2}
+
+
+def test_packing_uses_whole_nodes_then_best_fit():
+    placed = place_jobs([("big", 6), ("small", 2)], nodes(3), {})
+    assert sorted(placed["big"].values()) == [2, 4]
+    assert len(placed["small"]) == 1
+    assert packed_shape(10, 4) == (4, 4, 2)
+
+
+def test_over_budget_job_gets_nothing():
+    broke = job("broke", requested_gpus=1, budget_usd=1.0, spent_usd=1.0)
+    decision = FifoPolicy().decide(snapshot([broke], nodes(1)))
+    assert gpus(decision, "broke") == 0
