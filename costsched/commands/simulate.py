@@ -83,12 +83,16 @@ def _instance(args: argparse.Namespace):
 
 
 def _progress(label: str):
+    """A progress reporter: a line at most once a second of wall time, and at the end."""
     started = time.monotonic()
+    last = [started]
 
     def report(time_s: float, done: int, total: int) -> None:
-        if done == total or int(time_s) % 3600 == 0:
-            print(f"  [{label}] sim {time_s / 3600:5.1f} h  jobs done {done:3d}/{total}"
-                  f"  ({time.monotonic() - started:4.1f} s)", file=sys.stderr, flush=True)
+        now = time.monotonic()
+        if done == total or now - last[0] >= 1.0:
+            last[0] = now
+            print(f"  [{label}] simulated {time_s / 3600:5.1f} h, jobs done {done:3d}/{total}"
+                  f" ({now - started:4.1f} s)", file=sys.stderr, flush=True)
 
     return report
 

@@ -156,8 +156,9 @@ class _Growth:
 
     def best_move(self, job: JobView, count: int, top: int) -> tuple[float, int] | None:
         """The best next step up from ``count``: one GPU, or a jump to a node
-        boundary or to the held size (step time is not concave in GPUs: a
-        replica on a new node adds a network hop that more replicas amortise)."""
+        boundary, to twice as many, or to the held size. Step time is not concave in
+        GPUs (a replica on a new node adds a network hop that many replicas
+        amortise), so one-GPU steps alone would stall short of a good size."""
         held = num_gpus(self.snapshot.placements.get(job.name))
         per_node = self.gpus_per_node
         boundary = -(-(count + 1) // per_node) * per_node

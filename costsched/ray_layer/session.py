@@ -12,19 +12,27 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from costsched.training.state import checkpoint_step, newest_checkpoint_dir
+
 TRAIN_SPLIT = "train"
+
+
+def _ray_checkpoint_step(checkpoint: ray.train.Checkpoint) -> int:
+    with checkpoint.as_directory() as directory:
+        return checkpoint_step(directory)
 
 
 class RayTrainSession:
     """Dataset shards, reports and checkpoints through ``ray.train``; DDP through Ray."""
 
-    def __init__(self, shuffle_seed: int):
+    def __init__(self, shuffle_seed: int, run_dir: str | None = None):
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.device = ray.train.torch.get_device()
         self._shard = ray.train.get_dataset_shard(TRAIN_SPLIT)
         self._shuffle_seed = shuffle_seed
+        self._run_dir = run_dir
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return ray.train.torch.prepare_model(model)
@@ -40,9 +48,22 @@ class RayTrainSession:
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[str | None]:
+        """The newest checkpoint: Ray's latest registered one, or a newer one on disk.
+
+        Ray registers a checkpoint when its controller next polls the workers
+        (every 2 s); a worker killed in between leaves a persisted but
+        unregistered checkpoint. On a filesystem path every rank sees the same
+        folder, so all ranks pick the same newest complete ``state.pt``.
+        """
+        on_disk = newest_checkpoint_dir(self._run_dir) if self._run_dir else None
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
+        if checkpoint is None and on_disk is None:
             yield None
+            return
+        if checkpoint is None or (
+            on_disk is not None and checkpoint_step(on_disk) > _ray_checkpoint_step(checkpoint)
+        ):
+            yield str(on_disk)
             return
         with checkpoint.as_directory() as directory:
             yield directory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from costsched.pricing import PriceCatalog
 from costsched.ray_layer.session import TRAIN_SPLIT, RayTrainSession
 from costsched.training.loop import Trainer, TrainSpec
 
-
 # Worker-group start-ups that may time out (60 s each) before the run fails, so a
 # request the cluster can never hold ends with an error instead of waiting forever,
 # while an autoscaler still has ~10 minutes to add nodes.
@@ -51,7 +51,8 @@ class JobResult:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     spec: TrainSpec = config["spec"]
-    Trainer(spec, RayTrainSession(shuffle_seed=spec.job.training.seed)).run()
+    session = RayTrainSession(shuffle_seed=spec.job.training.seed, run_dir=config["run_dir"])
+    Trainer(spec, session).run()
 
 
 class LedgerCallback(UserCallback):
@@ -94,6 +95,7 @@ class LedgerCallback(UserCallback):
 def to_ray_dataset(x: np.ndarray, y: np.ndarray) -> ray.data.Dataset:
     import pyarrow as pa
 
+    ray.data.DataContext.get_current().enable_progress_bars = False
     table = pa.table({"x": ArrowTensorArray.from_numpy(x), "y": pa.array(y)})
     return ray.data.from_arrow(table)
 
@@ -121,7 +123,7 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
     )
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec},
+        train_loop_config={"spec": spec, "run_dir": local_run_dir(job, run_id)},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources,
                                      elastic_resize_monitor_interval_s=10.0),
@@ -135,6 +137,12 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
         ),
         datasets={TRAIN_SPLIT: to_ray_dataset(splits.x_train, splits.y_train)},
     )
+
+
+def local_run_dir(job: JobConfig, run_id: str) -> str | None:
+    """The run's checkpoint folder when storage is a filesystem path (not a URI)."""
+    storage = job.resolved_storage_path()
+    return None if "://" in storage else os.path.join(storage, run_id)
 
 
 def new_run_id(job: JobConfig) -> str:

@@ -79,8 +79,8 @@ def _plot_allocation(result: SimResult, path: Path, title: str) -> Path:
     twin.set_ylim(bottom=0)
     ax.set_ylim(bottom=0)
     ax.set_title(f"{title}: GPUs allocated and nodes")
-    fig.legend(loc="upper right")
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=2)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

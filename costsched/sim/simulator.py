@@ -158,6 +158,12 @@ class Simulator:
         num = config.num_nodes
         if config.autoscale is not None:
             num = min(max(num, config.autoscale[0]), config.autoscale[1])
+        most_nodes = config.autoscale[1] if config.autoscale is not None else num
+        capacity = most_nodes * config.instance.num_gpus_per_node
+        too_big = [s.name for s in workload if s.num_replicas > capacity]
+        if too_big and not config.elastic:
+            raise ConfigError(f"job(s) {too_big[:3]} ask for more than the cluster's {capacity} "
+                              "GPUs and would never run; add nodes or use an elastic policy")
         self.nodes = [self._node(f"node-{i}") for i in range(num)]
 
     def _node(self, node_id: str) -> NodeView:

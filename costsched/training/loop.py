@@ -215,7 +215,8 @@ class Trainer:
                 continue  # consumed so every shard stays in step; trained on already or spare
             x = self._augment(x)
             step_loss, step_correct = self.train_step(x, y)
-            loss_sum, correct, samples = loss_sum + step_loss, correct + step_correct, samples + len(y)
+            loss_sum, correct = loss_sum + step_loss, correct + step_correct
+            samples += len(y)
             self.progress.global_step += 1
             self.progress.batch_in_epoch = b + 1
             if self.progress.global_step % interval == 0:

@@ -88,3 +88,22 @@ def load_state(
         scaler.load_state_dict(payload["scaler"])
     set_rng_state(payload["rng"])
     return Progress(**payload["progress"]), payload["rng"]
+
+
+def checkpoint_step(directory: str | os.PathLike[str]) -> int:
+    """Global step saved in a checkpoint folder; -1 if it holds no readable state."""
+    try:
+        payload = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+    except Exception:  # missing, or cut short by a crash mid-copy
+        return -1
+    return int(payload["progress"]["global_step"])
+
+
+def newest_checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint folder under ``run_dir`` with the highest readable global step."""
+    best, best_step = None, -1
+    for directory in Path(run_dir).glob("checkpoint_*"):
+        step = checkpoint_step(directory) if directory.is_dir() else -1
+        if step > best_step:
+            best, best_step = directory, step
+    return best
