@@ -76,3 +76,13 @@ def test_cli_user_errors_exit_nonzero_in_one_line(tmp_path, capsys):
     code = main(["simulate", "--workload", str(FIXTURE_WORKLOAD), "--autoscale", "9",
                  "--profiles", str(FIXTURE), "--out", str(tmp_path)])
     assert code == 2
+
+
+def test_a_fixed_size_job_larger_than_the_cluster_is_a_config_error():
+    from costsched.errors import ConfigError
+
+    huge = JobSpec(name="huge", submit_time_s=0, application="ncf", num_replicas=9,
+                   batch_size=256)
+    with pytest.raises(ConfigError, match="never run"):
+        simulate([huge], "las", num_nodes=2)
+    assert simulate([huge], "cost-aware", num_nodes=2).jobs[0].finish_s > 0
