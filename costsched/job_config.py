@@ -57,6 +57,9 @@ class DatasetConfig:
     """Seed for generation and for the train/val/test split."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Training-time augmentation."""
+    cache_shard: bool = True
+    """Keep each worker's shard in memory after its first pass through Ray Data; set
+    false for shards larger than a worker's memory (every epoch then streams)."""
 
     @property
     def is_file(self) -> bool:

@@ -51,7 +51,8 @@ class JobResult:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     spec: TrainSpec = config["spec"]
-    session = RayTrainSession(shuffle_seed=spec.job.training.seed, run_dir=config["run_dir"])
+    session = RayTrainSession(shuffle_seed=spec.job.training.seed, run_dir=config["run_dir"],
+                              cache_shard=spec.job.dataset.cache_shard)
     Trainer(spec, session).run()
 
 

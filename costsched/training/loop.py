@@ -65,7 +65,7 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.devic
     correct = 0
     with torch.inference_mode():
         for i in range(0, len(x), 1024):
-            xb = torch.as_tensor(x[i : i + 1024], device=device)
+            xb = torch.tensor(x[i : i + 1024], device=device)  # copy: x may be read-only
             correct += int((model(xb).argmax(1).cpu() == torch.as_tensor(y[i : i + 1024])).sum())
     model.train(was_training)
     return correct / max(1, len(x))
@@ -100,6 +100,7 @@ class Trainer:
                 )
                 self.resumed_from_step = self.progress.global_step
         self.attempt_started_at = self.clock()
+        self.first_step_at: float | None = None
         self.data_rng = np.random.default_rng([cfg.seed, session.rank, self.progress.global_step])
 
     # -- cost ---------------------------------------------------------------
@@ -180,8 +181,9 @@ class Trainer:
         elapsed = max(1e-9, self.clock() - self.attempt_started_at)
         steps = max(1, self.progress.global_step - (self.resumed_from_step or 0))
         usd_per_step = self.spec.usd_per_worker_second * self.session.world_size * elapsed / steps
-        next_interval = usd_per_step * self.spec.job.checkpoint.interval_steps
-        return usd + next_interval > self.spec.job.cost.budget_usd
+        # The next report comes at the next checkpoint interval or epoch end, whichever first.
+        steps_ahead = min(self.spec.job.checkpoint.interval_steps, self.steps_per_epoch)
+        return usd + usd_per_step * steps_ahead > self.spec.job.cost.budget_usd
 
     def _cost_metrics(self, usd: float, now: float) -> dict[str, Any]:
         return {
@@ -189,6 +191,7 @@ class Trainer:
             ATTEMPT_KEY: self.attempt_started_at, WORLD_SIZE_KEY: self.session.world_size,
             "global_step": self.progress.global_step, "epoch": self.progress.epoch,
             "resumed_from_step": -1 if self.resumed_from_step is None else self.resumed_from_step,
+            "first_step_at": self.first_step_at or -1.0,
         }
 
     # -- the loop ------------------------------------------------------------
@@ -200,7 +203,8 @@ class Trainer:
         test_acc = evaluate(self.raw_model, self.spec.x_test, self.spec.y_test, self.session.device)
         final = dict(self.progress.history[-1]) if self.progress.history else {}
         final |= {"test_accuracy": test_acc, "final": True,
-                  "usd_to_target": self.progress.usd_to_target}
+                  "usd_to_target": self.progress.usd_to_target,
+                  "history": list(self.progress.history)}
         if stop == STOP_NONE and cfg.target_metric == "test_accuracy":
             stop = STOP_TARGET if test_acc >= cfg.target_value else STOP_NONE
         self.checkpoint_and_report(final, stop=stop if stop else STOP_NONE)
@@ -215,6 +219,8 @@ class Trainer:
                 continue  # consumed so every shard stays in step; trained on already or spare
             x = self._augment(x)
             step_loss, step_correct = self.train_step(x, y)
+            if self.first_step_at is None:
+                self.first_step_at = self.clock()
             loss_sum, correct = loss_sum + step_loss, correct + step_correct
             samples += len(y)
             self.progress.global_step += 1
