@@ -6,12 +6,12 @@ from pathlib import Path
 
 from costsched.policy.registry import ELASTIC, make_policy
 from costsched.pricing import load_catalog
-from costsched.sim.profiles import DEFAULT_POLLUX_DIR, load_profiles
+from costsched.sim.profiles import load_profiles, pollux_dir
 from costsched.sim.simulator import SimConfig, Simulator
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pollux_small"
 FIXTURE_WORKLOAD = FIXTURE / "workloads" / "load-1.0" / "workload-9.csv"
-SHARED = DEFAULT_POLLUX_DIR
+SHARED = pollux_dir()  # $COSTSCHED_POLLUX_DIR, else ../shared/data/pollux
 HAVE_SHARED = (SHARED / "profiles").is_dir()
 NO_SHARED_REASON = f"needs the Pollux data at {SHARED} (../shared/data is absent)"
 
