@@ -106,7 +106,7 @@ def run_ray(splits, job, catalog):
     ledger = Ledger(job.resolved_ledger_path(), catalog)
     result = run_job(job, splits, catalog=catalog, ledger=ledger, verbose=False,
                      usd_per_worker_second=usd_per_worker_second(job, catalog))
-    history = [m["samples_per_s"] for m in result.metrics["history"]]
+    history = [m["samples_per_s"] for m in result.metrics["history"] if "samples_per_s" in m]
     ray.shutdown()
     return statistics.median(history[1:] or history), result.metrics["first_step_at"] - launched
 

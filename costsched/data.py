@@ -91,19 +91,28 @@ def _load_file(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
             f"to one of {', '.join(map(str, frame.columns))}"
         )
     features = frame.drop(columns=[label_column])
-    non_numeric = [c for c in features.columns if not np.issubdtype(features[c].dtype, np.number)]
+    non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if non_numeric:
         raise ConfigError(f"{path}: feature columns must be numeric; not: {non_numeric[:5]}")
     return features.to_numpy(np.float64), frame[label_column].to_numpy()
 
 
 def clean(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, CleaningReport]:
-    """Drop rows with a non-finite value, then exact duplicates (first kept, order kept)."""
+    """Drop rows with a non-finite value or missing label, then exact duplicates.
+
+    Labels may be numbers or strings; duplicates compare features and label,
+    keeping the first occurrence, in order.
+    """
     flat = x.reshape(len(x), -1)
-    y_float = np.asarray(y, dtype=np.float64)
-    finite = np.isfinite(flat).all(axis=1) & np.isfinite(y_float)
+    y = np.asarray(y)
+    if np.issubdtype(y.dtype, np.number):
+        label_ok = np.isfinite(y.astype(np.float64))
+    else:
+        label_ok = np.array([v is not None and v == v for v in y], dtype=bool)  # NaN != NaN
+    finite = np.isfinite(flat).all(axis=1) & label_ok
     flat, x, y = flat[finite], x[finite], y[finite]
-    rows = np.concatenate([flat, y_float[finite][:, None]], axis=1)
+    _, label_codes = np.unique(y.astype(str) if y.dtype == object else y, return_inverse=True)
+    rows = np.concatenate([flat, label_codes[:, None].astype(np.float64)], axis=1)
     _, first = np.unique(rows, axis=0, return_index=True)
     keep = np.sort(first)
     report = CleaningReport(
@@ -111,7 +120,7 @@ def clean(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, Cleanin
         num_non_finite=int((~finite).sum()),
         num_duplicates=len(x) - len(keep),
     )
-    return x[keep], y[keep].astype(np.int64), report
+    return x[keep], y[keep], report
 
 
 def prepare(config: DatasetConfig) -> Splits:
@@ -123,7 +132,7 @@ def prepare(config: DatasetConfig) -> Splits:
             f"dataset {config.name}: no rows left after dropping {report.num_non_finite} "
             f"non-finite and {report.num_duplicates} duplicate rows; check the data"
         )
-    classes, y = np.unique(y, return_inverse=True)
+    classes, y = np.unique(y.astype(str) if y.dtype == object else y, return_inverse=True)
     order = np.random.default_rng(config.seed).permutation(len(x))
     n_test = max(1, round(len(x) * config.test_fraction))
     n_val = max(1, round(len(x) * config.val_fraction))

@@ -24,8 +24,15 @@ FILE_SUFFIXES = (".parquet", ".csv", ".npz")
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # e.g. a name too long for the filesystem
+        return False
+
+
 def _positive(name: str, value: float) -> None:
-    if value <= 0:
+    if not value > 0:
         raise ConfigError(f"`{name}` must be > 0, got {value}")
 
 
@@ -73,7 +80,7 @@ class DatasetConfig:
                     f"({', '.join(BUILTIN_DATASETS)}){closest_hint(self.name, BUILTIN_DATASETS)}"
                     f" nor a {'/'.join(FILE_SUFFIXES)} file"
                 )
-            if not Path(self.name).is_file():
+            if not _is_file(self.name):
                 raise ConfigError(f"`dataset.name`: data file {self.name} does not exist")
         _positive("dataset.num_samples", self.num_samples)
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1):
@@ -223,7 +230,7 @@ class CostSection:
     """Assumed accelerator utilisation for the energy estimate, in [0, 1]."""
 
     def __post_init__(self) -> None:
-        if self.budget_usd <= 0:
+        if not self.budget_usd > 0:
             raise ConfigError(f"`cost.budget_usd` must be > 0, got {self.budget_usd}")
         if not 0 <= self.utilisation <= 1:
             raise ConfigError("`cost.utilisation` must be in [0, 1]")

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from costsched.errors import CostschedError
+from costsched.errors import ConfigError, CostschedError
 from costsched.pricing import PriceCatalog, compute_cost_usd, energy_kwh
 
 SCHEMA = """
@@ -70,9 +70,12 @@ class Ledger:
         self.path = Path(path)
         self.catalog = catalog
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        try:
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{self.path} is not a costsched ledger ({exc})") from None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -24,7 +25,11 @@ T = TypeVar("T")
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML file whose top level must be a mapping."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:
+        is_file = False
+    if not is_file:
         raise ConfigError(f"{path}: no such config file; check the path")
     try:
         data = yaml.safe_load(path.read_text())
@@ -40,8 +45,9 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 
 def closest_hint(key: object, known: typing.Iterable[str]) -> str:
-    match = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.5)
-    return f"; did you mean `{match[0]}`?" if match else f"; known keys: {', '.join(known)}"
+    known = [str(k) for k in known]
+    match = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+    return f"; did you mean `{match[0]}`?" if match else f"; known values: {', '.join(known)}"
 
 
 def build(cls: type[T], data: Any, source: str, key_path: str = "") -> T:
@@ -120,6 +126,8 @@ def _coerce_scalar(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -305,9 +305,6 @@ def test_plot_costs_writes_a_png(ledger, tmp_path):
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
 
 
-@pytest.mark.xfail(reason="BUG: Ledger.__init__ lets sqlite3.DatabaseError ('file is not a "
-                          "database') escape, so `costsched report --ledger <not a ledger>` "
-                          "prints a traceback instead of a one-line error", strict=True)
 def test_cli_report_on_a_file_that_is_not_a_ledger_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "runs.csv"
     path.write_text("run_id,cost_usd\nrun-1,0.5\n")

@@ -385,11 +385,6 @@ def test_resume_continues_from_the_checkpoint_to_the_same_end(full_run, digits, 
     assert costs[1] > cost_at_checkpoint + 500 * USD_PER_WORKER_S  # the restart gap is paid
 
 
-@pytest.mark.xfail(reason="BUG: Trainer.run() sends the final report through "
-                          "checkpoint_and_report(stop=STOP_NONE), whose budget forecast for a "
-                          "'next interval' that will never run can flip it to BUDGET_EXHAUSTED; "
-                          "run() still returns COMPLETED but the Ray layer records the reported "
-                          "stop_reason as the run's outcome", strict=True)
 def test_a_run_that_finished_every_epoch_is_reported_completed(digits, tmp_path):
     clock = FakeClock()
 
@@ -416,9 +411,6 @@ def test_a_run_that_finished_every_epoch_is_reported_completed(digits, tmp_path)
     assert final["stop_reason"] == result["stop_reason"]
 
 
-@pytest.mark.xfail(reason="BUG: resuming from a checkpoint taken on an epoch's last step skips "
-                          "every batch, and end_epoch() then reports loss 0.0 and "
-                          "train_accuracy 0.0 for that epoch", strict=True)
 def test_resume_on_an_epoch_boundary_does_not_report_a_zero_loss(digits, tmp_path):
     job = dataclasses.replace(make_job(num_epochs=2),
                               checkpoint=CheckpointSection(interval_steps=STEPS_PER_EPOCH))

@@ -81,8 +81,8 @@ class LedgerCallback(UserCallback):
         if self._verbose and "val_accuracy" in metrics[0] and not metrics[0].get("final"):
             m = metrics[0]
             print(f"[costsched] epoch {m['epoch']:>3}  step {m['global_step']:>6}  "
-                  f"loss {m['loss']:.4f}  val_acc {m['val_accuracy']:.4f}  "
-                  f"{m['samples_per_s']:.0f} samples/s  workers {m['world_size']}  "
+                  f"loss {m.get('loss', float('nan')):.4f}  val_acc {m['val_accuracy']:.4f}  "
+                  f"{m.get('samples_per_s', 0.0):.0f} samples/s  workers {m['world_size']}  "
                   f"${m['cost_usd']:.5f}", flush=True)
 
     def after_exception(self, run_context, worker_exceptions) -> None:

@@ -156,11 +156,17 @@ class Trainer:
         self.scheduler.step()
 
     # -- reporting and checkpoints -----------------------------------------
-    def checkpoint_and_report(self, metrics: dict[str, Any], stop: int = STOP_NONE) -> int:
-        """Save state (rank 0), report to every rank, and agree on rank 0's stop decision."""
+    def checkpoint_and_report(
+        self, metrics: dict[str, Any], stop: int = STOP_NONE, final: bool = False
+    ) -> int:
+        """Save state (rank 0), report to every rank, and agree on rank 0's stop decision.
+
+        The final report has no next interval, so it never stops for the budget.
+        """
         now = self.clock()
         usd = self.cost_usd()
-        if stop == STOP_NONE and self.session.rank == 0 and self._budget_would_overrun(usd):
+        if (stop == STOP_NONE and not final and self.session.rank == 0
+                and self._budget_would_overrun(usd)):
             stop = STOP_BUDGET
         stop = self.session.broadcast(stop)
         self.progress.usd_at_checkpoint, self.progress.wall_time = usd, now
@@ -207,7 +213,7 @@ class Trainer:
                   "history": list(self.progress.history)}
         if stop == STOP_NONE and cfg.target_metric == "test_accuracy":
             stop = STOP_TARGET if test_acc >= cfg.target_value else STOP_NONE
-        self.checkpoint_and_report(final, stop=stop if stop else STOP_NONE)
+        self.checkpoint_and_report(final, stop=stop, final=True)
         return final | {"stop_reason": OUTCOMES[stop]}
 
     def run_epoch(self) -> int:
@@ -237,11 +243,12 @@ class Trainer:
         val_acc = evaluate(self.raw_model, self.spec.x_val, self.spec.y_val, self.session.device)
         self.progress.epoch += 1
         self.progress.batch_in_epoch = 0
-        metrics = {
-            "loss": loss_sum / max(1, samples), "train_accuracy": correct / max(1, samples),
-            "val_accuracy": val_acc, "samples_per_s": samples * self.session.world_size / seconds,
-            "lr": self.scheduler.get_last_lr()[0],
-        }
+        metrics: dict[str, Any] = {"val_accuracy": val_acc, "lr": self.scheduler.get_last_lr()[0]}
+        if samples:  # none when a resume landed on the epoch's end: nothing to average
+            metrics |= {
+                "loss": loss_sum / samples, "train_accuracy": correct / samples,
+                "samples_per_s": samples * self.session.world_size / seconds,
+            }
         stop = STOP_NONE
         if cfg.target_metric == "val_accuracy" and val_acc >= cfg.target_value:
             stop = STOP_TARGET
