@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from costsched.commands.train import add_arguments
-from costsched.errors import CostschedError
+# `ray job submit --working-dir .` runs this file from the repository root without
+# installing the package: make the package importable from there.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from costsched.commands.train import add_arguments  # noqa: E402
+from costsched.errors import CostschedError  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
