@@ -176,6 +176,8 @@ class ScalingSection:
     """Train on CUDA devices. Needs `accelerator_resource: GPU`."""
     cpus_per_worker: float = 1.0
     """CPUs each worker reserves."""
+    elastic_resize_interval_s: float = 10.0
+    """How often an elastic job (min < max workers) checks for room to grow, seconds."""
 
     def __post_init__(self) -> None:
         if self.min_workers <= 0 or self.max_workers <= 0:
@@ -190,6 +192,8 @@ class ScalingSection:
                 "`scaling.use_gpu: true` needs `accelerator_resource: GPU`; "
                 "set use_gpu: false to emulate accelerators with a custom resource"
             )
+        if self.elastic_resize_interval_s <= 0:
+            raise ConfigError("`scaling.elastic_resize_interval_s` must be > 0")
         if self.accelerators_per_worker < 0 or self.cpus_per_worker < 0:
             raise ConfigError("`scaling.*_per_worker` must be >= 0")
 

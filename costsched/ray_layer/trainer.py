@@ -127,7 +127,8 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
         train_loop_config={"spec": spec, "run_dir": local_run_dir(job, run_id)},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources,
-                                     elastic_resize_monitor_interval_s=10.0),
+                                     elastic_resize_monitor_interval_s=(
+                                         scaling.elastic_resize_interval_s)),
         run_config=RunConfig(
             name=run_id, storage_path=job.resolved_storage_path(),
             failure_config=FailureConfig(max_failures=job.checkpoint.max_failures,
