@@ -15,6 +15,7 @@ COMMANDS: tuple[str, ...] = (
     "costsched.commands.train",
     "costsched.commands.quickstart",
     "costsched.commands.report",
+    "costsched.commands.sweep",
     "costsched.commands.simulate",
 )
 

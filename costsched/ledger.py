@@ -176,6 +176,33 @@ class Ledger:
                 (now, outcome, json.dumps(final_metrics or {}, default=float), run_id),
             )
 
+    def resume_run(self, run_id: str) -> bool:
+        """Reopen a run whose driver died: close its open interval where its last
+        heartbeat left it (as FAILED: the work since its checkpoint is lost) and
+        mark it running again. Returns False if the run is unknown."""
+        with self._connect() as db:
+            row = db.execute("SELECT outcome FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                return False
+            open_ids = [r[0] for r in db.execute(
+                "SELECT interval_id FROM intervals WHERE run_id=? AND outcome='RUNNING'",
+                (run_id,))]
+        for interval_id in open_ids:
+            self.close_interval(interval_id, now=0.0, outcome="FAILED")  # at its heartbeat
+        with self._connect() as db:
+            db.execute("UPDATE runs SET outcome='RUNNING', ended_at=NULL WHERE run_id=?",
+                       (run_id,))
+        return True
+
+    def close_abandoned_run(self, run_id: str, *, outcome: str) -> None:
+        """End a run whose processes were killed from outside (e.g. early-stopped):
+        its open interval ends at its last heartbeat, and so does the run."""
+        self.resume_run(run_id)
+        ended = max((r["ended_at"] for r in self.intervals(run_id)), default=None)
+        with self._connect() as db:
+            db.execute("UPDATE runs SET outcome=?, ended_at=COALESCE(?, started_at)"
+                       " WHERE run_id=?", (outcome, ended, run_id))
+
     def record_target(self, run_id: str, *, usd_to_target: float) -> None:
         """Dollars spent when the run first reached its target (kept if already set)."""
         with self._connect() as db:

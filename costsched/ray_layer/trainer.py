@@ -103,7 +103,9 @@ def to_ray_dataset(x: np.ndarray, y: np.ndarray) -> ray.data.Dataset:
 
 def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at: float,
                   catalog: PriceCatalog, usd_per_worker_second: float,
-                  verbose: bool = True) -> TorchTrainer:
+                  usd_before_start: float = 0.0,
+                  verbose: bool = True, callbacks: list[UserCallback] | None = None,
+                  ) -> TorchTrainer:
     scaling = job.scaling
     model_factory = partial(build_model, job.model.kind, input_shape=splits.input_shape,
                             num_classes=splits.num_classes, widths=job.model.widths,
@@ -112,6 +114,7 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
         job=job, model_factory=model_factory, x_val=splits.x_val, y_val=splits.y_val,
         x_test=splits.x_test, y_test=splits.y_test, num_train_rows=len(splits.x_train),
         usd_per_worker_second=usd_per_worker_second, run_started_at=run_started_at,
+        usd_before_start=usd_before_start,
     )
     num_workers: int | tuple[int, int] = scaling.max_workers
     if scaling.min_workers < scaling.max_workers:
@@ -134,7 +137,7 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
             failure_config=FailureConfig(max_failures=job.checkpoint.max_failures,
                                          controller_failure_limit=CONTROLLER_FAILURE_LIMIT),
             checkpoint_config=CheckpointConfig(num_to_keep=job.checkpoint.num_to_keep),
-            callbacks=[callback],
+            callbacks=[callback, *(callbacks or [])],
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets={TRAIN_SPLIT: to_ray_dataset(splits.x_train, splits.y_train)},
@@ -153,20 +156,26 @@ def new_run_id(job: JobConfig) -> str:
 
 def run_job(job: JobConfig, splits: Splits, *, catalog: PriceCatalog, ledger: Ledger,
             usd_per_worker_second: float, run_id: str | None = None,
-            verbose: bool = True) -> JobResult:
-    """Train ``job`` on the connected Ray cluster; every interval lands in the ledger."""
+            verbose: bool = True, callbacks: list[UserCallback] | None = None) -> JobResult:
+    """Train ``job`` on the connected Ray cluster; every interval lands in the ledger.
+
+    A ``run_id`` the ledger already knows is resumed: its checkpoints are picked
+    up and its earlier intervals stay charged, once.
+    """
     run_id = run_id or new_run_id(job)
     # The Train controller consumes worker reports (and registers checkpoints) once per
     # health check, 2 s by default; a worker blocks on its next report until then.
     # Polling faster keeps frequent checkpoints cheap and loses fewer of them to a crash.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     started = time.time()
-    ledger.start_run(run_id=run_id, job_name=job.name, config_hash=job.config_hash(),
-                     instance_type=job.cost.instance_type, spot=job.cost.spot,
-                     utilisation=job.cost.utilisation, budget_usd=job.cost.budget_usd,
-                     now=started)
+    if not ledger.resume_run(run_id):
+        ledger.start_run(run_id=run_id, job_name=job.name, config_hash=job.config_hash(),
+                         instance_type=job.cost.instance_type, spot=job.cost.spot,
+                         utilisation=job.cost.utilisation, budget_usd=job.cost.budget_usd,
+                         now=started)
     trainer = build_trainer(job, splits, run_id=run_id, run_started_at=started, catalog=catalog,
-                            usd_per_worker_second=usd_per_worker_second, verbose=verbose)
+                            usd_per_worker_second=usd_per_worker_second, verbose=verbose,
+                            usd_before_start=ledger.run_cost_usd(run_id), callbacks=callbacks)
     try:
         result = trainer.fit()
     except Exception as exc:  # the run failed beyond max_failures: record it, then say why

@@ -56,6 +56,9 @@ class TrainSpec:
     num_train_rows: int
     usd_per_worker_second: float
     run_started_at: float
+    """When this driver session of the run started (the ledger's interval start)."""
+    usd_before_start: float = 0.0
+    """What the ledger holds for the run from earlier driver sessions (a resumed sweep)."""
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device) -> float:
@@ -90,7 +93,8 @@ class Trainer:
         total_steps = cfg.num_epochs * max(1, spec.num_train_rows // cfg.global_batch_size)
         self.scheduler = build_scheduler(spec.job.optimizer, self.optimizer, total_steps)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
-        self.progress = Progress(wall_time=spec.run_started_at)
+        self.progress = Progress(wall_time=spec.run_started_at,
+                                 usd_at_checkpoint=spec.usd_before_start)
         self.resumed_from_step: int | None = None
         with session.latest_checkpoint() as directory:
             if directory is not None:
@@ -99,6 +103,11 @@ class Trainer:
                     scheduler=self.scheduler, scaler=self.scaler,
                 )
                 self.resumed_from_step = self.progress.global_step
+        if self.progress.wall_time < spec.run_started_at:
+            # Saved by an earlier driver session: the ledger already charged everything
+            # up to that session's end, and nothing ran in between.
+            self.progress.usd_at_checkpoint = spec.usd_before_start
+            self.progress.wall_time = spec.run_started_at
         self.attempt_started_at = self.clock()
         self.first_step_at: float | None = None
         self.data_rng = np.random.default_rng([cfg.seed, session.rank, self.progress.global_step])

@@ -1,0 +1,151 @@
+"""Size, compute and latency of a (possibly compressed) model, measured on CPU."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.ao.nn import quantized as nnq
+from torch.ao.nn.quantized import dynamic as nnqd
+
+_INDEX_BYTES = 4  # one int32 index per stored nonzero (COO-style estimate)
+_QUANTIZED_LINEAR = (nnq.Linear, nnqd.Linear)
+_COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, *_QUANTIZED_LINEAR)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Footprint:
+    """What a compressed model costs to store and to run, per sample."""
+
+    num_params: int
+    """Weights and biases, counting masked-out (pruned) entries."""
+
+    num_nonzero_params: int
+    """Weights and biases that are not exactly zero (after any pruning mask)."""
+
+    model_bytes: int
+    """Size of the serialized ``state_dict`` (``torch.save``); dense, so pruning masks count."""
+
+    sparse_bytes: int
+    """Estimated storage if each weight tensor kept only its nonzeros as (value, int32 index)
+    pairs, chosen per tensor only where that beats dense; equals the dense parameter bytes
+    for an unpruned model. An estimate of a sparse format, not a file we write."""
+
+    flops_per_sample: float
+    """2 x multiply-adds of Linear/Conv layers per input sample, counting only nonzero
+    weights (so unstructured pruning lowers it even though dense kernels do not get faster);
+    bias, normalisation, activation and pooling are not counted."""
+
+    cpu_latency_ms: float
+    """Median wall time of one batch-1 forward pass, one CPU thread, ``inference_mode``."""
+
+
+def effective_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """The module's own weight/bias tensors as the forward pass sees them (masks applied,
+    int8 weights dequantized)."""
+    if isinstance(module, _QUANTIZED_LINEAR):
+        weight, bias = module._weight_bias()
+        return [weight.dequantize()] + ([bias] if bias is not None else [])
+    tensors = []
+    for name, param in module.named_parameters(recurse=False):
+        if name.endswith("_orig"):  # torch.nn.utils.prune reparametrisation
+            tensors.append(getattr(module, name.removesuffix("_orig")))
+        else:
+            tensors.append(param)
+    return [t.detach() for t in tensors]
+
+
+def effective_weight(module: nn.Module) -> torch.Tensor:
+    """The weight a Linear/Conv forward pass uses (pruning mask applied, int8 dequantized)."""
+    if isinstance(module, _QUANTIZED_LINEAR):
+        return module.weight().dequantize()
+    return module.weight.detach()  # with prune's reparametrisation this is the masked one
+
+
+def _weight_bytes(module: nn.Module) -> int:
+    return 1 if isinstance(module, _QUANTIZED_LINEAR) else 4
+
+
+def _counts(model: nn.Module) -> tuple[int, int, int]:
+    num = nonzero = sparse = 0
+    for module in model.modules():
+        elem = _weight_bytes(module)
+        for tensor in effective_tensors(module):
+            nnz = int(torch.count_nonzero(tensor))
+            num += tensor.numel()
+            nonzero += nnz
+            size = tensor.element_size() if tensor.dim() < 2 else elem
+            sparse += min(tensor.numel() * size, nnz * (size + _INDEX_BYTES))
+    return num, nonzero, sparse
+
+
+def serialized_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def count_flops(model: nn.Module, example_input: torch.Tensor) -> float:
+    """FLOPs per sample (see :attr:`Footprint.flops_per_sample`) for ``example_input``."""
+    total = 0.0
+    batch = example_input.shape[0]
+
+    def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        weight = effective_weight(module)
+        out_channels = weight.shape[0]
+        positions = output.numel() / (batch * out_channels)  # 1 for a Linear on a 2D batch
+        total += 2.0 * int(torch.count_nonzero(weight)) * positions
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)]
+    try:
+        with torch.inference_mode():
+            model(example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, num_runs: int = 50) -> float:
+    """Median batch-1 latency on one thread; the caller's thread count is restored."""
+    sample = example_input[:1]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: comparable numbers on a shared machine
+    try:
+        times = []
+        with torch.inference_mode():
+            for _ in range(3):  # warm-up: first calls pay allocation and packing
+                model(sample)
+            for _ in range(num_runs):
+                start = time.perf_counter()
+                model(sample)
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 1000.0 * statistics.median(times)
+
+
+def measure_footprint(
+    model: nn.Module, example_input: torch.Tensor, *, num_latency_runs: int = 50
+) -> Footprint:
+    """Measure ``model`` in eval mode (restoring its mode after) on ``example_input``."""
+    was_training = model.training
+    model.eval()
+    try:
+        num, nonzero, sparse = _counts(model)
+        return Footprint(
+            num_params=num,
+            num_nonzero_params=nonzero,
+            model_bytes=serialized_bytes(model),
+            sparse_bytes=sparse,
+            flops_per_sample=count_flops(model, example_input),
+            cpu_latency_ms=cpu_latency_ms(model, example_input, num_latency_runs),
+        )
+    finally:
+        model.train(was_training)

@@ -1,0 +1,1 @@
+"""Sweeps over how to train (precision, compression, workers, batch, LR) against dollars."""

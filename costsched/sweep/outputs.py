@@ -1,0 +1,87 @@
+"""Sweep outputs: the results table (CSV and parquet), a Pareto plot, the best job YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from costsched.sweep.config import apply_point
+
+RESULT_COLUMNS = [
+    "trial_id", "config", "reached_target", "usd_to_target", "final_val_accuracy",
+    "best_val_accuracy", "test_accuracy", "cost_usd", "accelerator_hours", "energy_kwh",
+    "num_params", "model_bytes", "flops_per_sample", "cpu_latency_ms", "epochs",
+    "stop_reason", "is_baseline",
+]
+
+
+def rank(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trials that reached the target first, cheapest first; then the rest, best accuracy first."""
+    frame = frame.copy()
+    frame["_reached"] = frame["reached_target"].astype(bool)
+    frame["_usd"] = frame["usd_to_target"].fillna(float("inf"))
+    frame = frame.sort_values(["_reached", "_usd", "best_val_accuracy"],
+                              ascending=[False, True, False], kind="stable")
+    return frame.drop(columns=["_reached", "_usd"]).reset_index(drop=True)
+
+
+def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trials no other trial beats on both cost (lower) and best accuracy (higher)."""
+    rows = frame.sort_values(["cost_usd", "best_val_accuracy"], ascending=[True, False])
+    front, best_acc = [], -1.0
+    for _, row in rows.iterrows():
+        if row["best_val_accuracy"] > best_acc:
+            front.append(row)
+            best_acc = row["best_val_accuracy"]
+    return pd.DataFrame(front)
+
+
+def write_table(frame: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv, parquet = out_dir / "results.csv", out_dir / "results.parquet"
+    frame.to_csv(csv, index=False)
+    frame.assign(config=frame["config"].astype(str)).to_parquet(parquet, index=False)
+    return csv, parquet
+
+
+def plot_pareto(frame: pd.DataFrame, target: float, path: Path) -> Path:
+    """Dollars spent vs best validation accuracy per trial, front joined, baseline marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    trials = frame[~frame["is_baseline"].astype(bool)]
+    ax.scatter(trials["cost_usd"], trials["best_val_accuracy"], label="trials", alpha=0.7)
+    front = pareto_front(frame)
+    if not front.empty:
+        ax.step(front["cost_usd"], front["best_val_accuracy"], where="post", color="C2",
+                label="Pareto front")
+    baseline = frame[frame["is_baseline"].astype(bool)]
+    if not baseline.empty:
+        ax.scatter(baseline["cost_usd"], baseline["best_val_accuracy"], marker="*", s=250,
+                   color="C3", label="baseline (fp32, uncompressed)")
+    ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set_xlabel("dollars spent by the trial (USD)")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title("Accuracy vs dollars")
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_best_job(base: dict[str, Any], point: dict[str, Any], name: str, path: Path) -> Path:
+    """The best trial as a training-job YAML that ``costsched train`` runs as is."""
+    job = apply_point(base, point)
+    job["name"] = name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Best configuration found by the sweep; run with `costsched train`.\n"
+                    + yaml.safe_dump(job, sort_keys=False))
+    return path
