@@ -202,16 +202,15 @@ def test_low_rank_at_full_rank_ratio_changes_nothing_and_skips_layers_it_would_g
     assert isinstance(factorize_linear(model, 0.9).classifier, nn.Linear)
 
 
-def test_full_svd_rank_reproduces_the_layer():
+def test_factorisation_reproduces_a_layer_whose_weight_has_that_rank():
     torch.manual_seed(0)
     layer = nn.Sequential(nn.Linear(40, 200))
-    # rank 0.99 * 40 -> 40: exact, and 40 * 240 > 8000 would grow it, so force via 0.2 * 5.
-    factored = factorize_linear(layer, 0.19)  # rank 8: 8 * 240 < 8000
-    assert isinstance(factored[0], nn.Sequential) and factored[0][0].out_features == 8
+    with torch.no_grad():  # a rank-8 weight: rank 8 of 40 loses nothing
+        layer[0].weight.copy_(torch.randn(200, 8) @ torch.randn(8, 40))
+    factored = factorize_linear(layer, 0.2)
+    assert [m.out_features for m in factored[0]] == [8, 200]
     x = torch.randn(5, 40)
-    with torch.no_grad():
-        layer[0].weight.copy_(layer[0].weight[:, :8] @ torch.randn(8, 40))  # rank-8 weight
-    torch.testing.assert_close(factorize_linear(layer, 0.19)(x), layer(x), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(factored(x), layer(x), atol=1e-4, rtol=1e-4)
 
 
 # --- quantization -----------------------------------------------------------------------
@@ -268,6 +267,15 @@ def test_distillation_kl_part_is_nonnegative_and_zero_when_student_matches(tempe
     assert float(same) == pytest.approx(0.0, abs=1e-6)
     mixed = distillation_loss(s, t, y, temperature=temperature, weight=0.5)
     torch.testing.assert_close(mixed, 0.5 * kl + 0.5 * F.cross_entropy(s, y))
+
+
+def test_distillation_soft_term_is_t_squared_times_teacher_student_kl():
+    s, t = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[0.0, 2.0, 0.0]])
+    temperature = 2.0
+    p_t, p_s = (t / temperature).softmax(-1), (s / temperature).softmax(-1)
+    expected = temperature**2 * (p_t * (p_t.log() - p_s.log())).sum()
+    loss = distillation_loss(s, t, torch.tensor([0]), temperature=temperature, weight=1.0)
+    torch.testing.assert_close(loss, expected)
 
 
 def test_distillation_gradient_pulls_student_toward_teacher():
