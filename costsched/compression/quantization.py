@@ -25,7 +25,7 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         float_model = copy.deepcopy(model).eval()
-        torch.backends.quantized.engine = _BACKEND
+        torch.backends.quantized.engine = _BACKEND  # kernels must match the qconfig (global)
         return tq.quantize_dynamic(float_model, {nn.Linear}, dtype=torch.qint8)
 
 
@@ -60,7 +60,7 @@ def convert_qat(model: nn.Module) -> nn.Module:
     """Return an eval-mode copy of a :func:`prepare_qat` model with real int8 Linear layers."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.backends.quantized.engine = _BACKEND
+        torch.backends.quantized.engine = _BACKEND  # kernels must match the qconfig (global)
         return tq.convert(copy.deepcopy(model).eval(), inplace=False)
 
 
