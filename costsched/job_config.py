@@ -232,10 +232,15 @@ class CostSection:
     """Scheduling priority; higher runs first."""
     utilisation: float = 0.8
     """Assumed accelerator utilisation for the energy estimate, in [0, 1]."""
+    stop_reserve_s: float = 5.0
+    """Seconds of the worker group's time kept back from the budget for stopping
+    (final evaluation, checkpoint, shutdown): the job stops that much early."""
 
     def __post_init__(self) -> None:
         if not self.budget_usd > 0:
             raise ConfigError(f"`cost.budget_usd` must be > 0, got {self.budget_usd}")
+        if self.stop_reserve_s < 0:
+            raise ConfigError("`cost.stop_reserve_s` must be >= 0")
         if not 0 <= self.utilisation <= 1:
             raise ConfigError("`cost.utilisation` must be in [0, 1]")
 

@@ -196,9 +196,12 @@ class Trainer:
         elapsed = max(1e-9, self.clock() - self.attempt_started_at)
         steps = max(1, self.progress.global_step - (self.resumed_from_step or 0))
         usd_per_step = self.spec.usd_per_worker_second * self.session.world_size * elapsed / steps
-        # The next report comes at the next checkpoint interval or epoch end, whichever first.
+        # The next report comes at the next checkpoint interval or epoch end, whichever
+        # first; stopping then still costs the reserve (evaluation, checkpoint, shutdown).
         steps_ahead = min(self.spec.job.checkpoint.interval_steps, self.steps_per_epoch)
-        return usd + usd_per_step * steps_ahead > self.spec.job.cost.budget_usd
+        reserve = (self.spec.job.cost.stop_reserve_s * self.session.world_size
+                   * self.spec.usd_per_worker_second)
+        return usd + usd_per_step * steps_ahead + reserve > self.spec.job.cost.budget_usd
 
     def _cost_metrics(self, usd: float, now: float) -> dict[str, Any]:
         return {

@@ -1,0 +1,156 @@
+"""Sweeps on a real local Ray: Tune trials that are real TorchTrainer runs.
+
+One Ray session for the module. Each sweep is tiny (MNIST-1D, 3,000 samples,
+seconds per trial); the target is set out of reach so that trials end by early
+stopping or by their budget, which is what these tests look at.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray")
+
+from costsched.ledger import Ledger  # noqa: E402
+from costsched.pricing import load_catalog  # noqa: E402
+from costsched.ray_layer.faults import kill_train_worker  # noqa: E402
+from costsched.ray_layer.sweep_driver import run_sweep  # noqa: E402
+from costsched.report import intervals_frame, runs_frame  # noqa: E402
+from costsched.sweep.config import load_sweep  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(resources={"cpu_slot": 2}, num_cpus=2, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def write_sweep(tmp: Path, **changes) -> Path:
+    base = yaml.safe_load((REPO / "configs" / "sweep_base.yaml").read_text())
+    base["dataset"]["num_samples"] = 3000
+    base["training"]["num_epochs"] = 8
+    base["optimizer"]["lr"] = 0.005
+    base["checkpoint"]["interval_steps"] = 10
+    (tmp / "base.yaml").write_text(yaml.safe_dump(base))
+    sweep = {
+        "name": "tiny", "base_job": "base.yaml", "target_value": 0.99,
+        "budget_usd": 0.01, "trial_budget_usd": 0.002, "num_trials": 3,
+        "max_concurrent_trials": 1, "search": {"algorithm": "random", "seed": 3},
+        "scheduler": {"kind": "asha", "grace_usd": 0.0002, "reduction_factor": 2},
+        "space": {"optimizer.lr": {"choice": [0.005, 0.000001]}},
+        "storage_path": str(tmp / "sweeps"),
+    }
+    sweep.update(changes)
+    path = tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def outputs(tmp: Path, name: str = "tiny") -> Path:
+    return tmp / "sweeps" / name / "outputs"
+
+
+def ledger_of(tmp: Path, name: str = "tiny") -> Ledger:
+    return Ledger(tmp / "sweeps" / name / "ledger.db", load_catalog())
+
+
+def test_sweep_completes_stops_a_bad_trial_early_and_writes_outputs(local_ray, tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path))
+    summary = run_sweep(sweep, load_catalog(), resume=False, address=None, out_dir=None)
+    results = pd.read_csv(outputs(tmp_path) / "results.csv")
+    assert len(results) == 3
+    assert results["is_baseline"].sum() >= 1
+    stopped = results[results["stop_reason"] == "STOPPED_EARLY"]
+    assert not stopped.empty, f"ASHA stopped nothing: {results[['config', 'stop_reason']]}"
+    assert (stopped["best_val_accuracy"] < results["best_val_accuracy"].max()).all()
+    assert (outputs(tmp_path) / "results.parquet").stat().st_size > 0
+    assert (outputs(tmp_path) / "pareto.png").stat().st_size > 0
+    assert "spent $" in summary
+    runs = runs_frame(ledger_of(tmp_path))
+    assert len(runs) == 3 and (runs["outcome"] != "RUNNING").all()
+    assert results["cost_usd"].sum() == pytest.approx(runs["cost_usd"].sum())
+
+
+def test_budget_binds_and_is_never_crossed(local_ray, tmp_path):
+    # Each trial may spend 0.0005, the sweep 0.0011: at most two trials can ever run.
+    path = write_sweep(tmp_path, budget_usd=0.0011, trial_budget_usd=0.0005, num_trials=5,
+                       scheduler={"kind": "none"})
+    run_sweep(load_sweep(path), load_catalog(), resume=False, address=None, out_dir=None)
+    spent = intervals_frame(ledger_of(tmp_path))["cost_usd"].sum()
+    results = pd.read_csv(outputs(tmp_path) / "results.csv")
+    assert spent <= 0.0011
+    assert len(results) < 5, "the budget should have stopped the sweep launching trials"
+    assert (results["stop_reason"] == "BUDGET_EXHAUSTED").any()
+
+
+def test_killed_trial_worker_resumes_and_is_charged_once(local_ray, tmp_path):
+    path = write_sweep(tmp_path, num_trials=1, scheduler={"kind": "none"},
+                       space={"optimizer.lr": {"choice": [0.005]}})
+    killed = {}
+
+    def kill_once_training() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "pid" not in killed:
+            runs = tmp_path / "sweeps" / "tiny" / "trials"
+            if list(runs.glob("*/checkpoint_*/state.pt")):
+                time.sleep(0.5)
+                killed["pid"] = kill_train_worker()
+            time.sleep(0.2)
+
+    threading.Thread(target=kill_once_training, daemon=True).start()
+    run_sweep(load_sweep(path), load_catalog(), resume=False, address=None, out_dir=None)
+    assert "pid" in killed
+    intervals = intervals_frame(ledger_of(tmp_path))
+    assert list(intervals["outcome"])[:1] == ["FAILED"] and len(intervals) >= 2
+    assert (intervals["started_at"].iloc[1:].values
+            >= intervals["ended_at"].iloc[:-1].values - 1e-6).all(), "intervals overlap"
+    results = pd.read_csv(outputs(tmp_path) / "results.csv")
+    assert results["cost_usd"].iloc[0] == pytest.approx(intervals["cost_usd"].sum())
+
+
+def test_resume_after_the_driver_is_killed(local_ray, tmp_path):
+    path = write_sweep(tmp_path, num_trials=3, scheduler={"kind": "none"},
+                       space={"optimizer.lr": {"choice": [0.005, 0.004, 0.003]}})
+    cmd = [sys.executable, "-m", "costsched.cli", "sweep", str(path), "--address", local_ray]
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    ledger_file = tmp_path / "sweeps" / "tiny" / "ledger.db"
+    deadline = time.monotonic() + 240
+    finished: list[dict] = []
+    while time.monotonic() < deadline and not finished:
+        if ledger_file.exists():
+            finished = [r for r in Ledger(ledger_file, load_catalog()).runs()
+                        if r["outcome"] not in ("RUNNING",)]
+        time.sleep(0.5)
+    assert finished, "no trial finished before the deadline"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    before = {r["run_id"]: r for r in ledger_of(tmp_path).runs()}
+
+    resumed = subprocess.run([*cmd, "--resume"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = {r["run_id"]: r for r in ledger_of(tmp_path).runs()}
+    done_first = finished[0]["run_id"]
+    assert after[done_first]["ended_at"] == before[done_first]["ended_at"], "finished trial rerun"
+    assert len(after) == 3
+    assert all(r["outcome"] != "RUNNING" for r in after.values())
+    results = pd.read_csv(outputs(tmp_path) / "results.csv")
+    assert len(results) == 3
+    assert results["cost_usd"].sum() == pytest.approx(
+        intervals_frame(ledger_of(tmp_path))["cost_usd"].sum())
