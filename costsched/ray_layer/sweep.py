@@ -11,6 +11,7 @@ so its own loop stops before crossing it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -63,6 +64,20 @@ class SweepReportCallback(TuneReportCallback):
         super().after_report(run_context, [m, *metrics[1:]], checkpoint)
 
 
+def recorded_result(run: dict[str, Any], target: float, cap_usd: float) -> dict[str, Any]:
+    """A finished trial's metrics as the report callback would have sent them."""
+    metrics = json.loads(run["final_metrics"] or "{}")
+    history = metrics.get("history", [])
+    best = max([h.get("val_accuracy", 0.0) for h in history] or [0.0])
+    usd_to_target = run["usd_to_target"]
+    return metrics | {
+        ACCURACY: best, "reached_target": usd_to_target is not None,
+        "usd_to_target": usd_to_target,
+        OBJECTIVE: objective_usd(usd_to_target=usd_to_target, best_accuracy=best,
+                                 target=target, cap_usd=cap_usd),
+    }
+
+
 def trial_run_id(sweep_name: str, trial_id: str) -> str:
     return f"{sweep_name}-{trial_id}"
 
@@ -78,8 +93,16 @@ def run_trial(point: dict[str, Any], ctx: TrialContext) -> None:
                   training=replace(job.training, target_metric="val_accuracy",
                                    target_value=cfg.target_value))
     ledger = Ledger(job.resolved_ledger_path(), ctx.catalog)
+    run_id = trial_run_id(cfg.name, trial_id)
+    finished = next((r for r in ledger.runs() if r["run_id"] == run_id
+                     and r["outcome"] != "RUNNING"), None)
+    if finished is not None:
+        # Finished before a resumed sweep's driver died, but after Tune last saved its
+        # state: report the recorded result instead of training (and paying) again.
+        tune.report(recorded_result(finished, cfg.target_value, cfg.trial_budget_usd))
+        return
     run_job(job, ctx.splits, catalog=ctx.catalog, ledger=ledger,
-            run_id=trial_run_id(cfg.name, trial_id), verbose=False,
+            run_id=run_id, verbose=False,
             usd_per_worker_second=usd_per_worker_second(job, ctx.catalog),
             callbacks=[SweepReportCallback(cfg.target_value, cfg.trial_budget_usd)])
 

@@ -1,0 +1,408 @@
+"""The scheduler controller: a plain class driving a policy over live jobs.
+
+One :meth:`SchedulerController.tick` is one round: poll every running job,
+stop jobs about to overrun their budget, ask the policy for a decision on a
+snapshot of the cluster, turn the difference between the decision and the
+current allocations into actions (start, resume, resize, preempt), and ask the
+autoscaler for what the queue still lacks. The Ray layer makes it an actor and
+supplies the collaborators; tests supply fakes and a scripted clock.
+
+Crash safety: every state change is written to the store in one transaction.
+A start is written before the runner is called (a crash in between leaves a
+RUNNING job whose run is gone, which recovery restarts from its checkpoint);
+a stop or resize is written after (a repeated runner call is idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from costsched.errors import CostschedError
+from costsched.job_config import JobConfig
+from costsched.policy.registry import Policy
+from costsched.policy.snapshot import Decision
+from costsched.pricing import PriceCatalog
+from costsched.scheduler import models
+from costsched.scheduler.alerts import all_alerts, job_alerts
+from costsched.scheduler.config import SchedulerConfig, parse_submission
+from costsched.scheduler.interfaces import (
+    Action,
+    Clock,
+    ClusterClient,
+    JobProgress,
+    JobRunner,
+    ResourceBundle,
+)
+from costsched.scheduler.state import ACTIVE, TERMINAL, WAITING, JobRecord, JobStore
+from costsched.strict_yaml import build
+
+log = logging.getLogger(__name__)
+RUNNING_STATES = ("RUNNING", "RESIZING")
+FINISHED_OUTCOMES = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
+ACTION_ORDER = {"preempt": 0, "resize": 1, "resume": 2, "start": 3}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobStatus:
+    """One row of ``costsched status``."""
+
+    job_id: str
+    """The job."""
+    name: str
+    """Its config's name."""
+    state: str
+    """Scheduler state."""
+    priority: int
+    """Higher runs first."""
+    workers: int
+    """Workers held now."""
+    gpus: int
+    """Accelerators held now."""
+    spent_usd: float
+    """Dollars spent so far."""
+    budget_usd: float
+    """Dollars it may spend."""
+    usd_per_hour: float
+    """Burn rate now."""
+    eta_s: float | None
+    """Seconds to its target or last epoch, if known."""
+    restarts: int
+    """Restarts from a checkpoint (any cause)."""
+    preemptions: int
+    """Times preempted by higher-priority work."""
+    spot_restarts: int
+    """Restarts after node loss or spot reclaim."""
+    failures: int
+    """Restarts after its own errors."""
+    alerts: tuple[str, ...]
+    """Active alerts (stall, budget burn)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TickReport:
+    """What one round did."""
+
+    time_s: float
+    """When the round ran."""
+    actions: tuple[Action, ...]
+    """Everything done to jobs, in order."""
+    alerts: tuple[str, ...]
+    """Alerts after the round, one line each."""
+    requested: tuple[ResourceBundle, ...] | None
+    """The standing autoscaler request after the round; None when there is none."""
+
+
+class SchedulerController:
+    """Live scheduling over injected collaborators; see the module docstring."""
+
+    def __init__(self, *, store: JobStore, policy: Policy, cluster: ClusterClient,
+                 runner: JobRunner, clock: Clock, catalog: PriceCatalog,
+                 config: SchedulerConfig):
+        config.check_catalog(catalog)
+        self.store, self.policy, self.cluster, self.runner = store, policy, cluster, runner
+        self.clock, self.catalog, self.config = clock, catalog, config
+        self._round = 0
+        self._recovered = False
+        self._requested: tuple[ResourceBundle, ...] | None = None
+        self._configs: dict[str, JobConfig] = {}
+
+    # -- user commands --------------------------------------------------------
+    def submit(self, config_text: str, overrides: Mapping[str, Any] | None = None) -> str:
+        """Validate and queue a job; returns its id. ConfigError leaves no trace."""
+        config, text = parse_submission(config_text, overrides or {}, self.catalog,
+                                        self.config.accelerator_resource)
+        record = self.store.add_job(
+            name=config.name, config_yaml=text, config_hash=config.config_hash(),
+            priority=config.cost.priority, budget_usd=config.cost.budget_usd,
+            min_workers=config.scaling.min_workers, max_workers=config.scaling.max_workers,
+            now=self.clock.now())
+        self._configs[record.job_id] = config
+        return record.job_id
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job (at a checkpoint if it runs) and mark it CANCELLED."""
+        job = self.store.get(job_id)
+        if job.state in TERMINAL:
+            raise CostschedError(f"job {job_id} already ended ({job.state}); nothing to cancel")
+        if job.state in RUNNING_STATES:
+            self.runner.stop(job_id, "cancelled")
+        self.store.transition(job_id, "CANCELLED", now=self.clock.now(), kind="cancelled",
+                              detail="cancelled by user", message="cancelled by user")
+
+    def status(self) -> list[JobStatus]:
+        now = self.clock.now()
+        return [self._status_row(job, now) for job in self.store.jobs()]
+
+    def logs(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's events, oldest first (``at``, ``kind``, ``detail``)."""
+        return self.store.events(job_id)
+
+    # -- scheduling -----------------------------------------------------------
+    def recover(self) -> list[Action]:
+        """After a (re)start: re-adopt running jobs whose run is alive; requeue the rest
+        (they resume from their checkpoint). Runs once; ``tick`` calls it first."""
+        self._recovered = True
+        now = self.clock.now()
+        actions = []
+        for job in self.store.jobs(RUNNING_STATES):
+            progress = self._poll(job)
+            if progress is None:
+                continue
+            if progress.state == "running":
+                self.store.log(job.job_id, now=now, kind="adopted",
+                               detail=f"re-adopted run {job.run_id} on {job.workers} workers")
+            actions += self._on_progress(job, progress, now)
+        return actions
+
+    def tick(self) -> TickReport:
+        """One scheduling round."""
+        now = self.clock.now()
+        actions = self.recover() if not self._recovered else self._poll_running(now)
+        self._account(now)
+        actions += self._stop_over_budget(now)
+        try:
+            nodes = models.node_views(self.cluster.nodes())
+        except Exception as exc:  # noqa: BLE001 - a transient cluster error: retry next round
+            log.warning("cluster unavailable, skipping this round's decision: %s", exc)
+            return self._report(now, actions)
+        decision = self.policy.decide(self._snapshot(now, nodes))
+        self._round += 1
+        actions += self._apply(decision, now)
+        self._autoscale(len(nodes))
+        return self._report(now, actions)
+
+    # -- polling ----------------------------------------------------------------
+    def _poll(self, job: JobRecord) -> JobProgress | None:
+        try:
+            return self.runner.poll(job.job_id)
+        except Exception as exc:  # noqa: BLE001 - runner errors must not stop the loop
+            log.warning("poll of %s failed: %s", job.job_id, exc)
+            return None
+
+    def _poll_running(self, now: float) -> list[Action]:
+        actions = []
+        for job in self.store.jobs(RUNNING_STATES):
+            progress = self._poll(job)
+            if progress is not None:
+                actions += self._on_progress(job, progress, now)
+        return actions
+
+    def _on_progress(self, job: JobRecord, p: JobProgress, now: float) -> list[Action]:
+        spent = max(job.spent_usd, p.spent_usd)
+        if p.state == "running":
+            stepped = p.last_step > job.last_step
+            self.store.update(
+                job.job_id, spent_usd=spent, last_step=max(p.last_step, job.last_step),
+                last_step_at=p.last_step_at or (now if stepped else job.last_step_at),
+                usd_per_hour=p.usd_per_hour or self._rate(job, job.workers), eta_s=p.eta_s)
+            self.store.transition(job.job_id, "RUNNING", now=now, kind="resized",
+                                  detail=f"running on {job.workers} workers")
+            return []
+        if p.state == "finished":
+            outcome = p.outcome if p.outcome in FINISHED_OUTCOMES else "COMPLETED"
+            self.store.transition(job.job_id, outcome, now=now, kind="finished",
+                                  detail=p.message or outcome, spent_usd=spent, eta_s=None)
+            return [Action(kind="finish", job_id=job.job_id, detail=outcome)]
+        return self._on_failure(job, p, now, spent)
+
+    def _on_failure(self, job: JobRecord, p: JobProgress, now: float,
+                    spent: float) -> list[Action]:
+        config = self._config(job)
+        base = dict(spent_usd=spent, workers=0, placement={}, usd_per_hour=0.0)
+        if p.node_lost:
+            detail = f"node lost ({p.message or 'spot reclaim'}); restarting from checkpoint"
+            fields = dict(base, spot_restarts=job.spot_restarts + 1, message=detail)
+        elif p.state == "lost":
+            detail = f"run lost ({p.message or 'no live run'}); restarting from checkpoint"
+            fields = dict(base, message=detail)
+        else:
+            failures = job.failures + 1
+            limit = config.checkpoint.max_failures
+            if limit != -1 and failures > limit:
+                detail = f"failed {failures} times (max_failures {limit}): {p.message}"
+                self.store.transition(job.job_id, "FAILED", now=now, kind="failed",
+                                      detail=detail, failures=failures, spent_usd=spent,
+                                      message=detail)
+                return [Action(kind="finish", job_id=job.job_id, detail="FAILED")]
+            detail = f"failure {failures}/{limit}: {p.message}; restarting from checkpoint"
+            fields = dict(base, failures=failures, message=detail)
+        self.store.transition(job.job_id, "QUEUED", now=now, kind="requeued", detail=detail,
+                              **fields)
+        return [Action(kind="requeue", job_id=job.job_id, detail=detail)]
+
+    def _account(self, now: float) -> None:
+        """Add each running job's GPU-seconds since it was last counted."""
+        for job in self.store.jobs(RUNNING_STATES):
+            since = job.accounted_at if job.accounted_at is not None else now
+            gpus = job.workers * models.gpus_per_worker(self._config(job))
+            self.store.update(job.job_id, accounted_at=now,
+                              attained_gpu_s=job.attained_gpu_s + gpus * max(now - since, 0.0))
+
+    # -- budget -------------------------------------------------------------------
+    def _stop_over_budget(self, now: float) -> list[Action]:
+        """Stop any job whose spend would pass its budget before the next round ends
+        (spent + usd_per_hour * (round_s + stop_reserve_s) / 3600 > budget);
+        a waiting job is priced at its min_workers."""
+        actions = []
+        for job in self.store.jobs(ACTIVE):
+            config = self._config(job)
+            running = job.state in RUNNING_STATES
+            rate = (job.usd_per_hour or self._rate(job, job.workers)) if running \
+                else self._rate(job, job.min_workers)
+            horizon_s = self.config.round_s + config.cost.stop_reserve_s
+            projected = job.spent_usd + rate * horizon_s / 3600.0
+            if projected <= job.budget_usd:
+                continue
+            detail = (f"stopped before its budget: ${job.spent_usd:.4f} spent, "
+                      f"${projected:.4f} projected by next round > ${job.budget_usd:.2f}")
+            if running:
+                self.runner.stop(job.job_id, "budget")
+            self.store.transition(job.job_id, "BUDGET_EXHAUSTED", now=now, kind="budget",
+                                  detail=detail, message=detail)
+            actions.append(Action(kind="stop_budget", job_id=job.job_id, detail=detail))
+        return actions
+
+    def _rate(self, job: JobRecord, num_workers: int) -> float:
+        return models.allocation_usd_per_hour(self._config(job), self.catalog, num_workers)
+
+    # -- decisions ------------------------------------------------------------------
+    def _snapshot(self, now: float, nodes):
+        jobs = self.store.jobs(ACTIVE)
+        views = [models.job_view(j, self._config(j), self.config.sync_penalty_per_gpu)
+                 for j in jobs]
+        placements = {j.job_id: j.placement for j in jobs if j.state in RUNNING_STATES}
+        return models.build_snapshot(now=now, round_index=self._round, views=views, nodes=nodes,
+                                     placements=placements, round_s=self.config.round_s,
+                                     restart_s=self.config.restart_s)
+
+    def plan(self, decision: Decision) -> list[Action]:
+        """The actions that move current allocations to ``decision`` (pure given the store):
+        preemptions and resizes first, so freed slots are free before jobs start."""
+        actions = []
+        for job in self.store.jobs(ACTIVE):
+            per_worker = models.gpus_per_worker(self._config(job))
+            placement = {n: c for n, c in decision.placements.get(job.job_id, {}).items() if c}
+            workers = min(sum(placement.values()) // per_worker, job.max_workers)
+            if workers < job.min_workers:
+                workers, placement = 0, {}
+            held = job.workers if job.state in RUNNING_STATES else 0
+            if held == workers:
+                continue
+            if workers == 0:
+                kind = "preempt"
+            elif held:
+                kind = "resize"
+            else:
+                kind = "resume" if job.started_at is not None else "start"
+            actions.append(Action(kind=kind, job_id=job.job_id, num_workers=workers,
+                                  placement=placement, detail=f"{held} -> {workers} workers"))
+        return sorted(actions, key=lambda a: ACTION_ORDER[a.kind])
+
+    def _apply(self, decision: Decision, now: float) -> list[Action]:
+        done = []
+        for action in self.plan(decision):
+            job = self.store.get(action.job_id)
+            try:
+                if action.kind == "preempt":
+                    self.runner.stop(job.job_id, "preempted")
+                    self.store.transition(
+                        job.job_id, "PREEMPTED", now=now, kind="preempted",
+                        detail="preempted by higher-priority work; resumes from checkpoint",
+                        workers=0, placement={}, usd_per_hour=0.0,
+                        preemptions=job.preemptions + 1)
+                elif action.kind == "resize":
+                    self.runner.resize(job.job_id, action.num_workers, action.placement)
+                    self.store.transition(
+                        job.job_id, "RESIZING", now=now, kind="resizing", detail=action.detail,
+                        workers=action.num_workers, placement=action.placement,
+                        restarts=job.restarts + 1,
+                        usd_per_hour=self._rate(job, action.num_workers))
+                else:
+                    self._start(job, action, now)
+            except Exception as exc:  # noqa: BLE001 - logged, retried next round
+                self.store.log(job.job_id, now=now, kind="error",
+                               detail=f"{action.kind} failed: {exc}")
+                continue
+            done.append(action)
+        return done
+
+    def _start(self, job: JobRecord, action: Action, now: float) -> None:
+        resumed = job.started_at is not None
+        self.store.transition(
+            job.job_id, "RUNNING", now=now, kind="resumed" if resumed else "started",
+            detail=f"on {action.num_workers} workers {dict(action.placement)}",
+            workers=action.num_workers, placement=action.placement, accounted_at=now,
+            started_at=job.started_at if resumed else now, last_step_at=job.last_step_at or now,
+            restarts=job.restarts + int(resumed), usd_per_hour=self._rate(job, action.num_workers))
+        try:
+            handle = self.runner.start(job.job_id, self._config(job), action.num_workers,
+                                       action.placement)
+        except Exception:
+            self.store.transition(job.job_id, job.state, now=now, kind="start-failed",
+                                  workers=0, placement={}, usd_per_hour=0.0,
+                                  started_at=job.started_at, restarts=job.restarts)
+            raise
+        self.store.update(job.job_id, run_id=handle.run_id,
+                          checkpoint_path=handle.checkpoint_path)
+
+    # -- autoscaling -------------------------------------------------------------------
+    def _autoscale(self, num_nodes: int) -> None:
+        """Request capacity for running jobs plus the waiting jobs that fit under
+        max_nodes (highest priority first, cheapest fitting type each); clear the
+        request once nothing waits."""
+        waiting = sorted(self.store.jobs(WAITING), key=lambda j: (-j.priority, j.submitted_at))
+        room = self.config.autoscaling.max_nodes - num_nodes
+        demand: list[ResourceBundle] = []
+        for job in waiting:
+            config = self._config(job)
+            bundles, needed = self._bundles(config, job.min_workers)
+            if bundles and needed <= room:
+                demand += bundles
+                room -= needed
+        if not demand:
+            if self._requested is not None:
+                self.cluster.clear_resource_request()
+                self._requested = None
+            return
+        held = [b for job in self.store.jobs(RUNNING_STATES)
+                for b in self._bundles(self._config(job), job.workers)[0]]
+        request = tuple(held + demand)
+        if request != self._requested:
+            self.cluster.request_resources(request)
+            self._requested = request
+
+    def _bundles(self, config: JobConfig, num_workers: int) -> tuple[list[ResourceBundle], int]:
+        return models.job_bundles(config, num_workers, self.catalog,
+                                  allowed=self.config.autoscaling.node_types,
+                                  accelerator_resource=self.config.accelerator_resource)
+
+    # -- helpers -----------------------------------------------------------------------
+    def _config(self, job: JobRecord) -> JobConfig:
+        config = self._configs.get(job.job_id)
+        if config is None:
+            config = build(JobConfig, yaml.safe_load(job.config_yaml), f"job {job.job_id}")
+            self._configs[job.job_id] = config
+        return config
+
+    def _status_row(self, job: JobRecord, now: float) -> JobStatus:
+        alerts = job_alerts(job, now=now, stall_minutes=self.config.stall_minutes)
+        return JobStatus(
+            job_id=job.job_id, name=job.name, state=job.state, priority=job.priority,
+            workers=job.workers, gpus=job.workers * models.gpus_per_worker(self._config(job)),
+            spent_usd=job.spent_usd, budget_usd=job.budget_usd, usd_per_hour=job.usd_per_hour,
+            eta_s=job.eta_s, restarts=job.restarts, preemptions=job.preemptions,
+            spot_restarts=job.spot_restarts, failures=job.failures,
+            alerts=tuple(str(a) for a in alerts))
+
+    def _report(self, now: float, actions: list[Action]) -> TickReport:
+        alerts = all_alerts(self.store.jobs(RUNNING_STATES), now=now,
+                            stall_minutes=self.config.stall_minutes)
+        for alert in alerts:
+            log.warning("%s", alert)
+        return TickReport(time_s=now, actions=tuple(actions),
+                          alerts=tuple(str(a) for a in alerts), requested=self._requested)

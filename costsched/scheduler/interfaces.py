@@ -1,0 +1,159 @@
+"""What the controller needs from the outside world, as Protocols and plain records.
+
+The Ray layer implements :class:`ClusterClient` (``ray.nodes()``,
+``ray.autoscaler.sdk.request_resources``) and :class:`JobRunner` (a
+``TorchTrainer`` per job); tests implement them with fakes. All are injected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from costsched.job_config import JobConfig
+
+RunState = Literal["running", "finished", "failed", "lost"]
+
+
+class Clock(Protocol):
+    """The controller's only source of time."""
+
+    def now(self) -> float:
+        """Seconds since the epoch (or any fixed origin, used consistently)."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRecord:
+    """One node as the cluster reports it."""
+
+    node_id: str
+    """Unique node id."""
+    node_type: str
+    """Instance type name from the price catalog (``""`` if unknown)."""
+    gpu_model: str
+    """Accelerator model, e.g. ``A10G``."""
+    total_slots: int
+    """Accelerator slots (of the scheduler's accelerator resource) on the node."""
+    free_slots: int
+    """Slots not reserved right now (informational; the scheduler plans on totals)."""
+    usd_per_hour: float
+    """What the node costs while it exists."""
+    spot: bool = False
+    """Spot (preemptible) capacity."""
+    alive: bool = True
+    """False once the node has died or been reclaimed; dead nodes get no work."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceBundle:
+    """One worker's resources, and the instance type it should come from."""
+
+    resources: Mapping[str, float]
+    """Ray resources of one worker, e.g. ``{"CPU": 1, "GPU": 1}``."""
+    instance_type: str
+    """Cheapest catalog instance type that fits the worker."""
+    spot: bool = False
+    """Whether spot capacity is acceptable for it."""
+
+
+class ClusterClient(Protocol):
+    """The cluster's nodes, and the autoscaler's standing resource request."""
+
+    def nodes(self) -> Sequence[NodeRecord]:
+        """All known nodes, dead ones included (``alive=False``)."""
+        ...
+
+    def request_resources(self, bundles: Sequence[ResourceBundle]) -> None:
+        """Ask the autoscaler for capacity holding all ``bundles`` at once
+        (replaces the previous request, as Ray's ``request_resources`` does)."""
+        ...
+
+    def clear_resource_request(self) -> None:
+        """Withdraw the standing request so idle nodes may scale down."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunHandle:
+    """What starting a job returns."""
+
+    run_id: str
+    """Run id (the ledger's key and the checkpoint folder's name)."""
+    checkpoint_path: str = ""
+    """Where the run's checkpoints live; a restart resumes from the newest."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobProgress:
+    """One poll of a job's run."""
+
+    state: RunState
+    """``running``; ``finished`` (see ``outcome``); ``failed`` (worker error, or a node
+    loss when ``node_lost``); ``lost`` (the runner has no live run for the job)."""
+    outcome: str = ""
+    """For ``finished``: COMPLETED, TARGET_REACHED or BUDGET_EXHAUSTED."""
+    spent_usd: float = 0.0
+    """Dollars the job has spent over all its attempts (the ledger's run cost)."""
+    last_step: int = 0
+    """Latest optimiser step reported."""
+    last_step_at: float | None = None
+    """When that step was reported, on the controller's clock."""
+    usd_per_hour: float = 0.0
+    """Current burn rate; 0 when unknown (the controller then prices the allocation)."""
+    eta_s: float | None = None
+    """Estimated seconds to the target or the last epoch; None when unknown."""
+    node_lost: bool = False
+    """The failure came from a node dying or a spot reclaim, not from the job."""
+    message: str = ""
+    """Free text for the job's log (an error, a reason)."""
+
+
+class JobRunner(Protocol):
+    """Starts, resizes, stops and polls one training run per job id.
+
+    Every method must be idempotent per ``job_id``: after a controller restart
+    the controller may repeat a call it made just before crashing.
+    """
+
+    def start(self, job_id: str, config: JobConfig, num_workers: int,
+              placement: Mapping[str, int]) -> RunHandle:
+        """Start (or resume from its newest checkpoint) the job's run."""
+        ...
+
+    def resize(self, job_id: str, num_workers: int, placement: Mapping[str, int]) -> None:
+        """Checkpoint, then restart the run on ``num_workers`` workers."""
+        ...
+
+    def stop(self, job_id: str, reason: str) -> None:
+        """Stop the run at a checkpoint; ``reason``: preempted, budget or cancelled."""
+        ...
+
+    def poll(self, job_id: str) -> JobProgress:
+        """The run's state now."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Action:
+    """One thing a scheduling round did to a job (decisions are data)."""
+
+    kind: Literal["start", "resume", "resize", "preempt", "stop_budget", "requeue", "finish"]
+    """What was done."""
+    job_id: str
+    """Which job."""
+    num_workers: int = 0
+    """Workers it runs with afterwards."""
+    placement: Mapping[str, int] = field(default_factory=dict)
+    """Accelerator slots it holds per node afterwards."""
+    detail: str = ""
+    """Why, in words."""
