@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from costsched.compression.spec import CompressionConfig
 from costsched.errors import ConfigError
 from costsched.models import MODEL_KINDS
 from costsched.pricing import PriceCatalog, load_catalog
@@ -263,6 +264,8 @@ class JobConfig:
     """Checkpoint cadence and failure tolerance."""
     cost: CostSection = field(default_factory=CostSection)
     """Pricing, budget and priority."""
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+    """Pruning, low-rank, quantization and distillation applied to the model."""
     storage_path: str = "~/.costsched/runs"
     """Folder (or URI) for checkpoints and results."""
     ledger_path: str = "~/.costsched/ledger.db"

@@ -9,8 +9,8 @@ import torch
 
 from costsched.data import Splits
 from costsched.job_config import JobConfig
-from costsched.models import build_model
 from costsched.pricing import PriceCatalog, compute_cost_usd
+from costsched.training.model_factory import JobModelFactory
 from costsched.training.optim import build_optimizer
 from costsched.training.schedule import BatchPlan
 
@@ -63,8 +63,8 @@ def usd_per_worker_second(job: JobConfig, catalog: PriceCatalog) -> float:
 def measure_step_seconds(job: JobConfig, splits: Splits, batch_size: int, steps: int = 5) -> float:
     """Median wall time of a forward+backward+step at ``batch_size``, on this process's CPU."""
     torch.manual_seed(0)
-    model = build_model(job.model.kind, input_shape=splits.input_shape,
-                        num_classes=splits.num_classes, widths=job.model.widths)
+    model = JobModelFactory(job=job, input_shape=splits.input_shape,
+                            num_classes=splits.num_classes)()
     optimizer = build_optimizer(job.optimizer, model.parameters())
     x = torch.as_tensor(splits.x_train[:batch_size])
     y = torch.as_tensor(splits.y_train[:batch_size])
@@ -91,9 +91,9 @@ def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> Plan:
         num_workers=workers, resources_per_worker=job.scaling.resources_per_worker(),
         num_train_rows=len(splits.x_train), num_val_rows=len(splits.x_val),
         num_test_rows=len(splits.x_test),
-        num_params=sum(p.numel() for p in build_model(
-            job.model.kind, input_shape=splits.input_shape, num_classes=splits.num_classes,
-            widths=job.model.widths).parameters()),
+        num_params=sum(p.numel() for p in JobModelFactory(
+            job=job, input_shape=splits.input_shape,
+            num_classes=splits.num_classes)().parameters()),
         steps_per_epoch=steps_per_epoch, total_steps=total_steps, usd_per_hour=usd_per_hour,
         step_s=step_s, estimated_hours=hours, estimated_usd=usd_per_hour * hours,
     )

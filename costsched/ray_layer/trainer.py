@@ -6,7 +6,6 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,10 +27,10 @@ from costsched.data import Splits
 from costsched.errors import CostschedError
 from costsched.job_config import JobConfig
 from costsched.ledger import Ledger
-from costsched.models import build_model
 from costsched.pricing import PriceCatalog
 from costsched.ray_layer.session import TRAIN_SPLIT, RayTrainSession
 from costsched.training.loop import Trainer, TrainSpec
+from costsched.training.model_factory import JobModelFactory
 
 # Worker-group start-ups that may time out (60 s each) before the run fails, so a
 # request the cluster can never hold ends with an error instead of waiting forever,
@@ -107,14 +106,13 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
                   verbose: bool = True, callbacks: list[UserCallback] | None = None,
                   ) -> TorchTrainer:
     scaling = job.scaling
-    model_factory = partial(build_model, job.model.kind, input_shape=splits.input_shape,
-                            num_classes=splits.num_classes, widths=job.model.widths,
-                            dropout=job.model.dropout)
+    model_factory = JobModelFactory(job=job, input_shape=splits.input_shape,
+                                    num_classes=splits.num_classes)
     spec = TrainSpec(
         job=job, model_factory=model_factory, x_val=splits.x_val, y_val=splits.y_val,
         x_test=splits.x_test, y_test=splits.y_test, num_train_rows=len(splits.x_train),
         usd_per_worker_second=usd_per_worker_second, run_started_at=run_started_at,
-        usd_before_start=usd_before_start,
+        usd_before_start=usd_before_start, teacher_factory=model_factory.teacher,
     )
     num_workers: int | tuple[int, int] = scaling.max_workers
     if scaling.min_workers < scaling.max_workers:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from costsched.accounting import ATTEMPT_KEY, CHECKPOINTED_KEY, WORLD_SIZE_KEY, cost_so_far_usd
+from costsched.compression import distillation_loss
 from costsched.job_config import JobConfig
 from costsched.training.optim import build_optimizer, build_scheduler, configure_precision
 from costsched.training.schedule import BatchPlan
@@ -59,6 +60,8 @@ class TrainSpec:
     """When this driver session of the run started (the ledger's interval start)."""
     usd_before_start: float = 0.0
     """What the ledger holds for the run from earlier driver sessions (a resumed sweep)."""
+    teacher_factory: Callable[[], nn.Module | None] | None = None
+    """Builds the distillation teacher, or returns None when there is none."""
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device) -> float:
@@ -83,6 +86,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.autocast_dtype = configure_precision(cfg, session.device)
         self.model = session.prepare_model(spec.model_factory())
+        self.teacher = spec.teacher_factory() if spec.teacher_factory else None
+        if self.teacher is not None:
+            self.teacher.to(session.device)
         self.raw_model = getattr(self.model, "module", self.model)
         self.optimizer = build_optimizer(spec.job.optimizer, self.raw_model.parameters())
         self.plan = BatchPlan(
@@ -143,12 +149,24 @@ class Trainer:
                                       enabled=self.autocast_dtype is not None):
                 logits = self.model(x[part])
                 losses = nn.functional.cross_entropy(logits.float(), y[part], reduction="none")
-                loss = losses.sum() * self.plan.loss_scale
+                loss = self._objective(logits, x[part], y[part], losses) * self.plan.loss_scale
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss_sum += float(losses.detach().sum())
             correct += int((logits.argmax(1) == y[part]).sum())
         self._optimizer_step()
         return loss_sum, correct
+
+    def _objective(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                   losses: torch.Tensor) -> torch.Tensor:
+        """Sum over the micro batch of the per-sample training loss (with distillation)."""
+        if self.teacher is None:
+            return losses.sum()
+        c = self.spec.job.compression
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        mean = distillation_loss(logits.float(), teacher_logits.float(), y,
+                                 temperature=c.distill_temperature, weight=c.distill_weight)
+        return mean * len(y)
 
     def _optimizer_step(self) -> None:
         clip = self.spec.job.optimizer.grad_clip_norm
