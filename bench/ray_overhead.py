@@ -21,31 +21,21 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import yaml
+from bench_jobs import quickstart_job
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from costsched.data import prepare  # noqa: E402
-from costsched.job_config import load_job_config  # noqa: E402
-from costsched.models import build_model  # noqa: E402
-from costsched.pricing import load_catalog  # noqa: E402
-
-QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+from costsched.data import prepare
+from costsched.models import build_model
+from costsched.pricing import load_catalog
 
 
 def bench_job(workdir: Path, samples: int, epochs: int, workers: int):
-    data = yaml.safe_load(QUICKSTART.read_text())
-    data["name"] = "bench-overhead"
-    data["dataset"]["num_samples"] = samples
-    data["training"].update(num_epochs=epochs, target_metric=None)
-    data["scaling"].update(min_workers=workers, max_workers=workers)
-    data["checkpoint"]["interval_steps"] = 10**9  # epoch-end checkpoints only
-    data["optimizer"]["grad_clip_norm"] = 0.0  # the plain loop does not clip either
-    data["storage_path"] = str(workdir / "runs")
-    data["ledger_path"] = str(workdir / "ledger.db")
-    path = workdir / "job.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_job_config(path)
+    return quickstart_job(workdir, "bench-overhead", {
+        "dataset": {"num_samples": samples},
+        "training": {"num_epochs": epochs, "target_metric": None},
+        "scaling": {"min_workers": workers, "max_workers": workers},
+        "checkpoint": {"interval_steps": 10**9},  # epoch-end checkpoints only
+        "optimizer": {"grad_clip_norm": 0.0},  # the plain loop does not clip either
+    })
 
 
 def _ddp_worker(rank, world, splits, job, epochs, port, out):

@@ -19,29 +19,19 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
+from bench_jobs import quickstart_job
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from costsched.data import prepare  # noqa: E402
-from costsched.job_config import load_job_config  # noqa: E402
-from costsched.pricing import load_catalog  # noqa: E402
-from costsched.training.state import newest_checkpoint_dir  # noqa: E402
-
-QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+from costsched.data import prepare
+from costsched.pricing import load_catalog
+from costsched.training.state import newest_checkpoint_dir
 
 
 def drill_job(workdir: Path, interval: int, samples: int, epochs: int):
-    data = yaml.safe_load(QUICKSTART.read_text())
-    data["name"] = "bench-recovery"
-    data["dataset"]["num_samples"] = samples
-    data["training"].update(num_epochs=epochs, target_metric=None)
-    data["checkpoint"]["interval_steps"] = interval
-    data["storage_path"] = str(workdir / "runs")
-    data["ledger_path"] = str(workdir / "ledger.db")
-    path = workdir / "job.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_job_config(path)
+    return quickstart_job(workdir, "bench-recovery", {
+        "dataset": {"num_samples": samples},
+        "training": {"num_epochs": epochs, "target_metric": None},
+        "checkpoint": {"interval_steps": interval},
+    })
 
 
 def main() -> int:

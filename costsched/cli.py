@@ -31,6 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_script(prog: str, description: str | None, add_arguments,
+               argv: Sequence[str] | None = None) -> int:
+    """Entry point of a ``jobs/*.py`` script: parse with ``add_arguments``, run, and
+    report a user error in one line (for ``ray job submit`` logs)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CostschedError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,19 +10,12 @@ from pathlib import Path
 # installing the package: make the package importable from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from costsched.cli import run_script  # noqa: E402
 from costsched.commands.train import add_arguments  # noqa: E402
-from costsched.errors import CostschedError  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobs/train.py", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except CostschedError as exc:
-        print(f"jobs/train.py: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_script("jobs/train.py", __doc__, add_arguments, argv)
 
 
 if __name__ == "__main__":
