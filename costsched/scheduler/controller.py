@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from costsched.errors import CostschedError
 from costsched.job_config import JobConfig
-from costsched.policy.registry import Policy
+from costsched.policy.registry import Policy, make_policy
 from costsched.policy.snapshot import Decision
-from costsched.pricing import PriceCatalog
+from costsched.pricing import PriceCatalog, load_catalog
 from costsched.scheduler import models
 from costsched.scheduler.alerts import all_alerts, job_alerts
 from costsched.scheduler.config import SchedulerConfig, parse_submission
@@ -36,7 +35,9 @@ from costsched.scheduler.interfaces import (
     ClusterClient,
     JobProgress,
     JobRunner,
+    JobStatus,
     ResourceBundle,
+    TickReport,
 )
 from costsched.scheduler.state import ACTIVE, TERMINAL, WAITING, JobRecord, JobStore
 from costsched.strict_yaml import build
@@ -45,56 +46,6 @@ log = logging.getLogger(__name__)
 RUNNING_STATES = ("RUNNING", "RESIZING")
 FINISHED_OUTCOMES = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
 ACTION_ORDER = {"preempt": 0, "resize": 1, "resume": 2, "start": 3}
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobStatus:
-    """One row of ``costsched status``."""
-
-    job_id: str
-    """The job."""
-    name: str
-    """Its config's name."""
-    state: str
-    """Scheduler state."""
-    priority: int
-    """Higher runs first."""
-    workers: int
-    """Workers held now."""
-    gpus: int
-    """Accelerators held now."""
-    spent_usd: float
-    """Dollars spent so far."""
-    budget_usd: float
-    """Dollars it may spend."""
-    usd_per_hour: float
-    """Burn rate now."""
-    eta_s: float | None
-    """Seconds to its target or last epoch, if known."""
-    restarts: int
-    """Restarts from a checkpoint (any cause)."""
-    preemptions: int
-    """Times preempted by higher-priority work."""
-    spot_restarts: int
-    """Restarts after node loss or spot reclaim."""
-    failures: int
-    """Restarts after its own errors."""
-    alerts: tuple[str, ...]
-    """Active alerts (stall, budget burn)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class TickReport:
-    """What one round did."""
-
-    time_s: float
-    """When the round ran."""
-    actions: tuple[Action, ...]
-    """Everything done to jobs, in order."""
-    alerts: tuple[str, ...]
-    """Alerts after the round, one line each."""
-    requested: tuple[ResourceBundle, ...] | None
-    """The standing autoscaler request after the round; None when there is none."""
 
 
 class SchedulerController:
@@ -110,6 +61,14 @@ class SchedulerController:
         self._recovered = False
         self._requested: tuple[ResourceBundle, ...] | None = None
         self._configs: dict[str, JobConfig] = {}
+
+    @classmethod
+    def from_config(cls, config: SchedulerConfig, *, cluster: ClusterClient, runner: JobRunner,
+                    clock: Clock) -> SchedulerController:
+        """The usual wiring: state file, policy and catalog as ``config`` names them."""
+        return cls(store=JobStore(config.state_path), policy=make_policy(config.policy),
+                   cluster=cluster, runner=runner, clock=clock,
+                   catalog=load_catalog(config.prices_path), config=config)
 
     # -- user commands --------------------------------------------------------
     def submit(self, config_text: str, overrides: Mapping[str, Any] | None = None) -> str:
@@ -170,7 +129,10 @@ class SchedulerController:
         except Exception as exc:  # noqa: BLE001 - a transient cluster error: retry next round
             log.warning("cluster unavailable, skipping this round's decision: %s", exc)
             return self._report(now, actions)
-        decision = self.policy.decide(self._snapshot(now, nodes))
+        # No accelerator nodes (e.g. scaled to zero): nothing can run, and some
+        # policies divide by the cluster's price per GPU.
+        decision = (self.policy.decide(self._snapshot(now, nodes)) if nodes
+                    else Decision(placements={}, batch_sizes={}))
         self._round += 1
         actions += self._apply(decision, now)
         self._autoscale(len(nodes))
@@ -312,7 +274,7 @@ class SchedulerController:
                     self.runner.stop(job.job_id, "preempted")
                     self.store.transition(
                         job.job_id, "PREEMPTED", now=now, kind="preempted",
-                        detail="preempted by higher-priority work; resumes from checkpoint",
+                        detail="preempted by the policy; resumes from its checkpoint later",
                         workers=0, placement={}, usd_per_hour=0.0,
                         preemptions=job.preemptions + 1)
                 elif action.kind == "resize":

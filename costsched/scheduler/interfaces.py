@@ -157,3 +157,53 @@ class Action:
     """Accelerator slots it holds per node afterwards."""
     detail: str = ""
     """Why, in words."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobStatus:
+    """One row of ``costsched status``."""
+
+    job_id: str
+    """The job."""
+    name: str
+    """Its config's name."""
+    state: str
+    """Scheduler state."""
+    priority: int
+    """Higher runs first."""
+    workers: int
+    """Workers held now."""
+    gpus: int
+    """Accelerators held now."""
+    spent_usd: float
+    """Dollars spent so far."""
+    budget_usd: float
+    """Dollars it may spend."""
+    usd_per_hour: float
+    """Burn rate now."""
+    eta_s: float | None
+    """Seconds to its target or last epoch, if known."""
+    restarts: int
+    """Restarts from a checkpoint (any cause)."""
+    preemptions: int
+    """Times preempted by higher-priority work."""
+    spot_restarts: int
+    """Restarts after node loss or spot reclaim."""
+    failures: int
+    """Restarts after its own errors."""
+    alerts: tuple[str, ...]
+    """Active alerts (stall, budget burn)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TickReport:
+    """What one round did."""
+
+    time_s: float
+    """When the round ran."""
+    actions: tuple[Action, ...]
+    """Everything done to jobs, in order."""
+    alerts: tuple[str, ...]
+    """Alerts after the round, one line each."""
+    requested: tuple[ResourceBundle, ...] | None
+    """The standing autoscaler request after the round; None when there is none."""

@@ -1,0 +1,215 @@
+"""The live scheduler's controller on fakes: start, preempt, resume, budget, node loss, crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from costsched.scheduler.interfaces import JobProgress
+from tests.test_scheduler_fakes import (
+    FakeClock,
+    FakeCluster,
+    FakeRunner,
+    harness,
+    job_text,
+    make_controller,
+    node,
+)
+
+
+def test_a_submitted_job_starts_on_the_next_tick(tmp_path):
+    h = harness(tmp_path, node("n0", slots=2))
+    job_id = h.controller.submit(job_text("mnist", min_workers=1, max_workers=2))
+    assert job_id == "mnist-1"
+    assert h.state(job_id) == "QUEUED"
+    report = h.tick()
+    assert [(a.kind, a.job_id, a.num_workers) for a in report.actions] == [
+        ("start", job_id, 2)]
+    assert h.runner.calls == [("start", job_id, 2)]
+    job = h.job(job_id)
+    assert (job.state, job.workers, job.placement, job.run_id) == (
+        "RUNNING", 2, {"n0": 2}, "run-mnist-1")
+    assert [e["kind"] for e in h.controller.logs(job_id)] == ["submitted", "started"]
+
+
+def test_high_priority_arrival_preempts_the_lowest_which_resumes_later(tmp_path):
+    h = harness(tmp_path, node("n0", slots=2))
+    low = h.controller.submit(job_text("low", priority=0))
+    mid = h.controller.submit(job_text("mid", priority=1))
+    h.tick()
+    assert (h.state(low), h.state(mid)) == ("RUNNING", "RUNNING")
+
+    high = h.controller.submit(job_text("high", priority=2))
+    report = h.tick()
+    assert [(a.kind, a.job_id) for a in report.actions] == [("preempt", low), ("start", high)]
+    assert h.runner.kinds(low) == ["start", "stop:preempted"]
+    assert (h.state(low), h.state(mid), h.state(high)) == ("PREEMPTED", "RUNNING", "RUNNING")
+    assert h.job(low).preemptions == 1 and h.job(low).workers == 0
+    h.tick()
+    assert h.state(low) == "PREEMPTED", "no room yet: it must wait"
+
+    h.runner.script[high] = JobProgress(state="finished", outcome="TARGET_REACHED")
+    report = h.tick()
+    assert [(a.kind, a.job_id) for a in report.actions] == [("finish", high), ("resume", low)]
+    assert h.state(high) == "TARGET_REACHED"
+    assert h.runner.kinds(low) == ["start", "stop:preempted", "start"]
+    resumed = h.job(low)
+    assert (resumed.state, resumed.restarts, resumed.preemptions) == ("RUNNING", 1, 1)
+    assert [e["kind"] for e in h.controller.logs(low)] == [
+        "submitted", "started", "preempted", "resumed"]
+
+
+def test_an_elastic_job_is_resized_when_room_appears(tmp_path):
+    h = harness(tmp_path, node("n0", slots=2), node("n1", slots=2))
+    big = h.controller.submit(job_text("big", min_workers=1, max_workers=4))
+    other = h.controller.submit(job_text("other", min_workers=2, max_workers=2, priority=1))
+    h.tick()
+    assert (h.job(big).workers, h.job(other).workers) == (2, 2)
+    h.runner.script[other] = JobProgress(state="finished", outcome="COMPLETED")
+    report = h.tick()
+    assert ("resize", big, 4) in [(a.kind, a.job_id, a.num_workers) for a in report.actions]
+    assert h.runner.calls[-1] == ("resize", big, 4)
+    assert (h.state(big), h.job(big).workers, h.job(big).restarts) == ("RESIZING", 4, 1)
+    h.tick()
+    assert h.state(big) == "RUNNING"
+
+
+@pytest.mark.parametrize("budget_usd", [0.05, 0.1, 0.33])
+def test_a_job_stops_at_budget_exhausted_before_crossing_its_budget(tmp_path, budget_usd):
+    h = harness(tmp_path, node("n0"))
+    job_id = h.controller.submit(job_text("capped", budget_usd=budget_usd))
+    h.tick()
+    for _ in range(100):
+        report = h.tick()
+        if h.state(job_id) != "RUNNING":
+            break
+    assert h.state(job_id) == "BUDGET_EXHAUSTED"
+    assert ("stop_budget", job_id) in [(a.kind, a.job_id) for a in report.actions]
+    assert h.runner.kinds(job_id)[-1] == "stop:budget"
+    spent_by_runner = h.runner.spent[job_id]
+    assert 0.5 * budget_usd < spent_by_runner <= budget_usd
+    assert "stopped before its budget" in h.controller.logs(job_id)[-1]["detail"]
+
+
+def test_a_job_that_cannot_afford_one_round_is_never_started(tmp_path):
+    h = harness(tmp_path, node("n0"))
+    job_id = h.controller.submit(job_text("broke", budget_usd=0.001))
+    h.tick()
+    assert h.state(job_id) == "BUDGET_EXHAUSTED"
+    assert h.runner.calls == []
+
+
+@pytest.mark.parametrize(
+    ("progress", "spot_restarts", "failures"),
+    [
+        (JobProgress(state="failed", node_lost=True, message="spot reclaim"), 1, 0),
+        (JobProgress(state="lost", node_lost=True), 1, 0),
+        (JobProgress(state="failed", message="CUDA error"), 0, 1),
+        (JobProgress(state="lost"), 0, 0),
+    ],
+)
+def test_a_lost_run_restarts_from_its_checkpoint_on_the_surviving_node(
+        tmp_path, progress, spot_restarts, failures):
+    h = harness(tmp_path, node("n0"), node("n1"))
+    job_id = h.controller.submit(job_text("victim"))
+    h.tick()
+    held = next(iter(h.job(job_id).placement))
+    h.cluster.kill(held)
+    h.runner.script[job_id] = progress
+    report = h.tick()
+    assert [a.kind for a in report.actions] == ["requeue", "resume"]
+    job = h.job(job_id)
+    assert (job.state, job.spot_restarts, job.failures, job.restarts) == (
+        "RUNNING", spot_restarts, failures, 1)
+    assert set(job.placement) == {"n0", "n1"} - {held}
+    assert h.runner.kinds(job_id) == ["start", "start"]
+
+
+@pytest.mark.parametrize(("max_failures", "final"),
+                         [(0, "FAILED"), (1, "RUNNING"), (-1, "RUNNING")])
+def test_own_failures_use_up_max_failures_but_node_losses_do_not(tmp_path, max_failures, final):
+    h = harness(tmp_path, node("n0"))
+    job_id = h.controller.submit(job_text("flaky", max_failures=max_failures))
+    h.tick()
+    for _ in range(3):  # node losses never count
+        h.runner.script[job_id] = JobProgress(state="failed", node_lost=True)
+        h.tick()
+    assert (h.state(job_id), h.job(job_id).spot_restarts) == ("RUNNING", 3)
+    h.runner.script[job_id] = JobProgress(state="failed", message="NaN loss")
+    h.tick()
+    assert h.state(job_id) == final
+    assert h.job(job_id).failures == 1
+
+
+def test_a_restarted_controller_readopts_live_runs_and_restarts_dead_ones(tmp_path):
+    h = harness(tmp_path, node("n0"), node("n1"))
+    alive = h.controller.submit(job_text("alive", priority=1))
+    dead = h.controller.submit(job_text("dead", priority=1))
+    waiting = h.controller.submit(job_text("waiting"))
+    h.tick()
+    assert [h.state(j) for j in (alive, dead, waiting)] == ["RUNNING", "RUNNING", "QUEUED"]
+
+    # The controller process dies; its successor sees the same file, a runner that
+    # still has `alive`'s run but lost `dead`'s.
+    runner = FakeRunner(h.clock)
+    runner.runs[alive] = dict(h.runner.runs[alive])
+    runner.spent[alive] = 0.0
+    clock = FakeClock(h.clock.t)
+    successor = make_controller(h.path, clock, FakeCluster(node("n0"), node("n1")), runner)
+    clock.advance(60)
+    report = successor.tick()
+    rows = successor.status()
+    assert [r.job_id for r in rows] == [alive, dead, waiting], "none lost, none duplicated"
+    assert [r.state for r in rows] == ["RUNNING", "RUNNING", "QUEUED"]
+    assert runner.kinds(alive) == [], "a live run is adopted, not started again"
+    assert runner.kinds(dead) == ["start"], "a dead run restarts from its checkpoint"
+    assert ("requeue", dead) in [(a.kind, a.job_id) for a in report.actions]
+    assert successor.store.get(dead).restarts == 1
+    assert "adopted" in [e["kind"] for e in successor.logs(alive)]
+    assert successor.submit(job_text("next")) == "next-4", "ids keep counting"
+
+
+def test_cancel_stops_a_running_job_and_dequeues_a_waiting_one(tmp_path):
+    h = harness(tmp_path, node("n0"))
+    running = h.controller.submit(job_text("running", priority=1))
+    waiting = h.controller.submit(job_text("waiting"))
+    h.tick()
+    h.controller.cancel(running)
+    h.controller.cancel(waiting)
+    assert (h.state(running), h.state(waiting)) == ("CANCELLED", "CANCELLED")
+    assert h.runner.kinds(running) == ["start", "stop:cancelled"]
+    assert h.runner.kinds(waiting) == []
+    assert h.tick().actions == ()
+
+
+def test_a_runner_that_cannot_start_a_job_leaves_it_queued_for_the_next_round(tmp_path):
+    h = harness(tmp_path, node("n0"))
+    job_id = h.controller.submit(job_text("unlucky"))
+    real_start = h.runner.start
+
+    def refuse(*args):
+        raise RuntimeError("placement group timed out")
+
+    h.runner.start = refuse
+    report = h.tick()
+    assert report.actions == ()
+    job = h.job(job_id)
+    assert (job.state, job.workers, job.started_at, job.restarts) == ("QUEUED", 0, None, 0)
+    assert "start failed: placement group timed out" in h.controller.logs(job_id)[-1]["detail"]
+    h.runner.start = real_start
+    assert [a.kind for a in h.tick().actions] == ["start"]
+    assert h.state(job_id) == "RUNNING"
+
+
+def test_an_unreachable_cluster_skips_the_decision_but_keeps_polling(tmp_path):
+    h = harness(tmp_path, node("n0"))
+    job_id = h.controller.submit(job_text("steady"))
+    h.tick()
+
+    def down():
+        raise ConnectionError("GCS unreachable")
+
+    h.cluster.nodes = down
+    h.runner.script[job_id] = JobProgress(state="finished", outcome="COMPLETED")
+    report = h.tick()
+    assert [a.kind for a in report.actions] == ["finish"]
+    assert h.state(job_id) == "COMPLETED"
