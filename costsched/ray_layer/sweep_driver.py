@@ -60,11 +60,12 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
                                    resume_unfinished=True, restart_errored=True)
     else:
         # The searcher and the scheduler each carry their own metric and mode.
+        early_stops: set[str] = set()
         tuner = tune.Tuner(
             trainable, param_space=param_space(sweep),
             tune_config=tune.TuneConfig(
-                search_alg=build_search(sweep, ledger, [baseline_point(sweep)]),
-                scheduler=build_scheduler(sweep), num_samples=cfg.num_trials),
+                search_alg=build_search(sweep, ledger, [baseline_point(sweep)], early_stops),
+                scheduler=build_scheduler(sweep, early_stops), num_samples=cfg.num_trials),
             run_config=tune.RunConfig(name="tune", storage_path=str(root), verbose=1),
         )
     grid = tuner.fit()
