@@ -23,7 +23,7 @@ from bench_jobs import quickstart_job
 
 from costsched.data import prepare
 from costsched.pricing import load_catalog
-from costsched.training.state import newest_checkpoint_dir
+from costsched.training.state import checkpoint_step, newest_checkpoint_dir
 
 
 def drill_job(workdir: Path, interval: int, samples: int, epochs: int):
@@ -59,10 +59,11 @@ def main() -> int:
         drill: dict[str, float] = {}
 
         def kill() -> None:
-            drill["ckpt_step"] = wait_for_checkpoint(run_dir, 2 * args.interval, 300)
+            wait_for_checkpoint(run_dir, 2 * args.interval, 300)
             time.sleep(0.5)
-            newest = newest_checkpoint_dir(run_dir)
-            drill["ckpt_mtime"] = os.path.getmtime(newest)
+            newest = newest_checkpoint_dir(run_dir)  # the newest when the worker dies
+            drill["ckpt_step"] = checkpoint_step(newest)
+            drill["ckpt_mtime"] = os.path.getmtime(newest / "state.pt")
             drill["killed_at"] = time.time()
             kill_train_worker()
 
