@@ -111,14 +111,13 @@ class BudgetGate(Searcher):
     """Wraps a searcher; suggests a new trial only while the sweep budget can hold it."""
 
     def __init__(self, searcher: Searcher, *, ledger: Ledger, sweep_name: str,
-                 budget_usd: float, trial_cap_usd: float, early_stops: set[str]):
+                 budget_usd: float, trial_cap_usd: float):
         super().__init__(metric=searcher.metric, mode=searcher.mode)
         self.searcher = searcher
         self.ledger, self.prefix = ledger, f"{sweep_name}-"
         self.budget, self.cap = budget_usd, trial_cap_usd
         self.live: set[str] = set()
         self.refused = 0
-        self.early_stops = early_stops
 
     def spend(self) -> tuple[float, float]:
         """(dollars spent by all trials so far, dollars running trials may still spend).
@@ -155,9 +154,9 @@ class BudgetGate(Searcher):
                           error: bool = False) -> None:
         self.live.discard(trial_id)
         run_id = self.prefix + trial_id
-        if trial_id in self.early_stops:
-            # Tune ended the trial and its workers with it; the trial may have recorded
-            # that as a failure, or nothing at all: charges end at its last heartbeat.
+        if any(r["run_id"] == run_id and r["outcome"] == "RUNNING" for r in self.ledger.runs()):
+            # Early-stopped: Tune ended the trial and its workers with it, so its
+            # reserve is released now; charges end at its last heartbeat.
             self.ledger.close_abandoned_run(run_id, outcome="STOPPED_EARLY")
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
 
@@ -189,22 +188,8 @@ def param_space(sweep: LoadedSweep) -> dict[str, Any]:
     return space
 
 
-class DollarASHA(ASHAScheduler):
-    """ASHA that remembers which trials it stopped, so the ledger can say so."""
-
-    def __init__(self, early_stops: set[str], **kwargs: Any):
-        super().__init__(**kwargs)
-        self.early_stops = early_stops
-
-    def on_trial_result(self, tune_controller, trial, result):
-        decision = super().on_trial_result(tune_controller, trial, result)
-        if decision == self.STOP:
-            self.early_stops.add(trial.trial_id)
-        return decision
-
-
 def build_search(sweep: LoadedSweep, ledger: Ledger, first_points: list[dict[str, Any]],
-                 early_stops: set[str]) -> Searcher:
+                 ) -> Searcher:
     """The search algorithm behind the budget gate, at most ``max_concurrent_trials`` at once.
 
     ``first_points`` are evaluated before the algorithm proposes its own (the baseline).
@@ -225,19 +210,19 @@ def build_search(sweep: LoadedSweep, ledger: Ledger, first_points: list[dict[str
         inner = OptunaSearch(metric=OBJECTIVE, mode="min", sampler=sampler,
                              points_to_evaluate=first_points)
     gate = BudgetGate(inner, ledger=ledger, sweep_name=cfg.name, budget_usd=cfg.budget_usd,
-                      trial_cap_usd=cfg.trial_budget_usd, early_stops=early_stops)
+                      trial_cap_usd=cfg.trial_budget_usd)
     return ConcurrencyLimiter(gate, max_concurrent=cfg.max_concurrent_trials)
 
 
-def build_scheduler(sweep: LoadedSweep, early_stops: set[str]):
+def build_scheduler(sweep: LoadedSweep):
     cfg = sweep.config
     if cfg.scheduler.kind == "none":
         return FIFOScheduler()
     # Rungs on the dollar axis: at each, keep the trials with the best accuracy so far.
     # At the cap a trial's own budget stop ends it, not ASHA.
-    return DollarASHA(early_stops, time_attr=SPENT, metric=ACCURACY, mode="max",
-                      grace_period=cfg.scheduler.grace_usd, max_t=cfg.trial_budget_usd,
-                      reduction_factor=cfg.scheduler.reduction_factor,
-                      stop_last_trials=False)
+    return ASHAScheduler(time_attr=SPENT, metric=ACCURACY, mode="max",
+                         grace_period=cfg.scheduler.grace_usd, max_t=cfg.trial_budget_usd,
+                         reduction_factor=cfg.scheduler.reduction_factor,
+                         stop_last_trials=False)
 
 

@@ -60,12 +60,11 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
                                    resume_unfinished=True, restart_errored=True)
     else:
         # The searcher and the scheduler each carry their own metric and mode.
-        early_stops: set[str] = set()
         tuner = tune.Tuner(
             trainable, param_space=param_space(sweep),
             tune_config=tune.TuneConfig(
-                search_alg=build_search(sweep, ledger, [baseline_point(sweep)], early_stops),
-                scheduler=build_scheduler(sweep, early_stops), num_samples=cfg.num_trials),
+                search_alg=build_search(sweep, ledger, [baseline_point(sweep)]),
+                scheduler=build_scheduler(sweep), num_samples=cfg.num_trials),
             run_config=tune.RunConfig(name="tune", storage_path=str(root), verbose=1),
         )
     grid = tuner.fit()
@@ -75,6 +74,7 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
 
 def results_frame(grid, sweep: LoadedSweep, ledger: Ledger, splits: Splits,
                   catalog: PriceCatalog) -> pd.DataFrame:
+    mark_early_stops(grid, sweep, ledger)
     charges = intervals_frame(ledger).groupby("run_id").agg(
         cost_usd=("cost_usd", "sum"), accelerator_s=("accelerator_s", "sum"),
         energy_kwh=("energy_kwh", "sum"))
@@ -109,6 +109,18 @@ def results_frame(grid, sweep: LoadedSweep, ledger: Ledger, splits: Splits,
             OBJECTIVE: metrics.get(OBJECTIVE),
         })
     return rank(pd.DataFrame(rows, columns=[*RESULT_COLUMNS, OBJECTIVE]))
+
+
+def mark_early_stops(grid, sweep: LoadedSweep, ledger: Ledger) -> None:
+    """Trials Tune ended without error, while their run says FAILED or RUNNING, were
+    stopped by the scheduler: the trial saw its Train controller die under it. (A run
+    that really fails raises, and Tune records the trial as errored.)"""
+    outcomes = {r["run_id"]: r["outcome"] for r in ledger.runs()}
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        run_id = trial_run_id(sweep.config.name, trial_id)
+        if result.error is None and outcomes.get(run_id) in ("FAILED", "RUNNING"):
+            ledger.close_abandoned_run(run_id, outcome="STOPPED_EARLY")
 
 
 def _same_point(a: dict[str, Any], b: dict[str, Any]) -> bool:
