@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from costsched.errors import ConfigError, CostschedError
+from costsched.errors import CostschedError
 from costsched.pricing import PriceCatalog, compute_cost_usd, energy_kwh
+from costsched.sqlite_file import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -67,25 +64,10 @@ class Ledger:
     """Read and write the ledger file at ``path`` (created on first use)."""
 
     def __init__(self, path: str | os.PathLike[str], catalog: PriceCatalog):
-        self.path = Path(path)
+        self._file = SqliteFile(path, SCHEMA, "costsched ledger")
+        self.path = self._file.path
+        self._connect = self._file.transaction
         self.catalog = catalog
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"{self.path} is not a costsched ledger ({exc})") from None
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:  # one transaction: committed on success, rolled back on error
-                yield db
-        finally:
-            db.close()
 
     # -- writing ------------------------------------------------------------
     def start_run(

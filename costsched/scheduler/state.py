@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from costsched.errors import ConfigError, CostschedError
+from costsched.errors import CostschedError
+from costsched.sqlite_file import SqliteFile
 from costsched.strict_yaml import closest_hint
 
 ACTIVE = ("QUEUED", "RUNNING", "RESIZING", "PREEMPTED")
@@ -157,25 +156,9 @@ class JobStore:
     """The jobs and events tables in the SQLite file at ``path`` (created on first use)."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"{self.path} is not a costsched scheduler state file ({exc})") \
-                from None
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:  # one transaction: committed on success, rolled back on error
-                yield db
-        finally:
-            db.close()
+        self._file = SqliteFile(path, SCHEMA, "costsched scheduler state file")
+        self.path = self._file.path
+        self._connect = self._file.transaction
 
     # -- writing ------------------------------------------------------------
     def add_job(self, *, name: str, config_yaml: str, config_hash: str, priority: int,

@@ -1,0 +1,35 @@
+"""One SQLite file in WAL mode, opened per transaction: the ledger's and the scheduler's store."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from costsched.errors import ConfigError
+
+
+class SqliteFile:
+    """A database file created with ``schema`` on first use; ``what`` names it in errors."""
+
+    def __init__(self, path: str | Path, schema: str, what: str):
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.transaction() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(schema)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{self.path} is not a {what} ({exc})") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose work commits on success and rolls back on error."""
+        db = sqlite3.connect(self.path, timeout=30.0)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
