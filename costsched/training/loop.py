@@ -71,8 +71,10 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.devic
     correct = 0
     with torch.inference_mode():
         for i in range(0, len(x), 1024):
-            xb = torch.tensor(x[i : i + 1024], device=device)  # copy: x may be read-only
-            correct += int((model(xb).argmax(1).cpu() == torch.as_tensor(y[i : i + 1024])).sum())
+            # Copies: arrays shipped through Ray's object store are read-only.
+            xb = torch.tensor(x[i : i + 1024], device=device)
+            yb = torch.tensor(y[i : i + 1024])
+            correct += int((model(xb).argmax(1).cpu() == yb).sum())
     model.train(was_training)
     return correct / max(1, len(x))
 
