@@ -10,7 +10,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def quickstart_dict() -> dict[str, Any]:
