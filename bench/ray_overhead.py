@@ -87,15 +87,13 @@ def run_ray(splits, job, catalog):
     import ray
 
     from costsched.ledger import Ledger
-    from costsched.planning import usd_per_worker_second
     from costsched.ray_layer.trainer import run_job
 
     launched = time.time()
     ray.init(resources={job.scaling.accelerator_resource: job.scaling.max_workers},
              logging_level="ERROR")
     ledger = Ledger(job.resolved_ledger_path(), catalog)
-    result = run_job(job, splits, catalog=catalog, ledger=ledger, verbose=False,
-                     usd_per_worker_second=usd_per_worker_second(job, catalog))
+    result = run_job(job, splits, catalog=catalog, ledger=ledger, verbose=False)
     history = [m["samples_per_s"] for m in result.metrics["history"] if "samples_per_s" in m]
     ray.shutdown()
     return statistics.median(history[1:] or history), result.metrics["first_step_at"] - launched

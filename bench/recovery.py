@@ -44,7 +44,6 @@ def main() -> int:
     import ray
 
     from costsched.ledger import Ledger
-    from costsched.planning import usd_per_worker_second
     from costsched.ray_layer.faults import kill_train_worker, wait_for_checkpoint
     from costsched.ray_layer.trainer import run_job
 
@@ -71,7 +70,7 @@ def main() -> int:
         killer.start()
         ledger = Ledger(job.resolved_ledger_path(), catalog)
         result = run_job(job, splits, catalog=catalog, ledger=ledger, run_id=run_id,
-                         verbose=False, usd_per_worker_second=usd_per_worker_second(job, catalog))
+                         verbose=False)
         intervals = ledger.intervals(run_id)
         ray.shutdown()
     m = result.metrics

@@ -39,7 +39,6 @@ def main() -> int:
     import ray
 
     from costsched.ledger import Ledger
-    from costsched.planning import usd_per_worker_second
     from costsched.ray_layer.sweep_driver import run_sweep
     from costsched.ray_layer.trainer import run_job
 
@@ -51,8 +50,7 @@ def main() -> int:
     catalog = load_catalog()
     ray.init(resources={"cpu_slot": 2}, logging_level="ERROR")
     baseline = run_job(job, prepare(job.dataset), catalog=catalog, verbose=False,
-                       ledger=Ledger(job.resolved_ledger_path(), catalog),
-                       usd_per_worker_second=usd_per_worker_second(job, catalog))
+                       ledger=Ledger(job.resolved_ledger_path(), catalog))
     base_to_target = baseline.metrics.get("usd_to_target")
     if base_to_target is None:
         print(f"baseline did not reach the target: {baseline.metrics.get('val_accuracy')}")

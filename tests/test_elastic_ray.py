@@ -20,7 +20,6 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from costsched.data import prepare  # noqa: E402
 from costsched.job_config import load_job_config  # noqa: E402
 from costsched.ledger import Ledger  # noqa: E402
-from costsched.planning import usd_per_worker_second  # noqa: E402
 from costsched.pricing import load_catalog  # noqa: E402
 from costsched.ray_layer.faults import wait_for_checkpoint  # noqa: E402
 from costsched.ray_layer.trainer import run_job  # noqa: E402
@@ -63,7 +62,7 @@ def test_job_shrinks_and_resumes_when_a_node_is_lost(cluster, tmp_path):
     remover = threading.Thread(target=remove_a_node_after_a_checkpoint, daemon=True)
     remover.start()
     result = run_job(job, splits, catalog=catalog, ledger=ledger, run_id="elastic-run",
-                     usd_per_worker_second=usd_per_worker_second(job, catalog), verbose=False)
+                     verbose=False)
     remover.join(timeout=5)
 
     intervals = ledger.intervals("elastic-run")

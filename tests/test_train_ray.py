@@ -17,7 +17,6 @@ ray = pytest.importorskip("ray")
 from costsched.data import prepare  # noqa: E402
 from costsched.job_config import load_job_config  # noqa: E402
 from costsched.ledger import Ledger  # noqa: E402
-from costsched.planning import usd_per_worker_second  # noqa: E402
 from costsched.pricing import load_catalog  # noqa: E402
 from costsched.ray_layer.faults import kill_train_worker, wait_for_checkpoint  # noqa: E402
 from costsched.ray_layer.trainer import run_job  # noqa: E402
@@ -71,8 +70,7 @@ def splits(job_dir):
 def _run(job, splits, run_id):
     catalog = load_catalog()
     ledger = Ledger(job.resolved_ledger_path(), catalog)
-    result = run_job(job, splits, catalog=catalog, ledger=ledger, run_id=run_id,
-                     usd_per_worker_second=usd_per_worker_second(job, catalog), verbose=False)
+    result = run_job(job, splits, catalog=catalog, ledger=ledger, run_id=run_id, verbose=False)
     return result, ledger
 
 

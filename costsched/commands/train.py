@@ -8,7 +8,7 @@ import sys
 from costsched.data import prepare
 from costsched.job_config import JobConfig, load_job_config
 from costsched.ledger import Ledger
-from costsched.planning import make_plan, usd_per_worker_second
+from costsched.planning import make_plan
 from costsched.pricing import PriceCatalog, load_catalog
 
 
@@ -54,8 +54,7 @@ def train(job: JobConfig, catalog: PriceCatalog, *, dry_run: bool, address: str 
     if missing:
         print(f"waiting for resources: {missing} (an autoscaler may add nodes)", flush=True)
     ledger = Ledger(job.resolved_ledger_path(), catalog)
-    result = run_job(job, splits, catalog=catalog, ledger=ledger,
-                     usd_per_worker_second=usd_per_worker_second(job, catalog))
+    result = run_job(job, splits, catalog=catalog, ledger=ledger)
     m = result.metrics
     print(f"run {result.run_id}: {result.outcome}; test accuracy "
           f"{m.get('test_accuracy', float('nan')):.4f}, val accuracy "

@@ -32,12 +32,10 @@ STOP_OUTCOMES = {"preempted": "PREEMPTED", "budget": "BUDGET_EXHAUSTED",
 def _drive(job: JobConfig, catalog: PriceCatalog, ledger_path: str, run_id: str):
     """The job's Train driver, as a Ray task (holds no CPU: its workers do)."""
     from costsched.data import prepare
-    from costsched.planning import usd_per_worker_second
     from costsched.ray_layer.trainer import run_job
 
     splits = prepare(job.dataset)
     return run_job(job, splits, catalog=catalog, ledger=Ledger(ledger_path, catalog),
-                   usd_per_worker_second=usd_per_worker_second(job, catalog),
                    run_id=run_id, verbose=False)
 
 

@@ -23,7 +23,6 @@ from ray.tune.search.optuna import OptunaSearch
 
 from costsched.data import Splits
 from costsched.ledger import Ledger
-from costsched.planning import usd_per_worker_second
 from costsched.pricing import PriceCatalog
 from costsched.ray_layer.trainer import run_job
 from costsched.sweep.config import LoadedSweep, can_launch, job_for
@@ -103,7 +102,6 @@ def run_trial(point: dict[str, Any], ctx: TrialContext) -> None:
         return
     run_job(job, ctx.splits, catalog=ctx.catalog, ledger=ledger,
             run_id=run_id, verbose=False,
-            usd_per_worker_second=usd_per_worker_second(job, ctx.catalog),
             callbacks=[SweepReportCallback(cfg.target_value, cfg.trial_budget_usd)])
 
 

@@ -27,6 +27,7 @@ from costsched.data import Splits
 from costsched.errors import CostschedError
 from costsched.job_config import JobConfig
 from costsched.ledger import Ledger
+from costsched.planning import usd_per_worker_second
 from costsched.pricing import PriceCatalog
 from costsched.ray_layer.session import TRAIN_SPLIT, RayTrainSession
 from costsched.training.loop import Trainer, TrainSpec
@@ -101,7 +102,7 @@ def to_ray_dataset(x: np.ndarray, y: np.ndarray) -> ray.data.Dataset:
 
 
 def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at: float,
-                  catalog: PriceCatalog, usd_per_worker_second: float,
+                  catalog: PriceCatalog,
                   usd_before_start: float = 0.0,
                   verbose: bool = True, callbacks: list[UserCallback] | None = None,
                   ) -> TorchTrainer:
@@ -111,7 +112,7 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
     spec = TrainSpec(
         job=job, model_factory=model_factory, x_val=splits.x_val, y_val=splits.y_val,
         x_test=splits.x_test, y_test=splits.y_test, num_train_rows=len(splits.x_train),
-        usd_per_worker_second=usd_per_worker_second, run_started_at=run_started_at,
+        usd_per_worker_second=usd_per_worker_second(job, catalog), run_started_at=run_started_at,
         usd_before_start=usd_before_start, teacher_factory=model_factory.teacher,
     )
     num_workers: int | tuple[int, int] = scaling.max_workers
@@ -153,7 +154,7 @@ def new_run_id(job: JobConfig) -> str:
 
 
 def run_job(job: JobConfig, splits: Splits, *, catalog: PriceCatalog, ledger: Ledger,
-            usd_per_worker_second: float, run_id: str | None = None,
+            run_id: str | None = None,
             verbose: bool = True, callbacks: list[UserCallback] | None = None) -> JobResult:
     """Train ``job`` on the connected Ray cluster; every interval lands in the ledger.
 
@@ -172,7 +173,7 @@ def run_job(job: JobConfig, splits: Splits, *, catalog: PriceCatalog, ledger: Le
                          utilisation=job.cost.utilisation, budget_usd=job.cost.budget_usd,
                          now=started)
     trainer = build_trainer(job, splits, run_id=run_id, run_started_at=started, catalog=catalog,
-                            usd_per_worker_second=usd_per_worker_second, verbose=verbose,
+                            verbose=verbose,
                             usd_before_start=ledger.run_cost_usd(run_id), callbacks=callbacks)
     try:
         result = trainer.fit()
