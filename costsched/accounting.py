@@ -5,8 +5,10 @@ training function started) and ``world_size``. A new ``attempt_started_at``
 means the worker group restarted (failure or resize): the previous interval
 closes and a new one opens where it ended, so intervals stay contiguous.
 
-The in-run cost estimate workers show follows the same rule:
-:func:`cost_so_far_usd` is what the ledger will hold at that moment.
+The in-run cost estimate workers show follows the same rule, so after a
+failure restart at the same size it equals the ledger; after a resize it
+charges the restart gap at the new worker count while the ledger charges it
+at the old one until it sees the new group. The ledger is authoritative.
 """
 
 from __future__ import annotations

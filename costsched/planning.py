@@ -60,11 +60,9 @@ def usd_per_worker_second(job: JobConfig, catalog: PriceCatalog) -> float:
                             num_gpus=job.scaling.accelerators_per_worker)
 
 
-def measure_step_seconds(job: JobConfig, splits: Splits, batch_size: int, steps: int = 5) -> float:
+def measure_step_seconds(job: JobConfig, model: torch.nn.Module, splits: Splits,
+                         batch_size: int, steps: int = 5) -> float:
     """Median wall time of a forward+backward+step at ``batch_size``, on this process's CPU."""
-    torch.manual_seed(0)
-    model = JobModelFactory(job=job, input_shape=splits.input_shape,
-                            num_classes=splits.num_classes)()
     optimizer = build_optimizer(job.optimizer, model.parameters())
     x = torch.as_tensor(splits.x_train[:batch_size])
     y = torch.as_tensor(splits.y_train[:batch_size])
@@ -84,16 +82,18 @@ def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> Plan:
                       rank=0, micro_batch_size=job.training.micro_batch_size)
     steps_per_epoch = batch.steps_per_epoch(len(splits.x_train))
     total_steps = steps_per_epoch * job.training.num_epochs
-    step_s = measure_step_seconds(job, splits, batch.max_local_batch_size)
+    torch.manual_seed(0)
+    model = JobModelFactory(job=job, input_shape=splits.input_shape,
+                            num_classes=splits.num_classes)()
+    num_params = sum(p.numel() for p in model.parameters())
+    step_s = measure_step_seconds(job, model, splits, batch.max_local_batch_size)
     hours = total_steps * step_s / 3600.0
     usd_per_hour = usd_per_worker_second(job, catalog) * workers * 3600.0
     return Plan(
         num_workers=workers, resources_per_worker=job.scaling.resources_per_worker(),
         num_train_rows=len(splits.x_train), num_val_rows=len(splits.x_val),
         num_test_rows=len(splits.x_test),
-        num_params=sum(p.numel() for p in JobModelFactory(
-            job=job, input_shape=splits.input_shape,
-            num_classes=splits.num_classes)().parameters()),
+        num_params=num_params,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps, usd_per_hour=usd_per_hour,
         step_s=step_s, estimated_hours=hours, estimated_usd=usd_per_hour * hours,
     )
