@@ -17,6 +17,8 @@ COMMANDS: tuple[str, ...] = (
     "costsched.commands.report",
     "costsched.commands.sweep",
     "costsched.commands.simulate",
+    "costsched.commands.scheduler",
+    "costsched.commands.jobs",
 )
 
 

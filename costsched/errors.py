@@ -11,3 +11,9 @@ class ConfigError(CostschedError, ValueError):
     """A configuration file or value is invalid; the message says how to fix it."""
 
     exit_code = 2
+
+
+class SchedulerUnavailable(CostschedError):
+    """No Ray cluster, or no scheduler running on it; the message says how to start one."""
+
+    exit_code = 3

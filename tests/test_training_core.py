@@ -246,6 +246,8 @@ class FakeSession:
         self.saved_root, self.resume_from = saved_root, resume_from
         self.reports: list[dict[str, Any]] = []
         self.saved: list[tuple[int, Path]] = []
+        self.batches = 0
+        self.stop_after_batches: int | None = None
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model
@@ -254,6 +256,7 @@ class FakeSession:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
         for start in range(0, len(order) - batch_size + 1, batch_size):
             self.clock.advance(self.step_s)
+            self.batches += 1
             rows = order[start : start + batch_size]
             yield torch.as_tensor(self.x[rows]), torch.as_tensor(self.y[rows])
 
@@ -270,6 +273,12 @@ class FakeSession:
 
     def broadcast(self, value: int) -> int:
         return value
+
+    def stop_requested(self) -> str | None:
+        """Asks to stop once ``stop_after_batches`` batches were drawn (None: never)."""
+        if self.stop_after_batches is not None and self.batches >= self.stop_after_batches:
+            return "PREEMPTED"
+        return None
 
 
 USD_PER_WORKER_S = 0.001  # one fake second of one worker; 1 s per step -> $0.001 a step
@@ -383,6 +392,28 @@ def test_resume_continues_from_the_checkpoint_to_the_same_end(full_run, digits, 
     costs = [cost_at_checkpoint] + [r["cost_usd"] for r in resumed.reports]
     assert costs == sorted(costs)  # cost before the restart is kept, never reset
     assert costs[1] > cost_at_checkpoint + 500 * USD_PER_WORKER_S  # the restart gap is paid
+
+
+def test_an_outside_stop_checkpoints_within_a_few_steps_and_resumes(full_run, digits,
+                                                                    tmp_path):
+    _, straight = full_run
+    job = dataclasses.replace(make_job(), checkpoint=CheckpointSection(interval_steps=20))
+    clock = FakeClock()
+    session = FakeSession(digits.x_train, digits.y_train, clock, tmp_path / "stopped")
+    session.stop_after_batches = 12  # asked between the checkpoints at steps 0 and 20
+    result = Trainer(make_spec(job, digits), session, clock=clock).run()
+
+    assert result["stop_reason"] == "PREEMPTED"
+    assert session.reports[-1]["stop_reason"] == "PREEMPTED"
+    stopped_at, checkpoint = session.saved[-1]
+    assert stopped_at == 15  # the next stop poll after step 12, not the step-20 checkpoint
+    assert session.reports[-1]["global_step"] == 15
+    assert "test_accuracy" not in result  # no final evaluation: the stop is quick
+
+    resumed_result, resumed = run_job(job, digits, tmp_path / "resumed", resume_from=checkpoint)
+    assert resumed_result["stop_reason"] == "COMPLETED"
+    assert resumed.reports[0]["resumed_from_step"] == 15
+    assert resumed.reports[-1]["global_step"] == straight.reports[-1]["global_step"]
 
 
 def test_a_run_that_finished_every_epoch_is_reported_completed(digits, tmp_path):

@@ -5,15 +5,26 @@ is its job id, so a restart (after a preemption, a resize, a failure or a
 controller restart) resumes the same run from its newest checkpoint, and the
 ledger keeps charging one run.
 
-Stopping is ``ray.cancel(ref, force=True)``: the driver task dies and the Train
-controller and workers it owns die with it. Work since the newest checkpoint is
-lost; the next ``start`` resumes from that checkpoint. The ledger's open
-interval is closed at its last heartbeat (``Ledger.close_abandoned_run``).
+Stopping (a preemption, a resize, a budget stop, a cancel) checkpoints first:
+the runner writes a stop request into the run's folder, the workers see it
+within a few steps (``training.loop.STOP_POLL_STEPS``), save a checkpoint and
+end, and the run's ledger interval closes there. A run that has not ended
+within ``stop_grace_s`` (or whose storage is a URI, where no request can be
+written) is killed with ``ray.cancel(force=True)``: the driver task and the Train
+controller and workers it owns die, work since the newest checkpoint is lost, and
+the ledger's open interval is closed at its last heartbeat.
+
+Run handles live in this object only. The driver tasks are owned by the process
+that made them (the scheduler actor), so if that process dies Ray kills them
+too; a new runner then reports every job as ``lost`` and the controller
+restarts it from its checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 from collections.abc import Mapping
 
 import ray
@@ -22,6 +33,9 @@ from costsched.job_config import JobConfig
 from costsched.ledger import Ledger
 from costsched.pricing import PriceCatalog
 from costsched.scheduler.interfaces import JobProgress, RunHandle
+from costsched.training.state import clear_stop_request, eta_s, read_progress, request_stop
+
+log = logging.getLogger(__name__)
 
 FINISHED = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
 STOP_OUTCOMES = {"preempted": "PREEMPTED", "budget": "BUDGET_EXHAUSTED",
@@ -42,12 +56,17 @@ def _drive(job: JobConfig, catalog: PriceCatalog, ledger_path: str, run_id: str)
 class RayJobRunner:
     """One remote ``run_job`` per job id; see the module docstring."""
 
-    def __init__(self, catalog: PriceCatalog, ledger_path: str, storage_path: str):
+    def __init__(self, catalog: PriceCatalog, ledger_path: str, storage_path: str, *,
+                 stop_grace_s: float = 120.0):
         self.catalog = catalog
         self.ledger_path = ledger_path
         self.storage_path = storage_path
+        self.stop_grace_s = stop_grace_s
         self._refs: dict[str, ray.ObjectRef] = {}
         self._configs: dict[str, JobConfig] = {}
+
+    def _run_dir(self, job_id: str) -> str | None:
+        return None if "://" in self.storage_path else os.path.join(self.storage_path, job_id)
 
     def _ledger(self) -> Ledger:
         return Ledger(self.ledger_path, self.catalog)
@@ -62,6 +81,9 @@ class RayJobRunner:
         ref = self._refs.get(job_id)
         if ref is not None and not ray.wait([ref], timeout=0)[0]:
             return handle
+        run_dir = self._run_dir(job_id)
+        if run_dir is not None:
+            clear_stop_request(run_dir)  # an old request must not end the new attempt
         scaling = dataclasses.replace(config.scaling, min_workers=num_workers,
                                       max_workers=num_workers)
         job = dataclasses.replace(config, scaling=scaling, storage_path=self.storage_path,
@@ -78,16 +100,24 @@ class RayJobRunner:
         self.start(job_id, config, num_workers, placement)
 
     def stop(self, job_id: str, reason: str) -> None:
-        """Kill the run (idempotent); it resumes from its newest checkpoint when restarted."""
+        """Checkpoint and end the run (idempotent); see the module docstring.
+        It resumes from that checkpoint when started again."""
         ref = self._refs.pop(job_id, None)
         if ref is None:
             return
+        outcome = STOP_OUTCOMES.get(reason, "STOPPED")
+        run_dir = self._run_dir(job_id)
+        if not ray.wait([ref], timeout=0)[0] and run_dir is not None:
+            request_stop(run_dir, outcome)
+            ray.wait([ref], timeout=self.stop_grace_s)
         if not ray.wait([ref], timeout=0)[0]:
+            log.warning("run %s did not stop within %.0f s; killing it (work since its "
+                        "newest checkpoint is lost)", job_id, self.stop_grace_s)
             ray.cancel(ref, force=True)
             ray.wait([ref], timeout=30)  # the task ends (with TaskCancelledError)
         ledger = self._ledger()
         if any(r["run_id"] == job_id and r["outcome"] == "RUNNING" for r in ledger.runs()):
-            ledger.close_abandoned_run(job_id, outcome=STOP_OUTCOMES.get(reason, "STOPPED"))
+            ledger.close_abandoned_run(job_id, outcome=outcome)
 
     def poll(self, job_id: str) -> JobProgress:
         """running / finished (outcome from the JobResult) / failed / lost."""
@@ -96,12 +126,7 @@ class RayJobRunner:
         if ref is None:
             return JobProgress(state="lost", spent_usd=spent, message="no live run")
         if not ray.wait([ref], timeout=0)[0]:
-            # Every training report heartbeats the open interval: its end is the last
-            # sign of progress (the ledger keeps no step count), which feeds stall alerts.
-            beats = [i["ended_at"] for i in self._ledger().intervals(job_id)
-                     if i["outcome"] == "RUNNING"]
-            return JobProgress(state="running", spent_usd=spent,
-                               last_step_at=max(beats) if beats else None)
+            return self._running(job_id, spent)
         try:
             result = ray.get(ref)
         except (ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError) as exc:
@@ -119,3 +144,19 @@ class RayJobRunner:
         return JobProgress(state="finished", outcome=result.outcome, spent_usd=spent,
                            last_step=int(result.metrics.get("global_step", 0) or 0),
                            message=result.outcome)
+
+    def _running(self, job_id: str, spent: float) -> JobProgress:
+        """A live run's progress: step, when it was reported and the ETA come from the
+        run's progress file (written at every report); without one (a URI storage, or
+        before the first report) the open interval's last heartbeat dates the progress."""
+        run_dir = self._run_dir(job_id)
+        progress = read_progress(run_dir) if run_dir is not None else None
+        if progress is not None and "global_step" in progress:
+            return JobProgress(state="running", spent_usd=spent,
+                               last_step=int(progress["global_step"]),
+                               last_step_at=float(progress["reported_at"]),
+                               eta_s=eta_s(progress))
+        beats = [i["ended_at"] for i in self._ledger().intervals(job_id)
+                 if i["outcome"] == "RUNNING"]
+        return JobProgress(state="running", spent_usd=spent,
+                           last_step_at=max(beats) if beats else None)

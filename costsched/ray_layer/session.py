@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from costsched.training.state import checkpoint_step, newest_checkpoint_dir
+from costsched.training.state import checkpoint_step, newest_checkpoint_dir, read_stop_request
 
 TRAIN_SPLIT = "train"
 
@@ -104,3 +104,7 @@ class RayTrainSession:
         tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
         dist.broadcast(tensor, src=0)
         return int(tensor.item())
+
+    def stop_requested(self) -> str | None:
+        """A stop request in the run's folder (see ``training.state.request_stop``)."""
+        return read_stop_request(self._run_dir) if self._run_dir else None

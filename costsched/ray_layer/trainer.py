@@ -32,6 +32,7 @@ from costsched.pricing import PriceCatalog
 from costsched.ray_layer.session import TRAIN_SPLIT, RayTrainSession
 from costsched.training.loop import Trainer, TrainSpec
 from costsched.training.model_factory import JobModelFactory
+from costsched.training.state import write_progress
 
 # Worker-group start-ups that may time out (60 s each) before the run fails, so a
 # request the cluster can never hold ends with an error instead of waiting forever,
@@ -61,9 +62,11 @@ class LedgerCallback(UserCallback):
 
     def __init__(self, *, ledger_path: str, catalog: PriceCatalog, run_id: str,
                  run_started_at: float, accelerators_per_worker: float,
-                 resources: dict[str, float], verbose: bool = True):
+                 resources: dict[str, float], verbose: bool = True,
+                 run_dir: str | None = None):
         self._args = (ledger_path, catalog, run_id, run_started_at, accelerators_per_worker,
                       resources)
+        self._run_dir = run_dir
         self._accountant: RunAccountant | None = None
         self._verbose = verbose
 
@@ -77,7 +80,10 @@ class LedgerCallback(UserCallback):
         return self._accountant
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        self._get().on_report(metrics[0], now=time.time())
+        now = time.time()
+        self._get().on_report(metrics[0], now=now)
+        if self._run_dir is not None:
+            write_progress(self._run_dir, metrics[0], now=now)
         if self._verbose and "val_accuracy" in metrics[0] and not metrics[0].get("final"):
             m = metrics[0]
             print(f"[costsched] epoch {m['epoch']:>3}  step {m['global_step']:>6}  "
@@ -122,7 +128,7 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
     callback = LedgerCallback(
         ledger_path=job.resolved_ledger_path(), catalog=catalog, run_id=run_id,
         run_started_at=run_started_at, accelerators_per_worker=scaling.accelerators_per_worker,
-        resources=resources, verbose=verbose,
+        resources=resources, verbose=verbose, run_dir=local_run_dir(job, run_id),
     )
     return TorchTrainer(
         train_loop_per_worker,

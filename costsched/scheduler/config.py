@@ -50,6 +50,13 @@ class SchedulerConfig:
     """Seconds of progress a job loses when resized (checkpoint + restart)."""
     state_path: str = "~/.costsched/scheduler.db"
     """SQLite file holding jobs and their events, on the head node."""
+    ledger_path: str = "~/.costsched/ledger.db"
+    """Cost ledger every scheduled job writes to (``costsched report`` reads it)."""
+    storage_path: str = "~/.costsched/runs"
+    """Where scheduled jobs keep checkpoints (one folder per job id); shared by all
+    nodes, as Ray Train needs for multi-node checkpoints."""
+    stop_grace_s: float = 120.0
+    """Seconds a stopping job gets to checkpoint and end before it is killed."""
     stall_minutes: float = 15.0
     """A running job with no new step for this long raises a stall alert."""
     accelerator_resource: str = "GPU"
@@ -65,7 +72,7 @@ class SchedulerConfig:
         if self.policy not in POLICIES:
             raise ConfigError(f"`policy` {self.policy!r} is unknown"
                               f"{closest_hint(self.policy, POLICIES)}")
-        for name in ("round_s", "restart_s", "stall_minutes"):
+        for name in ("round_s", "restart_s", "stall_minutes", "stop_grace_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)}")
         if not 0 <= self.sync_penalty_per_gpu < 1:
@@ -88,14 +95,13 @@ def load_scheduler_config(path: str | Path | None = None) -> SchedulerConfig:
 
 def parse_submission(
     config_text: str, overrides: Mapping[str, Any], catalog: PriceCatalog,
-    accelerator_resource: str,
+    accelerator_resource: str, source: str = "<submitted job config>",
 ) -> tuple[JobConfig, str]:
     """Validate a submitted job YAML with ``overrides`` applied.
 
     Returns the job config and the YAML text to store (overrides included).
     Raises ConfigError naming the bad key; nothing is written.
     """
-    source = "<submitted job config>"
     try:
         data = yaml.safe_load(config_text)
     except yaml.YAMLError as exc:

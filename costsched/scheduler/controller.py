@@ -71,10 +71,12 @@ class SchedulerController:
                    catalog=load_catalog(config.prices_path), config=config)
 
     # -- user commands --------------------------------------------------------
-    def submit(self, config_text: str, overrides: Mapping[str, Any] | None = None) -> str:
-        """Validate and queue a job; returns its id. ConfigError leaves no trace."""
+    def submit(self, config_text: str, overrides: Mapping[str, Any] | None = None,
+               source: str = "<submitted job config>") -> str:
+        """Validate and queue a job; returns its id. ConfigError (naming ``source``)
+        leaves no trace."""
         config, text = parse_submission(config_text, overrides or {}, self.catalog,
-                                        self.config.accelerator_resource)
+                                        self.config.accelerator_resource, source=source)
         record = self.store.add_job(
             name=config.name, config_yaml=text, config_hash=config.config_hash(),
             priority=config.cost.priority, budget_usd=config.cost.budget_usd,

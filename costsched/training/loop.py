@@ -25,8 +25,12 @@ from costsched.training.optim import build_optimizer, build_scheduler, configure
 from costsched.training.schedule import BatchPlan
 from costsched.training.state import Progress, load_state, save_state
 
-STOP_NONE, STOP_BUDGET, STOP_TARGET = 0, 1, 2
-OUTCOMES = {STOP_NONE: "COMPLETED", STOP_BUDGET: "BUDGET_EXHAUSTED", STOP_TARGET: "TARGET_REACHED"}
+STOP_NONE, STOP_BUDGET, STOP_TARGET, STOP_REQUESTED = 0, 1, 2, 3
+OUTCOMES = {STOP_NONE: "COMPLETED", STOP_BUDGET: "BUDGET_EXHAUSTED", STOP_TARGET: "TARGET_REACHED",
+            STOP_REQUESTED: "STOPPED"}
+STOP_POLL_STEPS = 5
+"""Steps between checks for an outside stop request (a preemption, a resize): the
+ranks agree on it with one broadcast, then checkpoint at once and end."""
 
 
 class Session(Protocol):
@@ -41,6 +45,9 @@ class Session(Protocol):
     def latest_checkpoint(self) -> contextlib.AbstractContextManager[str | None]: ...
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
     def broadcast(self, value: int) -> int: ...
+    def stop_requested(self) -> str | None:
+        """The outcome an outside stop request asks for (read on rank 0), or None."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +124,7 @@ class Trainer:
             self.progress.usd_at_checkpoint = spec.usd_before_start
             self.progress.wall_time = spec.run_started_at
         self.attempt_started_at = self.clock()
+        self.stop_outcome = OUTCOMES[STOP_REQUESTED]
         self.first_step_at: float | None = None
         self.data_rng = np.random.default_rng([cfg.seed, session.rank, self.progress.global_step])
 
@@ -194,13 +202,15 @@ class Trainer:
         """
         now = self.clock()
         usd = self.cost_usd()
-        if (stop == STOP_NONE and not final and self.session.rank == 0
-                and self._budget_would_overrun(usd)):
-            stop = STOP_BUDGET
+        if stop == STOP_NONE and not final and self.session.rank == 0:
+            if self._outside_stop():
+                stop = STOP_REQUESTED
+            elif self._budget_would_overrun(usd):
+                stop = STOP_BUDGET
         stop = self.session.broadcast(stop)
         self.progress.usd_at_checkpoint, self.progress.wall_time = usd, now
         metrics = metrics | self._cost_metrics(usd, now) | {
-            CHECKPOINTED_KEY: True, "stop_reason": OUTCOMES[stop],
+            CHECKPOINTED_KEY: True, "stop_reason": self._outcome(stop),
         }
         with tempfile.TemporaryDirectory(prefix="costsched-ckpt-") as tmp:
             directory = None
@@ -210,6 +220,21 @@ class Trainer:
                 directory = tmp
             self.session.report(metrics, directory)
         return stop
+
+    def _outside_stop(self) -> bool:
+        """Rank 0: whether a stop was requested from outside; remembers its outcome."""
+        outcome = self.session.stop_requested()
+        if outcome:
+            self.stop_outcome = outcome
+        return bool(outcome)
+
+    def _poll_outside_stop(self) -> bool:
+        """Every rank: rank 0's answer to :meth:`_outside_stop`, agreed by broadcast."""
+        requested = self.session.rank == 0 and self._outside_stop()
+        return self.session.broadcast(STOP_REQUESTED if requested else STOP_NONE) != STOP_NONE
+
+    def _outcome(self, stop: int) -> str:
+        return self.stop_outcome if stop == STOP_REQUESTED else OUTCOMES[stop]
 
     def _budget_would_overrun(self, usd: float) -> bool:
         """Stop now if running to the next checkpoint could cross the budget."""
@@ -230,6 +255,7 @@ class Trainer:
             "global_step": self.progress.global_step, "epoch": self.progress.epoch,
             "resumed_from_step": -1 if self.resumed_from_step is None else self.resumed_from_step,
             "first_step_at": self.first_step_at or -1.0,
+            "total_steps": self.spec.job.training.num_epochs * self.steps_per_epoch,
         }
 
     # -- the loop ------------------------------------------------------------
@@ -238,6 +264,9 @@ class Trainer:
         stop = STOP_NONE
         while self.progress.epoch < cfg.num_epochs and stop == STOP_NONE:
             stop = self.run_epoch()
+        if stop == STOP_REQUESTED:  # checkpointed already; whoever asked is waiting
+            last = dict(self.progress.history[-1]) if self.progress.history else {}
+            return last | {"stop_reason": self.stop_outcome}
         test_acc = evaluate(self.raw_model, self.spec.x_test, self.spec.y_test, self.session.device)
         final = dict(self.progress.history[-1]) if self.progress.history else {}
         final |= {"test_accuracy": test_acc, "final": True,
@@ -246,7 +275,7 @@ class Trainer:
         if stop == STOP_NONE and cfg.target_metric == "test_accuracy":
             stop = STOP_TARGET if test_acc >= cfg.target_value else STOP_NONE
         self.checkpoint_and_report(final, stop=stop, final=True)
-        return final | {"stop_reason": OUTCOMES[stop]}
+        return final | {"stop_reason": self._outcome(stop)}
 
     def run_epoch(self) -> int:
         epoch, interval = self.progress.epoch, self.spec.job.checkpoint.interval_steps
@@ -267,6 +296,9 @@ class Trainer:
                 stop = self.checkpoint_and_report({"loss": loss_sum / max(1, samples)})
                 if stop:
                     return stop
+            elif self.progress.global_step % STOP_POLL_STEPS == 0 and self._poll_outside_stop():
+                return self.checkpoint_and_report({"loss": loss_sum / max(1, samples)},
+                                                  stop=STOP_REQUESTED)
         return self.end_epoch(started, samples, loss_sum, correct)
 
     def end_epoch(self, started: float, samples: int, loss_sum: float, correct: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -107,3 +108,73 @@ def newest_checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path | None:
         if step > best_step:
             best, best_step = directory, step
     return best
+
+
+STOP_FILE = "STOP_REQUESTED"
+"""A file in a run's folder asking its workers to checkpoint and stop; it holds the
+outcome the run should end with (e.g. PREEMPTED). Every rank sees the folder, as
+for checkpoints, though only rank 0 reads it."""
+
+
+def request_stop(run_dir: str | os.PathLike[str], outcome: str) -> None:
+    """Ask the run in ``run_dir`` to checkpoint and end with ``outcome``."""
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".{STOP_FILE}.tmp"
+    tmp.write_text(outcome)
+    tmp.replace(path / STOP_FILE)  # atomic: a reader never sees a half-written outcome
+
+
+def read_stop_request(run_dir: str | os.PathLike[str]) -> str | None:
+    """The outcome a pending stop request asks for, or None."""
+    try:
+        return (Path(run_dir) / STOP_FILE).read_text().strip() or "STOPPED"
+    except FileNotFoundError:
+        return None
+
+
+def clear_stop_request(run_dir: str | os.PathLike[str]) -> None:
+    """Withdraw a stop request (before the run starts again)."""
+    (Path(run_dir) / STOP_FILE).unlink(missing_ok=True)
+
+
+PROGRESS_FILE = "progress.json"
+"""The run's latest report (step, total steps, step rate), rewritten at each report,
+so a scheduler can show progress and an ETA without talking to the workers."""
+
+
+def write_progress(run_dir: str | os.PathLike[str], metrics: dict[str, Any], *,
+                   now: float) -> None:
+    """Record a report's progress fields in ``run_dir`` (atomically)."""
+    keys = ("global_step", "total_steps", "epoch", "resumed_from_step", "first_step_at",
+            "cost_usd", "world_size")
+    record = {k: metrics[k] for k in keys if k in metrics} | {"reported_at": now}
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".{PROGRESS_FILE}.tmp"
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path / PROGRESS_FILE)
+
+
+def read_progress(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The last progress record, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / PROGRESS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def eta_s(progress: dict[str, Any]) -> float | None:
+    """Seconds to the last step at this attempt's step rate:
+    eta = (total_steps - step) * (reported_at - first_step_at) / (step - resumed_from_step);
+    None before the attempt has made progress."""
+    try:
+        step, total = int(progress["global_step"]), int(progress["total_steps"])
+        first, at = float(progress["first_step_at"]), float(progress["reported_at"])
+        since = max(int(progress.get("resumed_from_step", -1)), 0)
+    except (KeyError, TypeError, ValueError):
+        return None
+    steps = step - since
+    if first <= 0 or steps <= 0 or at <= first:
+        return None
+    return max(total - step, 0) * (at - first) / steps
