@@ -124,6 +124,23 @@ def test_a_lost_run_restarts_from_its_checkpoint_on_the_surviving_node(
     assert h.runner.kinds(job_id) == ["start", "start"]
 
 
+def test_a_run_still_polling_as_running_on_a_dead_node_is_moved(tmp_path):
+    # Ray Train keeps retrying a worker group whose node died, so the run looks alive;
+    # the controller must notice from the placement that its node is gone.
+    h = harness(tmp_path, node("n0"), node("n1"))
+    job_id = h.controller.submit(job_text("victim"))
+    h.tick()
+    held = next(iter(h.job(job_id).placement))
+    h.cluster.kill(held)
+    report = h.tick()
+    assert [a.kind for a in report.actions] == ["requeue", "resume"]
+    job = h.job(job_id)
+    assert (job.state, job.spot_restarts, job.failures) == ("RUNNING", 1, 0)
+    assert set(job.placement) == {"n0", "n1"} - {held}
+    assert h.runner.kinds(job_id) == ["start", "stop:node_lost", "start"]
+    assert "gone" in h.controller.logs(job_id)[-2]["detail"]
+
+
 @pytest.mark.parametrize(("max_failures", "final"),
                          [(0, "FAILED"), (1, "RUNNING"), (-1, "RUNNING")])
 def test_own_failures_use_up_max_failures_but_node_losses_do_not(tmp_path, max_failures, final):

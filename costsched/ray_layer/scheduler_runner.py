@@ -1,23 +1,25 @@
-"""Runs the scheduler's jobs on Ray: one remote driver task per job, calling ``run_job``.
+"""Runs the scheduler's jobs on Ray: one detached driver actor per job, calling ``run_job``.
 
 Implements :class:`costsched.scheduler.interfaces.JobRunner`. Each job's run id
-is its job id, so a restart (after a preemption, a resize, a failure or a
-controller restart) resumes the same run from its newest checkpoint, and the
-ledger keeps charging one run.
+is its job id, so a restart (after a preemption, a resize, a failure) resumes
+the same run from its newest checkpoint, and the ledger keeps charging one run.
+
+The driver is a detached, named actor (``costsched-run-<job id>``) on the head
+node that holds no CPU (its Train workers do). It outlives the scheduler actor:
+a restarted scheduler finds it by name and reattaches, so a scheduler crash
+loses no training. Its Train controller, workers and placement group are
+scoped to it, so killing it frees them all.
+
+Workers are pinned to the nodes the policy granted (a ``ray.io/node-id`` label
+selector per worker), so a job's placement is where it really runs.
 
 Stopping (a preemption, a resize, a budget stop, a cancel) checkpoints first:
 the runner writes a stop request into the run's folder, the workers see it
 within a few steps (``training.loop.STOP_POLL_STEPS``), save a checkpoint and
 end, and the run's ledger interval closes there. A run that has not ended
 within ``stop_grace_s`` (or whose storage is a URI, where no request can be
-written) is killed with ``ray.cancel(force=True)``: the driver task and the Train
-controller and workers it owns die, work since the newest checkpoint is lost, and
-the ledger's open interval is closed at its last heartbeat.
-
-Run handles live in this object only. The driver tasks are owned by the process
-that made them (the scheduler actor), so if that process dies Ray kills them
-too; a new runner then reports every job as ``lost`` and the controller
-restarts it from its checkpoint.
+written, or whose node was lost) is killed: work since its newest checkpoint is
+lost and the ledger's open interval is closed at its last heartbeat.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 from collections.abc import Mapping
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from costsched.job_config import JobConfig
 from costsched.ledger import Ledger
@@ -39,28 +42,60 @@ log = logging.getLogger(__name__)
 
 FINISHED = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
 STOP_OUTCOMES = {"preempted": "PREEMPTED", "budget": "BUDGET_EXHAUSTED",
-                 "cancelled": "CANCELLED", "resize": "RESIZED"}
+                 "cancelled": "CANCELLED", "resize": "RESIZED", "node_lost": "NODE_LOST"}
+NAMESPACE = "costsched"
+DRIVER_PREFIX = "costsched-run-"
 
 
-@ray.remote(num_cpus=0, max_retries=0)
-def _drive(job: JobConfig, catalog: PriceCatalog, ledger_path: str, run_id: str):
-    """The job's Train driver, as a Ray task (holds no CPU: its workers do)."""
-    from costsched.data import prepare
-    from costsched.ray_layer.trainer import run_job
+class RunDriver:
+    """Drives one run of one job; ``run`` once, then ``result`` any number of times
+    (a call queues behind ``run``, so its reference is ready when the run ends)."""
 
-    splits = prepare(job.dataset)
-    return run_job(job, splits, catalog=catalog, ledger=Ledger(ledger_path, catalog),
-                   run_id=run_id, verbose=False)
+    def __init__(self, job: JobConfig, catalog: PriceCatalog, ledger_path: str, run_id: str,
+                 worker_nodes: list[str] | None):
+        self.args = (job, catalog, ledger_path, run_id, worker_nodes)
+        self.outcome: tuple[str, dict] | None = None
+        self.error: str | None = None
+
+    def run(self) -> dict:
+        from costsched.data import prepare
+        from costsched.ray_layer.trainer import run_job
+
+        job, catalog, ledger_path, run_id, worker_nodes = self.args
+        try:
+            result = run_job(job, prepare(job.dataset), catalog=catalog,
+                             ledger=Ledger(ledger_path, catalog), run_id=run_id, verbose=False,
+                             worker_nodes=worker_nodes)
+            self.outcome = (result.outcome, {"global_step": result.metrics.get("global_step")})
+        except Exception as exc:  # noqa: BLE001 - reported to the scheduler by result()
+            self.error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        return self.result()
+
+    def result(self) -> dict:
+        if self.error is not None:
+            return {"error": self.error}
+        outcome, metrics = self.outcome or ("FAILED", {})
+        return {"outcome": outcome, "metrics": metrics}
+
+
+def worker_nodes(placement: Mapping[str, int], num_workers: int,
+                 slots_per_worker: int) -> list[str] | None:
+    """One node id per worker from ``placement`` (slots per node); None when the
+    placement does not say where every worker goes."""
+    nodes = [node for node, slots in sorted(placement.items())
+             for _ in range(slots // max(slots_per_worker, 1))]
+    return nodes[:num_workers] if len(nodes) >= num_workers else None
 
 
 class RayJobRunner:
-    """One remote ``run_job`` per job id; see the module docstring."""
+    """One detached ``RunDriver`` actor per job id; see the module docstring."""
 
     def __init__(self, catalog: PriceCatalog, ledger_path: str, storage_path: str, *,
                  stop_grace_s: float = 120.0):
         self.catalog = catalog
-        self.ledger_path = ledger_path
-        self.storage_path = storage_path
+        self.ledger_path = str(os.path.expanduser(ledger_path))
+        self.storage_path = (storage_path if "://" in storage_path
+                             else os.path.expanduser(storage_path))
         self.stop_grace_s = stop_grace_s
         self._refs: dict[str, ray.ObjectRef] = {}
         self._configs: dict[str, JobConfig] = {}
@@ -71,16 +106,33 @@ class RayJobRunner:
     def _ledger(self) -> Ledger:
         return Ledger(self.ledger_path, self.catalog)
 
+    @staticmethod
+    def _driver(job_id: str) -> ray.actor.ActorHandle | None:
+        try:
+            return ray.get_actor(DRIVER_PREFIX + job_id, namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def _ref(self, job_id: str) -> ray.ObjectRef | None:
+        """The run's result reference; after a scheduler restart, reattached by name."""
+        ref = self._refs.get(job_id)
+        if ref is None:
+            driver = self._driver(job_id)
+            if driver is not None:
+                ref = self._refs[job_id] = driver.result.remote()
+        return ref
+
     def start(self, job_id: str, config: JobConfig, num_workers: int,
               placement: Mapping[str, int]) -> RunHandle:
-        """Start (or resume) the job's run on ``num_workers`` workers; idempotent while
-        its run is alive. ``placement`` is advisory: Ray Train places the workers."""
+        """Start (or resume) the job's run on ``num_workers`` workers, pinned to
+        ``placement``'s nodes; idempotent while its run is alive."""
         self._configs[job_id] = config
         handle = RunHandle(run_id=job_id,
                            checkpoint_path=f"{self.storage_path.rstrip('/')}/{job_id}")
-        ref = self._refs.get(job_id)
+        ref = self._ref(job_id)
         if ref is not None and not ray.wait([ref], timeout=0)[0]:
             return handle
+        self._remove(job_id)
         run_dir = self._run_dir(job_id)
         if run_dir is not None:
             clear_stop_request(run_dir)  # an old request must not end the new attempt
@@ -88,11 +140,17 @@ class RayJobRunner:
                                       max_workers=num_workers)
         job = dataclasses.replace(config, scaling=scaling, storage_path=self.storage_path,
                                   ledger_path=self.ledger_path)
-        self._refs[job_id] = _drive.remote(job, self.catalog, self.ledger_path, job_id)
+        nodes = worker_nodes(placement, num_workers, round(scaling.accelerators_per_worker))
+        driver = ray.remote(RunDriver).options(
+            name=DRIVER_PREFIX + job_id, namespace=NAMESPACE, lifetime="detached",
+            num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=True),
+        ).remote(job, self.catalog, self.ledger_path, job_id, nodes)
+        self._refs[job_id] = driver.run.remote()
         return handle
 
     def resize(self, job_id: str, num_workers: int, placement: Mapping[str, int]) -> None:
-        """Stop at the newest checkpoint, then resume on ``num_workers`` workers."""
+        """Stop at a fresh checkpoint, then resume on ``num_workers`` workers."""
         config = self._configs.get(job_id)
         if config is None:
             raise KeyError(f"job {job_id} was never started by this runner")
@@ -102,48 +160,55 @@ class RayJobRunner:
     def stop(self, job_id: str, reason: str) -> None:
         """Checkpoint and end the run (idempotent); see the module docstring.
         It resumes from that checkpoint when started again."""
-        ref = self._refs.pop(job_id, None)
+        ref = self._ref(job_id)
+        self._refs.pop(job_id, None)
         if ref is None:
             return
         outcome = STOP_OUTCOMES.get(reason, "STOPPED")
         run_dir = self._run_dir(job_id)
-        if not ray.wait([ref], timeout=0)[0] and run_dir is not None:
+        graceful = run_dir is not None and reason != "node_lost"
+        if graceful and not ray.wait([ref], timeout=0)[0]:
             request_stop(run_dir, outcome)
             ray.wait([ref], timeout=self.stop_grace_s)
-        if not ray.wait([ref], timeout=0)[0]:
+        if not ray.wait([ref], timeout=0)[0] and graceful:
             log.warning("run %s did not stop within %.0f s; killing it (work since its "
                         "newest checkpoint is lost)", job_id, self.stop_grace_s)
-            ray.cancel(ref, force=True)
-            ray.wait([ref], timeout=30)  # the task ends (with TaskCancelledError)
+        self._remove(job_id)
         ledger = self._ledger()
         if any(r["run_id"] == job_id and r["outcome"] == "RUNNING" for r in ledger.runs()):
             ledger.close_abandoned_run(job_id, outcome=outcome)
 
+    def _remove(self, job_id: str) -> None:
+        """Kill the job's driver actor (and with it its Train run), if any."""
+        self._refs.pop(job_id, None)
+        driver = self._driver(job_id)
+        if driver is not None:
+            ray.kill(driver, no_restart=True)
+
     def poll(self, job_id: str) -> JobProgress:
-        """running / finished (outcome from the JobResult) / failed / lost."""
+        """running / finished (outcome from the run) / failed / lost."""
         spent = self._ledger().run_cost_usd(job_id)
-        ref = self._refs.get(job_id)
+        ref = self._ref(job_id)
         if ref is None:
             return JobProgress(state="lost", spent_usd=spent, message="no live run")
         if not ray.wait([ref], timeout=0)[0]:
             return self._running(job_id, spent)
         try:
             result = ray.get(ref)
-        except (ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError) as exc:
-            self._refs.pop(job_id, None)
+        except (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError,
+                ray.exceptions.WorkerCrashedError) as exc:
+            self._remove(job_id)
             return JobProgress(state="failed", node_lost=True, spent_usd=spent,
                                message=str(exc).splitlines()[0][:300])
-        except Exception as exc:  # noqa: BLE001 - the run's own error, reported to the controller
-            self._refs.pop(job_id, None)
-            return JobProgress(state="failed", spent_usd=spent,
-                               message=str(exc).splitlines()[0][:300])
-        self._refs.pop(job_id, None)
+        self._remove(job_id)
         spent = self._ledger().run_cost_usd(job_id)
-        if result.outcome not in FINISHED:
-            return JobProgress(state="failed", spent_usd=spent, message=result.outcome)
-        return JobProgress(state="finished", outcome=result.outcome, spent_usd=spent,
-                           last_step=int(result.metrics.get("global_step", 0) or 0),
-                           message=result.outcome)
+        if "error" in result:
+            return JobProgress(state="failed", spent_usd=spent, message=result["error"])
+        if result["outcome"] not in FINISHED:
+            return JobProgress(state="failed", spent_usd=spent, message=result["outcome"])
+        return JobProgress(state="finished", outcome=result["outcome"], spent_usd=spent,
+                           last_step=int(result["metrics"].get("global_step") or 0),
+                           message=result["outcome"])
 
     def _running(self, job_id: str, spent: float) -> JobProgress:
         """A live run's progress: step, when it was reported and the ETA come from the

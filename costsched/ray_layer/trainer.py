@@ -38,6 +38,7 @@ from costsched.training.state import write_progress
 # request the cluster can never hold ends with an error instead of waiting forever,
 # while an autoscaler still has ~10 minutes to add nodes.
 CONTROLLER_FAILURE_LIMIT = 10
+NODE_ID_LABEL = "ray.io/node-id"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +112,7 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
                   catalog: PriceCatalog,
                   usd_before_start: float = 0.0,
                   verbose: bool = True, callbacks: list[UserCallback] | None = None,
-                  ) -> TorchTrainer:
+                  worker_nodes: list[str] | None = None) -> TorchTrainer:
     scaling = job.scaling
     model_factory = JobModelFactory(job=job, input_shape=splits.input_shape,
                                     num_classes=splits.num_classes)
@@ -135,6 +136,7 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
         train_loop_config={"spec": spec, "run_dir": local_run_dir(job, run_id)},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources,
+                                     label_selector=_pinned(worker_nodes),
                                      elastic_resize_monitor_interval_s=(
                                          scaling.elastic_resize_interval_s)),
         run_config=RunConfig(
@@ -149,6 +151,11 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
     )
 
 
+def _pinned(worker_nodes: list[str] | None) -> list[dict[str, str]] | None:
+    """One ``ray.io/node-id`` label selector per worker: worker i runs on node i."""
+    return [{NODE_ID_LABEL: node} for node in worker_nodes] if worker_nodes else None
+
+
 def local_run_dir(job: JobConfig, run_id: str) -> str | None:
     """The run's checkpoint folder when storage is a filesystem path (not a URI)."""
     storage = job.resolved_storage_path()
@@ -161,11 +168,13 @@ def new_run_id(job: JobConfig) -> str:
 
 def run_job(job: JobConfig, splits: Splits, *, catalog: PriceCatalog, ledger: Ledger,
             run_id: str | None = None,
-            verbose: bool = True, callbacks: list[UserCallback] | None = None) -> JobResult:
+            verbose: bool = True, callbacks: list[UserCallback] | None = None,
+            worker_nodes: list[str] | None = None) -> JobResult:
     """Train ``job`` on the connected Ray cluster; every interval lands in the ledger.
 
     A ``run_id`` the ledger already knows is resumed: its checkpoints are picked
-    up and its earlier intervals stay charged, once.
+    up and its earlier intervals stay charged, once. ``worker_nodes`` (one node id
+    per worker, fixed-size jobs only) pins each worker to its node.
     """
     run_id = run_id or new_run_id(job)
     # The Train controller consumes worker reports (and registers checkpoints) once per
@@ -180,7 +189,8 @@ def run_job(job: JobConfig, splits: Splits, *, catalog: PriceCatalog, ledger: Le
                          now=started)
     trainer = build_trainer(job, splits, run_id=run_id, run_started_at=started, catalog=catalog,
                             verbose=verbose,
-                            usd_before_start=ledger.run_cost_usd(run_id), callbacks=callbacks)
+                            usd_before_start=ledger.run_cost_usd(run_id), callbacks=callbacks,
+                            worker_nodes=worker_nodes)
     try:
         result = trainer.fit()
     except Exception as exc:  # the run failed beyond max_failures: record it, then say why

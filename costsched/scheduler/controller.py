@@ -131,6 +131,7 @@ class SchedulerController:
         except Exception as exc:  # noqa: BLE001 - a transient cluster error: retry next round
             log.warning("cluster unavailable, skipping this round's decision: %s", exc)
             return self._report(now, actions)
+        actions += self._requeue_lost_nodes({n.node_id for n in nodes}, now)
         # No accelerator nodes (e.g. scaled to zero): nothing can run, and some
         # policies divide by the cluster's price per GPU.
         decision = (self.policy.decide(self._snapshot(now, nodes)) if nodes
@@ -198,6 +199,28 @@ class SchedulerController:
         self.store.transition(job.job_id, "QUEUED", now=now, kind="requeued", detail=detail,
                               **fields)
         return [Action(kind="requeue", job_id=job.job_id, detail=detail)]
+
+    def _requeue_lost_nodes(self, alive: set[str], now: float) -> list[Action]:
+        """A running job placed on a node that is gone (spot reclaim, crash) is stopped
+        and requeued from its checkpoint; it does not count against max_failures."""
+        actions = []
+        for job in self.store.jobs(RUNNING_STATES):
+            lost = sorted(node for node in job.placement if node not in alive)
+            if not lost:
+                continue
+            try:
+                self.runner.stop(job.job_id, "node_lost")
+            except Exception as exc:  # noqa: BLE001 - its run is gone with the node anyway
+                log.warning("stopping %s after node loss failed: %s", job.job_id, exc)
+            spent = max(job.spent_usd, self._spent_after_stop(job))
+            progress = JobProgress(state="failed", node_lost=True, spent_usd=spent,
+                                   message=f"node {', '.join(n[:12] for n in lost)} gone")
+            actions += self._on_failure(job, progress, now, spent)
+        return actions
+
+    def _spent_after_stop(self, job: JobRecord) -> float:
+        progress = self._poll(job)
+        return progress.spent_usd if progress is not None else 0.0
 
     def _account(self, now: float) -> None:
         """Add each running job's GPU-seconds since it was last counted."""
