@@ -1,7 +1,12 @@
-"""The live scheduler on a real local Ray: two tiny jobs submitted, scheduled, finished.
+"""Node loss under the live scheduler, on a real multi-node local Ray.
 
-Accelerator slots are the custom resource ``cpu_slot`` (2 on this machine);
-policy fifo, so both 1-worker jobs run side by side with no preemption.
+``ray.cluster_utils.Cluster``: a head without accelerator slots and three nodes
+with one slot (``cpu_slot``) each. The controller runs here, with the real
+cluster client and job runner. A 1..3-worker job starts on all three nodes (one
+worker pinned to each); once it has checkpointed, one node is removed. The
+controller sees its node gone, requeues the job without charging its
+``max_failures``, and resumes it from its checkpoint on the two nodes left; the
+job completes and the ledger shows 3 workers, then 2.
 """
 
 from __future__ import annotations
@@ -13,65 +18,83 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
+from ray.cluster_utils import Cluster  # noqa: E402
+
 from costsched.ledger import Ledger  # noqa: E402
 from costsched.pricing import load_catalog  # noqa: E402
+from costsched.ray_layer.faults import wait_for_checkpoint  # noqa: E402
 from costsched.ray_layer.scheduler_cluster import RayClusterClient  # noqa: E402
 from costsched.ray_layer.scheduler_runner import RayJobRunner  # noqa: E402
 from costsched.scheduler.config import SchedulerConfig  # noqa: E402
 from costsched.scheduler.controller import SchedulerController  # noqa: E402
 from costsched.scheduler.interfaces import SystemClock  # noqa: E402
 from costsched.scheduler.state import TERMINAL  # noqa: E402
+from costsched.training.state import read_progress  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
-TIMEOUT_S = 240.0
 TICK_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(resources={"cpu_slot": 2}, num_cpus=2, logging_level="WARNING")
-    yield
+def cluster():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(3):
+        cluster.add_node(num_cpus=1, resources={"cpu_slot": 1})
+    ray.init(address=cluster.address, logging_level="WARNING")
+    yield cluster
     ray.shutdown()
+    cluster.shutdown()
 
 
-def _job_yaml(name: str, tmp_path) -> str:
+def _job_yaml() -> str:
     data = quickstart_dict()
-    data["name"] = name
-    data["dataset"]["num_samples"] = 2000
-    data["training"]["num_epochs"] = 2
-    data["training"]["target_metric"] = None
-    data["scaling"].update(min_workers=1, max_workers=1, accelerator_resource="cpu_slot",
-                           use_gpu=False)
-    data["storage_path"] = str(tmp_path / "runs")
-    data["ledger_path"] = str(tmp_path / "ledger.db")
+    data["name"] = "spread"
+    data["dataset"]["num_samples"] = 3000
+    data["training"].update(num_epochs=6, target_metric=None)
+    data["scaling"].update(min_workers=1, max_workers=3)
+    data["checkpoint"].update(interval_steps=10, max_failures=0)
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def test_two_jobs_run_to_completion(local_ray, tmp_path):
+def test_a_job_on_a_lost_node_resumes_from_its_checkpoint_on_the_rest(cluster, tmp_path):
     catalog = load_catalog()
     config = SchedulerConfig(policy="fifo", round_s=TICK_S, accelerator_resource="cpu_slot",
-                             state_path=str(tmp_path / "scheduler.db"))
-    ledger_path = str(tmp_path / "ledger.db")
+                             state_path=str(tmp_path / "scheduler.db"), stop_grace_s=30.0)
+    ledger_path, storage = str(tmp_path / "ledger.db"), str(tmp_path / "runs")
     controller = SchedulerController.from_config(
         config, cluster=RayClusterClient("cpu_slot", catalog),
-        runner=RayJobRunner(catalog, ledger_path, str(tmp_path / "runs")),
+        runner=RayJobRunner(catalog, ledger_path, storage, stop_grace_s=30.0),
         clock=SystemClock())
-    ids = [controller.submit(_job_yaml(name, tmp_path)) for name in ("tiny-a", "tiny-b")]
+    job_id = controller.submit(_job_yaml())
+    controller.tick()
+    job = controller.store.get(job_id)
+    assert job.state == "RUNNING" and job.workers == 3 and len(job.placement) == 3
 
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:
-        controller.tick()
-        states = {s.job_id: s.state for s in controller.status()}
-        if all(states[i] in TERMINAL for i in ids) or time.monotonic() > deadline:
-            break
-        time.sleep(TICK_S)
+    def tick_until(done, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            assert time.monotonic() < deadline, f"{what}: {controller.logs(job_id)}"
+            controller.tick()
+            time.sleep(TICK_S)
 
-    rows = {s.job_id: s for s in controller.status()}
-    for job_id in ids:
-        assert rows[job_id].state in ("COMPLETED", "TARGET_REACHED"), controller.logs(job_id)
-        assert rows[job_id].spent_usd > 0
-        assert rows[job_id].restarts == 0 and rows[job_id].failures == 0
-    runs = Ledger(ledger_path, catalog).runs()
-    assert sorted(r["run_id"] for r in runs) == sorted(ids)  # one run per job, run once
+    checkpoint = {}
+    tick_until(lambda: (read_progress(f"{storage}/{job_id}") or {}).get("global_step", 0) >= 10,
+               180, "no checkpoint")
+    checkpoint["step"] = wait_for_checkpoint(f"{storage}/{job_id}", 10, timeout_s=30)
+    cluster.remove_node(cluster.list_all_nodes()[-1])
+
+    tick_until(lambda: controller.store.get(job_id).spot_restarts >= 1, 120,
+               "node loss not noticed")
+    tick_until(lambda: controller.store.get(job_id).state in TERMINAL, 300, "did not finish")
+
+    job = controller.store.get(job_id)
+    assert job.state == "COMPLETED", controller.logs(job_id)
+    assert (job.spot_restarts, job.failures) == (1, 0)  # max_failures 0 was not used up
+    progress = read_progress(f"{storage}/{job_id}")
+    assert progress["resumed_from_step"] >= checkpoint["step"]  # not from scratch
+    assert progress["world_size"] == 2
+    intervals = Ledger(ledger_path, catalog).intervals(job_id)
+    assert [i["num_workers"] for i in intervals][0] == 3
+    assert intervals[-1]["num_workers"] == 2 and intervals[-1]["outcome"] == "COMPLETED"

@@ -11,11 +11,14 @@ Ray clusters on the same machine, which Ray 2.60's class is not:
   free ports; shutdown ends that process and then only its process group.
 * Ray 2.60's wheel lacks the ``fake_multi_node/example.yaml`` that
   ``AutoscalingCluster`` merges its config into; the YAML here is complete.
+* The cluster's processes get ``RAY_ADDRESS`` set to it: with a temp dir of its
+  own, Ray code that finds "the" cluster by itself (the state API, used by Ray
+  Train's placement-group cleaner) would otherwise pick another local cluster.
 
 Only autoscaler v1 works: v2 merges defaults from that missing example.yaml.
-Token authentication stays on (``RAY_AUTH_MODE=token`` for the head and its
-fake nodes, which read ``~/.ray/auth_token``; importing ``costsched.ray_layer``
-sets the same mode for this process).
+Token authentication stays on: ``RAY_AUTH_MODE=token`` for the head and its
+fake nodes (they read ``~/.ray/auth_token``), and ``connect()`` sets it for
+this process.
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ class FakeCluster(AutoscalingCluster):
                f"--port={port}", f"--temp-dir={self._temp_dir}",
                f"--autoscaling-config={config_path}", f"--num-cpus={head.pop('CPU', 1)}",
                f"--num-gpus={head.pop('GPU', 0)}", f"--ray-client-server-port={_free_port()}",
-               "--include-dashboard=false", "--dashboard-agent-listen-port=0",
+               f"--dashboard-port={_free_port()}", "--dashboard-host=127.0.0.1",
+               "--dashboard-agent-listen-port=0",
                "--min-worker-port=0", "--max-worker-port=0", "--disable-usage-stats"]
         if "object_store_memory" in head:
             cmd.append(f"--object-store-memory={int(head.pop('object_store_memory'))}")
@@ -117,7 +121,7 @@ class FakeCluster(AutoscalingCluster):
         if _system_config is not None:
             cmd.append(f"--system-config={json.dumps(_system_config, separators=(',', ':'))}")
         env = dict(os.environ, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1",
-                   AUTOSCALER_METRIC_PORT=str(_free_port()),
+                   AUTOSCALER_METRIC_PORT=str(_free_port()), RAY_ADDRESS=self.address,
                    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
         env.setdefault("RAY_AUTH_MODE", "token")
         env.update(override_env or {})

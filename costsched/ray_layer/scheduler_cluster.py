@@ -18,6 +18,18 @@ from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
 
 LOCAL_TYPE = "local-cpu"
 INSTANCE_PREFIX = "instance_"
+MARKER_SHARE = 0.001
+"""How much of a node's marker resource one worker asks for: any number of workers
+can share a node while the request still names its type."""
+
+
+def marked_bundle(bundle: ResourceBundle) -> dict[str, float]:
+    """A worker's resources plus the markers of the node type and market it needs."""
+    marked = dict(bundle.resources)
+    marked[INSTANCE_PREFIX + bundle.instance_type] = MARKER_SHARE
+    if bundle.spot:
+        marked["spot"] = MARKER_SHARE
+    return marked
 
 
 def _available_per_node() -> Mapping[str, Mapping[str, float]] | None:
@@ -72,8 +84,12 @@ class RayClusterClient:
         return LOCAL_TYPE
 
     def request_resources(self, bundles: Sequence[ResourceBundle]) -> None:
-        """Replace the standing autoscaler request with ``bundles`` (one per worker)."""
-        request_resources(bundles=[dict(b.resources) for b in bundles])
+        """Replace the standing autoscaler request with ``bundles`` (one per worker).
+
+        Each bundle also asks for a sliver of its node type's marker resource
+        (``instance_<type>``, and ``spot`` for spot capacity; see cluster.yaml), so the
+        autoscaler launches the type the policy chose, not just any type that fits."""
+        request_resources(bundles=[marked_bundle(b) for b in bundles])
 
     def clear_resource_request(self) -> None:
         """Withdraw the standing request so idle nodes may scale down."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Mapping
 
 import ray
@@ -99,6 +100,8 @@ class RayJobRunner:
         self.stop_grace_s = stop_grace_s
         self._refs: dict[str, ray.ObjectRef] = {}
         self._configs: dict[str, JobConfig] = {}
+        self._attempts: dict[str, tuple[float, int]] = {}
+        """Job id -> (when this runner started its current attempt, its workers)."""
 
     def _run_dir(self, job_id: str) -> str | None:
         return None if "://" in self.storage_path else os.path.join(self.storage_path, job_id)
@@ -147,6 +150,7 @@ class RayJobRunner:
                 ray.get_runtime_context().get_node_id(), soft=True),
         ).remote(job, self.catalog, self.ledger_path, job_id, nodes)
         self._refs[job_id] = driver.run.remote()
+        self._attempts[job_id] = (time.time(), num_workers)
         return handle
 
     def resize(self, job_id: str, num_workers: int, placement: Mapping[str, int]) -> None:
@@ -166,7 +170,11 @@ class RayJobRunner:
             return
         outcome = STOP_OUTCOMES.get(reason, "STOPPED")
         run_dir = self._run_dir(job_id)
-        graceful = run_dir is not None and reason != "node_lost"
+        attempt = self._attempts.pop(job_id, None)
+        # Still starting (no report yet this attempt): nothing to checkpoint, so waiting
+        # for a step would only spend money.
+        starting = attempt is not None and not self._reported_since(job_id, attempt[0])
+        graceful = run_dir is not None and reason != "node_lost" and not starting
         if graceful and not ray.wait([ref], timeout=0)[0]:
             request_stop(run_dir, outcome)
             ray.wait([ref], timeout=self.stop_grace_s)
@@ -175,8 +183,33 @@ class RayJobRunner:
                         "newest checkpoint is lost)", job_id, self.stop_grace_s)
         self._remove(job_id)
         ledger = self._ledger()
+        if starting:
+            self._charge_start_up(ledger, job_id, attempt)
         if any(r["run_id"] == job_id and r["outcome"] == "RUNNING" for r in ledger.runs()):
             ledger.close_abandoned_run(job_id, outcome=outcome)
+
+    def _reported_since(self, job_id: str, since: float) -> bool:
+        run_dir = self._run_dir(job_id)
+        if run_dir is None:
+            return True  # cannot tell: assume it has work to lose
+        progress = read_progress(run_dir)
+        return progress is not None and float(progress.get("reported_at", 0.0)) >= since
+
+    def _charge_start_up(self, ledger: Ledger, job_id: str, attempt: tuple[float, int]) -> None:
+        """An attempt killed before its first report held its workers all the same:
+        charge them from its start until now, all of it as lost work."""
+        config = self._configs.get(job_id)
+        if config is None or not any(r["run_id"] == job_id for r in ledger.runs()):
+            return
+        previous = ledger.intervals(job_id)
+        if any(i["outcome"] == "RUNNING" for i in previous):
+            return  # the Train callback opened one after all; close_abandoned_run ends it
+        started = max([attempt[0]] + [i["ended_at"] for i in previous])
+        interval = ledger.open_interval(
+            job_id, started_at=started, num_workers=attempt[1],
+            accelerators_per_worker=config.scaling.accelerators_per_worker,
+            resources=config.scaling.resources_per_worker())
+        ledger.close_interval(interval, now=time.time(), outcome="FAILED")
 
     def _remove(self, job_id: str) -> None:
         """Kill the job's driver actor (and with it its Train run), if any."""

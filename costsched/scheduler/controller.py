@@ -90,10 +90,13 @@ class SchedulerController:
         job = self.store.get(job_id)
         if job.state in TERMINAL:
             raise CostschedError(f"job {job_id} already ended ({job.state}); nothing to cancel")
+        spent = job.spent_usd
         if job.state in RUNNING_STATES:
             self.runner.stop(job_id, "cancelled")
+            spent = max(spent, self._spent_after_stop(job))
         self.store.transition(job_id, "CANCELLED", now=self.clock.now(), kind="cancelled",
-                              detail="cancelled by user", message="cancelled by user")
+                              detail="cancelled by user", message="cancelled by user",
+                              spent_usd=spent, workers=0, placement={}, usd_per_hour=0.0)
 
     def status(self) -> list[JobStatus]:
         now = self.clock.now()
@@ -242,17 +245,27 @@ class SchedulerController:
             rate = (job.usd_per_hour or self._rate(job, job.workers)) if running \
                 else self._rate(job, job.min_workers)
             horizon_s = self.config.round_s + config.cost.stop_reserve_s
-            projected = job.spent_usd + rate * horizon_s / 3600.0
+            spent = max(job.spent_usd, self._held_usd(job))
+            projected = spent + rate * horizon_s / 3600.0
             if projected <= job.budget_usd:
                 continue
-            detail = (f"stopped before its budget: ${job.spent_usd:.4f} spent, "
-                      f"${projected:.4f} projected by next round > ${job.budget_usd:.2f}")
+            detail = (f"stopped before its budget: ${spent:.4f} spent, "
+                      f"${projected:.4f} projected by next round > ${job.budget_usd:.4g}")
+            spent = job.spent_usd
             if running:
                 self.runner.stop(job.job_id, "budget")
+                spent = max(spent, self._spent_after_stop(job))
             self.store.transition(job.job_id, "BUDGET_EXHAUSTED", now=now, kind="budget",
-                                  detail=detail, message=detail)
+                                  detail=detail, message=detail, spent_usd=spent)
             actions.append(Action(kind="stop_budget", job_id=job.job_id, detail=detail))
         return actions
+
+    def _held_usd(self, job: JobRecord) -> float:
+        """What the accelerators the job has held cost, by the controller's own count
+        (attained GPU-seconds x price per GPU-second). The ledger learns of a run at
+        its first report, so early in a run this is the better estimate."""
+        per_gpu_hour = self._rate(job, 1) / max(models.gpus_per_worker(self._config(job)), 1)
+        return job.attained_gpu_s * per_gpu_hour / 3600.0
 
     def _rate(self, job: JobRecord, num_workers: int) -> float:
         return models.allocation_usd_per_hour(self._config(job), self.catalog, num_workers)
@@ -301,7 +314,8 @@ class SchedulerController:
                         job.job_id, "PREEMPTED", now=now, kind="preempted",
                         detail="preempted by the policy; resumes from its checkpoint later",
                         workers=0, placement={}, usd_per_hour=0.0,
-                        preemptions=job.preemptions + 1)
+                        preemptions=job.preemptions + 1,
+                        spent_usd=max(job.spent_usd, self._spent_after_stop(job)))
                 elif action.kind == "resize":
                     self.runner.resize(job.job_id, action.num_workers, action.placement)
                     self.store.transition(

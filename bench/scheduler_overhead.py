@@ -1,0 +1,136 @@
+"""Scheduler overhead: how long the live scheduler takes to put a job to work.
+
+On a local Ray with two emulated accelerator slots (``cpu_slot``), the real
+scheduler actor (policy fifo, a round every ``--round-s``) and the quickstart
+job shrunk to a few epochs:
+
+1. submit -> first training step, on an idle cluster;
+2. resize decision -> first training step at the new size: the job runs on 2
+   workers, a higher-priority 1-worker job arrives, the policy shrinks the
+   first to 1 worker (checkpoint, restart, resume).
+
+Baseline, in the same command: ``run_job`` called directly (no scheduler),
+start -> first step, on 2 and on 1 workers. Each scheduler figure is printed
+beside its baseline and as a ratio.
+
+    python bench/scheduler_overhead.py [--round-s 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from bench_jobs import REPO, quickstart_job
+
+from costsched.training.state import read_progress
+
+
+def job_yaml(name: str, *, min_workers: int, max_workers: int, priority: int = 0) -> str:
+    data = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    data["name"] = name
+    data["dataset"]["num_samples"] = 4000
+    data["training"].update(num_epochs=20, target_metric=None)
+    data["scaling"].update(min_workers=min_workers, max_workers=max_workers)
+    data["checkpoint"]["interval_steps"] = 5
+    data["cost"]["priority"] = priority
+    return yaml.safe_dump(data)
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(f"no {what} within {timeout_s:.0f} s")
+
+
+def first_step_at(run_dir: Path, *, world_size: int, after: float) -> float | None:
+    """When the attempt running on ``world_size`` workers, started after ``after``,
+    took its first step (from the run's progress file)."""
+    progress = read_progress(run_dir) or {}
+    first = float(progress.get("first_step_at", -1.0))
+    if progress.get("world_size") == world_size and first > after:
+        return first
+    return None
+
+
+def baseline(workdir: Path, workers: int) -> float:
+    """Seconds from calling run_job to its first step, without the scheduler."""
+    from costsched.data import prepare
+    from costsched.ledger import Ledger
+    from costsched.pricing import load_catalog
+    from costsched.ray_layer.trainer import run_job
+
+    job = quickstart_job(workdir, f"direct-{workers}", {
+        "dataset": {"num_samples": 4000},
+        "training": {"num_epochs": 1, "target_metric": None},
+        "scaling": {"min_workers": workers, "max_workers": workers},
+        "checkpoint": {"interval_steps": 5}})
+    catalog = load_catalog()
+    started = time.time()
+    result = run_job(job, prepare(job.dataset), catalog=catalog,
+                     ledger=Ledger(job.resolved_ledger_path(), catalog), verbose=False)
+    return float(result.metrics["first_step_at"]) - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--round-s", type=float, default=2.0, help="seconds between rounds")
+    args = parser.parse_args()
+
+    import ray
+
+    from costsched.ray_layer.scheduler_service import NAMESPACE, start_service
+    from costsched.scheduler.config import SchedulerConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ray.init(num_cpus=2, resources={"cpu_slot": 2}, namespace=NAMESPACE,
+                 logging_level="ERROR", log_to_driver=False)
+        direct_2 = baseline(root, 2)
+        direct_1 = baseline(root, 1)
+        config = SchedulerConfig(policy="fifo", round_s=args.round_s, restart_s=5.0,
+                                 state_path=str(root / "scheduler.db"),
+                                 ledger_path=str(root / "ledger.db"),
+                                 storage_path=str(root / "runs"), stop_grace_s=60.0,
+                                 accelerator_resource="cpu_slot")
+        service = start_service(config)
+        ray.get(service.info.remote())
+
+        submitted = time.time()
+        first = ray.get(service.submit.remote(job_yaml("elastic", min_workers=1,
+                                                       max_workers=2), {}))["job_id"]
+        run_dir = root / "runs" / first
+        stepped = wait_for(lambda: first_step_at(run_dir, world_size=2, after=submitted),
+                           300, "first step")
+        submit_to_step = stepped - submitted
+
+        ray.get(service.submit.remote(job_yaml("urgent", min_workers=1, max_workers=1,
+                                               priority=5), {}))
+
+        def resize_decision() -> float | None:
+            events = ray.get(service.logs.remote(first))["events"]
+            return next((e["at"] for e in events if e["kind"] == "resizing"), None)
+
+        decided = wait_for(resize_decision, 300, "resize decision")
+        resized = wait_for(lambda: first_step_at(run_dir, world_size=1, after=decided),
+                           300, "first step after the resize")
+        resize_to_step = resized - decided
+        ray.get(service.shutdown.remote())
+        ray.shutdown()
+
+    print(f"submit -> first step (idle cluster, 2 workers): {submit_to_step:6.1f} s   "
+          f"direct run_job: {direct_2:6.1f} s   ratio {submit_to_step / direct_2:.2f}")
+    print(f"resize decision -> first step at 1 worker:      {resize_to_step:6.1f} s   "
+          f"direct run_job: {direct_1:6.1f} s   ratio {resize_to_step / direct_1:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""The live scheduler end to end, driven the way a user drives it.
+
+A real local Ray cluster (``ray.cluster_utils.Cluster``, dashboard on) with three
+emulated accelerator slots (the custom resource ``cpu_slot``).
+``ray job submit --working-dir . -- python jobs/scheduler.py`` starts the
+scheduler actor; ``costsched submit/status/cancel/logs/report`` (subprocesses)
+talk to it. Shown here:
+
+* three jobs of different priorities and budgets: the high-priority arrival
+  preempts the low one, which resumes from its checkpoint afterwards; the
+  small-budget job ends BUDGET_EXHAUSTED; a training worker of the urgent job is
+  SIGKILLed mid-run and it recovers; all end in the right state, and the
+  ledger's total equals the sum of the per-job charges;
+* the scheduler's own metrics on Ray's Prometheus endpoint;
+* bad input: one-line errors, non-zero exits, nothing changed;
+* the scheduler actor killed mid-run: it restarts, reattaches, and the job
+  finishes once.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from costsched.ledger import Ledger  # noqa: E402
+from costsched.pricing import load_catalog  # noqa: E402
+from costsched.ray_layer.faults import kill_train_worker, train_worker_pids  # noqa: E402
+from costsched.ray_layer.scheduler_service import NAMESPACE, SERVICE_NAME  # noqa: E402
+from costsched.training.state import read_progress  # noqa: E402
+from tests.conftest import REPO, quickstart_dict  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+TERMINAL = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED", "FAILED", "CANCELLED")
+RAY_BIN = Path(sys.executable).with_name("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(what: str, predicate, timeout_s: float, poll_s: float = 1.0, detail=lambda: ""):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}. {detail()}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The cluster, the scheduler config and paths; the scheduler started through
+    ``ray job submit`` as a user would."""
+    root = tmp_path_factory.mktemp("e2e")
+    dashboard_port = _free_port()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 4, "resources": {"cpu_slot": 3}, "include_dashboard": True,
+        "dashboard_port": dashboard_port})
+    ray.init(address=cluster.address, namespace=NAMESPACE, logging_level="ERROR")
+    config = {"policy": "fifo", "round_s": 2, "restart_s": 5, "stall_minutes": 5,
+              "state_path": str(root / "scheduler.db"), "ledger_path": str(root / "ledger.db"),
+              "storage_path": str(root / "runs"), "stop_grace_s": 60,
+              "accelerator_resource": "cpu_slot"}
+    (root / "scheduler.yaml").write_text(yaml.safe_dump(config))
+    yield {"cluster": cluster, "root": root, "address": cluster.address,
+           "dashboard": f"http://127.0.0.1:{dashboard_port}"}
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def cli(site: dict[str, Any], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "costsched.cli", *args, "--address",
+                           site["address"]], capture_output=True, text=True, timeout=300,
+                          cwd=REPO)
+
+
+def job_file(site: dict[str, Any], name: str, *, workers: int, epochs: int,
+             budget_usd: float = 1.0, priority: int = 0) -> str:
+    data = quickstart_dict()
+    data["name"] = name
+    data["dataset"]["num_samples"] = 3000
+    data["training"].update(num_epochs=epochs, target_metric=None)
+    data["scaling"].update(min_workers=workers, max_workers=workers)
+    data["checkpoint"].update(interval_steps=10, max_failures=3)
+    data["cost"].update(budget_usd=budget_usd, priority=priority)
+    path = site["root"] / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def rows() -> dict[str, dict[str, Any]]:
+    handle = ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
+    return {r["job_id"]: r for r in ray.get(handle.status.remote(), timeout=60)["jobs"]}
+
+
+def step(site: dict[str, Any], job_id: str) -> int:
+    progress = read_progress(site["root"] / "runs" / job_id) or {}
+    return int(progress.get("global_step", -1))
+
+
+def test_no_scheduler_running_is_a_one_line_error(site):
+    result = cli(site, "submit", job_file(site, "early", workers=1, epochs=1))
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "no scheduler is running" in result.stderr and "costsched scheduler start" in \
+        result.stderr
+
+
+def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site):
+    submitted = subprocess.run(
+        [str(RAY_BIN), "job", "submit", "--address", site["dashboard"], "--working-dir",
+         str(REPO), "--runtime-env-json",
+         json.dumps({"excludes": [".venv", ".git", "**/__pycache__", ".pytest_cache"]}),
+         "--", sys.executable, "jobs/scheduler.py", "--config",
+         str(site["root"] / "scheduler.yaml")],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
+    assert "scheduler costsched-scheduler running: policy fifo" in submitted.stdout
+
+    low = cli(site, "submit", job_file(site, "low", workers=2, epochs=8)).stdout.strip()
+    capped = cli(site, "submit", job_file(site, "capped", workers=1, epochs=40),
+                 "--budget-usd", "0.0003", "--priority", "1").stdout.strip()
+    assert low and capped
+    _wait("the low-priority job to checkpoint", lambda: step(site, low) >= 10, 180,
+          detail=lambda: rows())
+
+    urgent = cli(site, "submit", job_file(site, "urgent", workers=2, epochs=6,
+                                          priority=10)).stdout.strip()
+    _wait("the urgent job to preempt the low one",
+          lambda: rows()[low]["state"] == "PREEMPTED" and rows()[urgent]["state"] == "RUNNING",
+          120, detail=lambda: rows())
+    preempted_at = step(site, low)
+    assert preempted_at >= 10  # it stopped at a checkpoint it had just saved
+
+    _wait("the capped job to stop at its budget",
+          lambda: rows()[capped]["state"] in TERMINAL, 180, detail=lambda: rows())
+    _wait("the urgent job to checkpoint", lambda: step(site, urgent) >= 20, 180,
+          detail=lambda: rows())
+    assert train_worker_pids(), "no training worker to kill"
+    kill_train_worker()
+
+    _wait("every job to end", lambda: all(r["state"] in TERMINAL for r in rows().values()),
+          400, poll_s=2.0, detail=lambda: rows())
+    final = rows()
+    assert final[low]["state"] == "COMPLETED", cli(site, "logs", low).stdout
+    assert final[urgent]["state"] == "COMPLETED", cli(site, "logs", urgent).stdout
+    assert final[capped]["state"] == "BUDGET_EXHAUSTED", cli(site, "logs", capped).stdout
+    assert final[capped]["spent_usd"] <= 0.0003 * 1.05
+
+    assert final[low]["preemptions"] == 1 and final[low]["restarts"] == 1
+    low_progress = read_progress(site["root"] / "runs" / low)
+    assert low_progress["resumed_from_step"] >= preempted_at  # resumed, not restarted
+    events = [e["kind"] for e in json_logs(site, low)]
+    assert "preempted" in events and "resumed" in events
+
+    ledger = Ledger(site["root"] / "ledger.db", load_catalog())
+    urgent_intervals = ledger.intervals(urgent)
+    assert any(i["outcome"] == "FAILED" for i in urgent_intervals)  # the killed worker
+    assert final[urgent]["failures"] == 0  # Ray Train recovered it within the run
+    assert sorted(r["run_id"] for r in ledger.runs()) == sorted([low, capped, urgent])
+    total = sum(i["cost_usd"] for i in ledger.intervals())
+    assert total == pytest.approx(sum(r["spent_usd"] for r in final.values()), rel=1e-6)
+
+    report = subprocess.run([sys.executable, "-m", "costsched.cli", "report", "--ledger",
+                             str(site["root"] / "ledger.db"), "--format", "json"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert report.returncode == 0, report.stderr
+    assert {r["run_id"] for r in json.loads(report.stdout)} == {low, capped, urgent}
+
+    metrics = _wait("the scheduler's metrics on Ray's Prometheus endpoint",
+                    lambda: _scrape(site, "ray_costsched_job_spent_usd"), 60, poll_s=3.0)
+    assert f'job_id="{urgent}"' in metrics and "ray_costsched_queue_length" in metrics
+
+
+def json_logs(site: dict[str, Any], job_id: str) -> list[dict[str, Any]]:
+    handle = ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
+    return ray.get(handle.logs.remote(job_id))["events"]
+
+
+def _scrape(site: dict[str, Any], name: str) -> str:
+    port = site["cluster"].head_node.metrics_export_port
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    except OSError:
+        return ""
+    text = text.decode()
+    return text if name in text else ""
+
+
+def test_bad_input_is_a_one_line_error_and_changes_nothing(site):
+    before = rows()
+    finished = next(iter(before))
+    bad = site["root"] / "bad.yaml"
+    bad.write_text("name: bad\nmodle: {}\n")
+    cases = [
+        (("cancel", finished), 1, "already ended"),
+        (("cancel", "no-such-job"), 1, "unknown job id"),
+        (("logs", "no-such-job"), 1, "unknown job id"),
+        (("submit", str(bad)), 2, "did you mean `model`"),
+        (("submit", str(site["root"] / "missing.yaml")), 2, "no such job config"),
+    ]
+    for args, code, message in cases:
+        result = cli(site, *args)
+        assert result.returncode == code, (args, result.stderr)
+        assert message in result.stderr and result.stderr.strip().count("\n") == 0, args
+    assert rows() == before
+
+
+def test_a_killed_scheduler_restarts_and_its_job_finishes_once(site):
+    job_id = cli(site, "submit", job_file(site, "survivor", workers=2, epochs=8)).stdout.strip()
+    _wait("the job to checkpoint", lambda: step(site, job_id) >= 10, 180, detail=lambda: rows())
+    ray.kill(ray.get_actor(SERVICE_NAME, namespace=NAMESPACE), no_restart=False)
+
+    status = _wait("the restarted scheduler to answer `costsched status`",
+                   lambda: (r := cli(site, "status")).returncode == 0 and r.stdout, 120)
+    assert job_id in status
+    _wait("the job to end", lambda: rows()[job_id]["state"] in TERMINAL, 300, poll_s=2.0,
+          detail=lambda: rows())
+    row = rows()[job_id]
+    assert row["state"] == "COMPLETED"
+    assert row["restarts"] == 0  # reattached to its running driver, not restarted
+    assert "adopted" in [e["kind"] for e in json_logs(site, job_id)]
+    runs = [r for r in Ledger(site["root"] / "ledger.db", load_catalog()).runs()
+            if r["run_id"] == job_id]
+    assert len(runs) == 1 and runs[0]["outcome"] == "COMPLETED"

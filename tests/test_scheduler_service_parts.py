@@ -1,0 +1,133 @@
+"""Pure pieces of the live scheduler service: status table, metrics, progress/ETA,
+stop requests, worker pinning, and the CLI's errors before any cluster is reached."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from costsched.commands.jobs import format_status
+from costsched.scheduler.interfaces import JobStatus, NodeRecord
+from costsched.scheduler.metrics import measure
+from costsched.training.state import (
+    clear_stop_request,
+    eta_s,
+    read_progress,
+    read_stop_request,
+    request_stop,
+    write_progress,
+)
+from tests.conftest import REPO
+
+
+def status(job_id: str, state: str, *, workers: int = 0, gpus: int = 0, spent: float = 0.0,
+           rate: float = 0.0, alerts: tuple[str, ...] = (), **extra) -> JobStatus:
+    fields = dict(job_id=job_id, name=job_id.split("-")[0], state=state, priority=0,
+                  workers=workers, gpus=gpus, spent_usd=spent, budget_usd=10.0,
+                  usd_per_hour=rate, eta_s=None, restarts=0, preemptions=0, spot_restarts=0,
+                  failures=0, alerts=alerts)
+    return JobStatus(**(fields | extra))
+
+
+def node(node_id: str, slots: int, usd: float, alive: bool = True) -> NodeRecord:
+    return NodeRecord(node_id=node_id, node_type="g5.xlarge", gpu_model="A10G",
+                      total_slots=slots, free_slots=slots, usd_per_hour=usd, alive=alive)
+
+
+def test_metrics_count_queue_slots_and_dollars():
+    rows = [status("a-1", "RUNNING", workers=2, gpus=4, spent=1.5, rate=4.0, restarts=2),
+            status("b-2", "QUEUED"), status("c-3", "PREEMPTED", spent=0.25, preemptions=1),
+            status("d-4", "COMPLETED", spent=3.0, alerts=())]
+    nodes = [node("n1", 4, 5.0), node("n2", 4, 5.0), node("gone", 8, 30.0, alive=False)]
+    m = measure(rows, nodes)
+    assert (m.queue_length, m.slots_allocated, m.slots_idle) == (2, 4, 4)
+    assert m.usd_per_hour == 4.0 and m.cluster_usd_per_hour == 10.0  # the dead node is free
+    assert m.job_spent_usd == {"a-1": 1.5, "b-2": 0.0, "c-3": 0.25, "d-4": 3.0}
+    assert m.job_restarts["a-1"] == 2 and m.job_preemptions["c-3"] == 1
+
+
+def test_idle_slots_never_go_negative_when_a_node_just_died():
+    m = measure([status("a-1", "RUNNING", workers=4, gpus=4)], [node("n1", 2, 1.0)])
+    assert m.slots_idle == 0
+
+
+def test_status_table_shows_every_column_and_alerts():
+    rows = [dataclasses.asdict(status("train-1", "RUNNING", workers=2, gpus=2, spent=0.1234,
+                                      rate=2.5, eta_s=3725.0,
+                                      alerts=("train-1: stalled: no step for 20 min",))),
+            dataclasses.asdict(status("sweep-2", "QUEUED"))]
+    text = format_status(rows, now=0.0)
+    header, first, second, alert = text.splitlines()
+    assert header.split()[:4] == ["JOB", "NAME", "STATE", "PRI"]
+    assert first.split()[:8] == ["train-1", "train", "RUNNING", "0", "2", "2", "0.1234", "10.00"]
+    assert "2.50" in first and "1h02m" in first
+    assert second.split()[2] == "QUEUED" and " - " in second
+    assert alert == "ALERT train-1: stalled: no step for 20 min"
+    assert format_status([], now=0.0) == "no jobs"
+
+
+def test_progress_file_gives_an_eta_from_this_attempts_step_rate(tmp_path):
+    assert read_progress(tmp_path) is None
+    write_progress(tmp_path, {"global_step": 60, "total_steps": 160, "resumed_from_step": 40,
+                              "first_step_at": 1000.0, "loss": 0.5}, now=1010.0)
+    progress = read_progress(tmp_path)
+    assert "loss" not in progress and progress["reported_at"] == 1010.0
+    # 20 steps in 10 s since the resume at step 40: 100 steps to go take 50 s
+    assert eta_s(progress) == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("progress", [
+    {},
+    {"global_step": 40, "total_steps": 100, "resumed_from_step": 40, "first_step_at": 5.0,
+     "reported_at": 9.0},  # no step since the resume
+    {"global_step": 10, "total_steps": 100, "resumed_from_step": -1, "first_step_at": -1.0,
+     "reported_at": 9.0},  # before the first step
+])
+def test_no_eta_without_progress(progress):
+    assert eta_s(progress) is None
+
+
+def test_a_stop_request_round_trips_and_clears(tmp_path):
+    run_dir = tmp_path / "job-1"
+    assert read_stop_request(run_dir) is None
+    request_stop(run_dir, "PREEMPTED")
+    assert read_stop_request(run_dir) == "PREEMPTED"
+    clear_stop_request(run_dir)
+    clear_stop_request(run_dir)  # idempotent
+    assert read_stop_request(run_dir) is None
+
+
+def test_workers_are_pinned_one_node_each_by_the_placement():
+    from costsched.ray_layer.scheduler_runner import worker_nodes
+
+    assert worker_nodes({"b": 2, "a": 1}, 3, 1) == ["a", "b", "b"]
+    assert worker_nodes({"a": 4, "b": 2}, 3, 2) == ["a", "a", "b"]
+    assert worker_nodes({"a": 1}, 2, 1) is None  # the placement does not cover every worker
+    assert worker_nodes({}, 1, 1) is None
+
+
+@pytest.mark.parametrize("args", [
+    ["submit", "does-not-exist.yaml"],
+    ["scheduler", "start", "--config", "does-not-exist.yaml"],
+])
+def test_cli_rejects_a_missing_file_before_contacting_a_cluster(args):
+    result = subprocess.run([sys.executable, "-m", "costsched.cli", *args],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "does-not-exist.yaml" in result.stderr
+
+
+@pytest.mark.parametrize(("spot", "markers"), [
+    (False, {"instance_g5.xlarge": 0.001}),
+    (True, {"instance_g5.xlarge": 0.001, "spot": 0.001}),
+])
+def test_autoscaler_requests_name_the_chosen_node_type_and_market(spot, markers):
+    from costsched.ray_layer.scheduler_cluster import marked_bundle
+    from costsched.scheduler.interfaces import ResourceBundle
+
+    bundle = ResourceBundle(resources={"CPU": 1, "GPU": 1}, instance_type="g5.xlarge",
+                            spot=spot)
+    assert marked_bundle(bundle) == {"CPU": 1, "GPU": 1} | markers
