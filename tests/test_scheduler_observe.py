@@ -55,6 +55,18 @@ def test_queued_demand_requests_the_cheapest_fitting_type_then_clears(tmp_path, 
     assert h.cluster.clears == 1 and report.requested is None
 
 
+def test_an_empty_queue_keeps_only_the_min_nodes_floor_requested(tmp_path):
+    h = harness(tmp_path, node("n0"),
+                autoscaling=AutoscalingSection(min_nodes=2, max_nodes=4, node_types=("four",)))
+    assert h.tick().requested == h.cluster.requests[0]
+    (floor,) = h.cluster.requests
+    assert [(b.instance_type, b.resources) for b in floor] == [("four", {"GPU": 4.0})] * 2
+    h.controller.submit(job_text("first", priority=1))
+    h.controller.submit(job_text("waiting", min_workers=2, max_workers=2))
+    assert len(h.tick().requested) == 3  # the running job's worker + the waiting two
+    assert h.cluster.clears == 0
+
+
 def test_demand_beyond_max_nodes_is_not_requested(tmp_path):
     h = harness(tmp_path, node("n0"), autoscaling=AutoscalingSection(max_nodes=2))
     h.controller.submit(job_text("first", priority=1))

@@ -2,8 +2,9 @@
 
 ``ray.cluster_utils.Cluster``: a head without accelerator slots and three nodes
 with one slot (``cpu_slot``) each. The controller runs here, with the real
-cluster client and job runner. A 1..3-worker job starts on all three nodes (one
-worker pinned to each); once it has checkpointed, one node is removed. The
+cluster client and job runner and the default cost-aware policy. A 1..3-worker
+job starts on all three nodes (one worker pinned to each); once it has
+checkpointed, one node is removed. The
 controller sees its node gone, requeues the job without charging its
 ``max_failures``, and resumes it from its checkpoint on the two nodes left; the
 job completes and the ledger shows 3 workers, then 2.
@@ -60,7 +61,7 @@ def _job_yaml() -> str:
 
 def test_a_job_on_a_lost_node_resumes_from_its_checkpoint_on_the_rest(cluster, tmp_path):
     catalog = load_catalog()
-    config = SchedulerConfig(policy="fifo", round_s=TICK_S, accelerator_resource="cpu_slot",
+    config = SchedulerConfig(policy="cost-aware", round_s=TICK_S, accelerator_resource="cpu_slot",
                              state_path=str(tmp_path / "scheduler.db"), stop_grace_s=30.0)
     ledger_path, storage = str(tmp_path / "ledger.db"), str(tmp_path / "runs")
     controller = SchedulerController.from_config(
@@ -83,7 +84,9 @@ def test_a_job_on_a_lost_node_resumes_from_its_checkpoint_on_the_rest(cluster, t
     tick_until(lambda: (read_progress(f"{storage}/{job_id}") or {}).get("global_step", 0) >= 10,
                180, "no checkpoint")
     checkpoint["step"] = wait_for_checkpoint(f"{storage}/{job_id}", 10, timeout_s=30)
-    cluster.remove_node(cluster.list_all_nodes()[-1])
+    # Not the node this test's driver process is attached to: the driver must outlive it.
+    here = ray.get_runtime_context().get_node_id()
+    cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id != here))
 
     tick_until(lambda: controller.store.get(job_id).spot_restarts >= 1, 120,
                "node loss not noticed")

@@ -13,14 +13,24 @@ from collections.abc import Mapping, Sequence
 import ray
 from ray.autoscaler.sdk import request_resources
 
+from costsched.errors import SchedulerUnavailable
 from costsched.pricing import PriceCatalog
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
 
+HEAD_RESOURCE = "node:__internal_head__"
 LOCAL_TYPE = "local-cpu"
 INSTANCE_PREFIX = "instance_"
 MARKER_SHARE = 0.001
 """How much of a node's marker resource one worker asks for: any number of workers
 can share a node while the request still names its type."""
+
+
+def head_node_id() -> str:
+    """The head node's id (the scheduler's state file and the job drivers live there)."""
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_RESOURCE in (node.get("Resources") or {}):
+            return node["NodeID"]
+    raise SchedulerUnavailable("the Ray cluster reports no alive head node")
 
 
 def marked_bundle(bundle: ResourceBundle) -> dict[str, float]:

@@ -5,10 +5,10 @@ is its job id, so a restart (after a preemption, a resize, a failure) resumes
 the same run from its newest checkpoint, and the ledger keeps charging one run.
 
 The driver is a detached, named actor (``costsched-run-<job id>``) on the head
-node that holds no CPU (its Train workers do). It outlives the scheduler actor:
-a restarted scheduler finds it by name and reattaches, so a scheduler crash
-loses no training. Its Train controller, workers and placement group are
-scoped to it, so killing it frees them all.
+node (worker nodes may be spot capacity) that holds no CPU (its Train workers
+do). It outlives the scheduler actor: a restarted scheduler finds it by name
+and reattaches, so a scheduler crash loses no training. Its Train controller,
+workers and placement group are scoped to it, so killing it frees them all.
 
 Workers are pinned to the nodes the policy granted (a ``ray.io/node-id`` label
 selector per worker), so a job's placement is where it really runs.
@@ -36,6 +36,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from costsched.job_config import JobConfig
 from costsched.ledger import Ledger
 from costsched.pricing import PriceCatalog
+from costsched.ray_layer.scheduler_cluster import head_node_id
 from costsched.scheduler.interfaces import JobProgress, RunHandle
 from costsched.training.state import clear_stop_request, eta_s, read_progress, request_stop
 
@@ -147,7 +148,7 @@ class RayJobRunner:
         driver = ray.remote(RunDriver).options(
             name=DRIVER_PREFIX + job_id, namespace=NAMESPACE, lifetime="detached",
             num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-                ray.get_runtime_context().get_node_id(), soft=True),
+                head_node_id(), soft=True),
         ).remote(job, self.catalog, self.ledger_path, job_id, nodes)
         self._refs[job_id] = driver.run.remote()
         self._attempts[job_id] = (time.time(), num_workers)

@@ -26,9 +26,9 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from costsched.errors import CostschedError, SchedulerUnavailable
+from costsched.errors import CostschedError
 from costsched.pricing import load_catalog
-from costsched.ray_layer.scheduler_cluster import RayClusterClient
+from costsched.ray_layer.scheduler_cluster import RayClusterClient, head_node_id
 from costsched.ray_layer.scheduler_metrics import MetricsExporter
 from costsched.ray_layer.scheduler_runner import RayJobRunner
 from costsched.scheduler.config import SchedulerConfig
@@ -38,7 +38,6 @@ from costsched.scheduler.metrics import measure
 
 SERVICE_NAME = "costsched-scheduler"
 NAMESPACE = "costsched"
-HEAD_RESOURCE = "node:__internal_head__"
 
 log = logging.getLogger("costsched.scheduler")
 
@@ -163,14 +162,6 @@ class SchedulerService:
                     workers=0, placement={}, usd_per_hour=0.0)
                 stopped.append(job.job_id)
         return {"stopped": stopped}
-
-
-def head_node_id() -> str:
-    """The head node's id (the state file lives there)."""
-    for node in ray.nodes():
-        if node.get("Alive") and HEAD_RESOURCE in (node.get("Resources") or {}):
-            return node["NodeID"]
-    raise SchedulerUnavailable("the Ray cluster reports no alive head node")
 
 
 def start_service(config: SchedulerConfig) -> ray.actor.ActorHandle:

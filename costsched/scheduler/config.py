@@ -29,7 +29,8 @@ OVERRIDE_KEYS: dict[str, tuple[str, str]] = {
 @dataclass(frozen=True, kw_only=True)
 class AutoscalingSection:
     min_nodes: int = 0
-    """Never ask for fewer nodes than this."""
+    """Whole nodes (cheapest allowed on-demand type) requested even when nothing
+    waits, so that many stay up; 0 lets idle nodes time out."""
     max_nodes: int = 4
     """Never ask for capacity beyond this many nodes in all."""
     node_types: tuple[str, ...] = ()

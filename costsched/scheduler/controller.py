@@ -354,8 +354,8 @@ class SchedulerController:
     # -- autoscaling -------------------------------------------------------------------
     def _autoscale(self, num_nodes: int) -> None:
         """Request capacity for running jobs plus the waiting jobs that fit under
-        max_nodes (highest priority first, cheapest fitting type each); clear the
-        request once nothing waits."""
+        max_nodes (highest priority first, cheapest fitting type each). Once nothing
+        waits, request only the ``min_nodes`` floor, or clear the request."""
         waiting = sorted(self.store.jobs(WAITING), key=lambda j: (-j.priority, j.submitted_at))
         room = self.config.autoscaling.max_nodes - num_nodes
         demand: list[ResourceBundle] = []
@@ -366,16 +366,35 @@ class SchedulerController:
                 demand += bundles
                 room -= needed
         if not demand:
-            if self._requested is not None:
-                self.cluster.clear_resource_request()
-                self._requested = None
-            return
-        held = [b for job in self.store.jobs(RUNNING_STATES)
-                for b in self._bundles(self._config(job), job.workers)[0]]
-        request = tuple(held + demand)
+            floor = self._floor()
+            if not floor:
+                if self._requested is not None:
+                    self.cluster.clear_resource_request()
+                    self._requested = None
+                return
+            request = floor
+        else:
+            held = [b for job in self.store.jobs(RUNNING_STATES)
+                    for b in self._bundles(self._config(job), job.workers)[0]]
+            request = tuple(held + demand)
         if request != self._requested:
             self.cluster.request_resources(request)
             self._requested = request
+
+    def _floor(self) -> tuple[ResourceBundle, ...]:
+        """``min_nodes`` whole nodes of the cheapest allowed on-demand type (one bundle
+        holding every slot of a node each), kept up while the queue is empty."""
+        scaling = self.config.autoscaling
+        if scaling.min_nodes == 0:
+            return ()
+        name = models.cheapest_instance(self.catalog, gpus_per_worker=1, spot=False,
+                                        allowed=scaling.node_types)
+        if name is None:
+            return ()
+        slots = float(self.catalog.instance(name).num_gpus_per_node)
+        bundle = ResourceBundle(resources={self.config.accelerator_resource: slots},
+                                instance_type=name)
+        return (bundle,) * scaling.min_nodes
 
     def _bundles(self, config: JobConfig, num_workers: int) -> tuple[list[ResourceBundle], int]:
         return models.job_bundles(config, num_workers, self.catalog,
