@@ -1,7 +1,7 @@
 """Scheduler overhead: how long the live scheduler takes to put a job to work.
 
 On a local Ray with two emulated accelerator slots (``cpu_slot``), the real
-scheduler actor (policy fifo, a round every ``--round-s``) and the quickstart
+scheduler actor (policy cost-aware, a round every ``--round-s``) and the quickstart
 job shrunk to a few epochs:
 
 1. submit -> first training step, on an idle cluster;
@@ -95,7 +95,7 @@ def main() -> int:
                  logging_level="ERROR", log_to_driver=False)
         direct_2 = baseline(root, 2)
         direct_1 = baseline(root, 1)
-        config = SchedulerConfig(policy="fifo", round_s=args.round_s, restart_s=5.0,
+        config = SchedulerConfig(policy="cost-aware", round_s=args.round_s, restart_s=5.0,
                                  state_path=str(root / "scheduler.db"),
                                  ledger_path=str(root / "ledger.db"),
                                  storage_path=str(root / "runs"), stop_grace_s=60.0,
@@ -122,6 +122,11 @@ def main() -> int:
         resized = wait_for(lambda: first_step_at(run_dir, world_size=1, after=decided),
                            300, "first step after the resize")
         resize_to_step = resized - decided
+        from costsched.ledger import Ledger
+        from costsched.pricing import load_catalog
+
+        stopped = min(i["ended_at"] for i in Ledger(root / "ledger.db", load_catalog())
+                      .intervals(first) if i["outcome"] != "RUNNING")
         ray.get(service.shutdown.remote())
         ray.shutdown()
 
@@ -129,6 +134,8 @@ def main() -> int:
           f"direct run_job: {direct_2:6.1f} s   ratio {submit_to_step / direct_2:.2f}")
     print(f"resize decision -> first step at 1 worker:      {resize_to_step:6.1f} s   "
           f"direct run_job: {direct_1:6.1f} s   ratio {resize_to_step / direct_1:.2f}")
+    print(f"  of which: decision -> old run checkpointed and ended {stopped - decided:5.1f} s, "
+          f"ended -> first step at the new size {resized - stopped:5.1f} s")
     return 0
 
 

@@ -38,7 +38,9 @@ pytestmark = pytest.mark.ray
 SLOT = "cpu_slot"
 NODE_TYPE = "g5.xlarge"
 INSTANCE = f"instance_{NODE_TYPE}"
-IDLE_TIMEOUT_MINUTES = 0.1
+# Short enough for a quick scale-down; a running job's node stays requested, so the
+# node is not taken as idle while the job's workers start.
+IDLE_TIMEOUT_MINUTES = 0.25
 TICK_S = 1.0
 SCALE_UP_TIMEOUT_S = 90.0
 JOB_TIMEOUT_S = 240.0
@@ -74,6 +76,18 @@ def _monitor_tail(cluster, n: int = 25) -> str:
     return "\n".join(lines[-n:])
 
 
+def _actors_on_slot_nodes(cluster) -> str:
+    """Live actors on nodes with slots: any of them keeps its node from going idle."""
+    try:
+        from ray.util.state import list_actors
+        slot_nodes = {n["NodeID"] for n in ray.nodes()
+                      if n["Alive"] and n["Resources"].get(SLOT)}
+        actors = list_actors(address=cluster.address, filters=[("state", "=", "ALIVE")])
+        return str(sorted(a.class_name for a in actors if a.node_id in slot_nodes))
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        return f"(state API: {exc})"
+
+
 def test_job_scales_fake_cluster_up_then_down(cluster, tmp_path):
     assert ray.cluster_resources().get(SLOT, 0) == 0, ray.cluster_resources()
     catalog = load_catalog()
@@ -90,6 +104,7 @@ def test_job_scales_fake_cluster_up_then_down(cluster, tmp_path):
     def context() -> str:
         return (f"\ncluster_resources={ray.cluster_resources()}\n"
                 f"job events={controller.logs(job_id)}\n"
+                f"live actors on {SLOT} nodes={_actors_on_slot_nodes(cluster)}\n"
                 f"autoscaler log tail:\n{_monitor_tail(cluster)}")
 
     # The queued job needs a slot nobody has: the controller asks for a g5.xlarge bundle.

@@ -135,7 +135,8 @@ class FakeCluster(AutoscalingCluster):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.shutdown(keep_temp_dir=True)
                 tail = Path(out_path).read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"fake cluster head did not start; `ray start` said:\n{tail}")
+                raise RuntimeError(f"fake cluster head did not start (logs kept in "
+                                   f"{self._temp_dir}); `ray start` said:\n{tail}")
             time.sleep(0.25)
         return self.address
 

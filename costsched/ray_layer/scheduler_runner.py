@@ -147,8 +147,10 @@ class RayJobRunner:
         nodes = worker_nodes(placement, num_workers, round(scaling.accelerators_per_worker))
         driver = ray.remote(RunDriver).options(
             name=DRIVER_PREFIX + job_id, namespace=NAMESPACE, lifetime="detached",
+            # Hard affinity: a 0-CPU actor is otherwise placed on any node, and Ray Data's
+            # helpers follow the driver there and keep that node from ever being idle.
             num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-                head_node_id(), soft=True),
+                head_node_id(), soft=False),
         ).remote(job, self.catalog, self.ledger_path, job_id, nodes)
         self._refs[job_id] = driver.run.remote()
         self._attempts[job_id] = (time.time(), num_workers)

@@ -354,8 +354,13 @@ class SchedulerController:
     # -- autoscaling -------------------------------------------------------------------
     def _autoscale(self, num_nodes: int) -> None:
         """Request capacity for running jobs plus the waiting jobs that fit under
-        max_nodes (highest priority first, cheapest fitting type each). Once nothing
-        waits, request only the ``min_nodes`` floor, or clear the request."""
+        max_nodes (highest priority first, cheapest fitting type each); with no job
+        at all, request only the ``min_nodes`` floor, or clear the request.
+
+        The request is sent again every round: Ray keeps one standing request per
+        cluster, and Ray Data's own autoscaling coordinator (inside every Train run)
+        replaces it. Running jobs stay in it so their nodes are not taken as idle
+        while their workers start."""
         waiting = sorted(self.store.jobs(WAITING), key=lambda j: (-j.priority, j.submitted_at))
         room = self.config.autoscaling.max_nodes - num_nodes
         demand: list[ResourceBundle] = []
@@ -365,21 +370,15 @@ class SchedulerController:
             if bundles and needed <= room:
                 demand += bundles
                 room -= needed
-        if not demand:
-            floor = self._floor()
-            if not floor:
-                if self._requested is not None:
-                    self.cluster.clear_resource_request()
-                    self._requested = None
-                return
-            request = floor
-        else:
-            held = [b for job in self.store.jobs(RUNNING_STATES)
-                    for b in self._bundles(self._config(job), job.workers)[0]]
-            request = tuple(held + demand)
-        if request != self._requested:
+        held = [b for job in self.store.jobs(RUNNING_STATES)
+                for b in self._bundles(self._config(job), job.workers)[0]]
+        request = tuple(held + demand) or self._floor()
+        if request:
             self.cluster.request_resources(request)
             self._requested = request
+        elif self._requested is not None:
+            self.cluster.clear_resource_request()
+            self._requested = None
 
     def _floor(self) -> tuple[ResourceBundle, ...]:
         """``min_nodes`` whole nodes of the cheapest allowed on-demand type (one bundle
