@@ -37,6 +37,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from costsched.ledger import Ledger  # noqa: E402
 from costsched.pricing import load_catalog  # noqa: E402
+from costsched.ray_layer.cluster import ensure_auth_token  # noqa: E402
 from costsched.ray_layer.faults import kill_train_worker, train_worker_pids  # noqa: E402
 from costsched.ray_layer.scheduler_service import NAMESPACE, SERVICE_NAME  # noqa: E402
 from costsched.training.state import read_progress  # noqa: E402
@@ -69,6 +70,7 @@ def site(tmp_path_factory):
     """The cluster, the scheduler config and paths; the scheduler started through
     ``ray job submit`` as a user would."""
     root = tmp_path_factory.mktemp("e2e")
+    ensure_auth_token()  # clients use token auth when a token exists; make sure one does
     dashboard_port = _free_port()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 4, "resources": {"cpu_slot": 3}, "include_dashboard": True,

@@ -34,6 +34,23 @@ def ensure_ray(job: JobConfig, address: str | None = None) -> None:
     ray.init(resources=resources, logging_level=logging.WARNING)
 
 
+def ensure_auth_token() -> None:
+    """Create the Ray auth token (``~/.ray/auth_token``) if there is none, as a new
+    local ``ray.init()`` would: ``ray start`` with token authentication refuses to run
+    without one, and on a fresh machine nothing has made it yet."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            generate_and_save_token,
+        )
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:  # a Ray without token authentication
+        return
+    loader = AuthenticationTokenLoader.instance()
+    if not loader.has_token(ignore_auth_mode=True):
+        generate_and_save_token()
+        loader.reset_cache()
+
+
 def shortfall(job: JobConfig) -> str | None:
     """Why the connected cluster cannot hold ``min_workers`` right now, or None."""
     total = ray.cluster_resources()

@@ -43,6 +43,8 @@ import yaml
 from ray._raylet import Config
 from ray.cluster_utils import AutoscalingCluster
 
+from costsched.ray_layer.cluster import ensure_auth_token
+
 DEFAULT_FAKE_CLUSTER_CONFIG = (Path(__file__).resolve().parents[2] / "configs"
                                / "fake_cluster.yaml")
 HEAD_TYPE = "ray.head.default"
@@ -125,6 +127,7 @@ class FakeCluster(AutoscalingCluster):
                    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
         env.setdefault("RAY_AUTH_MODE", "token")
         env.update(override_env or {})
+        ensure_auth_token()
         out_path = os.path.join(self._temp_dir, "ray_start.out")
         with open(out_path, "wb") as out:
             self._proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
