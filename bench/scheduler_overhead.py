@@ -2,12 +2,15 @@
 
 On a local Ray with two emulated accelerator slots (``cpu_slot``), the real
 scheduler actor (policy cost-aware, a round every ``--round-s``) and the quickstart
-job shrunk to a few epochs:
+job on 4,000 samples (an elastic 1..2-worker job of 80 epochs, stopped once
+measured, and a 1-worker newcomer of 5 epochs):
 
 1. submit -> first training step, on an idle cluster;
 2. resize decision -> first training step at the new size: the job runs on 2
    workers, a higher-priority 1-worker job arrives, the policy shrinks the
-   first to 1 worker (checkpoint, restart, resume).
+   first to 1 worker (checkpoint, restart, resume) while the newcomer starts
+   beside it; when the newcomer ends, the policy grows it back to 2 workers,
+   with nothing else starting.
 
 Baseline, in the same command: ``run_job`` called directly (no scheduler),
 start -> first step, on 2 and on 1 workers. Each scheduler figure is printed
@@ -29,11 +32,12 @@ from bench_jobs import REPO, quickstart_job
 from costsched.training.state import read_progress
 
 
-def job_yaml(name: str, *, min_workers: int, max_workers: int, priority: int = 0) -> str:
+def job_yaml(name: str, *, min_workers: int, max_workers: int, priority: int = 0,
+             epochs: int = 20) -> str:
     data = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
     data["name"] = name
     data["dataset"]["num_samples"] = 4000
-    data["training"].update(num_epochs=20, target_metric=None)
+    data["training"].update(num_epochs=epochs, target_metric=None)
     data["scaling"].update(min_workers=min_workers, max_workers=max_workers)
     data["checkpoint"]["interval_steps"] = 5
     data["cost"]["priority"] = priority
@@ -104,21 +108,22 @@ def main() -> int:
         ray.get(service.info.remote())
 
         submitted = time.time()
-        first = ray.get(service.submit.remote(job_yaml("elastic", min_workers=1,
-                                                       max_workers=2), {}))["job_id"]
+        first = ray.get(service.submit.remote(job_yaml("elastic", min_workers=1, max_workers=2,
+                                                       epochs=80), {}))["job_id"]
         run_dir = root / "runs" / first
         stepped = wait_for(lambda: first_step_at(run_dir, world_size=2, after=submitted),
                            300, "first step")
         submit_to_step = stepped - submitted
 
         ray.get(service.submit.remote(job_yaml("urgent", min_workers=1, max_workers=1,
-                                               priority=5), {}))
+                                               priority=5, epochs=5), {}))
 
-        def resize_decision() -> float | None:
+        def resize_decision(nth: int) -> float | None:
             events = ray.get(service.logs.remote(first))["events"]
-            return next((e["at"] for e in events if e["kind"] == "resizing"), None)
+            resizes = [e["at"] for e in events if e["kind"] == "resizing"]
+            return resizes[nth] if len(resizes) > nth else None
 
-        decided = wait_for(resize_decision, 300, "resize decision")
+        decided = wait_for(lambda: resize_decision(0), 300, "resize decision")
         resized = wait_for(lambda: first_step_at(run_dir, world_size=1, after=decided),
                            300, "first step after the resize")
         resize_to_step = resized - decided
@@ -127,6 +132,11 @@ def main() -> int:
 
         stopped = min(i["ended_at"] for i in Ledger(root / "ledger.db", load_catalog())
                       .intervals(first) if i["outcome"] != "RUNNING")
+        # The urgent job ends; the policy grows the first job back to 2 workers, with
+        # nothing else starting beside it.
+        grown_at = wait_for(lambda: resize_decision(1), 600, "resize back to 2 workers")
+        grown = wait_for(lambda: first_step_at(run_dir, world_size=2, after=grown_at),
+                         300, "first step after growing")
         ray.get(service.shutdown.remote())
         ray.shutdown()
 
@@ -136,6 +146,8 @@ def main() -> int:
           f"direct run_job: {direct_1:6.1f} s   ratio {resize_to_step / direct_1:.2f}")
     print(f"  of which: decision -> old run checkpointed and ended {stopped - decided:5.1f} s, "
           f"ended -> first step at the new size {resized - stopped:5.1f} s")
+    print(f"resize decision -> first step at 2 workers (alone): {grown - grown_at:5.1f} s   "
+          f"direct run_job: {direct_2:6.1f} s   ratio {(grown - grown_at) / direct_2:.2f}")
     return 0
 
 
