@@ -26,22 +26,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-from bench_jobs import REPO, quickstart_job
+from bench_jobs import quickstart_job
 
 from costsched.training.state import read_progress
 
 
-def job_yaml(name: str, *, min_workers: int, max_workers: int, priority: int = 0,
-             epochs: int = 20) -> str:
-    data = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
-    data["name"] = name
-    data["dataset"]["num_samples"] = 4000
-    data["training"].update(num_epochs=epochs, target_metric=None)
-    data["scaling"].update(min_workers=min_workers, max_workers=max_workers)
-    data["checkpoint"]["interval_steps"] = 5
-    data["cost"]["priority"] = priority
-    return yaml.safe_dump(data)
+def job_yaml(workdir: Path, name: str, *, min_workers: int, max_workers: int,
+             priority: int = 0, epochs: int = 20) -> str:
+    """The quickstart job on 4,000 samples, as the YAML text a user would submit."""
+    quickstart_job(workdir, name, {
+        "dataset": {"num_samples": 4000},
+        "training": {"num_epochs": epochs, "target_metric": None},
+        "scaling": {"min_workers": min_workers, "max_workers": max_workers},
+        "checkpoint": {"interval_steps": 5}, "cost": {"priority": priority}})
+    return (workdir / f"{name}.yaml").read_text()
 
 
 def wait_for(predicate, timeout_s: float, what: str):
@@ -108,14 +106,14 @@ def main() -> int:
         ray.get(service.info.remote())
 
         submitted = time.time()
-        first = ray.get(service.submit.remote(job_yaml("elastic", min_workers=1, max_workers=2,
-                                                       epochs=80), {}))["job_id"]
+        elastic = job_yaml(root, "elastic", min_workers=1, max_workers=2, epochs=80)
+        first = ray.get(service.submit.remote(elastic, {}))["job_id"]
         run_dir = root / "runs" / first
         stepped = wait_for(lambda: first_step_at(run_dir, world_size=2, after=submitted),
                            300, "first step")
         submit_to_step = stepped - submitted
 
-        ray.get(service.submit.remote(job_yaml("urgent", min_workers=1, max_workers=1,
+        ray.get(service.submit.remote(job_yaml(root, "urgent", min_workers=1, max_workers=1,
                                                priority=5, epochs=5), {}))
 
         def resize_decision(nth: int) -> float | None:

@@ -59,14 +59,14 @@ def test_status_table_shows_every_column_and_alerts():
                                       rate=2.5, eta_s=3725.0,
                                       alerts=("train-1: stalled: no step for 20 min",))),
             dataclasses.asdict(status("sweep-2", "QUEUED"))]
-    text = format_status(rows, now=0.0)
+    text = format_status(rows)
     header, first, second, alert = text.splitlines()
     assert header.split()[:4] == ["JOB", "NAME", "STATE", "PRI"]
     assert first.split()[:8] == ["train-1", "train", "RUNNING", "0", "2", "2", "0.1234", "10.00"]
     assert "2.50" in first and "1h02m" in first
     assert second.split()[2] == "QUEUED" and " - " in second
     assert alert == "ALERT train-1: stalled: no step for 20 min"
-    assert format_status([], now=0.0) == "no jobs"
+    assert format_status([]) == "no jobs"
 
 
 def test_progress_file_gives_an_eta_from_this_attempts_step_rate(tmp_path):

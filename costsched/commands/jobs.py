@@ -76,7 +76,7 @@ def run_status(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(result, indent=2, default=str))
     else:
-        print(format_status(result["jobs"], now=time.time()))
+        print(format_status(result["jobs"]))
     return 0
 
 
@@ -102,7 +102,7 @@ def _eta(seconds: float | None) -> str:
     return f"{minutes}m{int(seconds % 60):02d}s"
 
 
-def format_status(rows: Sequence[dict[str, Any]], *, now: float) -> str:
+def format_status(rows: Sequence[dict[str, Any]]) -> str:
     """``costsched status`` as a table, then one line per active alert."""
     if not rows:
         return "no jobs"

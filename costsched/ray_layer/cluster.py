@@ -51,6 +51,25 @@ def ensure_auth_token() -> None:
         loader.reset_cache()
 
 
+def use_token_auth_if_available() -> None:
+    """Speak token authentication (Ray 2.60's default for the clusters it starts) when
+    a token is present (``~/.ray/auth_token`` or RAY_AUTH_TOKEN*) and RAY_AUTH_MODE is
+    unset: a client joining a running cluster does not switch it on by itself."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    quiet = logging.getLogger(maybe_enable_token_auth_if_token_available.__module__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its "enabled" notice would break one-line errors
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        quiet.setLevel(level)
+
+
 def shortfall(job: JobConfig) -> str | None:
     """Why the connected cluster cannot hold ``min_workers`` right now, or None."""
     total = ray.cluster_resources()

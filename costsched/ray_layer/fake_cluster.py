@@ -17,8 +17,8 @@ Ray clusters on the same machine, which Ray 2.60's class is not:
 
 Only autoscaler v1 works: v2 merges defaults from that missing example.yaml.
 Token authentication stays on: ``RAY_AUTH_MODE=token`` for the head and its
-fake nodes (they read ``~/.ray/auth_token``), and ``connect()`` sets it for
-this process.
+fake nodes (they read ``~/.ray/auth_token``, created first if missing), and
+``connect()`` switches this process to it.
 """
 
 from __future__ import annotations
@@ -40,10 +40,9 @@ from typing import Any
 
 import ray
 import yaml
-from ray._raylet import Config
 from ray.cluster_utils import AutoscalingCluster
 
-from costsched.ray_layer.cluster import ensure_auth_token
+from costsched.ray_layer.cluster import ensure_auth_token, use_token_auth_if_available
 
 DEFAULT_FAKE_CLUSTER_CONFIG = (Path(__file__).resolve().parents[2] / "configs"
                                / "fake_cluster.yaml")
@@ -145,8 +144,7 @@ class FakeCluster(AutoscalingCluster):
 
     def connect(self, **init_kwargs: Any) -> None:
         """``ray.init`` this process to the cluster (token auth, as the head uses)."""
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-        Config.initialize("")  # Ray read the mode when imported; make it re-read it
+        use_token_auth_if_available()  # start() made sure a token exists
         ray.init(address=self.address, **init_kwargs)
 
     def shutdown(self, keep_temp_dir: bool = False) -> None:

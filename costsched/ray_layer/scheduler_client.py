@@ -8,13 +8,13 @@ here changes state unless the actor accepts the call.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 import ray
 
 from costsched.errors import CostschedError, SchedulerUnavailable
+from costsched.ray_layer.cluster import use_token_auth_if_available
 from costsched.ray_layer.scheduler_service import NAMESPACE, SERVICE_NAME
 
 CALL_TIMEOUT_S = 300.0
@@ -25,7 +25,7 @@ def connect(address: str | None) -> None:
     """Join the running Ray cluster (``address``, else RAY_ADDRESS, else the local one)."""
     if ray.is_initialized():
         return
-    _use_token_if_available()
+    use_token_auth_if_available()
     try:
         ray.init(address=address or "auto", namespace=NAMESPACE, logging_level="ERROR",
                  log_to_driver=False, configure_logging=False)
@@ -35,25 +35,6 @@ def connect(address: str | None) -> None:
             f"no Ray cluster found at {where}; start one with "
             "`ray start --head` (or `ray up cluster.yaml`), then `costsched scheduler start`"
         ) from None
-
-
-def _use_token_if_available() -> None:
-    """Speak token authentication (Ray 2.60's default for the clusters it starts) when
-    a token is present (``~/.ray/auth_token`` or RAY_AUTH_TOKEN*) and RAY_AUTH_MODE is
-    unset: a client joining a running cluster does not switch it on by itself."""
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # a Ray without token authentication
-        return
-    quiet = logging.getLogger(maybe_enable_token_auth_if_token_available.__module__)
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # its "enabled" notice would break one-line errors
-    try:
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    finally:
-        quiet.setLevel(level)
 
 
 def service() -> ray.actor.ActorHandle:

@@ -5,8 +5,9 @@
 client and job runner, runs one scheduling round every ``round_s`` on a thread,
 and publishes metrics. :func:`start_service` makes it an actor only at the call
 site. The actor restarts without limit; a restarted actor reloads the jobs
-from the SQLite state file and the controller's recovery restarts their runs
-from their checkpoints (the runs of the dead actor die with it).
+from the SQLite state file, and the controller's recovery re-adopts the runs
+whose driver actors are still alive (they are detached and outlive it) and
+restarts the others from their checkpoints.
 
 User commands reach it through :mod:`costsched.ray_layer.scheduler_client`.
 Every public method returns plain data; a user error comes back as
@@ -30,14 +31,14 @@ from costsched.errors import CostschedError
 from costsched.pricing import load_catalog
 from costsched.ray_layer.scheduler_cluster import RayClusterClient, head_node_id
 from costsched.ray_layer.scheduler_metrics import MetricsExporter
-from costsched.ray_layer.scheduler_runner import RayJobRunner
+from costsched.ray_layer.scheduler_runner import NAMESPACE, RayJobRunner
 from costsched.scheduler.config import SchedulerConfig
 from costsched.scheduler.controller import SchedulerController
 from costsched.scheduler.interfaces import SystemClock, TickReport
 from costsched.scheduler.metrics import measure
+from costsched.scheduler.state import RUNNING
 
 SERVICE_NAME = "costsched-scheduler"
-NAMESPACE = "costsched"
 
 log = logging.getLogger("costsched.scheduler")
 
@@ -154,7 +155,7 @@ class SchedulerService:
         self._wake.set()
         stopped = []
         with self._lock:
-            for job in self.controller.store.jobs(("RUNNING", "RESIZING")):
+            for job in self.controller.store.jobs(RUNNING):
                 self.controller.runner.stop(job.job_id, "preempted")
                 self.controller.store.transition(
                     job.job_id, "PREEMPTED", now=time.time(), kind="preempted",

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from costsched.scheduler.state import JobRecord
-
-ALERTED_STATES = ("RUNNING", "RESIZING")
+from costsched.scheduler.state import RUNNING, JobRecord
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +30,7 @@ class Alert:
 
 def job_alerts(job: JobRecord, *, now: float, stall_minutes: float) -> list[Alert]:
     """Alerts for one job (none unless it is running)."""
-    if job.state not in ALERTED_STATES:
+    if job.state not in RUNNING:
         return []
     found = []
     since = job.last_step_at if job.last_step_at is not None else job.started_at

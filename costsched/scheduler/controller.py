@@ -39,11 +39,17 @@ from costsched.scheduler.interfaces import (
     ResourceBundle,
     TickReport,
 )
-from costsched.scheduler.state import ACTIVE, TERMINAL, WAITING, JobRecord, JobStore
+from costsched.scheduler.state import (
+    ACTIVE,
+    RUNNING,
+    TERMINAL,
+    WAITING,
+    JobRecord,
+    JobStore,
+)
 from costsched.strict_yaml import build
 
 log = logging.getLogger(__name__)
-RUNNING_STATES = ("RUNNING", "RESIZING")
 FINISHED_OUTCOMES = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
 ACTION_ORDER = {"preempt": 0, "resize": 1, "resume": 2, "start": 3}
 
@@ -91,7 +97,7 @@ class SchedulerController:
         if job.state in TERMINAL:
             raise CostschedError(f"job {job_id} already ended ({job.state}); nothing to cancel")
         spent = job.spent_usd
-        if job.state in RUNNING_STATES:
+        if job.state in RUNNING:
             self.runner.stop(job_id, "cancelled")
             spent = max(spent, self._spent_after_stop(job))
         self.store.transition(job_id, "CANCELLED", now=self.clock.now(), kind="cancelled",
@@ -113,7 +119,7 @@ class SchedulerController:
         self._recovered = True
         now = self.clock.now()
         actions = []
-        for job in self.store.jobs(RUNNING_STATES):
+        for job in self.store.jobs(RUNNING):
             progress = self._poll(job)
             if progress is None:
                 continue
@@ -154,7 +160,7 @@ class SchedulerController:
 
     def _poll_running(self, now: float) -> list[Action]:
         actions = []
-        for job in self.store.jobs(RUNNING_STATES):
+        for job in self.store.jobs(RUNNING):
             progress = self._poll(job)
             if progress is not None:
                 actions += self._on_progress(job, progress, now)
@@ -207,7 +213,7 @@ class SchedulerController:
         """A running job placed on a node that is gone (spot reclaim, crash) is stopped
         and requeued from its checkpoint; it does not count against max_failures."""
         actions = []
-        for job in self.store.jobs(RUNNING_STATES):
+        for job in self.store.jobs(RUNNING):
             lost = sorted(node for node in job.placement if node not in alive)
             if not lost:
                 continue
@@ -227,7 +233,7 @@ class SchedulerController:
 
     def _account(self, now: float) -> None:
         """Add each running job's GPU-seconds since it was last counted."""
-        for job in self.store.jobs(RUNNING_STATES):
+        for job in self.store.jobs(RUNNING):
             since = job.accounted_at if job.accounted_at is not None else now
             gpus = job.workers * models.gpus_per_worker(self._config(job))
             self.store.update(job.job_id, accounted_at=now,
@@ -241,7 +247,7 @@ class SchedulerController:
         actions = []
         for job in self.store.jobs(ACTIVE):
             config = self._config(job)
-            running = job.state in RUNNING_STATES
+            running = job.state in RUNNING
             rate = (job.usd_per_hour or self._rate(job, job.workers)) if running \
                 else self._rate(job, job.min_workers)
             horizon_s = self.config.round_s + config.cost.stop_reserve_s
@@ -275,7 +281,7 @@ class SchedulerController:
         jobs = self.store.jobs(ACTIVE)
         views = [models.job_view(j, self._config(j), self.config.sync_penalty_per_gpu)
                  for j in jobs]
-        placements = {j.job_id: j.placement for j in jobs if j.state in RUNNING_STATES}
+        placements = {j.job_id: j.placement for j in jobs if j.state in RUNNING}
         return models.build_snapshot(now=now, round_index=self._round, views=views, nodes=nodes,
                                      placements=placements, round_s=self.config.round_s,
                                      restart_s=self.config.restart_s)
@@ -290,7 +296,7 @@ class SchedulerController:
             workers = min(sum(placement.values()) // per_worker, job.max_workers)
             if workers < job.min_workers:
                 workers, placement = 0, {}
-            held = job.workers if job.state in RUNNING_STATES else 0
+            held = job.workers if job.state in RUNNING else 0
             if held == workers:
                 continue
             if workers == 0:
@@ -370,7 +376,7 @@ class SchedulerController:
             if bundles and needed <= room:
                 demand += bundles
                 room -= needed
-        held = [b for job in self.store.jobs(RUNNING_STATES)
+        held = [b for job in self.store.jobs(RUNNING)
                 for b in self._bundles(self._config(job), job.workers)[0]]
         request = tuple(held + demand) or self._floor()
         if request:
@@ -419,7 +425,7 @@ class SchedulerController:
             alerts=tuple(str(a) for a in alerts))
 
     def _report(self, now: float, actions: list[Action]) -> TickReport:
-        alerts = all_alerts(self.store.jobs(RUNNING_STATES), now=now,
+        alerts = all_alerts(self.store.jobs(RUNNING), now=now,
                             stall_minutes=self.config.stall_minutes)
         for alert in alerts:
             log.warning("%s", alert)

@@ -10,9 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from costsched.scheduler.interfaces import JobStatus, NodeRecord
-from costsched.scheduler.state import WAITING
-
-RUNNING_STATES = ("RUNNING", "RESIZING")
+from costsched.scheduler.state import RUNNING, WAITING
 
 METRIC_HELP: dict[str, str] = {
     "costsched_queue_length": "Jobs waiting for accelerators (queued or preempted).",
@@ -45,7 +43,7 @@ class SchedulerMetrics:
 def measure(rows: Sequence[JobStatus], nodes: Sequence[NodeRecord]) -> SchedulerMetrics:
     """Metrics from ``costsched status`` rows and the cluster's nodes:
     idle = sum(alive nodes' slots) - allocated (never below 0)."""
-    running = [r for r in rows if r.state in RUNNING_STATES]
+    running = [r for r in rows if r.state in RUNNING]
     allocated = sum(r.gpus for r in running)
     alive = [n for n in nodes if n.alive]
     return SchedulerMetrics(

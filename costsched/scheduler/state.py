@@ -25,6 +25,8 @@ TERMINAL = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED", "FAILED", "CANCEL
 """States a job never leaves."""
 WAITING = ("QUEUED", "PREEMPTED")
 """Active states holding no workers."""
+RUNNING = ("RUNNING", "RESIZING")
+"""Active states holding workers."""
 TRANSITIONS: dict[str, frozenset[str]] = {
     "QUEUED": frozenset({"RUNNING", "CANCELLED", "BUDGET_EXHAUSTED", "FAILED"}),
     "PREEMPTED": frozenset({"RUNNING", "CANCELLED", "BUDGET_EXHAUSTED", "FAILED"}),
