@@ -11,7 +11,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from costsched.job_config import JobConfig, load_job_config  # noqa: E402
+from costsched.config.job import JobConfig, load_job_config  # noqa: E402
 
 
 def quickstart_job(workdir: Path, name: str, changes: dict[str, dict[str, Any]]) -> JobConfig:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from costsched.cost.prices import load_catalog
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
-from costsched.pricing import load_catalog
 from costsched.sim.profiles import load_profiles, pollux_dir
 from costsched.sim.simulator import ProfileThroughput, SimConfig, Simulator, max_useful_gpus
 from costsched.sim.workload import load_workload

@@ -23,9 +23,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from bench_jobs import quickstart_job
 
-from costsched.data import prepare
-from costsched.models import build_model
-from costsched.pricing import load_catalog
+from costsched.cost.prices import load_catalog
+from costsched.training.data import prepare
+from costsched.training.models import build_model
 
 
 def bench_job(workdir: Path, samples: int, epochs: int, workers: int):
@@ -86,8 +86,8 @@ def run_plain_ddp(splits, job, epochs, workers):
 def run_ray(splits, job, catalog):
     import ray
 
-    from costsched.ledger import Ledger
-    from costsched.ray_layer.trainer import run_job
+    from costsched.cost.ledger import Ledger
+    from costsched.ray_layer.train.trainer import run_job
 
     launched = time.time()
     ray.init(resources={job.scaling.accelerator_resource: job.scaling.max_workers},

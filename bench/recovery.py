@@ -21,8 +21,8 @@ from pathlib import Path
 
 from bench_jobs import quickstart_job
 
-from costsched.data import prepare
-from costsched.pricing import load_catalog
+from costsched.cost.prices import load_catalog
+from costsched.training.data import prepare
 from costsched.training.state import checkpoint_step, newest_checkpoint_dir
 
 
@@ -43,9 +43,9 @@ def main() -> int:
 
     import ray
 
-    from costsched.ledger import Ledger
-    from costsched.ray_layer.faults import kill_train_worker, wait_for_checkpoint
-    from costsched.ray_layer.trainer import run_job
+    from costsched.cost.ledger import Ledger
+    from costsched.ray_layer.train.trainer import run_job
+    from tests.support.faults import kill_train_worker, wait_for_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         job = drill_job(Path(tmp), args.interval, args.samples, args.epochs)

@@ -64,10 +64,10 @@ def first_step_at(run_dir: Path, *, world_size: int, after: float) -> float | No
 
 def baseline(workdir: Path, workers: int) -> float:
     """Seconds from calling run_job to its first step, without the scheduler."""
-    from costsched.data import prepare
-    from costsched.ledger import Ledger
-    from costsched.pricing import load_catalog
-    from costsched.ray_layer.trainer import run_job
+    from costsched.cost.ledger import Ledger
+    from costsched.cost.prices import load_catalog
+    from costsched.ray_layer.train.trainer import run_job
+    from costsched.training.data import prepare
 
     job = quickstart_job(workdir, f"direct-{workers}", {
         "dataset": {"num_samples": 4000},
@@ -88,8 +88,8 @@ def main() -> int:
 
     import ray
 
-    from costsched.ray_layer.scheduler_service import NAMESPACE, start_service
-    from costsched.scheduler.config import SchedulerConfig
+    from costsched.config.scheduler import SchedulerConfig
+    from costsched.ray_layer.scheduler.service import NAMESPACE, start_service
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -125,8 +125,8 @@ def main() -> int:
         resized = wait_for(lambda: first_step_at(run_dir, world_size=1, after=decided),
                            300, "first step after the resize")
         resize_to_step = resized - decided
-        from costsched.ledger import Ledger
-        from costsched.pricing import load_catalog
+        from costsched.cost.ledger import Ledger
+        from costsched.cost.prices import load_catalog
 
         stopped = min(i["ended_at"] for i in Ledger(root / "ledger.db", load_catalog())
                       .intervals(first) if i["outcome"] != "RUNNING")

@@ -22,10 +22,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from costsched.data import prepare  # noqa: E402
-from costsched.job_config import load_job_config  # noqa: E402
-from costsched.pricing import load_catalog  # noqa: E402
+from costsched.config.job import load_job_config  # noqa: E402
+from costsched.cost.prices import load_catalog  # noqa: E402
 from costsched.sweep.config import load_sweep  # noqa: E402
+from costsched.training.data import prepare  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -38,9 +38,9 @@ def main() -> int:
 
     import ray
 
-    from costsched.ledger import Ledger
-    from costsched.ray_layer.sweep_driver import run_sweep
-    from costsched.ray_layer.trainer import run_job
+    from costsched.cost.ledger import Ledger
+    from costsched.ray_layer.train.trainer import run_job
+    from costsched.ray_layer.tune.driver import run_sweep
 
     tmp = Path(tempfile.mkdtemp(prefix="sweep-cost-"))
     base = yaml.safe_load((CONFIGS / "sweep_base.yaml").read_text())

@@ -11,8 +11,8 @@ from pathlib import Path
 # installing the package: make the package importable from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from costsched.cli import run_script  # noqa: E402
-from costsched.commands.scheduler import add_arguments  # noqa: E402
+from costsched.cli.main import run_script  # noqa: E402
+from costsched.cli.scheduler import add_arguments  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:

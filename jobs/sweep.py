@@ -10,8 +10,8 @@ from pathlib import Path
 # installing the package: make the package importable from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from costsched.cli import run_script  # noqa: E402
-from costsched.commands.sweep import add_arguments  # noqa: E402
+from costsched.cli.main import run_script  # noqa: E402
+from costsched.cli.sweep import add_arguments  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:

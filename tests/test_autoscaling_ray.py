@@ -23,15 +23,15 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
-from costsched.pricing import load_catalog  # noqa: E402
-from costsched.ray_layer.fake_cluster import fake_cluster  # noqa: E402
-from costsched.ray_layer.scheduler_cluster import RayClusterClient  # noqa: E402
-from costsched.ray_layer.scheduler_runner import RayJobRunner  # noqa: E402
-from costsched.scheduler.config import AutoscalingSection, SchedulerConfig  # noqa: E402
+from costsched.config.scheduler import AutoscalingSection, SchedulerConfig  # noqa: E402
+from costsched.cost.prices import load_catalog  # noqa: E402
+from costsched.ray_layer.scheduler.cluster import RayClusterClient  # noqa: E402
+from costsched.ray_layer.scheduler.runner import RayJobRunner  # noqa: E402
 from costsched.scheduler.controller import SchedulerController  # noqa: E402
 from costsched.scheduler.interfaces import SystemClock  # noqa: E402
 from costsched.scheduler.state import TERMINAL  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
+from tests.support.autoscaling_cluster import fake_cluster  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

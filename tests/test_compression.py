@@ -33,9 +33,9 @@ from costsched.compression import (
     quantize_dynamic_int8,
     weight_sparsity,
 )
+from costsched.config.strict import build
 from costsched.errors import ConfigError
-from costsched.models import build_model
-from costsched.strict_yaml import build
+from costsched.training.models import build_model
 
 WIDTHS = (128, 64)
 

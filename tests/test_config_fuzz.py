@@ -11,9 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from costsched.config.job import JobConfig, load_job_config
+from costsched.cost.prices import load_catalog
 from costsched.errors import ConfigError
-from costsched.job_config import JobConfig, load_job_config
-from costsched.pricing import load_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())

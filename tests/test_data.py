@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from costsched.data import augment, clean, load_raw, prepare
+from costsched.config.job import AugmentConfig, DatasetConfig
 from costsched.errors import ConfigError
-from costsched.job_config import AugmentConfig, DatasetConfig
+from costsched.training.data import augment, clean, load_raw, prepare
 
 NAN, INF = float("nan"), float("inf")
 

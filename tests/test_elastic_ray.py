@@ -17,13 +17,13 @@ ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from costsched.data import prepare  # noqa: E402
-from costsched.job_config import load_job_config  # noqa: E402
-from costsched.ledger import Ledger  # noqa: E402
-from costsched.pricing import load_catalog  # noqa: E402
-from costsched.ray_layer.faults import wait_for_checkpoint  # noqa: E402
-from costsched.ray_layer.trainer import run_job  # noqa: E402
+from costsched.config.job import load_job_config  # noqa: E402
+from costsched.cost.ledger import Ledger  # noqa: E402
+from costsched.cost.prices import load_catalog  # noqa: E402
+from costsched.ray_layer.train.trainer import run_job  # noqa: E402
+from costsched.training.data import prepare  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
+from tests.support.faults import wait_for_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from costsched.cli import main as cli_main
+from costsched.cli.main import main as cli_main
+from costsched.config.job import JobConfig, load_job_config
 from costsched.errors import ConfigError
-from costsched.job_config import JobConfig, load_job_config
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"

@@ -13,12 +13,12 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from costsched.accounting import RunAccountant, cost_so_far_usd
-from costsched.cli import main as cli_main
+from costsched.cli.main import main as cli_main
+from costsched.cost.accounting import RunAccountant, cost_so_far_usd
+from costsched.cost.ledger import Ledger
+from costsched.cost.prices import load_catalog
+from costsched.cost.report import intervals_frame, plot_costs, render, runs_frame
 from costsched.errors import CostschedError
-from costsched.ledger import Ledger
-from costsched.pricing import load_catalog
-from costsched.report import intervals_frame, plot_costs, render, runs_frame
 
 CATALOG = load_catalog()
 USD_PER_GPU_S = 0.978 / 3600

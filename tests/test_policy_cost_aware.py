@@ -10,7 +10,7 @@ from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.goodput import best_goodput
 from costsched.policy.snapshot import Autoscaling, EfficiencyModel
 from costsched.policy.validate import check_decision
-from tests.policy_fakes import FakeThroughput, gpus, job, no_scaling, nodes, snapshot
+from tests.support.policy_fakes import FakeThroughput, gpus, job, no_scaling, nodes, snapshot
 
 
 def test_gain_is_one_at_the_initial_batch_and_bounded_by_the_scale():

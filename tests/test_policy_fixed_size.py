@@ -9,7 +9,7 @@ from costsched.policy.fifo import FifoPolicy
 from costsched.policy.las import LasPolicy
 from costsched.policy.packing import packed_shape, place_jobs
 from costsched.policy.validate import check_decision
-from tests.policy_fakes import gpus, job, nodes, snapshot
+from tests.support.policy_fakes import gpus, job, nodes, snapshot
 
 
 def test_fifo_runs_in_arrival_order_and_backfills_a_small_job():

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from costsched.errors import ConfigError
-from costsched.pricing import (
-    DEFAULT_CATALOG_PATH,
+from costsched.cost.prices import (
     compute_cost_usd,
+    default_catalog_path,
     energy_kwh,
     load_catalog,
     storage_cost_usd,
 )
+from costsched.errors import ConfigError
 
 CATALOG = load_catalog()
 
@@ -144,7 +144,7 @@ def test_unknown_instance_type_suggests_the_closest():
 # -- catalog files -------------------------------------------------------------------------
 
 def write_catalog(tmp_path: Path, edit) -> Path:
-    data = yaml.safe_load(DEFAULT_CATALOG_PATH.read_text())
+    data = yaml.safe_load(default_catalog_path().read_text())
     data = copy.deepcopy(data)
     edit(data)
     path = tmp_path / "prices.yaml"

@@ -35,13 +35,13 @@ ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from costsched.ledger import Ledger  # noqa: E402
-from costsched.pricing import load_catalog  # noqa: E402
+from costsched.cost.ledger import Ledger  # noqa: E402
+from costsched.cost.prices import load_catalog  # noqa: E402
 from costsched.ray_layer.cluster import ensure_auth_token  # noqa: E402
-from costsched.ray_layer.faults import kill_train_worker, train_worker_pids  # noqa: E402
-from costsched.ray_layer.scheduler_service import NAMESPACE, SERVICE_NAME  # noqa: E402
+from costsched.ray_layer.scheduler.service import NAMESPACE, SERVICE_NAME  # noqa: E402
 from costsched.training.state import read_progress  # noqa: E402
 from tests.conftest import REPO, quickstart_dict  # noqa: E402
+from tests.support.faults import kill_train_worker, train_worker_pids  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -88,7 +88,7 @@ def site(tmp_path_factory):
 
 
 def cli(site: dict[str, Any], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "costsched.cli", *args, "--address",
+    return subprocess.run([sys.executable, "-m", "costsched.cli.main", *args, "--address",
                            site["address"]], capture_output=True, text=True, timeout=300,
                           cwd=REPO)
 
@@ -180,7 +180,7 @@ def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site)
     total = sum(i["cost_usd"] for i in ledger.intervals())
     assert total == pytest.approx(sum(r["spent_usd"] for r in final.values()), rel=1e-6)
 
-    report = subprocess.run([sys.executable, "-m", "costsched.cli", "report", "--ledger",
+    report = subprocess.run([sys.executable, "-m", "costsched.cli.main", "report", "--ledger",
                              str(site["root"] / "ledger.db"), "--format", "json"],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert report.returncode == 0, report.stderr

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
+from costsched.config.scheduler import AutoscalingSection, SchedulerConfig
+from costsched.cost.prices import InstanceType, PriceCatalog
 from costsched.policy.registry import make_policy
-from costsched.pricing import InstanceType, PriceCatalog
-from costsched.scheduler.config import AutoscalingSection, SchedulerConfig
 from costsched.scheduler.controller import SchedulerController
 from costsched.scheduler.interfaces import JobProgress, NodeRecord, RunHandle
 from costsched.scheduler.state import JobStore

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from costsched.config.scheduler import load_scheduler_config
 from costsched.errors import ConfigError, CostschedError
-from costsched.scheduler.config import load_scheduler_config
 from costsched.scheduler.interfaces import JobProgress
 from costsched.scheduler.state import JobStore
 from tests.test_scheduler_fakes import dump, harness, job_text, node
@@ -129,14 +129,14 @@ def test_bad_scheduler_yaml_names_the_file_and_key(tmp_path, text, words):
 
 
 def test_unknown_autoscaling_node_type_is_refused(tmp_path):
-    from costsched.scheduler.config import AutoscalingSection
+    from costsched.config.scheduler import AutoscalingSection
 
     with pytest.raises(ConfigError, match="did you mean `four`"):
         harness(tmp_path, autoscaling=AutoscalingSection(node_types=("fuor",)))
 
 
 def test_from_config_wires_the_state_file_policy_and_catalog(tmp_path):
-    from costsched.scheduler.config import SchedulerConfig
+    from costsched.config.scheduler import SchedulerConfig
     from costsched.scheduler.controller import SchedulerController
     from tests.test_scheduler_fakes import FakeClock, FakeCluster, FakeRunner
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from costsched.scheduler import models
+from costsched.config.scheduler import AutoscalingSection
+from costsched.scheduler import policy_view as models
 from costsched.scheduler.alerts import job_alerts
-from costsched.scheduler.config import AutoscalingSection
 from costsched.scheduler.interfaces import JobProgress
 from tests.test_scheduler_fakes import CATALOG, harness, job_text, node
 

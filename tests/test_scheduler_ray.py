@@ -21,17 +21,17 @@ ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from costsched.ledger import Ledger  # noqa: E402
-from costsched.pricing import load_catalog  # noqa: E402
-from costsched.ray_layer.faults import wait_for_checkpoint  # noqa: E402
-from costsched.ray_layer.scheduler_cluster import RayClusterClient  # noqa: E402
-from costsched.ray_layer.scheduler_runner import RayJobRunner  # noqa: E402
-from costsched.scheduler.config import SchedulerConfig  # noqa: E402
+from costsched.config.scheduler import SchedulerConfig  # noqa: E402
+from costsched.cost.ledger import Ledger  # noqa: E402
+from costsched.cost.prices import load_catalog  # noqa: E402
+from costsched.ray_layer.scheduler.cluster import RayClusterClient  # noqa: E402
+from costsched.ray_layer.scheduler.runner import RayJobRunner  # noqa: E402
 from costsched.scheduler.controller import SchedulerController  # noqa: E402
 from costsched.scheduler.interfaces import SystemClock  # noqa: E402
 from costsched.scheduler.state import TERMINAL  # noqa: E402
 from costsched.training.state import read_progress  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
+from tests.support.faults import wait_for_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.ray
 

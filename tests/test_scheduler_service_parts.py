@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from costsched.commands.jobs import format_status
+from costsched.cli.jobs import format_status
 from costsched.scheduler.interfaces import JobStatus, NodeRecord
 from costsched.scheduler.metrics import measure
 from costsched.training.state import (
@@ -101,7 +101,7 @@ def test_a_stop_request_round_trips_and_clears(tmp_path):
 
 
 def test_workers_are_pinned_one_node_each_by_the_placement():
-    from costsched.ray_layer.scheduler_runner import worker_nodes
+    from costsched.ray_layer.scheduler.runner import worker_nodes
 
     assert worker_nodes({"b": 2, "a": 1}, 3, 1) == ["a", "b", "b"]
     assert worker_nodes({"a": 4, "b": 2}, 3, 2) == ["a", "a", "b"]
@@ -114,7 +114,7 @@ def test_workers_are_pinned_one_node_each_by_the_placement():
     ["scheduler", "start", "--config", "does-not-exist.yaml"],
 ])
 def test_cli_rejects_a_missing_file_before_contacting_a_cluster(args):
-    result = subprocess.run([sys.executable, "-m", "costsched.cli", *args],
+    result = subprocess.run([sys.executable, "-m", "costsched.cli.main", *args],
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "does-not-exist.yaml" in result.stderr
@@ -125,7 +125,7 @@ def test_cli_rejects_a_missing_file_before_contacting_a_cluster(args):
     (True, {"instance_g5.xlarge": 0.001, "spot": 0.001}),
 ])
 def test_autoscaler_requests_name_the_chosen_node_type_and_market(spot, markers):
-    from costsched.ray_layer.scheduler_cluster import marked_bundle
+    from costsched.ray_layer.scheduler.cluster import marked_bundle
     from costsched.scheduler.interfaces import ResourceBundle
 
     bundle = ResourceBundle(resources={"CPU": 1, "GPU": 1}, instance_type="g5.xlarge",

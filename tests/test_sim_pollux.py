@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
 from costsched.sim.compare import load_published
 from costsched.sim.outputs import summarise
 from costsched.sim.profiles import load_profiles
 from costsched.sim.workload import load_workload
-from tests.sim_fixture import HAVE_SHARED, NO_SHARED_REASON, SHARED, simulate
-
-PURE_PACKAGES = ("policy", "sim")
-
-
-def test_pure_modules_never_import_ray():
-    root = Path(__file__).resolve().parents[1] / "costsched"
-    files = [p for pkg in PURE_PACKAGES for p in (root / pkg).glob("*.py")]
-    files.append(root / "commands" / "simulate.py")
-    for path in files:
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n == "ray" or n.startswith("ray.") for n in names), path
+from tests.support.sim_fixture import HAVE_SHARED, NO_SHARED_REASON, SHARED, simulate
 
 
 @pytest.mark.skipif(not HAVE_SHARED, reason=NO_SHARED_REASON)

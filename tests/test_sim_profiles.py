@@ -6,7 +6,7 @@ import pytest
 
 from costsched.errors import ConfigError
 from costsched.sim.profiles import canonical_placement, load_profiles, statistical_gain
-from tests.sim_fixture import FIXTURE, fixture_profiles
+from tests.support.sim_fixture import FIXTURE, fixture_profiles
 
 
 def _row(app, placement: str, bsz: int):

@@ -7,11 +7,11 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from costsched.cost.prices import load_catalog
 from costsched.policy.registry import ELASTIC, make_policy
-from costsched.pricing import load_catalog
 from costsched.sim.simulator import SimConfig, Simulator
 from costsched.sim.workload import synthetic_workload
-from tests.sim_fixture import fixture_profiles
+from tests.support.sim_fixture import fixture_profiles
 
 BATCH = {"ncf": 1024, "bert": 24}
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from costsched.cli import main
+from costsched.cli.main import main
 from costsched.sim.outputs import JOB_COLUMNS, SUMMARY_KEYS, summarise
 from costsched.sim.workload import JobSpec, load_workload
-from tests.sim_fixture import FIXTURE, FIXTURE_WORKLOAD, fixture_profiles, simulate
+from tests.support.sim_fixture import FIXTURE, FIXTURE_WORKLOAD, fixture_profiles, simulate
 
 
 def test_a_lone_job_takes_restart_plus_measured_steps():

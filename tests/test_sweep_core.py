@@ -96,7 +96,7 @@ def test_best_job_yaml_is_a_job_costsched_can_load(tmp_path):
     loaded = load_sweep(write_sweep(tmp_path))
     path = write_best_job(loaded.base, {"scaling.workers": 1, "optimizer.lr": 0.004},
                           "best", tmp_path / "best.yaml")
-    from costsched.job_config import load_job_config
+    from costsched.config.job import load_job_config
 
     job = load_job_config(path)
     assert (job.name, job.scaling.max_workers, job.optimizer.lr) == ("best", 1, 0.004)

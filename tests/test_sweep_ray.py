@@ -21,13 +21,13 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
-from costsched.ledger import Ledger  # noqa: E402
-from costsched.pricing import load_catalog  # noqa: E402
-from costsched.ray_layer.faults import kill_train_worker  # noqa: E402
-from costsched.ray_layer.sweep_driver import run_sweep  # noqa: E402
-from costsched.report import intervals_frame, runs_frame  # noqa: E402
+from costsched.cost.ledger import Ledger  # noqa: E402
+from costsched.cost.prices import load_catalog  # noqa: E402
+from costsched.cost.report import intervals_frame, runs_frame  # noqa: E402
+from costsched.ray_layer.tune.driver import run_sweep  # noqa: E402
 from costsched.sweep.config import load_sweep  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
+from tests.support.faults import kill_train_worker  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -125,7 +125,7 @@ def test_killed_trial_worker_resumes_and_is_charged_once(local_ray, tmp_path):
 def test_resume_after_the_driver_is_killed(local_ray, tmp_path):
     path = write_sweep(tmp_path, num_trials=3, scheduler={"kind": "none"},
                        space={"optimizer.lr": {"choice": [0.005, 0.004, 0.003]}})
-    cmd = [sys.executable, "-m", "costsched.cli", "sweep", str(path), "--address", local_ray]
+    cmd = [sys.executable, "-m", "costsched.cli.main", "sweep", str(path), "--address", local_ray]
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)

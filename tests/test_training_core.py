@@ -19,10 +19,8 @@ import torch
 import yaml
 from torch import nn
 
-from costsched.cli import main as cli_main
-from costsched.data import Splits, prepare
-from costsched.errors import ConfigError
-from costsched.job_config import (
+from costsched.cli.main import main as cli_main
+from costsched.config.job import (
     CheckpointSection,
     CostSection,
     DatasetConfig,
@@ -32,10 +30,12 @@ from costsched.job_config import (
     ScalingSection,
     TrainingConfig,
 )
-from costsched.models import build_model
-from costsched.planning import make_plan
-from costsched.pricing import load_catalog
+from costsched.cost.estimate import make_plan
+from costsched.cost.prices import load_catalog
+from costsched.errors import ConfigError
+from costsched.training.data import Splits, prepare
 from costsched.training.loop import Trainer, TrainSpec
+from costsched.training.models import build_model
 from costsched.training.optim import build_optimizer, build_scheduler
 from costsched.training.schedule import BatchPlan, lr_multiplier
 from costsched.training.state import Progress, load_state, save_state

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from costsched.models import CNN1D, MLP, BasicBlock2D
+from costsched.training.models import CNN1D, MLP, BasicBlock2D
 
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -52,7 +52,8 @@ def _chains(model: nn.Module) -> list[list[Slot]]:
     if blocks:
         return [[(b.body, name) for name, _ in b.body.named_children()] for b in blocks]
     raise ValueError(
-        f"channel pruning supports the MLP, CNN1D and ResNet2D models of costsched.models, "
+        "channel pruning supports the MLP, CNN1D and ResNet2D models of "
+        "costsched.training.models, "
         f"not {type(model).__name__}; set compression.channel_pruning_ratio to 0"
     )
 

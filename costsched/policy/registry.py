@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from costsched.config.strict import closest_hint
 from costsched.errors import ConfigError
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.fifo import FifoPolicy
 from costsched.policy.las import LasPolicy
 from costsched.policy.snapshot import ClusterSnapshot, Decision
-from costsched.strict_yaml import closest_hint
 
 
 class Policy(Protocol):

@@ -7,7 +7,7 @@ import os
 
 import ray
 
-from costsched.job_config import JobConfig
+from costsched.config.job import JobConfig
 
 
 def ensure_ray(job: JobConfig, address: str | None = None) -> None:

@@ -19,16 +19,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
+from costsched.config.job import JobConfig, parse_job
+from costsched.config.scheduler import SchedulerConfig, parse_submission
+from costsched.config.strict import parse_yaml_mapping
+from costsched.cost.prices import PriceCatalog, load_catalog
 from costsched.errors import CostschedError
-from costsched.job_config import JobConfig
 from costsched.policy.registry import Policy, make_policy
 from costsched.policy.snapshot import Decision
-from costsched.pricing import PriceCatalog, load_catalog
-from costsched.scheduler import models
+from costsched.scheduler import policy_view as models
 from costsched.scheduler.alerts import all_alerts, job_alerts
-from costsched.scheduler.config import SchedulerConfig, parse_submission
 from costsched.scheduler.interfaces import (
     Action,
     Clock,
@@ -47,7 +46,6 @@ from costsched.scheduler.state import (
     JobRecord,
     JobStore,
 )
-from costsched.strict_yaml import build
 
 log = logging.getLogger(__name__)
 FINISHED_OUTCOMES = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
@@ -410,7 +408,8 @@ class SchedulerController:
     def _config(self, job: JobRecord) -> JobConfig:
         config = self._configs.get(job.job_id)
         if config is None:
-            config = build(JobConfig, yaml.safe_load(job.config_yaml), f"job {job.job_id}")
+            config = parse_job(parse_yaml_mapping(job.config_yaml, f"job {job.job_id}"),
+                               f"job {job.job_id}", self.catalog)
             self._configs[job.job_id] = config
         return config
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from costsched.job_config import JobConfig
+from costsched.config.job import JobConfig
 
 RunState = Literal["running", "finished", "failed", "lost"]
 

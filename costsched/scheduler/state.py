@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from costsched.config.strict import closest_hint
 from costsched.errors import CostschedError
 from costsched.sqlite_file import SqliteFile
-from costsched.strict_yaml import closest_hint
 
 ACTIVE = ("QUEUED", "RUNNING", "RESIZING", "PREEMPTED")
 """States of a job the scheduler still manages."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from costsched.cost.prices import SECONDS_PER_HOUR, InstanceType
 from costsched.errors import ConfigError
 from costsched.policy.registry import Policy
 from costsched.policy.snapshot import (
@@ -35,7 +36,6 @@ from costsched.policy.snapshot import (
     placement_shape,
 )
 from costsched.policy.validate import check_decision
-from costsched.pricing import SECONDS_PER_HOUR, InstanceType
 from costsched.sim.profiles import AppProfile
 from costsched.sim.workload import JobSpec
 

@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from costsched.config.job import JobConfig, load_job_config, parse_job
+from costsched.config.strict import build, read_yaml_mapping
+from costsched.cost.prices import PriceCatalog
 from costsched.errors import ConfigError
-from costsched.job_config import JobConfig, load_job_config
-from costsched.pricing import PriceCatalog
-from costsched.strict_yaml import build, read_yaml_mapping
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,16 +168,9 @@ def apply_point(base: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
 
 def job_for(base: dict[str, Any], point: dict[str, Any], catalog: PriceCatalog | None = None,
             **overrides: Any) -> JobConfig:
-    """The validated job of one trial (written to a temp file so errors name it)."""
-    import tempfile
-
+    """The validated job of one trial; errors name the trial's point."""
     mapping = apply_point(base, point | overrides)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="trial-", delete=False) as f:
-        yaml.safe_dump(mapping, f)
-    try:
-        return load_job_config(f.name, catalog)
-    finally:
-        Path(f.name).unlink(missing_ok=True)
+    return parse_job(mapping, f"sweep trial {point | overrides}", catalog)
 
 
 def can_launch(*, spent_usd: float, reserved_usd: float, trial_cap_usd: float,

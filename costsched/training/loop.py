@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from costsched.accounting import ATTEMPT_KEY, CHECKPOINTED_KEY, WORLD_SIZE_KEY, cost_so_far_usd
 from costsched.compression import distillation_loss
-from costsched.job_config import JobConfig
+from costsched.config.job import JobConfig
+from costsched.cost.accounting import ATTEMPT_KEY, CHECKPOINTED_KEY, WORLD_SIZE_KEY, cost_so_far_usd
 from costsched.training.optim import build_optimizer, build_scheduler, configure_precision
 from costsched.training.schedule import BatchPlan
 from costsched.training.state import Progress, load_state, save_state
@@ -328,6 +328,6 @@ class Trainer:
         aug = self.spec.job.dataset.augment
         if aug.noise_std == 0 and aug.max_shift == 0:
             return torch.as_tensor(x)
-        from costsched.data import augment
+        from costsched.training.data import augment
 
         return torch.as_tensor(augment(np.asarray(x), aug, self.data_rng))

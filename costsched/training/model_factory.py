@@ -14,8 +14,8 @@ from costsched.compression import (
     load_teacher,
     measure_footprint,
 )
-from costsched.job_config import JobConfig
-from costsched.models import build_model
+from costsched.config.job import JobConfig
+from costsched.training.models import build_model
 
 
 @dataclass(frozen=True, kw_only=True)

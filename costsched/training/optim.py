@@ -7,8 +7,8 @@ from functools import partial
 
 import torch
 
+from costsched.config.job import OptimizerConfig, TrainingConfig
 from costsched.errors import ConfigError
-from costsched.job_config import OptimizerConfig, TrainingConfig
 from costsched.training.schedule import lr_multiplier
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

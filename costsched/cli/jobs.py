@@ -1,0 +1,121 @@
+"""``costsched submit|status|cancel|logs``: jobs on the running scheduler.
+
+Each command joins the Ray cluster, finds the scheduler actor and makes one
+call; a missing cluster or scheduler, a bad config or an unknown job is one
+line on stderr and a non-zero exit, with nothing changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from costsched.errors import ConfigError
+
+
+def _address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: RAY_ADDRESS, else the local one)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    submit = subparsers.add_parser(
+        "submit", help="queue a training job on the scheduler",
+        description="Queue a job config (as for `costsched train`); the scheduler runs it "
+                    "when the policy gives it accelerators.")
+    submit.add_argument("config", help="job YAML")
+    submit.add_argument("--priority", type=int, default=None, help="higher runs first")
+    submit.add_argument("--budget-usd", type=float, default=None,
+                        help="stop the job at a checkpoint before it spends more")
+    submit.add_argument("--min-workers", type=int, default=None)
+    submit.add_argument("--max-workers", type=int, default=None)
+    _address(submit)
+    submit.set_defaults(func=run_submit)
+
+    status = subparsers.add_parser("status", help="the scheduler's jobs: state, workers, "
+                                   "dollars, $/h, ETA, alerts")
+    status.add_argument("--format", choices=("table", "json"), default="table")
+    _address(status)
+    status.set_defaults(func=run_status)
+
+    cancel = subparsers.add_parser("cancel", help="stop a job at a checkpoint")
+    cancel.add_argument("job_id")
+    _address(cancel)
+    cancel.set_defaults(func=run_cancel)
+
+    logs = subparsers.add_parser("logs", help="a job's scheduling events")
+    logs.add_argument("job_id")
+    _address(logs)
+    logs.set_defaults(func=run_logs)
+
+
+def _call(args: argparse.Namespace, method: str, *call_args: Any) -> dict[str, Any]:
+    from costsched.ray_layer.scheduler import client
+
+    client.connect(args.address)
+    return client.call(method, *call_args)
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such job config")
+    overrides = {"priority": args.priority, "budget_usd": args.budget_usd,
+                 "min_workers": args.min_workers, "max_workers": args.max_workers}
+    result = _call(args, "submit", path.read_text(), overrides, str(path))
+    print(result["job_id"])
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    result = _call(args, "status")
+    if args.format == "json":
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(format_status(result["jobs"]))
+    return 0
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    _call(args, "cancel", args.job_id)
+    print(f"cancelled {args.job_id}")
+    return 0
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    for event in _call(args, "logs", args.job_id)["events"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
+        print(f"{when}  {event['kind']:<12} {event['detail']}")
+    return 0
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes = int(seconds // 60)
+    if minutes >= 60:
+        return f"{minutes // 60}h{minutes % 60:02d}m"
+    return f"{minutes}m{int(seconds % 60):02d}s"
+
+
+def format_status(rows: Sequence[dict[str, Any]]) -> str:
+    """``costsched status`` as a table, then one line per active alert."""
+    if not rows:
+        return "no jobs"
+    header = ("JOB", "NAME", "STATE", "PRI", "WORKERS", "GPUS", "SPENT $", "BUDGET $",
+              "$/H", "ETA", "RESTARTS")
+    table = [header] + [(
+        r["job_id"], r["name"], r["state"], str(r["priority"]), str(r["workers"]),
+        str(r["gpus"]), f"{r['spent_usd']:.4f}", f"{r['budget_usd']:.2f}",
+        f"{r['usd_per_hour']:.2f}", _eta(r["eta_s"]),
+        f"{r['restarts']} ({r['preemptions']}p {r['spot_restarts']}s {r['failures']}f)",
+    ) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in table]
+    lines += [f"ALERT {alert}" for r in rows for alert in r["alerts"]]
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""``costsched report``: the cost ledger as a table, CSV or JSON, and an optional plot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from costsched.cost.ledger import Ledger
+from costsched.cost.prices import load_catalog
+from costsched.cost.report import intervals_frame, plot_costs, render, runs_frame
+from costsched.errors import ConfigError
+
+DEFAULT_LEDGER = "~/.costsched/ledger.db"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="print the cost ledger",
+        description="Per-run GPU-hours, dollars, energy and lost time from the cost ledger.",
+    )
+    parser.add_argument("--ledger", default=DEFAULT_LEDGER, help="ledger file (SQLite)")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--intervals", action="store_true",
+                        help="one row per interval (attempt) instead of per run")
+    parser.add_argument("--run", default=None, help="only this run id (with --intervals)")
+    parser.add_argument("--plot", default=None, metavar="PNG",
+                        help="also write cumulative dollars per run to this PNG")
+    parser.add_argument("--prices", default=None, help="price catalog YAML")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.ledger).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"no ledger at {path}; run a job first or pass --ledger")
+    ledger = Ledger(path, load_catalog(args.prices))
+    frame = intervals_frame(ledger, args.run) if args.intervals else runs_frame(ledger)
+    print(render(frame, args.format))
+    if args.plot:
+        print(f"plot: {plot_costs(ledger, args.plot)}")
+    return 0

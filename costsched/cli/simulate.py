@@ -1,0 +1,138 @@
+"""``costsched simulate``: replay workloads under scheduling policies, write results, compare."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from costsched.cost.prices import load_catalog
+from costsched.errors import ConfigError
+from costsched.policy.registry import ELASTIC, POLICIES, make_policy
+from costsched.sim.compare import comparison_table, load_published, render_table
+from costsched.sim.outputs import plot_jct_cdf, summarise, write_run
+from costsched.sim.profiles import POLLUX_DIR_ENV, load_profiles, pollux_dir
+from costsched.sim.simulator import SimConfig, Simulator
+from costsched.sim.workload import load_workload, workload_label
+
+DESCRIPTION = """\
+Replay job-arrival workloads (Pollux/Philly CSVs) on a simulated cluster under one
+or more policies. Per workload and policy, DIR/<workload>/<policy>/ gets summary.json,
+jobs.csv, allocation.png (GPUs allocated and nodes over time) and cost.png (cumulative
+dollars); DIR/<workload>/jct_cdf.png overlays the JCT CDF of every policy given
+(repeat --policy to compare). A comparison table, with the published Pollux-paper
+mean JCTs beside for the Pollux workloads, is printed and saved as DIR/comparison.csv.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "simulate", help="trace-driven cluster simulation of scheduling policies",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--workload", nargs="+", required=True, metavar="CSV",
+                        help="workload CSV(s): name,time,application,num_replicas,batch_size")
+    parser.add_argument("--policy", action="append", choices=sorted(POLICIES), default=None,
+                        help="policy to run; repeat to compare several (default: cost-aware)")
+    parser.add_argument("--nodes", type=int, default=16, help="nodes (default 16)")
+    parser.add_argument("--gpus-per-node", type=int, default=None, metavar="G",
+                        help="override the instance's GPUs per node (GPU price kept)")
+    parser.add_argument("--autoscale", default=None, metavar="MIN:MAX",
+                        help="let the policy choose the node count in [MIN, MAX] "
+                             "(cost-aware only; fixed-size policies keep --nodes)")
+    parser.add_argument("--instance-type", default="g4dn.12xlarge", metavar="T",
+                        help="node type from the price catalog (default g4dn.12xlarge)")
+    parser.add_argument("--spot", action="store_true", help="price nodes as spot capacity")
+    parser.add_argument("--out", default="sim-out", metavar="DIR", help="output folder")
+    parser.add_argument("--profiles", default=None, metavar="DIR",
+                        help=f"Pollux data folder (default ${POLLUX_DIR_ENV} or "
+                             "../shared/data/pollux)")
+    parser.add_argument("--prices", default=None, help="price catalog YAML")
+    parser.set_defaults(func=run)
+
+
+def parse_autoscale(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        low, high = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--autoscale wants MIN:MAX, e.g. 4:16; got `{text}`") from None
+    if not 0 <= low <= high or high < 1:
+        raise ConfigError(f"--autoscale {text}: need 0 <= MIN <= MAX and MAX >= 1")
+    return low, high
+
+
+def _instance(args: argparse.Namespace):
+    instance = load_catalog(args.prices).instance(args.instance_type)
+    if args.gpus_per_node is None:
+        return instance
+    if args.gpus_per_node < 1:
+        raise ConfigError("--gpus-per-node must be >= 1")
+    # Keep the price of a GPU: a node of G GPUs costs G GPU prices.
+    factor = args.gpus_per_node / instance.num_gpus_per_node
+    return dataclasses.replace(
+        instance, num_gpus_per_node=args.gpus_per_node,
+        on_demand_usd_per_hour=instance.on_demand_usd_per_hour * factor,
+        spot_usd_per_hour=instance.spot_usd_per_hour * factor,
+    )
+
+
+def _progress(label: str):
+    """A progress reporter: a line at most once a second of wall time, and at the end."""
+    started = time.monotonic()
+    last = [started]
+
+    def report(time_s: float, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= 1.0:
+            last[0] = now
+            print(f"  [{label}] simulated {time_s / 3600:5.1f} h, jobs done {done:3d}/{total}"
+                  f" ({now - started:4.1f} s)", file=sys.stderr, flush=True)
+
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    policies = args.policy or ["cost-aware"]
+    autoscale = parse_autoscale(args.autoscale)
+    data_dir = pollux_dir(args.profiles)
+    profiles = load_profiles(data_dir)
+    instance = _instance(args)
+    out = Path(args.out)
+    summaries = []
+    for path in args.workload:
+        jobs = load_workload(path)
+        label = workload_label(path)
+        jcts = {}
+        for name in policies:
+            resizes = autoscale is not None and name in ELASTIC
+            tag = f"{name} (autoscale {autoscale[0]}:{autoscale[1]})" if resizes else name
+            config = SimConfig(instance=instance, instance_name=args.instance_type,
+                               num_nodes=args.nodes, spot=args.spot,
+                               autoscale=autoscale if resizes else None,
+                               elastic=name in ELASTIC)
+            sim = Simulator(config=config, profiles=profiles, workload=jobs,
+                            policy=make_policy(name))
+            result = sim.run(on_round=_progress(f"{tag} {label}"))
+            summary = summarise(result, policy=tag, workload=label)
+            run_dir = out / label.replace("/", "_") / _slug(tag)
+            write_run(result, summary, run_dir)
+            jcts[tag] = np.array([job.jct_s for job in result.jobs])
+            summaries.append(summary)
+            print(f"{tag} on {label}: mean JCT {summary['mean_jct_s']:.0f} s, "
+                  f"${summary['cost_usd']:.2f} -> {run_dir}")
+        plot_jct_cdf(jcts, out / label.replace("/", "_") / "jct_cdf.png", label)
+    table = comparison_table(summaries, load_published(data_dir))
+    table.to_csv(out / "comparison.csv", index=False)
+    print(render_table(table))
+    return 0
+
+
+def _slug(tag: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in tag).strip("-").replace(
+        "--", "-")

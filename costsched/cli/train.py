@@ -1,0 +1,66 @@
+"""``costsched train CONFIG``: run one training job on Ray (or print its plan)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from costsched.config.job import JobConfig, load_job_config
+from costsched.cost.estimate import make_plan
+from costsched.cost.ledger import Ledger
+from costsched.cost.prices import PriceCatalog, load_catalog
+from costsched.training.data import prepare
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training-job YAML (see configs/)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan and estimated cost; do not start Ray")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--prices", default=None, help="price catalog YAML")
+    parser.set_defaults(func=run)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="run a training job (Ray Train TorchTrainer)",
+        description="Run a data-parallel training job on Ray; every interval of it is "
+                    "charged in the cost ledger.",
+    )
+    add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    catalog = load_catalog(args.prices)
+    job = load_job_config(args.config, catalog)
+    return train(job, catalog, dry_run=args.dry_run, address=args.address)
+
+
+def train(job: JobConfig, catalog: PriceCatalog, *, dry_run: bool, address: str | None) -> int:
+    splits = prepare(job.dataset)
+    cleaning = splits.cleaning
+    print(f"data: {cleaning.num_rows_in} rows read, {cleaning.num_non_finite} non-finite and "
+          f"{cleaning.num_duplicates} duplicate rows dropped")
+    if dry_run:
+        for line in make_plan(job, splits, catalog).lines(job):
+            print(line)
+        return 0
+    from costsched.ray_layer.cluster import ensure_ray, shortfall
+    from costsched.ray_layer.train.trainer import run_job
+
+    ensure_ray(job, address)
+    missing = shortfall(job)
+    if missing:
+        print(f"waiting for resources: {missing} (an autoscaler may add nodes)", flush=True)
+    ledger = Ledger(job.resolved_ledger_path(), catalog)
+    result = run_job(job, splits, catalog=catalog, ledger=ledger)
+    m = result.metrics
+    print(f"run {result.run_id}: {result.outcome}; test accuracy "
+          f"{m.get('test_accuracy', float('nan')):.4f}, val accuracy "
+          f"{m.get('val_accuracy', float('nan')):.4f}, cost ${result.cost_usd:.5f}"
+          + (f", ${m['usd_to_target']:.5f} to target" if m.get("usd_to_target") else ""))
+    print(f"checkpoint: {result.checkpoint_path}")
+    print(f"ledger: {ledger.path}")
+    sys.stdout.flush()
+    return 0 if result.outcome != "FAILED" else 1

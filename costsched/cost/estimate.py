@@ -1,0 +1,99 @@
+"""A job's plan and cost estimate, computed without Ray (for ``--dry-run``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from costsched.config.job import JobConfig
+from costsched.cost.prices import PriceCatalog, compute_cost_usd
+from costsched.training.data import Splits
+from costsched.training.model_factory import JobModelFactory
+from costsched.training.optim import build_optimizer
+from costsched.training.schedule import BatchPlan
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    num_workers: int
+    """Workers the estimate assumes (the job's maximum)."""
+    resources_per_worker: dict[str, float]
+    num_train_rows: int
+    num_val_rows: int
+    num_test_rows: int
+    num_params: int
+    steps_per_epoch: int
+    total_steps: int
+    usd_per_hour: float
+    """What the job's workers cost per hour together."""
+    step_s: float
+    """Measured seconds per optimiser step here, on one process, at the per-worker batch."""
+    estimated_hours: float
+    estimated_usd: float
+
+    def lines(self, job: JobConfig) -> list[str]:
+        return [
+            f"job            {job.name}  (config {job.config_hash()})",
+            f"workers        {job.scaling.min_workers}..{job.scaling.max_workers}, "
+            f"resources per worker {self.resources_per_worker}, use_gpu={job.scaling.use_gpu}",
+            f"data           {job.dataset.name}: train {self.num_train_rows}, "
+            f"val {self.num_val_rows}, test {self.num_test_rows} rows",
+            f"model          {job.model.kind} widths {list(job.model.widths)}, "
+            f"{self.num_params:,} parameters, precision {job.training.precision}",
+            f"schedule       {job.training.num_epochs} epochs x {self.steps_per_epoch} steps, "
+            f"global batch {job.training.global_batch_size}, checkpoint every "
+            f"{job.checkpoint.interval_steps} steps, max_failures {job.checkpoint.max_failures}",
+            f"price          {job.cost.instance_type} ({'spot' if job.cost.spot else 'on-demand'})"
+            f": ${self.usd_per_hour:.4f}/h for {self.num_workers} worker(s)",
+            f"estimate       {self.estimated_hours * 3600:.0f} s, ${self.estimated_usd:.5f} "
+            f"(budget ${job.cost.budget_usd:g}; step time {self.step_s * 1e3:.1f} ms measured "
+            "on this machine, excluding start-up)",
+        ]
+
+
+def usd_per_worker_second(job: JobConfig, catalog: PriceCatalog) -> float:
+    """Price of one worker's accelerators per second (its share of the node price)."""
+    instance = catalog.instance(job.cost.instance_type)
+    return compute_cost_usd(instance, spot=job.cost.spot, seconds=1.0,
+                            num_gpus=job.scaling.accelerators_per_worker)
+
+
+def measure_step_seconds(job: JobConfig, model: torch.nn.Module, splits: Splits,
+                         batch_size: int, steps: int = 5) -> float:
+    """Median wall time of a forward+backward+step at ``batch_size``, on this process's CPU."""
+    optimizer = build_optimizer(job.optimizer, model.parameters())
+    x = torch.as_tensor(splits.x_train[:batch_size])
+    y = torch.as_tensor(splits.y_train[:batch_size])
+    times = []
+    for _ in range(steps + 1):
+        started = time.perf_counter()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - started)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> Plan:
+    workers = job.scaling.max_workers
+    batch = BatchPlan(global_batch_size=job.training.global_batch_size, world_size=workers,
+                      rank=0, micro_batch_size=job.training.micro_batch_size)
+    steps_per_epoch = batch.steps_per_epoch(len(splits.x_train))
+    total_steps = steps_per_epoch * job.training.num_epochs
+    torch.manual_seed(0)
+    model = JobModelFactory(job=job, input_shape=splits.input_shape,
+                            num_classes=splits.num_classes)()
+    num_params = sum(p.numel() for p in model.parameters())
+    step_s = measure_step_seconds(job, model, splits, batch.max_local_batch_size)
+    hours = total_steps * step_s / 3600.0
+    usd_per_hour = usd_per_worker_second(job, catalog) * workers * 3600.0
+    return Plan(
+        num_workers=workers, resources_per_worker=job.scaling.resources_per_worker(),
+        num_train_rows=len(splits.x_train), num_val_rows=len(splits.x_val),
+        num_test_rows=len(splits.x_test),
+        num_params=num_params,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps, usd_per_hour=usd_per_hour,
+        step_s=step_s, estimated_hours=hours, estimated_usd=usd_per_hour * hours,
+    )

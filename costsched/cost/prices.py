@@ -1,0 +1,151 @@
+"""Price catalog and cost model: pure functions over a table of instance types.
+
+Every cost is a table lookup times time. The formulas are written next to the
+functions; units are in the names (``_s`` seconds, ``_usd`` dollars, ``_w`` watts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from costsched.config.bundled import default_catalog_path
+from costsched.config.strict import build, closest_hint, read_yaml_mapping
+from costsched.errors import ConfigError
+
+SECONDS_PER_HOUR = 3600.0
+SECONDS_PER_MONTH = 30 * 24 * SECONDS_PER_HOUR
+BYTES_PER_GB = 1024**3
+JOULES_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceType:
+    """One node type of the catalog."""
+
+    gpu_model: str
+    """Accelerator model, e.g. ``T4``; ``cpu-slot`` for the local CPU default."""
+    num_gpus_per_node: int
+    """Accelerators (GPU slots) on one node."""
+    num_vcpus: int
+    """Virtual CPUs on one node."""
+    memory_gib: float
+    """Host memory of one node, GiB."""
+    on_demand_usd_per_hour: float
+    """On-demand price of one node, USD per hour."""
+    spot_usd_per_hour: float
+    """Spot price of one node, USD per hour."""
+    gpu_power_w: float
+    """Maximum board power of one accelerator, watts."""
+    node_overhead_w: float = 0.0
+    """Host power of one node (CPUs, memory, fans) beyond its accelerators, watts."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_gpus_per_node", "num_vcpus"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}")
+        for name in ("on_demand_usd_per_hour", "spot_usd_per_hour", "gpu_power_w"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)}")
+        if self.node_overhead_w < 0 or self.memory_gib <= 0:
+            raise ConfigError("`node_overhead_w` must be >= 0 and `memory_gib` > 0")
+        if self.spot_usd_per_hour > self.on_demand_usd_per_hour:
+            raise ConfigError("`spot_usd_per_hour` is above `on_demand_usd_per_hour`; swap them?")
+
+    def node_usd_per_hour(self, spot: bool) -> float:
+        return self.spot_usd_per_hour if spot else self.on_demand_usd_per_hour
+
+    def gpu_usd_per_hour(self, spot: bool) -> float:
+        """Price of one accelerator: node price / accelerators per node."""
+        return self.node_usd_per_hour(spot) / self.num_gpus_per_node
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriceCatalog:
+    """All instance types with their prices, and where and when prices were taken."""
+
+    region: str
+    """Cloud region the prices are for."""
+    prices_taken_on: str
+    """ISO date the prices were read."""
+    storage_usd_per_gb_month: float
+    """Checkpoint storage price, USD per GB (2**30 bytes) per 30-day month."""
+    instance_types: dict[str, InstanceType] = field(default_factory=dict)
+    """Instance type name -> its description."""
+
+    def __post_init__(self) -> None:
+        if not self.instance_types:
+            raise ConfigError("`instance_types` is empty; list at least one instance type")
+        if self.storage_usd_per_gb_month < 0:
+            raise ConfigError("`storage_usd_per_gb_month` must be >= 0")
+
+    def instance(self, name: str) -> InstanceType:
+        try:
+            return self.instance_types[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown instance type `{name}`{closest_hint(name, self.instance_types)}"
+            ) from None
+
+
+
+
+def load_catalog(path: str | Path | None = None) -> PriceCatalog:
+    """Load the price catalog (default: ``$COSTSCHED_PRICES``, else the shipped ``prices.yaml``)."""
+    path = default_catalog_path() if path is None else path
+    return build(PriceCatalog, read_yaml_mapping(path), str(path))
+
+
+def compute_cost_usd(
+    instance: InstanceType,
+    *,
+    spot: bool,
+    seconds: float,
+    num_nodes: float | None = None,
+    num_gpus: float | None = None,
+) -> float:
+    """Dollars for holding whole nodes or a GPU share for ``seconds``.
+
+    Whole nodes:  usd = node_usd_per_hour(spot) * num_nodes * seconds / 3600
+    GPU share:    usd = node_usd_per_hour(spot) * num_gpus / num_gpus_per_node * seconds / 3600
+
+    Exactly one of ``num_nodes`` and ``num_gpus`` must be given.
+    """
+    if (num_nodes is None) == (num_gpus is None):
+        raise ValueError("give exactly one of num_nodes and num_gpus")
+    if seconds < 0:
+        raise ValueError(f"seconds must be >= 0, got {seconds}")
+    nodes = num_nodes if num_nodes is not None else num_gpus / instance.num_gpus_per_node
+    if nodes < 0:
+        raise ValueError("node or GPU count must be >= 0")
+    return instance.node_usd_per_hour(spot) * nodes * seconds / SECONDS_PER_HOUR
+
+
+def energy_kwh(
+    instance: InstanceType, *, num_gpus: float, utilisation: float, seconds: float
+) -> float:
+    """Energy drawn by ``num_gpus`` accelerators and their share of the host.
+
+    kWh = (gpu_power_w * utilisation * num_gpus
+           + node_overhead_w * num_gpus / num_gpus_per_node) * seconds / 3.6e6
+
+    ``utilisation`` in [0, 1] scales the board power; the host overhead is
+    charged pro rata to the share of the node's accelerators in use.
+    """
+    if not 0.0 <= utilisation <= 1.0:
+        raise ValueError(f"utilisation must be in [0, 1], got {utilisation}")
+    if seconds < 0 or num_gpus < 0:
+        raise ValueError("seconds and num_gpus must be >= 0")
+    watts = instance.gpu_power_w * utilisation * num_gpus
+    watts += instance.node_overhead_w * num_gpus / instance.num_gpus_per_node
+    return watts * seconds / JOULES_PER_KWH
+
+
+def storage_cost_usd(catalog: PriceCatalog, *, num_bytes: float, seconds: float) -> float:
+    """Dollars for keeping ``num_bytes`` of checkpoints for ``seconds``.
+
+    usd = num_bytes / 2**30 * storage_usd_per_gb_month * seconds / (30 * 86400)
+    """
+    if num_bytes < 0 or seconds < 0:
+        raise ValueError("num_bytes and seconds must be >= 0")
+    return num_bytes / BYTES_PER_GB * catalog.storage_usd_per_gb_month * seconds / SECONDS_PER_MONTH

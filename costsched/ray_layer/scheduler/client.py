@@ -1,0 +1,72 @@
+"""The command line's side of the scheduler: find the cluster and the actor, call it.
+
+Every failure to reach them is a :class:`~costsched.errors.SchedulerUnavailable`
+with the command that fixes it; a user error the actor reports comes back as a
+:class:`~costsched.errors.CostschedError` with the actor's exit code. Nothing
+here changes state unless the actor accepts the call.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from costsched.errors import CostschedError, SchedulerUnavailable
+from costsched.ray_layer.cluster import use_token_auth_if_available
+from costsched.ray_layer.scheduler.service import NAMESPACE, SERVICE_NAME
+
+CALL_TIMEOUT_S = 300.0
+"""A cancel waits for the job to checkpoint (``stop_grace_s``); nothing else is slow."""
+
+
+def connect(address: str | None) -> None:
+    """Join the running Ray cluster (``address``, else RAY_ADDRESS, else the local one)."""
+    if ray.is_initialized():
+        return
+    use_token_auth_if_available()
+    try:
+        ray.init(address=address or "auto", namespace=NAMESPACE, logging_level="ERROR",
+                 log_to_driver=False, configure_logging=False)
+    except ConnectionError:
+        where = address or os.environ.get("RAY_ADDRESS") or "this machine"
+        raise SchedulerUnavailable(
+            f"no Ray cluster found at {where}; start one with "
+            "`ray start --head` (or `ray up cluster.yaml`), then `costsched scheduler start`"
+        ) from None
+
+
+def service() -> ray.actor.ActorHandle:
+    """The running scheduler actor."""
+    try:
+        return ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
+    except ValueError:
+        raise SchedulerUnavailable(
+            "no scheduler is running on this Ray cluster; start it with "
+            "`costsched scheduler start` (or `ray job submit --working-dir . -- "
+            "python jobs/scheduler.py`)") from None
+
+
+def call(method: str, *args: Any, timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+    """``service().method(*args)``; a user error it reports is raised here."""
+    handle = service()
+    try:
+        result = ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        raise SchedulerUnavailable(
+            f"the scheduler did not answer ({type(exc).__name__}); it restarts by itself "
+            "after a crash: try again in a few seconds") from None
+    except ray.exceptions.GetTimeoutError:
+        raise SchedulerUnavailable(f"the scheduler did not answer within {timeout_s:.0f} s; "
+                                   "see `ray logs` for its log") from None
+    if isinstance(result, dict) and "error" in result:
+        error = CostschedError(result["error"])
+        error.exit_code = int(result.get("exit_code", 1))
+        raise error
+    return result
+
+
+def remove_service() -> None:
+    """Kill the scheduler actor for good (after its ``shutdown``)."""
+    ray.kill(service(), no_restart=True)

@@ -1,0 +1,106 @@
+"""The scheduler's view of a live Ray cluster: ``ray.nodes()`` and ``request_resources``.
+
+Implements :class:`costsched.scheduler.interfaces.ClusterClient`. A node's
+instance type comes from a custom resource ``instance_<type>`` (set it in the
+autoscaler's node-type ``resources``); a node without one is the local machine
+and is priced as the catalog's ``local-cpu``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import ray
+from ray.autoscaler.sdk import request_resources
+
+from costsched.cost.prices import PriceCatalog
+from costsched.errors import SchedulerUnavailable
+from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
+
+HEAD_RESOURCE = "node:__internal_head__"
+LOCAL_TYPE = "local-cpu"
+INSTANCE_PREFIX = "instance_"
+MARKER_SHARE = 0.001
+"""How much of a node's marker resource one worker asks for: any number of workers
+can share a node while the request still names its type."""
+
+
+def head_node_id() -> str:
+    """The head node's id (the scheduler's state file and the job drivers live there)."""
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_RESOURCE in (node.get("Resources") or {}):
+            return node["NodeID"]
+    raise SchedulerUnavailable("the Ray cluster reports no alive head node")
+
+
+def marked_bundle(bundle: ResourceBundle) -> dict[str, float]:
+    """A worker's resources plus the markers of the node type and market it needs."""
+    marked = dict(bundle.resources)
+    marked[INSTANCE_PREFIX + bundle.instance_type] = MARKER_SHARE
+    if bundle.spot:
+        marked["spot"] = MARKER_SHARE
+    return marked
+
+
+def _available_per_node() -> Mapping[str, Mapping[str, float]] | None:
+    """Free resources per node id, or None when this Ray cannot say."""
+    try:
+        from ray._private.state import available_resources_per_node
+        return available_resources_per_node()
+    except Exception:  # noqa: BLE001 - a private API; fall back to totals
+        return None
+
+
+class RayClusterClient:
+    """Nodes and autoscaler requests of the connected Ray cluster."""
+
+    def __init__(self, accelerator_resource: str, catalog: PriceCatalog):
+        self.accelerator_resource = accelerator_resource
+        self.catalog = catalog
+
+    def nodes(self) -> Sequence[NodeRecord]:
+        """All nodes Ray knows, dead ones with ``alive=False``.
+
+        ``total_slots`` = the node's ``accelerator_resource``; ``free_slots`` from
+        Ray's per-node available resources (totals when unavailable);
+        ``usd_per_hour`` = the catalog's on-demand (or spot) node price of its type.
+        """
+        free = _available_per_node()
+        records = []
+        for node in ray.nodes():
+            resources = node.get("Resources", {}) or {}
+            total = int(resources.get(self.accelerator_resource, 0))
+            node_id = node["NodeID"]
+            if free is None or node_id not in free:
+                free_slots = total
+            else:
+                free_slots = int(free[node_id].get(self.accelerator_resource, 0))
+            node_type = self._node_type(resources)
+            spot = bool(resources.get("spot", 0))
+            instance = self.catalog.instance(node_type)
+            records.append(NodeRecord(
+                node_id=node_id, node_type=node_type, gpu_model=instance.gpu_model,
+                total_slots=total, free_slots=free_slots,
+                usd_per_hour=instance.node_usd_per_hour(spot), spot=spot,
+                alive=bool(node.get("Alive", False))))
+        return records
+
+    def _node_type(self, resources: Mapping[str, float]) -> str:
+        for key in resources:
+            if key.startswith(INSTANCE_PREFIX):
+                name = key[len(INSTANCE_PREFIX):]
+                if name in self.catalog.instance_types:
+                    return name
+        return LOCAL_TYPE
+
+    def request_resources(self, bundles: Sequence[ResourceBundle]) -> None:
+        """Replace the standing autoscaler request with ``bundles`` (one per worker).
+
+        Each bundle also asks for a sliver of its node type's marker resource
+        (``instance_<type>``, and ``spot`` for spot capacity; see cluster.yaml), so the
+        autoscaler launches the type the policy chose, not just any type that fits."""
+        request_resources(bundles=[marked_bundle(b) for b in bundles])
+
+    def clear_resource_request(self) -> None:
+        """Withdraw the standing request so idle nodes may scale down."""
+        request_resources(bundles=[])

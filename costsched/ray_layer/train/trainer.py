@@ -1,0 +1,209 @@
+"""Job config -> Ray Train ``TorchTrainer`` (V2), with the cost ledger fed by a callback."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+from ray.data.extensions import ArrowTensorArray
+from ray.train import (
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+    UserCallback,
+)
+from ray.train.torch import TorchTrainer
+
+from costsched.config.job import JobConfig
+from costsched.cost.accounting import RunAccountant
+from costsched.cost.estimate import usd_per_worker_second
+from costsched.cost.ledger import Ledger
+from costsched.cost.prices import PriceCatalog
+from costsched.errors import CostschedError
+from costsched.ray_layer.train.session import TRAIN_SPLIT, RayTrainSession
+from costsched.training.data import Splits
+from costsched.training.loop import Trainer, TrainSpec
+from costsched.training.model_factory import JobModelFactory
+from costsched.training.state import write_progress
+
+# Worker-group start-ups that may time out (60 s each) before the run fails, so a
+# request the cluster can never hold ends with an error instead of waiting forever,
+# while an autoscaler still has ~10 minutes to add nodes.
+CONTROLLER_FAILURE_LIMIT = 10
+NODE_ID_LABEL = "ray.io/node-id"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobResult:
+    run_id: str
+    outcome: str
+    """COMPLETED, TARGET_REACHED, BUDGET_EXHAUSTED or FAILED."""
+    metrics: dict[str, Any]
+    checkpoint_path: str | None
+    cost_usd: float
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    spec: TrainSpec = config["spec"]
+    session = RayTrainSession(shuffle_seed=spec.job.training.seed, run_dir=config["run_dir"],
+                              cache_shard=spec.job.dataset.cache_shard)
+    Trainer(spec, session).run()
+
+
+class LedgerCallback(UserCallback):
+    """Runs in the Train controller (on the driver's node) and writes the ledger."""
+
+    def __init__(self, *, ledger_path: str, catalog: PriceCatalog, run_id: str,
+                 run_started_at: float, accelerators_per_worker: float,
+                 resources: dict[str, float], verbose: bool = True,
+                 run_dir: str | None = None):
+        self._args = (ledger_path, catalog, run_id, run_started_at, accelerators_per_worker,
+                      resources)
+        self._run_dir = run_dir
+        self._accountant: RunAccountant | None = None
+        self._verbose = verbose
+
+    def _get(self) -> RunAccountant:
+        if self._accountant is None:
+            path, catalog, run_id, started, accel, resources = self._args
+            self._accountant = RunAccountant(
+                Ledger(path, catalog), run_id, run_started_at=started,
+                accelerators_per_worker=accel, resources=resources,
+            )
+        return self._accountant
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        now = time.time()
+        self._get().on_report(metrics[0], now=now)
+        if self._run_dir is not None:
+            write_progress(self._run_dir, metrics[0], now=now)
+        if self._verbose and "val_accuracy" in metrics[0] and not metrics[0].get("final"):
+            m = metrics[0]
+            print(f"[costsched] epoch {m['epoch']:>3}  step {m['global_step']:>6}  "
+                  f"loss {m.get('loss', float('nan')):.4f}  val_acc {m['val_accuracy']:.4f}  "
+                  f"{m.get('samples_per_s', 0.0):.0f} samples/s  workers {m['world_size']}  "
+                  f"${m['cost_usd']:.5f}", flush=True)
+
+    def after_exception(self, run_context, worker_exceptions) -> None:
+        self._get().on_failure(now=time.time())
+        if self._verbose:
+            ranks = sorted(worker_exceptions)
+            print(f"[costsched] worker(s) {ranks} failed; restarting from the latest "
+                  "checkpoint", flush=True)
+
+
+def to_ray_dataset(x: np.ndarray, y: np.ndarray) -> ray.data.Dataset:
+    import pyarrow as pa
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    table = pa.table({"x": ArrowTensorArray.from_numpy(x), "y": pa.array(y)})
+    return ray.data.from_arrow(table)
+
+
+def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at: float,
+                  catalog: PriceCatalog,
+                  usd_before_start: float = 0.0,
+                  verbose: bool = True, callbacks: list[UserCallback] | None = None,
+                  worker_nodes: list[str] | None = None) -> TorchTrainer:
+    scaling = job.scaling
+    model_factory = JobModelFactory(job=job, input_shape=splits.input_shape,
+                                    num_classes=splits.num_classes)
+    spec = TrainSpec(
+        job=job, model_factory=model_factory, x_val=splits.x_val, y_val=splits.y_val,
+        x_test=splits.x_test, y_test=splits.y_test, num_train_rows=len(splits.x_train),
+        usd_per_worker_second=usd_per_worker_second(job, catalog), run_started_at=run_started_at,
+        usd_before_start=usd_before_start, teacher_factory=model_factory.teacher,
+    )
+    num_workers: int | tuple[int, int] = scaling.max_workers
+    if scaling.min_workers < scaling.max_workers:
+        num_workers = (scaling.min_workers, scaling.max_workers)
+    resources = scaling.resources_per_worker()
+    callback = LedgerCallback(
+        ledger_path=job.resolved_ledger_path(), catalog=catalog, run_id=run_id,
+        run_started_at=run_started_at, accelerators_per_worker=scaling.accelerators_per_worker,
+        resources=resources, verbose=verbose, run_dir=local_run_dir(job, run_id),
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec, "run_dir": local_run_dir(job, run_id)},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources,
+                                     label_selector=_pinned(worker_nodes),
+                                     elastic_resize_monitor_interval_s=(
+                                         scaling.elastic_resize_interval_s)),
+        run_config=RunConfig(
+            name=run_id, storage_path=job.resolved_storage_path(),
+            failure_config=FailureConfig(max_failures=job.checkpoint.max_failures,
+                                         controller_failure_limit=CONTROLLER_FAILURE_LIMIT),
+            checkpoint_config=CheckpointConfig(num_to_keep=job.checkpoint.num_to_keep),
+            callbacks=[callback, *(callbacks or [])],
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+        datasets={TRAIN_SPLIT: to_ray_dataset(splits.x_train, splits.y_train)},
+    )
+
+
+def _pinned(worker_nodes: list[str] | None) -> list[dict[str, str]] | None:
+    """One ``ray.io/node-id`` label selector per worker: worker i runs on node i."""
+    return [{NODE_ID_LABEL: node} for node in worker_nodes] if worker_nodes else None
+
+
+def local_run_dir(job: JobConfig, run_id: str) -> str | None:
+    """The run's checkpoint folder when storage is a filesystem path (not a URI)."""
+    storage = job.resolved_storage_path()
+    return None if "://" in storage else os.path.join(storage, run_id)
+
+
+def new_run_id(job: JobConfig) -> str:
+    return f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def run_job(job: JobConfig, splits: Splits, *, catalog: PriceCatalog, ledger: Ledger,
+            run_id: str | None = None,
+            verbose: bool = True, callbacks: list[UserCallback] | None = None,
+            worker_nodes: list[str] | None = None) -> JobResult:
+    """Train ``job`` on the connected Ray cluster; every interval lands in the ledger.
+
+    A ``run_id`` the ledger already knows is resumed: its checkpoints are picked
+    up and its earlier intervals stay charged, once. ``worker_nodes`` (one node id
+    per worker, fixed-size jobs only) pins each worker to its node.
+    """
+    run_id = run_id or new_run_id(job)
+    # The Train controller consumes worker reports (and registers checkpoints) once per
+    # health check, 2 s by default; a worker blocks on its next report until then.
+    # Polling faster keeps frequent checkpoints cheap and loses fewer of them to a crash.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    started = time.time()
+    if not ledger.resume_run(run_id):
+        ledger.start_run(run_id=run_id, job_name=job.name, config_hash=job.config_hash(),
+                         instance_type=job.cost.instance_type, spot=job.cost.spot,
+                         utilisation=job.cost.utilisation, budget_usd=job.cost.budget_usd,
+                         now=started)
+    trainer = build_trainer(job, splits, run_id=run_id, run_started_at=started, catalog=catalog,
+                            verbose=verbose,
+                            usd_before_start=ledger.run_cost_usd(run_id), callbacks=callbacks,
+                            worker_nodes=worker_nodes)
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # the run failed beyond max_failures: record it, then say why
+        ledger.finish_run(run_id, now=time.time(), outcome="FAILED",
+                          final_metrics={"error": str(exc)[:500]})
+        raise CostschedError(f"run {run_id} failed: {str(exc).splitlines()[0][:300]}") from exc
+    metrics = dict(result.metrics or {})
+    outcome = metrics.get("stop_reason", "COMPLETED")
+    ledger.finish_run(run_id, now=time.time(), outcome=outcome, final_metrics=metrics)
+    if metrics.get("usd_to_target") is not None:
+        ledger.record_target(run_id, usd_to_target=float(metrics["usd_to_target"]))
+    return JobResult(
+        run_id=run_id, outcome=outcome, metrics=metrics,
+        checkpoint_path=result.checkpoint.path if result.checkpoint else None,
+        cost_usd=ledger.run_cost_usd(run_id),
+    )

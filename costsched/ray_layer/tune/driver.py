@@ -1,0 +1,149 @@
+"""Runs a sweep end to end: Tuner (or its restore), then the outputs from Tune and the ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from costsched.cost.ledger import Ledger
+from costsched.cost.prices import PriceCatalog
+from costsched.cost.report import intervals_frame
+from costsched.ray_layer.cluster import ensure_ray
+from costsched.ray_layer.tune.trial import (
+    ACCURACY,
+    OBJECTIVE,
+    TrialContext,
+    build_scheduler,
+    build_search,
+    param_space,
+    run_trial,
+    trial_run_id,
+)
+from costsched.sweep.config import LoadedSweep, job_for, value_in_job
+from costsched.sweep.outputs import (
+    RESULT_COLUMNS,
+    plot_pareto,
+    rank,
+    write_best_job,
+    write_table,
+)
+from costsched.sweep.trial_size import model_footprint
+from costsched.training.data import Splits, prepare
+
+
+def baseline_point(sweep: LoadedSweep) -> dict[str, Any]:
+    """The base job's own value of every searched field (the first trial evaluated)."""
+    return {key: value_in_job(sweep.base_job, key) for key in sweep.config.space}
+
+
+def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
+              address: str | None, out_dir: str | None) -> str:
+    cfg = sweep.config
+    root = cfg.resolved_storage_path() / cfg.name
+    ledger_path = root / "ledger.db"
+    ledger = Ledger(ledger_path, catalog)
+    ensure_ray(sweep.base_job, address)
+    splits = prepare(sweep.base_job.dataset)
+    ctx = TrialContext(sweep=sweep, splits=splits, catalog=catalog,
+                       ledger_path=str(ledger_path), trials_storage=str(root / "trials"))
+    # The trial function only drives its TorchTrainer; the workers reserve the CPUs.
+    # It reserves a token of memory, not CPU: a CPU fraction would keep a worker out.
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
+                                    {"CPU": 0, "memory": 1024**2})
+    experiment = root / "tune"
+    if resume and tune.Tuner.can_restore(str(experiment)):
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable,
+                                   resume_unfinished=True, restart_errored=True)
+    else:
+        # The searcher and the scheduler each carry their own metric and mode.
+        tuner = tune.Tuner(
+            trainable, param_space=param_space(sweep),
+            tune_config=tune.TuneConfig(
+                search_alg=build_search(sweep, ledger, [baseline_point(sweep)]),
+                scheduler=build_scheduler(sweep), num_samples=cfg.num_trials),
+            run_config=tune.RunConfig(name="tune", storage_path=str(root), verbose=1),
+        )
+    grid = tuner.fit()
+    frame = results_frame(grid, sweep, ledger, splits, catalog)
+    return write_outputs(frame, sweep, ledger, Path(out_dir) if out_dir else root / "outputs")
+
+
+def results_frame(grid, sweep: LoadedSweep, ledger: Ledger, splits: Splits,
+                  catalog: PriceCatalog) -> pd.DataFrame:
+    mark_early_stops(grid, sweep, ledger)
+    charges = intervals_frame(ledger).groupby("run_id").agg(
+        cost_usd=("cost_usd", "sum"), accelerator_s=("accelerator_s", "sum"),
+        energy_kwh=("energy_kwh", "sum"))
+    outcomes = {r["run_id"]: r["outcome"] for r in ledger.runs()}
+    baseline = baseline_point(sweep)
+    rows, footprints = [], {}
+    for result in grid:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        run_id = trial_run_id(sweep.config.name, trial_id)
+        point = {k: result.config[k] for k in sweep.config.space}
+        key = json.dumps(point, sort_keys=True, default=str)
+        if key not in footprints:  # trials often share an architecture
+            footprints[key] = model_footprint(job_for(sweep.base, point, catalog), splits)
+        footprint = footprints[key]
+        charge = charges.loc[run_id] if run_id in charges.index else None
+        rows.append({
+            "trial_id": trial_id, "config": json.dumps(point, default=str),
+            "reached_target": bool(metrics.get("reached_target", False)),
+            "usd_to_target": metrics.get("usd_to_target"),
+            "final_val_accuracy": metrics.get("val_accuracy"),
+            "best_val_accuracy": metrics.get(ACCURACY, 0.0),
+            "test_accuracy": metrics.get("test_accuracy"),
+            "cost_usd": float(charge["cost_usd"]) if charge is not None else 0.0,
+            "accelerator_hours": float(charge["accelerator_s"]) / 3600 if charge is not None
+            else 0.0,
+            "energy_kwh": float(charge["energy_kwh"]) if charge is not None else 0.0,
+            **footprint,
+            "epochs": metrics.get("epoch"),
+            "stop_reason": outcomes.get(run_id, "ERROR" if result.error else "UNKNOWN"),
+            "is_baseline": _same_point(point, baseline),
+            OBJECTIVE: metrics.get(OBJECTIVE),
+        })
+    return rank(pd.DataFrame(rows, columns=[*RESULT_COLUMNS, OBJECTIVE]))
+
+
+def mark_early_stops(grid, sweep: LoadedSweep, ledger: Ledger) -> None:
+    """Trials Tune ended without error, while their run says FAILED or RUNNING, were
+    stopped by the scheduler: the trial saw its Train controller die under it. (A run
+    that really fails raises, and Tune records the trial as errored.)"""
+    outcomes = {r["run_id"]: r["outcome"] for r in ledger.runs()}
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+        run_id = trial_run_id(sweep.config.name, trial_id)
+        if result.error is None and outcomes.get(run_id) in ("FAILED", "RUNNING"):
+            ledger.close_abandoned_run(run_id, outcome="STOPPED_EARLY")
+
+
+def _same_point(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(str(a[k]) == str(b[k]) for k in b)
+
+
+def write_outputs(frame: pd.DataFrame, sweep: LoadedSweep, ledger: Ledger, out: Path) -> str:
+    cfg = sweep.config
+    csv, parquet = write_table(frame, out)
+    png = plot_pareto(frame, cfg.target_value, out / "pareto.png")
+    total = float(intervals_frame(ledger)["cost_usd"].sum())
+    lines = [f"sweep {cfg.name}: {len(frame)} trials, spent ${total:.6f} of "
+             f"${cfg.budget_usd:g} budget",
+             f"results: {csv}, {parquet}", f"pareto plot: {png}"]
+    reached = frame[frame["reached_target"]]
+    if not reached.empty:
+        best = reached.iloc[0]
+        best_yaml = write_best_job(sweep.base, json.loads(best["config"]), f"{cfg.name}-best",
+                                   out / "best_job.yaml")
+        lines.append(f"best: trial {best['trial_id']} reached {cfg.target_value:g} for "
+                     f"${best['usd_to_target']:.6f} (test accuracy {best['test_accuracy']:.4f})"
+                     f" with {best['config']}")
+        lines.append(f"best job: {best_yaml} (run it with `costsched train`)")
+    else:
+        lines.append("no trial reached the target; see results for the best accuracy")
+    return "\n".join(lines)

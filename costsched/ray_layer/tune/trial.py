@@ -1,0 +1,226 @@
+"""Ray Tune wiring for sweeps: each trial is a Ray Train ``TorchTrainer`` run.
+
+Ray 2.60's pattern for Tune over Train V2: the trial function builds and fits a
+``TorchTrainer`` whose ``RunConfig`` carries a ``TuneReportCallback``, which
+forwards rank 0's reports to Tune. Here that callback also adds the sweep's
+objective. The hard budget is enforced twice: a searcher gate launches a trial
+only if what was spent, plus what running trials may still spend, plus the new
+trial's cap fits the budget; and each trial runs with ``budget_usd`` = its cap,
+so its own loop stops before crossing it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from costsched.cost.ledger import Ledger
+from costsched.cost.prices import PriceCatalog
+from costsched.ray_layer.train.trainer import run_job
+from costsched.sweep.config import LoadedSweep, can_launch, job_for
+from costsched.sweep.objective import objective_usd
+from costsched.training.data import Splits
+
+OBJECTIVE = "objective_usd"
+ACCURACY = "best_val_accuracy"
+SPENT = "cost_usd"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialContext:
+    """What every trial needs besides its point; shipped once through the object store."""
+
+    sweep: LoadedSweep
+    splits: Splits
+    catalog: PriceCatalog
+    ledger_path: str
+    trials_storage: str
+
+
+class SweepReportCallback(TuneReportCallback):
+    """Forwards worker reports to Tune with the best accuracy and the objective added."""
+
+    def __init__(self, target: float, cap_usd: float):
+        super().__init__()
+        self._target, self._cap = target, cap_usd
+        self._best = 0.0
+
+    def after_report(self, run_context, metrics, checkpoint):
+        m = dict(metrics[0])
+        self._best = max(self._best, float(m.get("val_accuracy", 0.0)))
+        m[ACCURACY] = self._best
+        m["reached_target"] = m.get("usd_to_target") is not None
+        m[OBJECTIVE] = objective_usd(usd_to_target=m.get("usd_to_target"),
+                                     best_accuracy=self._best, target=self._target,
+                                     cap_usd=self._cap)
+        super().after_report(run_context, [m, *metrics[1:]], checkpoint)
+
+
+def recorded_result(run: dict[str, Any], target: float, cap_usd: float) -> dict[str, Any]:
+    """A finished trial's metrics as the report callback would have sent them."""
+    metrics = json.loads(run["final_metrics"] or "{}")
+    history = metrics.get("history", [])
+    best = max([h.get("val_accuracy", 0.0) for h in history] or [0.0])
+    usd_to_target = run["usd_to_target"]
+    return metrics | {
+        ACCURACY: best, "reached_target": usd_to_target is not None,
+        "usd_to_target": usd_to_target,
+        OBJECTIVE: objective_usd(usd_to_target=usd_to_target, best_accuracy=best,
+                                 target=target, cap_usd=cap_usd),
+    }
+
+
+def trial_run_id(sweep_name: str, trial_id: str) -> str:
+    return f"{sweep_name}-{trial_id}"
+
+
+def run_trial(point: dict[str, Any], ctx: TrialContext) -> None:
+    """One trial: the base job with ``point`` applied, capped at the trial budget."""
+    cfg = ctx.sweep.config
+    trial_id = tune.get_context().get_trial_id()
+    job = job_for(ctx.sweep.base, point, ctx.catalog)
+    job = replace(job, name=f"{cfg.name}-trial", storage_path=ctx.trials_storage,
+                  ledger_path=ctx.ledger_path,
+                  cost=replace(job.cost, budget_usd=cfg.trial_budget_usd),
+                  training=replace(job.training, target_metric="val_accuracy",
+                                   target_value=cfg.target_value))
+    ledger = Ledger(job.resolved_ledger_path(), ctx.catalog)
+    run_id = trial_run_id(cfg.name, trial_id)
+    finished = next((r for r in ledger.runs() if r["run_id"] == run_id
+                     and r["outcome"] != "RUNNING"), None)
+    if finished is not None:
+        # Finished before a resumed sweep's driver died, but after Tune last saved its
+        # state: report the recorded result instead of training (and paying) again.
+        tune.report(recorded_result(finished, cfg.target_value, cfg.trial_budget_usd))
+        return
+    run_job(job, ctx.splits, catalog=ctx.catalog, ledger=ledger,
+            run_id=run_id, verbose=False,
+            callbacks=[SweepReportCallback(cfg.target_value, cfg.trial_budget_usd)])
+
+
+class BudgetGate(Searcher):
+    """Wraps a searcher; suggests a new trial only while the sweep budget can hold it."""
+
+    def __init__(self, searcher: Searcher, *, ledger: Ledger, sweep_name: str,
+                 budget_usd: float, trial_cap_usd: float):
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        self.searcher = searcher
+        self.ledger, self.prefix = ledger, f"{sweep_name}-"
+        self.budget, self.cap = budget_usd, trial_cap_usd
+        self.live: set[str] = set()
+        self.refused = 0
+
+    def spend(self) -> tuple[float, float]:
+        """(dollars spent by all trials so far, dollars running trials may still spend).
+
+        Running trials are those launched here and not complete, and those the
+        ledger shows running (trials a resumed sweep restarted without asking us).
+        """
+        per_run: dict[str, float] = {}
+        for row in self.ledger.intervals():
+            if row["run_id"].startswith(self.prefix):
+                per_run[row["run_id"]] = per_run.get(row["run_id"], 0.0) + row["cost_usd"]
+        running = {self.prefix + t for t in self.live} | {
+            r["run_id"] for r in self.ledger.runs()
+            if r["run_id"].startswith(self.prefix) and r["outcome"] == "RUNNING"
+        }
+        reserved = sum(max(0.0, self.cap - per_run.get(run_id, 0.0)) for run_id in running)
+        return sum(per_run.values()), reserved
+
+    def suggest(self, trial_id: str):
+        spent, reserved = self.spend()
+        if not can_launch(spent_usd=spent, reserved_usd=reserved, trial_cap_usd=self.cap,
+                          budget_usd=self.budget):
+            self.refused += 1
+            return None if self.live else Searcher.FINISHED
+        suggestion = self.searcher.suggest(trial_id)
+        if isinstance(suggestion, dict):
+            self.live.add(trial_id)
+        return suggestion
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        self.live.discard(trial_id)
+        run_id = self.prefix + trial_id
+        if any(r["run_id"] == run_id and r["outcome"] == "RUNNING" for r in self.ledger.runs()):
+            # Early-stopped: Tune ended the trial and its workers with it, so its
+            # reserve is released now; charges end at its last heartbeat.
+            self.ledger.close_abandoned_run(run_id, outcome="STOPPED_EARLY")
+        self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def get_state(self) -> dict:
+        return {"live": set(self.live), "refused": self.refused}
+
+    def set_state(self, state: dict) -> None:
+        self.live, self.refused = set(state["live"]), state["refused"]
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
+
+
+def param_space(sweep: LoadedSweep) -> dict[str, Any]:
+    space = {}
+    for key, dim in sweep.config.space.items():
+        if dim.choice:
+            space[key] = tune.choice(list(dim.choice))
+        elif dim.uniform:
+            space[key] = tune.uniform(*dim.uniform)
+        else:
+            space[key] = tune.loguniform(*dim.loguniform)
+    return space
+
+
+def build_search(sweep: LoadedSweep, ledger: Ledger, first_points: list[dict[str, Any]],
+                 ) -> Searcher:
+    """The search algorithm behind the budget gate, at most ``max_concurrent_trials`` at once.
+
+    ``first_points`` are evaluated before the algorithm proposes its own (the baseline).
+    """
+    cfg = sweep.config
+    if cfg.search.algorithm == "nsga2":
+        import optuna
+
+        inner = OptunaSearch(metric=[ACCURACY, SPENT], mode=["max", "min"],
+                             points_to_evaluate=first_points,
+                             sampler=optuna.samplers.NSGAIISampler(seed=cfg.search.seed))
+    else:
+        import optuna
+
+        sampler = (optuna.samplers.TPESampler(seed=cfg.search.seed)
+                   if cfg.search.algorithm == "tpe"
+                   else optuna.samplers.RandomSampler(seed=cfg.search.seed))
+        inner = OptunaSearch(metric=OBJECTIVE, mode="min", sampler=sampler,
+                             points_to_evaluate=first_points)
+    gate = BudgetGate(inner, ledger=ledger, sweep_name=cfg.name, budget_usd=cfg.budget_usd,
+                      trial_cap_usd=cfg.trial_budget_usd)
+    return ConcurrencyLimiter(gate, max_concurrent=cfg.max_concurrent_trials)
+
+
+def build_scheduler(sweep: LoadedSweep):
+    cfg = sweep.config
+    if cfg.scheduler.kind == "none":
+        return FIFOScheduler()
+    # Rungs on the dollar axis: at each, keep the trials with the best accuracy so far.
+    # At the cap a trial's own budget stop ends it, not ASHA.
+    return ASHAScheduler(time_attr=SPENT, metric=ACCURACY, mode="max",
+                         grace_period=cfg.scheduler.grace_usd, max_t=cfg.trial_budget_usd,
+                         reduction_factor=cfg.scheduler.reduction_factor,
+                         stop_last_trials=False)
+
+

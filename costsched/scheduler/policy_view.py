@@ -1,0 +1,136 @@
+"""How the live scheduler describes its jobs and nodes to a policy.
+
+A live job has no measured profile, so the controller gives the policy a
+documented default model (replace it once per-job profiles are measured):
+
+* throughput: linear scaling with a per-GPU synchronisation penalty,
+  ``step_time_s(k GPUs) = step_s * (1 + sync_penalty_per_gpu * (k - 1))`` at a fixed
+  total batch, so the speedup over one GPU is ``k / (1 + p * (k - 1))``;
+* efficiency: flat (every batch size makes the same progress per sample), the
+  job's own ``training.global_batch_size`` being fixed whatever its size.
+
+The policy's batch sizes are therefore ignored; only its GPU counts are used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from costsched.config.job import JobConfig
+from costsched.cost.prices import PriceCatalog
+from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
+from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
+from costsched.scheduler.state import JobRecord
+
+NOTIONAL_STEP_S = 1.0
+"""Step time on one GPU; only ratios between GPU counts matter to a policy."""
+
+
+@dataclass(frozen=True)
+class LinearScalingThroughput:
+    """Step time at a fixed total batch: 1 GPU takes ``step_s``; each more adds
+    ``sync_penalty_per_gpu`` of it for gradient synchronisation."""
+
+    local_bsz: int
+    """Notional per-GPU batch (the job's global batch; efficiency is flat)."""
+    sync_penalty_per_gpu: float
+    """Fraction of a one-GPU step each extra GPU adds."""
+    step_s: float = NOTIONAL_STEP_S
+    """Seconds per step on one GPU."""
+
+    def local_bsz_choices(self) -> np.ndarray:
+        return np.array([self.local_bsz])
+
+    def step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> float:
+        gpus = max(sum(placement), 1)
+        return self.step_s * (1.0 + self.sync_penalty_per_gpu * (gpus - 1))
+
+
+def gpus_per_worker(config: JobConfig) -> int:
+    return round(config.scaling.accelerators_per_worker)
+
+
+def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float) -> JobView:
+    """The policy's view of a live job; GPUs = workers x accelerators per worker."""
+    per_worker = gpus_per_worker(config)
+    batch = config.training.global_batch_size
+    max_gpus = record.max_workers * per_worker
+    return JobView(
+        name=record.job_id, arrival_time_s=record.submitted_at,
+        attained_service_gpu_s=record.attained_gpu_s,
+        min_gpus=record.min_workers * per_worker, max_gpus=max_gpus,
+        requested_gpus=max_gpus, requested_batch_size=batch,
+        throughput=LinearScalingThroughput(batch, sync_penalty_per_gpu),
+        # Pure noise (grad_sqr ~ 0): gain(B) ~ B / B0, efficiency ~ 1 at every batch.
+        efficiency=EfficiencyModel(init_batch_size=batch, max_batch_size=batch * max_gpus,
+                                   grad_sqr=1e-9, grad_var=1.0),
+        priority=record.priority, budget_usd=record.budget_usd, spent_usd=record.spent_usd,
+    )
+
+
+def node_views(nodes: Iterable[NodeRecord]) -> tuple[NodeView, ...]:
+    """Alive nodes with accelerator slots, as the policy sees them."""
+    return tuple(
+        NodeView(node_id=n.node_id, gpu_model=n.gpu_model, num_gpus=n.total_slots,
+                 usd_per_hour=n.usd_per_hour, spot=n.spot)
+        for n in nodes if n.alive and n.total_slots > 0
+    )
+
+
+def build_snapshot(*, now: float, round_index: int, views: Sequence[JobView],
+                   nodes: tuple[NodeView, ...], placements: Mapping[str, Mapping[str, int]],
+                   round_s: float, restart_s: float) -> ClusterSnapshot:
+    """A fixed-cluster snapshot: the controller asks the autoscaler itself."""
+    alive = {n.node_id for n in nodes}
+    kept = {job: dict(p) for job, p in placements.items() if p and set(p) <= alive}
+    return ClusterSnapshot(time_s=now, round_index=round_index, jobs=tuple(views), nodes=nodes,
+                           placements=kept, round_s=round_s, restart_s=restart_s)
+
+
+def allocation_usd_per_hour(config: JobConfig, catalog: PriceCatalog, num_workers: int) -> float:
+    """Price of a job's workers at its catalog instance type:
+    usd/h = gpu_usd_per_hour(instance, spot) * num_workers * accelerators_per_worker."""
+    instance = catalog.instance(config.cost.instance_type)
+    return instance.gpu_usd_per_hour(config.cost.spot) * num_workers * gpus_per_worker(config)
+
+
+def cheapest_instance(catalog: PriceCatalog, *, gpus_per_worker: int, spot: bool,
+                      allowed: Sequence[str]) -> str | None:
+    """Catalog type with the lowest price per accelerator that holds one whole worker
+    (ties: fewer accelerators per node, then name); None if none does."""
+    names = allowed or sorted(catalog.instance_types)
+    fitting = [(catalog.instance(n).gpu_usd_per_hour(spot), catalog.instance(n).num_gpus_per_node,
+                n) for n in names if catalog.instance(n).num_gpus_per_node >= gpus_per_worker]
+    return min(fitting)[2] if fitting else None
+
+
+def worker_bundles(config: JobConfig, num_workers: int, *, instance_type: str,
+                   accelerator_resource: str) -> list[ResourceBundle]:
+    """One bundle per worker of the job's resources."""
+    resources = {"CPU": config.scaling.cpus_per_worker,
+                 accelerator_resource: float(gpus_per_worker(config))}
+    return [ResourceBundle(resources=resources, instance_type=instance_type,
+                           spot=config.cost.spot) for _ in range(num_workers)]
+
+
+def nodes_needed(catalog: PriceCatalog, instance_type: str, num_gpus: int) -> int:
+    return math.ceil(num_gpus / catalog.instance(instance_type).num_gpus_per_node)
+
+
+def job_bundles(config: JobConfig, num_workers: int, catalog: PriceCatalog, *,
+                allowed: Sequence[str], accelerator_resource: str
+                ) -> tuple[list[ResourceBundle], int]:
+    """Bundles for ``num_workers`` of the job on its cheapest fitting type, and the
+    number of such nodes they fill; ([], 0) when no allowed type fits a worker."""
+    per_worker = gpus_per_worker(config)
+    instance = cheapest_instance(catalog, gpus_per_worker=per_worker, spot=config.cost.spot,
+                                 allowed=allowed)
+    if instance is None:
+        return [], 0
+    bundles = worker_bundles(config, num_workers, instance_type=instance,
+                             accelerator_resource=accelerator_resource)
+    return bundles, nodes_needed(catalog, instance, num_workers * per_worker)
