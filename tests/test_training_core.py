@@ -31,7 +31,7 @@ from costsched.config.job import (
     TrainingConfig,
 )
 from costsched.cost.estimate import make_plan
-from costsched.cost.prices import load_catalog
+from costsched.cost.prices import JobRate, load_catalog
 from costsched.errors import ConfigError
 from costsched.training.data import Splits, prepare
 from costsched.training.loop import Trainer, TrainSpec
@@ -282,6 +282,8 @@ class FakeSession:
 
 
 USD_PER_WORKER_S = 0.001  # one fake second of one worker; 1 s per step -> $0.001 a step
+RATE = JobRate(instance_type="fake", spot=False, usd_per_accelerator_hour=USD_PER_WORKER_S * 3600,
+               accelerators_per_worker=1.0)
 STEPS_PER_EPOCH = 1437 // 64  # digits train split at global batch 64
 
 
@@ -309,7 +311,7 @@ def make_spec(job: JobConfig, splits: Splits, run_started_at: float = 10_000.0) 
         model_factory=lambda: build_model("mlp", input_shape=splits.input_shape,
                                           num_classes=splits.num_classes, widths=(32,)),
         x_val=splits.x_val, y_val=splits.y_val, x_test=splits.x_test, y_test=splits.y_test,
-        num_train_rows=len(splits.x_train), usd_per_worker_second=USD_PER_WORKER_S,
+        num_train_rows=len(splits.x_train), rate=RATE,
         run_started_at=run_started_at,
     )
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from costsched.config.job import JobConfig
-from costsched.cost.prices import PriceCatalog, compute_cost_usd
+from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.training.data import Splits
 from costsched.training.model_factory import JobModelFactory
 from costsched.training.optim import build_optimizer
@@ -53,13 +53,6 @@ class Plan:
         ]
 
 
-def usd_per_worker_second(job: JobConfig, catalog: PriceCatalog) -> float:
-    """Price of one worker's accelerators per second (its share of the node price)."""
-    instance = catalog.instance(job.cost.instance_type)
-    return compute_cost_usd(instance, spot=job.cost.spot, seconds=1.0,
-                            num_gpus=job.scaling.accelerators_per_worker)
-
-
 def measure_step_seconds(job: JobConfig, model: torch.nn.Module, splits: Splits,
                          batch_size: int, steps: int = 5) -> float:
     """Median wall time of a forward+backward+step at ``batch_size``, on this process's CPU."""
@@ -88,7 +81,7 @@ def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> Plan:
     num_params = sum(p.numel() for p in model.parameters())
     step_s = measure_step_seconds(job, model, splits, batch.max_local_batch_size)
     hours = total_steps * step_s / 3600.0
-    usd_per_hour = usd_per_worker_second(job, catalog) * workers * 3600.0
+    usd_per_hour = rate_of_job(job, catalog).usd_per_hour(workers)
     return Plan(
         num_workers=workers, resources_per_worker=job.scaling.resources_per_worker(),
         num_train_rows=len(splits.x_train), num_val_rows=len(splits.x_val),

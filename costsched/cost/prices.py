@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from costsched.config.bundled import default_catalog_path
 from costsched.config.strict import build, closest_hint, read_yaml_mapping
 from costsched.errors import ConfigError
+
+if TYPE_CHECKING:
+    from costsched.config.job import JobConfig
 
 SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_MONTH = 30 * 24 * SECONDS_PER_HOUR
@@ -149,3 +153,62 @@ def storage_cost_usd(catalog: PriceCatalog, *, num_bytes: float, seconds: float)
     if num_bytes < 0 or seconds < 0:
         raise ValueError("num_bytes and seconds must be >= 0")
     return num_bytes / BYTES_PER_GB * catalog.storage_usd_per_gb_month * seconds / SECONDS_PER_MONTH
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRate:
+    """What one job's workers cost on one instance type: the single source of a job's
+    price, used by the dry run, the training loop, the live controller and the policy.
+
+        usd_per_hour(W)  = usd_per_accelerator_hour * accelerators_per_worker * W
+        usd(W, seconds)  = usd_per_hour(W) * seconds / 3600
+        accelerator_s(x) = x / usd_per_accelerator_hour * 3600   (dollars -> accel-seconds)
+
+    with ``usd_per_accelerator_hour = node_usd_per_hour(spot) / num_gpus_per_node``, the
+    same share of the node price as :func:`compute_cost_usd` charges.
+    """
+
+    instance_type: str
+    """Catalog instance type the job is priced as."""
+    spot: bool
+    """Priced as spot capacity."""
+    usd_per_accelerator_hour: float
+    """Price of one accelerator (a GPU's share of its node), USD per hour."""
+    accelerators_per_worker: float
+    """Accelerator slots each worker holds."""
+
+    def usd_per_hour(self, num_workers: float) -> float:
+        return self.usd_per_accelerator_hour * self.accelerators_per_worker * num_workers
+
+    @property
+    def usd_per_worker_second(self) -> float:
+        return self.usd_per_hour(1) / SECONDS_PER_HOUR
+
+    def usd(self, *, num_workers: float, seconds: float) -> float:
+        """Dollars for ``num_workers`` workers held for ``seconds``."""
+        return self.usd_per_hour(num_workers) * seconds / SECONDS_PER_HOUR
+
+    def usd_for_accelerator_s(self, accelerator_s: float) -> float:
+        """Dollars for ``accelerator_s`` accelerator-seconds."""
+        return self.usd_per_accelerator_hour * accelerator_s / SECONDS_PER_HOUR
+
+    def accelerator_s(self, usd: float) -> float:
+        """Accelerator-seconds that ``usd`` dollars buy at this rate."""
+        return usd / self.usd_per_accelerator_hour * SECONDS_PER_HOUR
+
+
+def job_rate(catalog: PriceCatalog, *, instance_type: str, spot: bool,
+             accelerators_per_worker: float) -> JobRate:
+    """The :class:`JobRate` of a job's workers on ``instance_type``."""
+    instance = catalog.instance(instance_type)
+    return JobRate(instance_type=instance_type, spot=spot,
+                   usd_per_accelerator_hour=instance.gpu_usd_per_hour(spot),
+                   accelerators_per_worker=accelerators_per_worker)
+
+
+def rate_of_job(job: JobConfig, catalog: PriceCatalog,
+                instance_type: str | None = None) -> JobRate:
+    """The rate of ``job``'s workers at its declared instance type (or ``instance_type``)."""
+    return job_rate(catalog, instance_type=instance_type or job.cost.instance_type,
+                    spot=job.cost.spot,
+                    accelerators_per_worker=job.scaling.accelerators_per_worker)

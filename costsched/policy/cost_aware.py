@@ -123,7 +123,8 @@ class _Growth:
         left_usd = job.budget_usd - job.spent_usd
         if math.isinf(left_usd):
             return job.max_gpus
-        usd_per_gpu_round = self.gpu_usd_per_hour * self.snapshot.round_s / 3600.0
+        price = job.usd_per_gpu_hour if job.usd_per_gpu_hour is not None else self.gpu_usd_per_hour
+        usd_per_gpu_round = price * self.snapshot.round_s / 3600.0
         return min(job.max_gpus, int(left_usd // usd_per_gpu_round) if left_usd > 0 else 0)
 
     def weight(self, job: JobView) -> float:

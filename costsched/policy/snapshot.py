@@ -89,6 +89,9 @@ class JobView:
     """Dollars the job may spend in all; it gets no GPUs once spent."""
     spent_usd: float = 0.0
     """Dollars spent so far."""
+    usd_per_gpu_hour: float | None = None
+    """The job's own price of one GPU-hour (:class:`~costsched.cost.prices.JobRate`), so
+    its budget is judged at the price it is charged; None: the cluster's average."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_gpus <= self.max_gpus:

@@ -22,10 +22,12 @@ from typing import Any
 from costsched.config.job import JobConfig, parse_job
 from costsched.config.scheduler import SchedulerConfig, parse_submission
 from costsched.config.strict import parse_yaml_mapping
-from costsched.cost.prices import PriceCatalog, load_catalog
+from costsched.cost.prices import JobRate, PriceCatalog, load_catalog, rate_of_job
 from costsched.errors import CostschedError
+from costsched.policy.drive import Executes, drive, is_elastic
 from costsched.policy.registry import Policy, make_policy
 from costsched.policy.snapshot import Decision
+from costsched.policy.validate import InvalidDecision
 from costsched.scheduler import policy_view as models
 from costsched.scheduler.alerts import all_alerts, job_alerts
 from costsched.scheduler.interfaces import (
@@ -65,6 +67,8 @@ class SchedulerController:
         self._recovered = False
         self._requested: tuple[ResourceBundle, ...] | None = None
         self._configs: dict[str, JobConfig] = {}
+        self._elastic = is_elastic(policy)
+        self._logged_rejections: set[str] = set()
 
     @classmethod
     def from_config(cls, config: SchedulerConfig, *, cluster: ClusterClient, runner: JobRunner,
@@ -141,8 +145,8 @@ class SchedulerController:
         actions += self._requeue_lost_nodes({n.node_id for n in nodes}, now)
         # No accelerator nodes (e.g. scaled to zero): nothing can run, and some
         # policies divide by the cluster's price per GPU.
-        decision = (self.policy.decide(self._snapshot(now, nodes)) if nodes
-                    else Decision(placements={}, batch_sizes={}))
+        decision = self._decide(now, nodes) if nodes else Decision(placements={},
+                                                                       batch_sizes={})
         self._round += 1
         actions += self._apply(decision, now)
         self._autoscale(len(nodes))
@@ -268,21 +272,46 @@ class SchedulerController:
         """What the accelerators the job has held cost, by the controller's own count
         (attained GPU-seconds x price per GPU-second). The ledger learns of a run at
         its first report, so early in a run this is the better estimate."""
-        per_gpu_hour = self._rate(job, 1) / max(models.gpus_per_worker(self._config(job)), 1)
-        return job.attained_gpu_s * per_gpu_hour / 3600.0
+        return self.job_rate(job).usd_for_accelerator_s(job.attained_gpu_s)
+
+    def job_rate(self, job: JobRecord) -> JobRate:
+        """The job's price, from the one price function family (:mod:`costsched.cost.prices`)."""
+        return rate_of_job(self._config(job), self.catalog)
 
     def _rate(self, job: JobRecord, num_workers: int) -> float:
-        return models.allocation_usd_per_hour(self._config(job), self.catalog, num_workers)
+        return self.job_rate(job).usd_per_hour(num_workers)
 
     # -- decisions ------------------------------------------------------------------
     def _snapshot(self, now: float, nodes):
         jobs = self.store.jobs(ACTIVE)
-        views = [models.job_view(j, self._config(j), self.config.sync_penalty_per_gpu)
-                 for j in jobs]
+        views = [models.job_view(j, self._config(j), self.config.sync_penalty_per_gpu,
+                                 self.job_rate(j), elastic=self._elastic) for j in jobs]
         placements = {j.job_id: j.placement for j in jobs if j.state in RUNNING}
         return models.build_snapshot(now=now, round_index=self._round, views=views, nodes=nodes,
                                      placements=placements, round_s=self.config.round_s,
                                      restart_s=self.config.restart_s)
+
+    def _decide(self, now: float, nodes) -> Decision:
+        """The policy's decision through :func:`~costsched.policy.drive.drive`, as the
+        simulator takes it; what this scheduler cannot execute yet (batch sizes of
+        fixed-batch jobs, nodes named by the policy) is logged once and left out. An
+        invalid decision is logged and nothing changes this round."""
+        try:
+            driven = drive(self.policy, self._snapshot(now, nodes), elastic=self._elastic,
+                           executes=Executes(batch_sizes=False, node_changes=False))
+        except InvalidDecision as exc:
+            log.error("policy %s returned an invalid decision, ignored (allocations kept): "
+                      "%s", self.config.policy, exc)
+            return Decision(placements={j.job_id: j.placement for j in self.store.jobs(RUNNING)},
+                            batch_sizes={})
+        for line in driven.rejected:
+            self._reject_once(line)
+        return driven.decision
+
+    def _reject_once(self, line: str) -> None:
+        if line not in self._logged_rejections:
+            self._logged_rejections.add(line)
+            log.warning("decision not executed: %s", line)
 
     def plan(self, decision: Decision) -> list[Action]:
         """The actions that move current allocations to ``decision`` (pure given the store):
@@ -291,8 +320,12 @@ class SchedulerController:
         for job in self.store.jobs(ACTIVE):
             per_worker = models.gpus_per_worker(self._config(job))
             placement = {n: c for n, c in decision.placements.get(job.job_id, {}).items() if c}
-            workers = min(sum(placement.values()) // per_worker, job.max_workers)
-            if workers < job.min_workers:
+            gpus = sum(placement.values())
+            workers = gpus // per_worker
+            if gpus % per_worker or (workers and workers < job.min_workers):
+                self._reject_once(f"job {job.job_id}: {gpus} GPUs is not a whole number of "
+                                  f"{per_worker}-GPU workers in {job.min_workers}.."
+                                  f"{job.max_workers}; the job gets none this round")
                 workers, placement = 0, {}
             held = job.workers if job.state in RUNNING else 0
             if held == workers:

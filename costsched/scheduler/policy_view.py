@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from costsched.config.job import JobConfig
-from costsched.cost.prices import PriceCatalog
+from costsched.cost.prices import JobRate, PriceCatalog
+from costsched.policy.drive import gpu_range
 from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
 from costsched.scheduler.state import JobRecord
@@ -54,21 +55,27 @@ def gpus_per_worker(config: JobConfig) -> int:
     return round(config.scaling.accelerators_per_worker)
 
 
-def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float) -> JobView:
-    """The policy's view of a live job; GPUs = workers x accelerators per worker."""
+def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
+             rate: JobRate, *, elastic: bool) -> JobView:
+    """The policy's view of a live job; GPUs = workers x accelerators per worker. The
+    GPU range follows :func:`~costsched.policy.drive.gpu_range`, as in the simulator:
+    min..max workers under an elastic policy, else the max the user asked for."""
     per_worker = gpus_per_worker(config)
     batch = config.training.global_batch_size
     max_gpus = record.max_workers * per_worker
+    lo, hi = gpu_range(elastic=elastic, elastic_range=(record.min_workers * per_worker, max_gpus),
+                       requested_gpus=max_gpus)
     return JobView(
         name=record.job_id, arrival_time_s=record.submitted_at,
         attained_service_gpu_s=record.attained_gpu_s,
-        min_gpus=record.min_workers * per_worker, max_gpus=max_gpus,
+        min_gpus=lo, max_gpus=hi,
         requested_gpus=max_gpus, requested_batch_size=batch,
         throughput=LinearScalingThroughput(batch, sync_penalty_per_gpu),
         # Pure noise (grad_sqr ~ 0): gain(B) ~ B / B0, efficiency ~ 1 at every batch.
         efficiency=EfficiencyModel(init_batch_size=batch, max_batch_size=batch * max_gpus,
                                    grad_sqr=1e-9, grad_var=1.0),
         priority=record.priority, budget_usd=record.budget_usd, spent_usd=record.spent_usd,
+        usd_per_gpu_hour=rate.usd_per_accelerator_hour,
     )
 
 
@@ -89,13 +96,6 @@ def build_snapshot(*, now: float, round_index: int, views: Sequence[JobView],
     kept = {job: dict(p) for job, p in placements.items() if p and set(p) <= alive}
     return ClusterSnapshot(time_s=now, round_index=round_index, jobs=tuple(views), nodes=nodes,
                            placements=kept, round_s=round_s, restart_s=restart_s)
-
-
-def allocation_usd_per_hour(config: JobConfig, catalog: PriceCatalog, num_workers: int) -> float:
-    """Price of a job's workers at its catalog instance type:
-    usd/h = gpu_usd_per_hour(instance, spot) * num_workers * accelerators_per_worker."""
-    instance = catalog.instance(config.cost.instance_type)
-    return instance.gpu_usd_per_hour(config.cost.spot) * num_workers * gpus_per_worker(config)
 
 
 def cheapest_instance(catalog: PriceCatalog, *, gpus_per_worker: int, spot: bool,

@@ -26,6 +26,7 @@ import numpy as np
 
 from costsched.cost.prices import SECONDS_PER_HOUR, InstanceType
 from costsched.errors import ConfigError
+from costsched.policy.drive import drive, gpu_range
 from costsched.policy.registry import Policy
 from costsched.policy.snapshot import (
     Autoscaling,
@@ -35,7 +36,6 @@ from costsched.policy.snapshot import (
     NodeView,
     placement_shape,
 )
-from costsched.policy.validate import check_decision
 from costsched.sim.profiles import AppProfile
 from costsched.sim.workload import JobSpec
 
@@ -207,10 +207,9 @@ class Simulator:
         app, spec = job.app, job.spec
         epoch = math.floor(app.epoch_at(job.progress))
         sqr, var = app.grad_stats(job.batch_size or spec.batch_size, epoch)
-        if self.config.elastic:
-            lo, hi = 1, max(max_useful_gpus(app), spec.num_replicas)
-        else:
-            lo = hi = spec.num_replicas
+        lo, hi = gpu_range(elastic=self.config.elastic,
+                           elastic_range=(1, max(max_useful_gpus(app), spec.num_replicas)),
+                           requested_gpus=spec.num_replicas)
         return JobView(
             name=spec.name, arrival_time_s=spec.submit_time_s,
             attained_service_gpu_s=job.gpu_s, min_gpus=lo, max_gpus=hi,
@@ -221,6 +220,7 @@ class Simulator:
                                        grad_sqr=max(sqr, 1e-12), grad_var=var),
             priority=spec.priority, budget_usd=spec.budget_usd,
             spent_usd=job.gpu_s / SECONDS_PER_HOUR * self.gpu_usd_per_hour,
+            usd_per_gpu_hour=self.gpu_usd_per_hour,
         )
 
     def _snapshot(self, active: list[_Job], time_s: float, round_index: int) -> ClusterSnapshot:
@@ -238,8 +238,7 @@ class Simulator:
 
     def _schedule(self, active: list[_Job], time_s: float, round_index: int) -> None:
         snapshot = self._snapshot(active, time_s, round_index)
-        decision = self.policy.decide(snapshot)
-        check_decision(snapshot, decision, elastic=self.config.elastic)
+        decision = drive(self.policy, snapshot, elastic=self.config.elastic).decision
         removed = set(decision.nodes_to_remove)
         self.nodes = [n for n in self.nodes if n.node_id not in removed]
         self.nodes += list(decision.nodes_to_add)

@@ -21,6 +21,7 @@ from torch import nn
 from costsched.compression import distillation_loss
 from costsched.config.job import JobConfig
 from costsched.cost.accounting import ATTEMPT_KEY, CHECKPOINTED_KEY, WORLD_SIZE_KEY, cost_so_far_usd
+from costsched.cost.prices import JobRate
 from costsched.training.optim import build_optimizer, build_scheduler, configure_precision
 from costsched.training.schedule import BatchPlan
 from costsched.training.state import Progress, load_state, save_state
@@ -62,7 +63,8 @@ class TrainSpec:
     x_test: np.ndarray
     y_test: np.ndarray
     num_train_rows: int
-    usd_per_worker_second: float
+    rate: JobRate
+    """The job's price (one accelerator's share of its node), from :func:`rate_of_job`."""
     run_started_at: float
     """When this driver session of the run started (the ledger's interval start)."""
     usd_before_start: float = 0.0
@@ -134,14 +136,11 @@ class Trainer:
             usd_at_checkpoint=self.progress.usd_at_checkpoint,
             checkpoint_wall_time=self.progress.wall_time, now=self.clock(),
             world_size=self.session.world_size,
-            usd_per_worker_second=self.spec.usd_per_worker_second,
+            usd_per_worker_second=self.spec.rate.usd_per_worker_second,
         )
 
     def accelerator_s(self, usd: float) -> float:
-        per_accel_s = self.spec.usd_per_worker_second / max(
-            self.spec.job.scaling.accelerators_per_worker, 1e-12
-        )
-        return usd / per_accel_s
+        return self.spec.rate.accelerator_s(usd)
 
     # -- one optimiser step -------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
@@ -240,12 +239,13 @@ class Trainer:
         """Stop now if running to the next checkpoint could cross the budget."""
         elapsed = max(1e-9, self.clock() - self.attempt_started_at)
         steps = max(1, self.progress.global_step - (self.resumed_from_step or 0))
-        usd_per_step = self.spec.usd_per_worker_second * self.session.world_size * elapsed / steps
+        usd_per_step = self.spec.rate.usd(num_workers=self.session.world_size,
+                                          seconds=elapsed) / steps
         # The next report comes at the next checkpoint interval or epoch end, whichever
         # first; stopping then still costs the reserve (evaluation, checkpoint, shutdown).
         steps_ahead = min(self.spec.job.checkpoint.interval_steps, self.steps_per_epoch)
-        reserve = (self.spec.job.cost.stop_reserve_s * self.session.world_size
-                   * self.spec.usd_per_worker_second)
+        reserve = self.spec.rate.usd(num_workers=self.session.world_size,
+                                     seconds=self.spec.job.cost.stop_reserve_s)
         return usd + usd_per_step * steps_ahead + reserve > self.spec.job.cost.budget_usd
 
     def _cost_metrics(self, usd: float, now: float) -> dict[str, Any]:

@@ -24,9 +24,8 @@ from ray.train.torch import TorchTrainer
 
 from costsched.config.job import JobConfig
 from costsched.cost.accounting import RunAccountant
-from costsched.cost.estimate import usd_per_worker_second
 from costsched.cost.ledger import Ledger
-from costsched.cost.prices import PriceCatalog
+from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.errors import CostschedError
 from costsched.ray_layer.train.session import TRAIN_SPLIT, RayTrainSession
 from costsched.training.data import Splits
@@ -119,7 +118,7 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
     spec = TrainSpec(
         job=job, model_factory=model_factory, x_val=splits.x_val, y_val=splits.y_val,
         x_test=splits.x_test, y_test=splits.y_test, num_train_rows=len(splits.x_train),
-        usd_per_worker_second=usd_per_worker_second(job, catalog), run_started_at=run_started_at,
+        rate=rate_of_job(job, catalog), run_started_at=run_started_at,
         usd_before_start=usd_before_start, teacher_factory=model_factory.teacher,
     )
     num_workers: int | tuple[int, int] = scaling.max_workers
