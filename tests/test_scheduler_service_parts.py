@@ -62,11 +62,34 @@ def test_status_table_shows_every_column_and_alerts():
     text = format_status(rows)
     header, first, second, alert = text.splitlines()
     assert header.split()[:4] == ["JOB", "NAME", "STATE", "PRI"]
-    assert first.split()[:8] == ["train-1", "train", "RUNNING", "0", "2", "2", "0.1234", "10.00"]
+    assert first.split()[:8] == ["train-1", "train", "RUNNING", "0", "2", "2", "0.123", "10.00"]
     assert "2.50" in first and "1h02m" in first
     assert second.split()[2] == "QUEUED" and " - " in second
     assert alert == "ALERT train-1: stalled: no step for 20 min"
     assert format_status([]) == "no jobs"
+
+
+def status_cells(**job) -> dict[str, str]:
+    """The one job's row of ``costsched status``, by column header."""
+    header, row = format_status([dataclasses.asdict(status("job-1", **job))]).splitlines()
+    starts = [header.index(name.strip()) for name in header.split("  ") if name.strip()]
+    ends = starts[1:] + [None]
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
+
+
+def test_status_shows_small_dollars_to_three_significant_digits():
+    cells = status_cells(state="RUNNING", spent=0.00123, rate=0.0447, budget_usd=0.004)
+    assert cells["BUDGET $"] == "0.004"  # not 0.00
+    assert cells["SPENT $"] == "0.00123"
+    assert cells["$/H"] == "0.0447"
+
+
+@pytest.mark.parametrize(("state", "eta"), [
+    ("RUNNING", "4m05s"), ("RESIZING", "4m05s"),
+    ("QUEUED", "-"), ("PREEMPTED", "-"), ("COMPLETED", "-"), ("BUDGET_EXHAUSTED", "-"),
+])
+def test_status_shows_an_eta_only_while_a_job_holds_workers(state, eta):
+    assert status_cells(state=state, eta_s=245.0)["ETA"] == eta
 
 
 def test_progress_file_gives_an_eta_from_this_attempts_step_rate(tmp_path):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from costsched.cost.formatting import format_duration, format_local_time, format_usd
 from costsched.errors import ConfigError
 
 
@@ -88,30 +88,29 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 def run_logs(args: argparse.Namespace) -> int:
     for event in _call(args, "logs", args.job_id)["events"]:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
-        print(f"{when}  {event['kind']:<12} {event['detail']}")
+        print(f"{format_local_time(event['at'])}  {event['kind']:<12} {event['detail']}")
     return 0
 
 
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes = int(seconds // 60)
-    if minutes >= 60:
-        return f"{minutes // 60}h{minutes % 60:02d}m"
-    return f"{minutes}m{int(seconds % 60):02d}s"
-
-
 def format_status(rows: Sequence[dict[str, Any]]) -> str:
-    """``costsched status`` as a table, then one line per active alert."""
+    """``costsched status`` as a table, then one line per active alert.
+
+    Dollars keep three significant digits under $1 (a $0.004 budget is not
+    ``0.00``); the ETA shows only while a job holds workers, since a finished or
+    waiting job's last estimate is stale.
+    """
+    # Here, not at the top: `costsched --help` must not pay for the scheduler's imports.
+    from costsched.scheduler.state import RUNNING
+
     if not rows:
         return "no jobs"
     header = ("JOB", "NAME", "STATE", "PRI", "WORKERS", "GPUS", "SPENT $", "BUDGET $",
               "$/H", "ETA", "RESTARTS")
     table = [header] + [(
         r["job_id"], r["name"], r["state"], str(r["priority"]), str(r["workers"]),
-        str(r["gpus"]), f"{r['spent_usd']:.4f}", f"{r['budget_usd']:.2f}",
-        f"{r['usd_per_hour']:.2f}", _eta(r["eta_s"]),
+        str(r["gpus"]), format_usd(r["spent_usd"]), format_usd(r["budget_usd"]),
+        format_usd(r["usd_per_hour"]),
+        format_duration(r["eta_s"]) if r["state"] in RUNNING else "-",
         f"{r['restarts']} ({r['preemptions']}p {r['spot_restarts']}s {r['failures']}f)",
     ) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

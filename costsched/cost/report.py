@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from costsched.cost.formatting import format_local_time, format_usd
 from costsched.cost.ledger import Ledger
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RUN_COLUMNS = [
     "run_id", "job_name", "outcome", "instance_type", "spot", "num_intervals", "num_restarts",
     "wall_s", "accelerator_hours", "cost_usd", "lost_s", "lost_usd", "energy_kwh",
     "usd_to_target", "budget_usd", "test_accuracy",
 ]
+INTERVAL_COLUMNS = [
+    "run_id", "attempt", "started_at", "ended_at", "num_workers", "accelerators_per_worker",
+    "outcome", "accelerator_s", "cost_usd", "lost_s", "lost_usd", "energy_kwh",
+]
+NUMBER_SUFFIXES = ("_s", "_kwh", "_hours", "_accuracy")
 
 
 def intervals_frame(ledger: Ledger, run_id: str | None = None) -> pd.DataFrame:
-    rows = ledger.intervals(run_id)
-    columns = ["run_id", "attempt", "started_at", "ended_at", "num_workers",
-               "accelerators_per_worker", "outcome", "accelerator_s", "cost_usd",
-               "lost_s", "lost_usd", "energy_kwh"]
-    return pd.DataFrame(rows, columns=columns)
+    """One row per interval; ``started_at``/``ended_at`` in seconds since the epoch."""
+    return pd.DataFrame(ledger.intervals(run_id), columns=INTERVAL_COLUMNS)
 
 
 def runs_frame(ledger: Ledger) -> pd.DataFrame:
@@ -55,39 +64,112 @@ def runs_frame(ledger: Ledger) -> pd.DataFrame:
     return frame[RUN_COLUMNS].reset_index(drop=True)
 
 
+def _is_usd(column: str) -> bool:
+    return "usd" in column.split("_")  # cost_usd, budget_usd, usd_to_target
+
+
+def _table_cell(column: str, value: Any) -> Any:
+    """A cell as people read it: ``*_at`` as local time, dollars by :func:`format_usd`."""
+    if column.endswith("_at"):
+        return format_local_time(None if pd.isna(value) else float(value))
+    if _is_usd(column):
+        return format_usd(None if pd.isna(value) else float(value))
+    if isinstance(value, float):
+        return "-" if pd.isna(value) else f"{value:.6g}"
+    return "-" if value is None else value
+
+
 def render(frame: pd.DataFrame, fmt: str) -> str:
-    """The table as ``table`` (aligned text), ``csv`` or ``json`` (records)."""
+    """The table as ``table`` (aligned text for people: local times, dollars to three
+    significant digits, ids in full), ``csv`` or ``json`` (records, raw numbers:
+    times in seconds since the epoch)."""
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
         return frame.to_json(orient="records", indent=2)
     if frame.empty:
         return "no runs recorded yet"
-    return frame.to_string(index=False, float_format=lambda v: f"{v:.6g}")
+    columns = [[column] + [str(_table_cell(column, v)) for v in frame[column]]
+               for column in frame.columns]
+    # Numbers right-aligned, also in a column whose values are all unknown.
+    numeric = [column.endswith(NUMBER_SUFFIXES) or _is_usd(column) or (
+        pd.api.types.is_numeric_dtype(frame[column])
+        and not pd.api.types.is_bool_dtype(frame[column])) for column in frame.columns]
+    for cells, right in zip(columns, numeric, strict=True):
+        width = max(map(len, cells))
+        cells[:] = [cell.rjust(width) if right else cell.ljust(width) for cell in cells]
+    return "\n".join("  ".join(row).rstrip() for row in zip(*columns, strict=True))
+
+
+@dataclass(frozen=True)
+class CostCurve:
+    """A run's cumulative dollars over wall time: straight between consecutive points."""
+
+    run_id: str
+    """The run."""
+    times_s: tuple[float, ...]
+    """Wall-clock times, seconds since the epoch, non-decreasing."""
+    usd: tuple[float, ...]
+    """Dollars spent by the run up to each time."""
+
+
+def _run_curve(run: dict[str, Any], intervals: list[dict[str, Any]]) -> CostCurve:
+    times, usd = [min(run["started_at"], intervals[0]["started_at"])], [0.0]
+    for interval in intervals:
+        if interval["started_at"] > times[-1]:
+            times.append(interval["started_at"])  # flat while the run held nothing
+            usd.append(usd[-1])
+        times.append(interval["ended_at"])  # a constant rate inside one interval
+        usd.append(usd[-1] + interval["cost_usd"])
+    if run["ended_at"] is not None and run["ended_at"] > times[-1]:
+        times.append(run["ended_at"])
+        usd.append(usd[-1])
+    return CostCurve(run_id=run["run_id"], times_s=tuple(times), usd=tuple(usd))
+
+
+def cumulative_cost_series(ledger: Ledger) -> list[CostCurve]:
+    """Each run with intervals, its dollars from $0 at its start to its total.
+
+    Inside an interval the run pays ``cost_usd / (ended_at - started_at)`` dollars
+    per second (its workers' share of the node price, constant), so the curve is
+    straight there; between intervals (queued, restarting) it is flat.
+    """
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for interval in ledger.intervals():
+        by_run.setdefault(interval["run_id"], []).append(interval)
+    return [_run_curve(run, sorted(by_run[run["run_id"]], key=lambda i: i["attempt"]))
+            for run in ledger.runs() if run["run_id"] in by_run]
+
+
+def cost_figure(curves: list[CostCurve]) -> Figure:
+    """Cumulative dollars over local wall-clock time, one line per run, the legend
+    right of the axes with every run id in full."""
+    import matplotlib.dates as mdates
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)  # no pyplot: no window, no global figure to close
+    ax = fig.add_subplot()
+    for curve in curves:
+        when = [datetime.fromtimestamp(t) for t in curve.times_s]
+        ax.plot(when, curve.usd, marker="o", markersize=3, label=curve.run_id)
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("local time")
+    ax.set_ylabel("cumulative cost (USD)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Cost per run")
+    if curves:
+        fig.legend(loc="outside right upper", fontsize="small",
+                   ncols=1 + (len(curves) - 1) // 25)
+    return fig
 
 
 def plot_costs(ledger: Ledger, path: str | Path) -> Path:
-    """Cumulative dollars over wall time, one line per run (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    intervals = intervals_frame(ledger)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for run_id, group in intervals.groupby("run_id"):
-        t0 = group["started_at"].min()
-        xs = [0.0] + list(group["ended_at"] - t0)
-        ys = [0.0] + list(group["cost_usd"].cumsum())
-        ax.step(xs, ys, where="post", label=str(run_id)[:24])
-    ax.set_xlabel("seconds since run start")
-    ax.set_ylabel("cumulative cost (USD)")
-    ax.set_title("Cost per run")
-    if not intervals.empty:
-        ax.legend(fontsize="small")
-    fig.tight_layout()
+    """Write :func:`cost_figure` of the ledger's runs to ``path`` (PNG)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    cost_figure(cumulative_cost_series(ledger)).savefig(path, dpi=100)
     return path

@@ -6,14 +6,12 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, never a window; set before pyplot loads
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from costsched.sim.simulator import SimResult  # noqa: E402
+from costsched.sim.simulator import SimResult
 
 SUMMARY_KEYS = ("policy", "workload", "num_jobs", "mean_jct_s", "p50_jct_s", "p95_jct_s",
                 "makespan_s", "gpu_hours", "node_hours", "cost_usd", "num_restarts")
@@ -66,9 +64,17 @@ def _timeline(result: SimResult) -> np.ndarray:
     return np.array(result.timeline, dtype=float).reshape(-1, 4)
 
 
+def _figure(width_in: float, height_in: float) -> Figure:
+    """A figure drawn straight to files: no pyplot, so no window and no global state."""
+    fig = Figure(figsize=(width_in, height_in), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _plot_allocation(result: SimResult, path: Path, title: str) -> Path:
     line = _timeline(result)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = _figure(7, 3.5)
+    ax = fig.add_subplot()
     hours = line[:, 0] / 3600
     ax.step(hours, line[:, 1], where="post", label="GPUs allocated")
     ax.set_xlabel("time (h)")
@@ -79,39 +85,45 @@ def _plot_allocation(result: SimResult, path: Path, title: str) -> Path:
     twin.set_ylim(bottom=0)
     ax.set_ylim(bottom=0)
     ax.set_title(f"{title}: GPUs allocated and nodes")
-    fig.legend(loc="lower center", ncol=2)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(loc="outside lower center", ncols=2)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def _plot_cost(result: SimResult, path: Path, title: str) -> Path:
     line = _timeline(result)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = _figure(7, 3.5)
+    ax = fig.add_subplot()
     ax.plot(line[:, 0] / 3600, line[:, 3])
     ax.set_xlabel("time (h)")
     ax.set_ylabel("cumulative cost (USD)")
     ax.set_title(f"{title}: cumulative dollars")
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
-def plot_jct_cdf(jcts: Mapping[str, np.ndarray], path: Path, workload: str) -> Path:
-    """One JCT CDF line per policy run on ``workload``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, values in jcts.items():
+LINESTYLES = ("-", "--", ":", "-.")
+"""Cycled per policy, so policies with the same completion times stay visible."""
+
+
+def jct_cdf_figure(jcts: Mapping[str, np.ndarray], workload: str) -> Figure:
+    """One JCT CDF line per policy; the legend sits right of the axes, over no line."""
+    fig = _figure(8, 4)
+    ax = fig.add_subplot()
+    for i, (label, values) in enumerate(jcts.items()):
         xs = np.sort(np.asarray(values, dtype=float))
-        ax.step(xs / 3600, np.arange(1, xs.size + 1) / max(xs.size, 1), where="post", label=label)
+        ax.step(xs / 3600, np.arange(1, xs.size + 1) / max(xs.size, 1), where="post",
+                label=label, linestyle=LINESTYLES[i % len(LINESTYLES)], linewidth=1.8)
     ax.set_xscale("log")
     ax.set_xlabel("job completion time (h, log scale)")
     ax.set_ylabel("fraction of jobs")
     ax.set_title(f"JCT CDF: {workload}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.legend(loc="outside right upper")
+    return fig
+
+
+def plot_jct_cdf(jcts: Mapping[str, np.ndarray], path: Path, workload: str) -> Path:
+    """Write :func:`jct_cdf_figure` to ``path`` (PNG)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    jct_cdf_figure(jcts, workload).savefig(path, dpi=100)
     return path

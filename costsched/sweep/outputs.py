@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
 
 from costsched.sweep.config import apply_point
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RESULT_COLUMNS = [
     "trial_id", "config", "reached_target", "usd_to_target", "final_val_accuracy",
@@ -47,14 +50,15 @@ def write_table(frame: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
     return csv, parquet
 
 
-def plot_pareto(frame: pd.DataFrame, target: float, path: Path) -> Path:
-    """Dollars spent vs best validation accuracy per trial, front joined, baseline marked."""
-    import matplotlib
+def pareto_figure(frame: pd.DataFrame, target: float) -> Figure:
+    """Dollars spent vs best validation accuracy per trial, front joined, baseline
+    marked; the legend sits right of the axes, where it can hide no trial."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)  # no pyplot: no window, no global figure to close
+    ax = fig.add_subplot()
     trials = frame[~frame["is_baseline"].astype(bool)]
     ax.scatter(trials["cost_usd"], trials["best_val_accuracy"], label="trials", alpha=0.7)
     front = pareto_front(frame)
@@ -69,11 +73,14 @@ def plot_pareto(frame: pd.DataFrame, target: float, path: Path) -> Path:
     ax.set_xlabel("dollars spent by the trial (USD)")
     ax.set_ylabel("best validation accuracy")
     ax.set_title("Accuracy vs dollars")
-    ax.legend(fontsize="small", loc="lower right")
-    fig.tight_layout()
+    fig.legend(loc="outside right upper", fontsize="small")
+    return fig
+
+
+def plot_pareto(frame: pd.DataFrame, target: float, path: Path) -> Path:
+    """Write :func:`pareto_figure` to ``path`` (PNG)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    pareto_figure(frame, target).savefig(path, dpi=100)
     return path
 
 
