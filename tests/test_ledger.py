@@ -16,12 +16,17 @@ import pytest
 from costsched.cli.main import main as cli_main
 from costsched.cost.accounting import RunAccountant, cost_so_far_usd
 from costsched.cost.ledger import Ledger
-from costsched.cost.prices import load_catalog
+from costsched.cost.prices import JobRate, load_catalog
 from costsched.cost.report import intervals_frame, plot_costs, render, runs_frame
 from costsched.errors import CostschedError
 
 CATALOG = load_catalog()
 USD_PER_GPU_S = 0.978 / 3600
+
+
+def rate_per_worker_s(usd: float) -> JobRate:
+    return JobRate(instance_type="t", spot=False, usd_per_accelerator_hour=usd * 3600,
+                   accelerators_per_worker=1.0)
 RESOURCES = {"CPU": 4.0, "GPU": 1.0}
 
 
@@ -214,7 +219,7 @@ def test_worker_cost_estimate_after_a_restart_matches_the_ledger(ledger):
     # At 1700 the restarted worker knows the checkpoint of 1300 (600 GPU-s charged then).
     estimate = cost_so_far_usd(usd_at_checkpoint=2 * 300 * USD_PER_GPU_S,
                                checkpoint_wall_time=1300.0, now=1700.0, world_size=2,
-                               usd_per_worker_second=USD_PER_GPU_S)
+                               rate=rate_per_worker_s(USD_PER_GPU_S))
     ledger_at_1700 = 2 * 500 * USD_PER_GPU_S + 2 * 200 * USD_PER_GPU_S
     assert estimate == pytest.approx(ledger_at_1700)
 
@@ -231,7 +236,7 @@ def test_cost_so_far_usd_formula(usd_at_checkpoint, checkpoint_wall_time, now, w
                                  expected):
     assert cost_so_far_usd(usd_at_checkpoint=usd_at_checkpoint,
                            checkpoint_wall_time=checkpoint_wall_time, now=now,
-                           world_size=world_size, usd_per_worker_second=0.001) == (
+                           world_size=world_size, rate=rate_per_worker_s(0.001)) == (
         pytest.approx(expected)
     )
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from costsched.cost.ledger import Ledger
+from costsched.cost.prices import JobRate
 
 ATTEMPT_KEY = "attempt_started_at"
 WORLD_SIZE_KEY = "world_size"
@@ -73,17 +74,16 @@ class RunAccountant:
 
 def cost_so_far_usd(
     *, usd_at_checkpoint: float, checkpoint_wall_time: float, now: float,
-    world_size: int, usd_per_worker_second: float,
+    world_size: int, rate: JobRate,
 ) -> float:
     """Cumulative dollars of a run, as a worker can compute it after a restart.
 
     usd = usd_at_checkpoint
-          + (now - checkpoint_wall_time) * world_size * usd_per_worker_second
+          + rate.usd(num_workers=world_size, seconds=now - checkpoint_wall_time)
 
     The time between the checkpoint and a restart (work lost, the restart
     itself) is charged too, at the current worker count: users pay for it.
     Before the first checkpoint, pass 0 and the run's start time.
     """
-    return usd_at_checkpoint + max(0.0, now - checkpoint_wall_time) * world_size * (
-        usd_per_worker_second
-    )
+    return usd_at_checkpoint + rate.usd(num_workers=world_size,
+                                        seconds=max(0.0, now - checkpoint_wall_time))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from costsched.config.job import JobConfig
-from costsched.cost.prices import PriceCatalog, rate_of_job
+from costsched.cost.prices import SECONDS_PER_HOUR, PriceCatalog, rate_of_job
 from costsched.training.data import Splits
 from costsched.training.model_factory import JobModelFactory
 from costsched.training.optim import build_optimizer
@@ -81,12 +81,14 @@ def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> Plan:
     num_params = sum(p.numel() for p in model.parameters())
     step_s = measure_step_seconds(job, model, splits, batch.max_local_batch_size)
     hours = total_steps * step_s / 3600.0
-    usd_per_hour = rate_of_job(job, catalog).usd_per_hour(workers)
+    rate = rate_of_job(job, catalog)
     return Plan(
         num_workers=workers, resources_per_worker=job.scaling.resources_per_worker(),
         num_train_rows=len(splits.x_train), num_val_rows=len(splits.x_val),
         num_test_rows=len(splits.x_test),
         num_params=num_params,
-        steps_per_epoch=steps_per_epoch, total_steps=total_steps, usd_per_hour=usd_per_hour,
-        step_s=step_s, estimated_hours=hours, estimated_usd=usd_per_hour * hours,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        usd_per_hour=rate.usd_per_hour(workers),
+        step_s=step_s, estimated_hours=hours,
+        estimated_usd=rate.usd(num_workers=workers, seconds=hours * SECONDS_PER_HOUR),
     )

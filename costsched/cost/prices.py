@@ -6,7 +6,7 @@ functions; units are in the names (``_s`` seconds, ``_usd`` dollars, ``_w`` watt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +63,14 @@ class InstanceType:
         """Price of one accelerator: node price / accelerators per node."""
         return self.node_usd_per_hour(spot) / self.num_gpus_per_node
 
+    def with_gpus_per_node(self, num_gpus: int) -> InstanceType:
+        """The same type with ``num_gpus`` accelerators per node at the same price per
+        accelerator: node price x num_gpus / num_gpus_per_node."""
+        factor = num_gpus / self.num_gpus_per_node
+        return replace(self, num_gpus_per_node=num_gpus,
+                       on_demand_usd_per_hour=self.on_demand_usd_per_hour * factor,
+                       spot_usd_per_hour=self.spot_usd_per_hour * factor)
+
 
 @dataclass(frozen=True, kw_only=True)
 class PriceCatalog:
@@ -98,6 +106,11 @@ def load_catalog(path: str | Path | None = None) -> PriceCatalog:
     """Load the price catalog (default: ``$COSTSCHED_PRICES``, else the shipped ``prices.yaml``)."""
     path = default_catalog_path() if path is None else path
     return build(PriceCatalog, read_yaml_mapping(path), str(path))
+
+
+def usd_over(usd_per_hour: float, seconds: float) -> float:
+    """Dollars at ``usd_per_hour`` for ``seconds``: usd = usd_per_hour * seconds / 3600."""
+    return usd_per_hour * seconds / SECONDS_PER_HOUR
 
 
 def compute_cost_usd(

@@ -23,6 +23,7 @@ import heapq
 import math
 from dataclasses import dataclass
 
+from costsched.cost.prices import usd_over
 from costsched.errors import ConfigError
 from costsched.policy.goodput import GoodputChoice, best_goodput
 from costsched.policy.packing import place_jobs
@@ -124,7 +125,7 @@ class _Growth:
         if math.isinf(left_usd):
             return job.max_gpus
         price = job.usd_per_gpu_hour if job.usd_per_gpu_hour is not None else self.gpu_usd_per_hour
-        usd_per_gpu_round = price * self.snapshot.round_s / 3600.0
+        usd_per_gpu_round = usd_over(price, self.snapshot.round_s)
         return min(job.max_gpus, int(left_usd // usd_per_gpu_round) if left_usd > 0 else 0)
 
     def weight(self, job: JobView) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from costsched.cost.prices import usd_over
 from costsched.scheduler.state import RUNNING, JobRecord
 
 
@@ -39,7 +40,7 @@ def job_alerts(job: JobRecord, *, now: float, stall_minutes: float) -> list[Aler
             f"stalled: no step for {(now - since) / 60.0:.0f} min "
             f"(last step {job.last_step}, limit {stall_minutes:g} min)")))
     if job.eta_s is not None and job.usd_per_hour > 0:
-        need_usd = job.usd_per_hour * job.eta_s / 3600.0
+        need_usd = usd_over(job.usd_per_hour, job.eta_s)
         left_usd = job.budget_usd - job.spent_usd
         if need_usd > left_usd:
             found.append(Alert(job_id=job.job_id, kind="burn", message=(

@@ -22,7 +22,7 @@ from typing import Any
 from costsched.config.job import JobConfig, parse_job
 from costsched.config.scheduler import SchedulerConfig, parse_submission
 from costsched.config.strict import parse_yaml_mapping
-from costsched.cost.prices import JobRate, PriceCatalog, load_catalog, rate_of_job
+from costsched.cost.prices import JobRate, PriceCatalog, load_catalog, rate_of_job, usd_over
 from costsched.errors import CostschedError
 from costsched.policy.drive import Executes, drive, is_elastic
 from costsched.policy.registry import Policy, make_policy
@@ -254,12 +254,11 @@ class SchedulerController:
                 else self._rate(job, job.min_workers)
             horizon_s = self.config.round_s + config.cost.stop_reserve_s
             spent = max(job.spent_usd, self._held_usd(job))
-            projected = spent + rate * horizon_s / 3600.0
+            projected = spent + usd_over(rate, horizon_s)
             if projected <= job.budget_usd:
                 continue
-            detail = (f"stopped before its budget: ${spent:.4f} spent, "
-                      f"${projected:.4f} projected by next round > ${job.budget_usd:.4g}")
-            spent = job.spent_usd
+            detail = (f"stopped before its budget: ${spent:.4g} spent, "
+                      f"${projected:.4g} projected by next round > ${job.budget_usd:.4g}")
             if running:
                 self.runner.stop(job.job_id, "budget")
                 spent = max(spent, self._spent_after_stop(job))
@@ -273,6 +272,16 @@ class SchedulerController:
         (attained GPU-seconds x price per GPU-second). The ledger learns of a run at
         its first report, so early in a run this is the better estimate."""
         return self.job_rate(job).usd_for_accelerator_s(job.attained_gpu_s)
+
+    def spent_now(self, job: JobRecord, now: float) -> float:
+        """Dollars the job has spent as of ``now``: the larger of what its runs reported
+        and the slots it has held by the controller's count, including the time since
+        the last round, so a running job's spend moves between reports."""
+        if job.state not in RUNNING or job.accounted_at is None:
+            return max(job.spent_usd, self._held_usd(job))
+        gpus = job.workers * models.gpus_per_worker(self._config(job))
+        since = self.job_rate(job).usd_for_accelerator_s(gpus * max(now - job.accounted_at, 0.0))
+        return max(job.spent_usd, self._held_usd(job) + since)
 
     def job_rate(self, job: JobRecord) -> JobRate:
         """The job's price, from the one price function family (:mod:`costsched.cost.prices`)."""
@@ -451,8 +460,10 @@ class SchedulerController:
         return JobStatus(
             job_id=job.job_id, name=job.name, state=job.state, priority=job.priority,
             workers=job.workers, gpus=job.workers * models.gpus_per_worker(self._config(job)),
-            spent_usd=job.spent_usd, budget_usd=job.budget_usd, usd_per_hour=job.usd_per_hour,
-            eta_s=job.eta_s, restarts=job.restarts, preemptions=job.preemptions,
+            spent_usd=self.spent_now(job, now), budget_usd=job.budget_usd,
+            usd_per_hour=job.usd_per_hour if job.state in RUNNING else 0.0,
+            eta_s=job.eta_s if job.state in RUNNING else None,
+            restarts=job.restarts, preemptions=job.preemptions,
             spot_restarts=job.spot_restarts, failures=job.failures,
             alerts=tuple(str(a) for a in alerts))
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from costsched.cost.prices import SECONDS_PER_HOUR, InstanceType
+from costsched.cost.prices import SECONDS_PER_HOUR, InstanceType, usd_over
 from costsched.errors import ConfigError
 from costsched.policy.drive import drive, gpu_range
 from costsched.policy.registry import Policy
@@ -197,7 +197,7 @@ class Simulator:
             node_s += len(self.nodes) * (end_s - time_s)
             allocated = sum(sum(j.placement.values()) for j in active + finished)
             timeline.append((time_s, allocated, len(self.nodes),
-                             node_s / SECONDS_PER_HOUR * self.node_usd_per_hour))
+                             usd_over(self.node_usd_per_hour, node_s)))
             if on_round is not None:
                 on_round(time_s, done, len(self.jobs))
             time_s, round_index = time_s + cfg.round_s, round_index + 1
@@ -219,7 +219,7 @@ class Simulator:
                                        max_batch_size=app.max_batch_size,
                                        grad_sqr=max(sqr, 1e-12), grad_var=var),
             priority=spec.priority, budget_usd=spec.budget_usd,
-            spent_usd=job.gpu_s / SECONDS_PER_HOUR * self.gpu_usd_per_hour,
+            spent_usd=usd_over(self.gpu_usd_per_hour, job.gpu_s),
             usd_per_gpu_hour=self.gpu_usd_per_hour,
         )
 
@@ -265,11 +265,11 @@ class Simulator:
         prog = app.curves[app.init_batch_size].progress.to_numpy(float)
         while left > 0:
             epoch = math.floor(app.epoch_at(job.progress))
-            rate = app.gain(job.batch_size, epoch) / step_s
+            progress_per_s = app.gain(job.batch_size, epoch) / step_s
             boundary = min(float(prog[epoch]) if epoch < len(prog) else target, target)
-            need = max(boundary - job.progress, 0.0) / rate
+            need = max(boundary - job.progress, 0.0) / progress_per_s
             if need > left:
-                job.progress += rate * left
+                job.progress += progress_per_s * left
                 left = 0.0
             else:
                 job.progress = boundary
@@ -293,10 +293,10 @@ class Simulator:
             JobRecord(name=j.spec.name, application=j.spec.application,
                       submit_s=j.spec.submit_time_s, finish_s=float(j.finish_time_s),
                       gpu_hours=j.gpu_s / SECONDS_PER_HOUR,
-                      cost_usd=j.gpu_s / SECONDS_PER_HOUR * self.gpu_usd_per_hour,
+                      cost_usd=usd_over(self.gpu_usd_per_hour, j.gpu_s),
                       restarts=max(j.num_placements - 1, 0))
             for j in self.jobs
         )
         node_hours = node_s / SECONDS_PER_HOUR
         return SimResult(jobs=records, timeline=tuple(timeline), node_hours=node_hours,
-                         cost_usd=node_hours * self.node_usd_per_hour)
+                         cost_usd=usd_over(self.node_usd_per_hour, node_s))

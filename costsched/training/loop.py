@@ -136,7 +136,7 @@ class Trainer:
             usd_at_checkpoint=self.progress.usd_at_checkpoint,
             checkpoint_wall_time=self.progress.wall_time, now=self.clock(),
             world_size=self.session.world_size,
-            usd_per_worker_second=self.spec.rate.usd_per_worker_second,
+            rate=self.spec.rate,
         )
 
     def accelerator_s(self, usd: float) -> float:
