@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from costsched.cost.formatting import format_usd
 from costsched.cost.prices import usd_over
 from costsched.scheduler.state import RUNNING, JobRecord
 
@@ -44,8 +45,8 @@ def job_alerts(job: JobRecord, *, now: float, stall_minutes: float) -> list[Aler
         left_usd = job.budget_usd - job.spent_usd
         if need_usd > left_usd:
             found.append(Alert(job_id=job.job_id, kind="burn", message=(
-                f"over budget at this rate: ${need_usd:.2f} more needed to finish, "
-                f"${left_usd:.2f} left of ${job.budget_usd:.2f}")))
+                f"over budget at this rate: ${format_usd(need_usd)} more needed to finish, "
+                f"${format_usd(left_usd)} left of ${format_usd(job.budget_usd)}")))
     return found
 
 

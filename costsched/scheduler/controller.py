@@ -22,6 +22,7 @@ from typing import Any
 from costsched.config.job import JobConfig, parse_job
 from costsched.config.scheduler import SchedulerConfig, parse_submission
 from costsched.config.strict import parse_yaml_mapping
+from costsched.cost.formatting import format_usd
 from costsched.cost.prices import JobRate, PriceCatalog, load_catalog, rate_of_job, usd_over
 from costsched.errors import CostschedError
 from costsched.policy.drive import Executes, drive, is_elastic
@@ -257,8 +258,9 @@ class SchedulerController:
             projected = spent + usd_over(rate, horizon_s)
             if projected <= job.budget_usd:
                 continue
-            detail = (f"stopped before its budget: ${spent:.4g} spent, "
-                      f"${projected:.4g} projected by next round > ${job.budget_usd:.4g}")
+            detail = (f"stopped before its budget: ${format_usd(spent)} spent, "
+                      f"${format_usd(projected)} projected by next round > "
+                      f"${format_usd(job.budget_usd)}")
             if running:
                 self.runner.stop(job.job_id, "budget")
                 spent = max(spent, self._spent_after_stop(job))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from costsched.config.strict import closest_hint
+from costsched.cost.formatting import format_usd
 from costsched.errors import CostschedError
 from costsched.sqlite_file import SqliteFile
 
@@ -177,7 +178,7 @@ class JobStore:
                  min_workers, max_workers, now),
             )
             _event(db, job_id, now, "submitted",
-                   f"priority {priority}, budget ${budget_usd:.2f}, "
+                   f"priority {priority}, budget ${format_usd(budget_usd)}, "
                    f"{min_workers}-{max_workers} workers")
         return self.get(job_id)
 
