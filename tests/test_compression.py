@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -213,7 +215,25 @@ def test_factorisation_reproduces_a_layer_whose_weight_has_that_rank():
     torch.testing.assert_close(factored(x), layer(x), atol=1e-4, rtol=1e-4)
 
 
-# --- quantization -----------------------------------------------------------------------
+# --- quantization ---------------------------------------------------------------------
+
+# Layers whose weight ends up int8 in the conv models built with widths (8, 16): Conv1d has
+# no torchao int8 support and the ResNet stem has a single input channel, so both stay float.
+INT8_LAYERS = {
+    "cnn1d": ["classifier"],
+    "resnet2d": ["blocks.0.body.0", "blocks.0.body.3", "blocks.1.body.0", "blocks.1.body.3",
+                 "blocks.1.shortcut.0", "classifier"],
+}
+
+
+def int8_layers(model: nn.Module) -> list[str]:
+    """Names of the layers whose weight is stored as int8 values (torchao's ``qdata``)."""
+    names = []
+    for name, module in model.named_modules():
+        qdata = getattr(getattr(module, "weight", None), "qdata", None)
+        if isinstance(qdata, torch.Tensor) and qdata.dtype == torch.int8:
+            names.append(name)
+    return names
 
 
 def test_dynamic_int8_shrinks_bytes_and_keeps_accuracy(trained, digits):
@@ -221,30 +241,61 @@ def test_dynamic_int8_shrinks_bytes_and_keeps_accuracy(trained, digits):
     before = footprint(model, digits)
     q = quantize_dynamic_int8(model)
     after = footprint(q, digits)
+    assert int8_layers(q) == ["features.1", "features.3", "classifier"]
     assert after.model_bytes < before.model_bytes / 2
+    # 1 byte per weight plus a float32 scale and an int8 zero point per row; biases float32.
+    assert 0.25 < after.sparse_bytes / before.sparse_bytes < 0.3
     assert after.num_params == before.num_params
     assert accuracy(q, digits) >= base_acc - 0.02
+    assert int8_layers(model) == []  # the float model is left alone
 
 
 def test_qat_converts_to_int8_with_accuracy_close_to_fp32(trained, digits):
     model, base_acc = trained
     prepared = prepare_qat(model)
     fit(prepared, digits, epochs=2, lr=1e-3)
+    with torch.inference_mode():
+        trained_logits = prepared(digits["x_test"])
     q = convert_qat(prepared)
-    assert "QuantizedLinear" in str(q)
+    assert int8_layers(q) == ["features.1", "features.3", "classifier"]
+    with torch.inference_mode():  # int8 inference computes what fake quantization trained
+        torch.testing.assert_close(q(digits["x_test"]), trained_logits)
     assert footprint(q, digits).model_bytes < footprint(model, digits).model_bytes / 2
     assert accuracy(q, digits) >= base_acc - 0.02
 
 
 @pytest.mark.parametrize("kind", ["cnn1d", "resnet2d"])
-def test_qat_runs_on_conv_models_quantizing_their_linear_layers(kind):
+def test_qat_runs_on_conv_models_quantizing_linear_and_conv2d_layers(kind):
     model = build_model(kind, input_shape=(64,), num_classes=5, widths=(8, 16))
     prepared = prepare_qat(model)
     x = torch.randn(6, 64)
     prepared(x).sum().backward()
     q = convert_qat(prepared)
     assert q(x).shape == (6, 5)
-    assert "QuantizedLinear" in str(q.classifier)
+    assert int8_layers(q) == INT8_LAYERS[kind]
+
+
+@pytest.mark.parametrize("kind", ["cnn1d", "resnet2d"])
+def test_dynamic_int8_on_conv_models_stays_close_to_float(kind):
+    torch.manual_seed(0)
+    model = build_model(kind, input_shape=(64,), num_classes=5, widths=(8, 16)).eval()
+    x = torch.randn(32, 64)
+    q = quantize_dynamic_int8(model)
+    assert int8_layers(q) == INT8_LAYERS[kind]
+    with torch.inference_mode():
+        expected, got = model(x), q(x)
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+    before, after = measure_footprint(model, x), measure_footprint(q, x, num_latency_runs=3)
+    assert after.num_params == before.num_params
+    if kind == "resnet2d":  # its Conv2d weights are stored in int8
+        assert after.sparse_bytes < 0.6 * before.sparse_bytes
+
+
+def test_importing_compression_does_not_load_torchao():
+    code = "import sys, costsched.compression; print('torchao' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip() == "False", proc.stdout + proc.stderr
 
 
 # --- distillation -----------------------------------------------------------------------

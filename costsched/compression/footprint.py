@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import io
+import math
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.ao.nn import quantized as nnq
-from torch.ao.nn.quantized import dynamic as nnqd
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 _INDEX_BYTES = 4  # one int32 index per stored nonzero (COO-style estimate)
-_QUANTIZED_LINEAR = (nnq.Linear, nnqd.Linear)
-_COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, *_QUANTIZED_LINEAR)
+_COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d)  # torchao quantizes these in place
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +32,8 @@ class Footprint:
     sparse_bytes: int
     """Estimated storage if each weight tensor kept only its nonzeros as (value, int32 index)
     pairs, chosen per tensor only where that beats dense; equals the dense parameter bytes
-    for an unpruned model. An estimate of a sparse format, not a file we write."""
+    for an unpruned model. A quantized weight counts 1 byte per int8 value plus its scales
+    and zero points. An estimate of a sparse format, not a file we write."""
 
     flops_per_sample: float
     """2 x multiply-adds of Linear/Conv layers per input sample, counting only nonzero
@@ -44,42 +44,60 @@ class Footprint:
     """Median wall time of one batch-1 forward pass, one CPU thread, ``inference_mode``."""
 
 
-def effective_tensors(module: nn.Module) -> list[torch.Tensor]:
-    """The module's own weight/bias tensors as the forward pass sees them (masks applied,
-    int8 weights dequantized)."""
-    if isinstance(module, _QUANTIZED_LINEAR):
-        weight, bias = module._weight_bias()
-        return [weight.dequantize()] + ([bias] if bias is not None else [])
+def _is_quantized(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a torchao quantized tensor (its values stored in ``qdata``)."""
+    return is_traceable_wrapper_subclass(tensor) and hasattr(tensor, "qdata")
+
+
+def _stored_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """The module's own weight/bias tensors as stored: pruning masks applied, torchao
+    quantized weights left quantized."""
     tensors = []
     for name, param in module.named_parameters(recurse=False):
         if name.endswith("_orig"):  # torch.nn.utils.prune reparametrisation
             tensors.append(getattr(module, name.removesuffix("_orig")))
         else:
             tensors.append(param)
-    return [t.detach() for t in tensors]
+    return [t if _is_quantized(t) else t.detach() for t in tensors]
+
+
+def _dequantized(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.dequantize() if _is_quantized(tensor) else tensor
 
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
     """The weight a Linear/Conv forward pass uses (pruning mask applied, int8 dequantized)."""
-    if isinstance(module, _QUANTIZED_LINEAR):
-        return module.weight().dequantize()
-    return module.weight.detach()  # with prune's reparametrisation this is the masked one
+    weight = module.weight  # with prune's reparametrisation this is the masked one
+    # No detach() for torchao tensors: it fails on them under inference_mode.
+    return weight.dequantize() if _is_quantized(weight) else weight.detach()
 
 
-def _weight_bytes(module: nn.Module) -> int:
-    return 1 if isinstance(module, _QUANTIZED_LINEAR) else 4
+def _sparse_bytes(tensor: torch.Tensor, num_nonzero: int) -> int:
+    """Bytes of ``tensor`` stored dense or as (value, int32 index) pairs, whichever is less;
+    a quantized tensor adds its scales and zero points."""
+    if _is_quantized(tensor):
+        names, _ = tensor.__tensor_flatten__()
+        total = sum(_nbytes(getattr(tensor, name)) for name in names)
+        metadata = total - _nbytes(tensor.qdata)
+        value_bytes = _nbytes(tensor.qdata) / tensor.numel()  # below 1 if packed (int4)
+    else:
+        metadata, value_bytes = 0, tensor.element_size()
+    values = min(tensor.numel() * value_bytes, num_nonzero * (value_bytes + _INDEX_BYTES))
+    return metadata + math.ceil(values)
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 def _counts(model: nn.Module) -> tuple[int, int, int]:
     num = nonzero = sparse = 0
     for module in model.modules():
-        elem = _weight_bytes(module)
-        for tensor in effective_tensors(module):
-            nnz = int(torch.count_nonzero(tensor))
+        for tensor in _stored_tensors(module):
+            nnz = int(torch.count_nonzero(_dequantized(tensor)))
             num += tensor.numel()
             nonzero += nnz
-            size = tensor.element_size() if tensor.dim() < 2 else elem
-            sparse += min(tensor.numel() * size, nnz * (size + _INDEX_BYTES))
+            sparse += _sparse_bytes(tensor, nnz)
     return num, nonzero, sparse
 
 

@@ -42,7 +42,7 @@ def finalize_compression(model: nn.Module, config: CompressionConfig) -> nn.Modu
     """Return the inference form of a model trained after :func:`apply_compression`.
 
     Makes pruning permanent in place on ``model``; the quantized result is a new module in
-    eval mode (int8 models run on CPU only).
+    eval mode.
     """
     model = finalize_pruning(model)
     if config.quantization == "qat_int8":

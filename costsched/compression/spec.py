@@ -25,7 +25,9 @@ class CompressionConfig:
     """Rank of factorised Linear layers as a fraction of min(in, out), in (0, 1]; 1.0 is off."""
 
     quantization: QuantizationMode = "none"
-    """int8 quantization: post-training dynamic, or quantization-aware training (Linear only)."""
+    """int8 quantization with torchao: post-training dynamic, or quantization-aware training.
+    Linear layers get int8 weights and inputs, Conv2d layers int8 weights, Conv1d layers stay
+    float32 (see :mod:`costsched.compression.quantization`)."""
 
     distill_teacher_path: str | None = None
     """Checkpoint (``state.pt`` with key ``model``) of a teacher to distil from; None is off."""
