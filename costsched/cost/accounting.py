@@ -1,4 +1,10 @@
-"""Turns a training run's event stream into ledger intervals (pure; no Ray).
+"""Run accounting: the one API through which anything writes the cost ledger (pure; no Ray).
+
+:class:`RunAccount` opens or resumes a run, feeds its reports and failures in as
+intervals (:class:`RunAccountant`), charges an attempt killed before it reported,
+closes a run ended from outside, and records the outcome. The Ray Train callback,
+the job driver, the live scheduler's runner and the sweep all go through it; no
+other module calls the ledger's write methods (a test checks this).
 
 Workers report metrics that carry ``attempt_started_at`` (when this attempt's
 training function started) and ``world_size``. A new ``attempt_started_at``
@@ -14,10 +20,13 @@ at the old one until it sees the new group. The ledger is authoritative.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import JobRate
+
+if TYPE_CHECKING:
+    from costsched.config.job import JobConfig
 
 ATTEMPT_KEY = "attempt_started_at"
 WORLD_SIZE_KEY = "world_size"
@@ -70,6 +79,70 @@ class RunAccountant:
                  if r["interval_id"] == self._open.interval_id][0]["ended_at"]
         self._next_start = ended
         self._open = None
+
+
+class RunAccount:
+    """Every ledger write of one run. Clock values are passed in."""
+
+    def __init__(self, ledger: Ledger, run_id: str):
+        self.ledger, self.run_id = ledger, run_id
+
+    def open(self, job: JobConfig, *, now: float) -> float:
+        """Start the run, or resume it (closing an interval a dead driver left open, at
+        its last heartbeat); returns what the ledger already holds for it, in dollars."""
+        if not self.ledger.resume_run(self.run_id):
+            self.ledger.start_run(
+                run_id=self.run_id, job_name=job.name, config_hash=job.config_hash(),
+                instance_type=job.cost.instance_type, spot=job.cost.spot,
+                utilisation=job.cost.utilisation, budget_usd=job.cost.budget_usd, now=now)
+        return self.ledger.run_cost_usd(self.run_id)
+
+    def accountant(self, *, run_started_at: float, accelerators_per_worker: float,
+                   resources: dict[str, float]) -> RunAccountant:
+        """The feed of this run's reports and failures into intervals."""
+        return RunAccountant(self.ledger, self.run_id, run_started_at=run_started_at,
+                             accelerators_per_worker=accelerators_per_worker,
+                             resources=resources)
+
+    def finish(self, *, outcome: str, now: float, metrics: dict[str, Any]) -> None:
+        """Record the run's end: its open interval closes and dollars to target are kept."""
+        self.ledger.finish_run(self.run_id, now=now, outcome=outcome, final_metrics=metrics)
+        if metrics.get("usd_to_target") is not None:
+            self.ledger.record_target(self.run_id, usd_to_target=float(metrics["usd_to_target"]))
+
+    def outcome(self) -> str | None:
+        """The run's recorded outcome (``RUNNING`` while open); None if unknown."""
+        return next((r["outcome"] for r in self.ledger.runs() if r["run_id"] == self.run_id),
+                    None)
+
+    def exists(self) -> bool:
+        return self.outcome() is not None
+
+    def abandon(self, *, outcome: str, relabel_failed: bool = False) -> None:
+        """End a run whose processes were killed from outside, at its last heartbeat.
+        Nothing happens if it already ended, unless ``relabel_failed`` and it ended
+        FAILED because it was stopped from outside (its controller died under it)."""
+        if self.outcome() == "RUNNING" or (relabel_failed and self.outcome() == "FAILED"):
+            self.ledger.close_abandoned_run(self.run_id, outcome=outcome)
+
+    def charge_start_up(self, *, attempt_started_at: float, now: float, num_workers: int,
+                        accelerators_per_worker: float, resources: dict[str, float]) -> None:
+        """An attempt killed before its first report held its workers all the same:
+        charge them from its start (or the end of the last interval) to ``now``, all of
+        it as lost work. Nothing happens if the run is unknown or an interval is open."""
+        if not self.exists():
+            return
+        previous = self.ledger.intervals(self.run_id)
+        if any(i["outcome"] == "RUNNING" for i in previous):
+            return  # the run reported after all; abandon() ends its open interval
+        started = max([attempt_started_at] + [i["ended_at"] for i in previous])
+        interval = self.ledger.open_interval(
+            self.run_id, started_at=started, num_workers=num_workers,
+            accelerators_per_worker=accelerators_per_worker, resources=resources)
+        self.ledger.close_interval(interval, now=now, outcome="FAILED")
+
+    def cost_usd(self) -> float:
+        return self.ledger.run_cost_usd(self.run_id)
 
 
 def cost_so_far_usd(

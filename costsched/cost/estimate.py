@@ -16,7 +16,7 @@ from costsched.training.schedule import BatchPlan
 
 
 @dataclass(frozen=True, kw_only=True)
-class Plan:
+class CostEstimate:
     num_workers: int
     """Workers the estimate assumes (the job's maximum)."""
     resources_per_worker: dict[str, float]
@@ -69,7 +69,7 @@ def measure_step_seconds(job: JobConfig, model: torch.nn.Module, splits: Splits,
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
-def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> Plan:
+def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> CostEstimate:
     workers = job.scaling.max_workers
     batch = BatchPlan(global_batch_size=job.training.global_batch_size, world_size=workers,
                       rank=0, micro_batch_size=job.training.micro_batch_size)
@@ -82,7 +82,7 @@ def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> Plan:
     step_s = measure_step_seconds(job, model, splits, batch.max_local_batch_size)
     hours = total_steps * step_s / 3600.0
     rate = rate_of_job(job, catalog)
-    return Plan(
+    return CostEstimate(
         num_workers=workers, resources_per_worker=job.scaling.resources_per_worker(),
         num_train_rows=len(splits.x_train), num_val_rows=len(splits.x_val),
         num_test_rows=len(splits.x_test),

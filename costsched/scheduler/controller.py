@@ -30,7 +30,10 @@ from costsched.policy.registry import Policy, make_policy
 from costsched.policy.snapshot import Decision
 from costsched.policy.validate import InvalidDecision
 from costsched.scheduler import policy_view as models
+from costsched.scheduler import spend
+from costsched.scheduler.actions import plan_actions
 from costsched.scheduler.alerts import all_alerts, job_alerts
+from costsched.scheduler.autoscale import resource_request
 from costsched.scheduler.interfaces import (
     Action,
     Clock,
@@ -52,7 +55,6 @@ from costsched.scheduler.state import (
 
 log = logging.getLogger(__name__)
 FINISHED_OUTCOMES = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
-ACTION_ORDER = {"preempt": 0, "resize": 1, "resume": 2, "start": 3}
 
 
 class SchedulerController:
@@ -254,7 +256,7 @@ class SchedulerController:
             rate = (job.usd_per_hour or self._rate(job, job.workers)) if running \
                 else self._rate(job, job.min_workers)
             horizon_s = self.config.round_s + config.cost.stop_reserve_s
-            spent = max(job.spent_usd, self._held_usd(job))
+            spent = self.spent_now(job, now)
             projected = spent + usd_over(rate, horizon_s)
             if projected <= job.budget_usd:
                 continue
@@ -269,21 +271,10 @@ class SchedulerController:
             actions.append(Action(kind="stop_budget", job_id=job.job_id, detail=detail))
         return actions
 
-    def _held_usd(self, job: JobRecord) -> float:
-        """What the accelerators the job has held cost, by the controller's own count
-        (attained GPU-seconds x price per GPU-second). The ledger learns of a run at
-        its first report, so early in a run this is the better estimate."""
-        return self.job_rate(job).usd_for_accelerator_s(job.attained_gpu_s)
-
     def spent_now(self, job: JobRecord, now: float) -> float:
-        """Dollars the job has spent as of ``now``: the larger of what its runs reported
-        and the slots it has held by the controller's count, including the time since
-        the last round, so a running job's spend moves between reports."""
-        if job.state not in RUNNING or job.accounted_at is None:
-            return max(job.spent_usd, self._held_usd(job))
-        gpus = job.workers * models.gpus_per_worker(self._config(job))
-        since = self.job_rate(job).usd_for_accelerator_s(gpus * max(now - job.accounted_at, 0.0))
-        return max(job.spent_usd, self._held_usd(job) + since)
+        """Dollars the job has spent as of ``now`` (see :func:`spend.spent_now`)."""
+        return spend.spent_now(job, self.job_rate(job),
+                               models.gpus_per_worker(self._config(job)), now)
 
     def job_rate(self, job: JobRecord) -> JobRate:
         """The job's price, from the one price function family (:mod:`costsched.cost.prices`)."""
@@ -325,31 +316,10 @@ class SchedulerController:
             log.warning("decision not executed: %s", line)
 
     def plan(self, decision: Decision) -> list[Action]:
-        """The actions that move current allocations to ``decision`` (pure given the store):
-        preemptions and resizes first, so freed slots are free before jobs start."""
-        actions = []
-        for job in self.store.jobs(ACTIVE):
-            per_worker = models.gpus_per_worker(self._config(job))
-            placement = {n: c for n, c in decision.placements.get(job.job_id, {}).items() if c}
-            gpus = sum(placement.values())
-            workers = gpus // per_worker
-            if gpus % per_worker or (workers and workers < job.min_workers):
-                self._reject_once(f"job {job.job_id}: {gpus} GPUs is not a whole number of "
-                                  f"{per_worker}-GPU workers in {job.min_workers}.."
-                                  f"{job.max_workers}; the job gets none this round")
-                workers, placement = 0, {}
-            held = job.workers if job.state in RUNNING else 0
-            if held == workers:
-                continue
-            if workers == 0:
-                kind = "preempt"
-            elif held:
-                kind = "resize"
-            else:
-                kind = "resume" if job.started_at is not None else "start"
-            actions.append(Action(kind=kind, job_id=job.job_id, num_workers=workers,
-                                  placement=placement, detail=f"{held} -> {workers} workers"))
-        return sorted(actions, key=lambda a: ACTION_ORDER[a.kind])
+        """The actions that move current allocations to ``decision`` (pure given the store)."""
+        jobs = self.store.jobs(ACTIVE)
+        return plan_actions(jobs, {j.job_id: models.gpus_per_worker(self._config(j))
+                                   for j in jobs}, decision, self._reject_once)
 
     def _apply(self, decision: Decision, now: float) -> list[Action]:
         done = []
@@ -401,52 +371,18 @@ class SchedulerController:
 
     # -- autoscaling -------------------------------------------------------------------
     def _autoscale(self, num_nodes: int) -> None:
-        """Request capacity for running jobs plus the waiting jobs that fit under
-        max_nodes (highest priority first, cheapest fitting type each); with no job
-        at all, request only the ``min_nodes`` floor, or clear the request.
-
-        The request is sent again every round: Ray keeps one standing request per
-        cluster, and Ray Data's own autoscaling coordinator (inside every Train run)
-        replaces it. Running jobs stay in it so their nodes are not taken as idle
-        while their workers start."""
-        waiting = sorted(self.store.jobs(WAITING), key=lambda j: (-j.priority, j.submitted_at))
-        room = self.config.autoscaling.max_nodes - num_nodes
-        demand: list[ResourceBundle] = []
-        for job in waiting:
-            config = self._config(job)
-            bundles, needed = self._bundles(config, job.min_workers)
-            if bundles and needed <= room:
-                demand += bundles
-                room -= needed
-        held = [b for job in self.store.jobs(RUNNING)
-                for b in self._bundles(self._config(job), job.workers)[0]]
-        request = tuple(held + demand) or self._floor()
+        """Send this round's capacity request (see :func:`resource_request`); it is sent
+        again every round, and cleared once nothing needs capacity."""
+        request = resource_request(
+            waiting=[(j, self._config(j)) for j in self.store.jobs(WAITING)],
+            running=[(j, self._config(j)) for j in self.store.jobs(RUNNING)],
+            num_nodes=num_nodes, catalog=self.catalog, config=self.config)
         if request:
             self.cluster.request_resources(request)
             self._requested = request
         elif self._requested is not None:
             self.cluster.clear_resource_request()
             self._requested = None
-
-    def _floor(self) -> tuple[ResourceBundle, ...]:
-        """``min_nodes`` whole nodes of the cheapest allowed on-demand type (one bundle
-        holding every slot of a node each), kept up while the queue is empty."""
-        scaling = self.config.autoscaling
-        if scaling.min_nodes == 0:
-            return ()
-        name = models.cheapest_instance(self.catalog, gpus_per_worker=1, spot=False,
-                                        allowed=scaling.node_types)
-        if name is None:
-            return ()
-        slots = float(self.catalog.instance(name).num_gpus_per_node)
-        bundle = ResourceBundle(resources={self.config.accelerator_resource: slots},
-                                instance_type=name)
-        return (bundle,) * scaling.min_nodes
-
-    def _bundles(self, config: JobConfig, num_workers: int) -> tuple[list[ResourceBundle], int]:
-        return models.job_bundles(config, num_workers, self.catalog,
-                                  allowed=self.config.autoscaling.node_types,
-                                  accelerator_resource=self.config.accelerator_resource)
 
     # -- helpers -----------------------------------------------------------------------
     def _config(self, job: JobRecord) -> JobConfig:

@@ -86,7 +86,7 @@ class _Job:
 
 
 @dataclass(frozen=True, kw_only=True)
-class JobRecord:
+class SimJobResult:
     """One finished job."""
 
     name: str
@@ -113,7 +113,7 @@ class JobRecord:
 class SimResult:
     """What a run produced."""
 
-    jobs: tuple[JobRecord, ...]
+    jobs: tuple[SimJobResult, ...]
     """Every job, in submission order."""
     timeline: tuple[tuple[float, int, int, float], ...]
     """Per round: (time_s, GPUs allocated, nodes, cumulative USD at the round's end)."""
@@ -290,7 +290,7 @@ class Simulator:
 
     def _result(self, timeline: list, node_s: float) -> SimResult:
         records = tuple(
-            JobRecord(name=j.spec.name, application=j.spec.application,
+            SimJobResult(name=j.spec.name, application=j.spec.application,
                       submit_s=j.spec.submit_time_s, finish_s=float(j.finish_time_s),
                       gpu_hours=j.gpu_s / SECONDS_PER_HOUR,
                       cost_usd=usd_over(self.gpu_usd_per_hour, j.gpu_s),

@@ -34,6 +34,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from costsched.config.job import JobConfig
+from costsched.cost.accounting import RunAccount
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog
 from costsched.ray_layer.scheduler.cluster import head_node_id
@@ -185,11 +186,14 @@ class RayJobRunner:
             log.warning("run %s did not stop within %.0f s; killing it (work since its "
                         "newest checkpoint is lost)", job_id, self.stop_grace_s)
         self._remove(job_id)
-        ledger = self._ledger()
-        if starting:
-            self._charge_start_up(ledger, job_id, attempt)
-        if any(r["run_id"] == job_id and r["outcome"] == "RUNNING" for r in ledger.runs()):
-            ledger.close_abandoned_run(job_id, outcome=outcome)
+        account = RunAccount(self._ledger(), job_id)
+        config = self._configs.get(job_id)
+        if starting and config is not None:
+            account.charge_start_up(
+                attempt_started_at=attempt[0], now=time.time(), num_workers=attempt[1],
+                accelerators_per_worker=config.scaling.accelerators_per_worker,
+                resources=config.scaling.resources_per_worker())
+        account.abandon(outcome=outcome)
 
     def _reported_since(self, job_id: str, since: float) -> bool:
         run_dir = self._run_dir(job_id)
@@ -197,22 +201,6 @@ class RayJobRunner:
             return True  # cannot tell: assume it has work to lose
         progress = read_progress(run_dir)
         return progress is not None and float(progress.get("reported_at", 0.0)) >= since
-
-    def _charge_start_up(self, ledger: Ledger, job_id: str, attempt: tuple[float, int]) -> None:
-        """An attempt killed before its first report held its workers all the same:
-        charge them from its start until now, all of it as lost work."""
-        config = self._configs.get(job_id)
-        if config is None or not any(r["run_id"] == job_id for r in ledger.runs()):
-            return
-        previous = ledger.intervals(job_id)
-        if any(i["outcome"] == "RUNNING" for i in previous):
-            return  # the Train callback opened one after all; close_abandoned_run ends it
-        started = max([attempt[0]] + [i["ended_at"] for i in previous])
-        interval = ledger.open_interval(
-            job_id, started_at=started, num_workers=attempt[1],
-            accelerators_per_worker=config.scaling.accelerators_per_worker,
-            resources=config.scaling.resources_per_worker())
-        ledger.close_interval(interval, now=time.time(), outcome="FAILED")
 
     def _remove(self, job_id: str) -> None:
         """Kill the job's driver actor (and with it its Train run), if any."""

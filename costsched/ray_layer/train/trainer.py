@@ -23,7 +23,7 @@ from ray.train import (
 from ray.train.torch import TorchTrainer
 
 from costsched.config.job import JobConfig
-from costsched.cost.accounting import RunAccountant
+from costsched.cost.accounting import RunAccount, RunAccountant
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.errors import CostschedError
@@ -73,10 +73,8 @@ class LedgerCallback(UserCallback):
     def _get(self) -> RunAccountant:
         if self._accountant is None:
             path, catalog, run_id, started, accel, resources = self._args
-            self._accountant = RunAccountant(
-                Ledger(path, catalog), run_id, run_started_at=started,
-                accelerators_per_worker=accel, resources=resources,
-            )
+            self._accountant = RunAccount(Ledger(path, catalog), run_id).accountant(
+                run_started_at=started, accelerators_per_worker=accel, resources=resources)
         return self._accountant
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
@@ -181,28 +179,21 @@ def run_job(job: JobConfig, splits: Splits, *, catalog: PriceCatalog, ledger: Le
     # Polling faster keeps frequent checkpoints cheap and loses fewer of them to a crash.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     started = time.time()
-    if not ledger.resume_run(run_id):
-        ledger.start_run(run_id=run_id, job_name=job.name, config_hash=job.config_hash(),
-                         instance_type=job.cost.instance_type, spot=job.cost.spot,
-                         utilisation=job.cost.utilisation, budget_usd=job.cost.budget_usd,
-                         now=started)
+    account = RunAccount(ledger, run_id)
+    usd_before_start = account.open(job, now=started)
     trainer = build_trainer(job, splits, run_id=run_id, run_started_at=started, catalog=catalog,
-                            verbose=verbose,
-                            usd_before_start=ledger.run_cost_usd(run_id), callbacks=callbacks,
-                            worker_nodes=worker_nodes)
+                            verbose=verbose, usd_before_start=usd_before_start,
+                            callbacks=callbacks, worker_nodes=worker_nodes)
     try:
         result = trainer.fit()
     except Exception as exc:  # the run failed beyond max_failures: record it, then say why
-        ledger.finish_run(run_id, now=time.time(), outcome="FAILED",
-                          final_metrics={"error": str(exc)[:500]})
+        account.finish(outcome="FAILED", now=time.time(), metrics={"error": str(exc)[:500]})
         raise CostschedError(f"run {run_id} failed: {str(exc).splitlines()[0][:300]}") from exc
     metrics = dict(result.metrics or {})
     outcome = metrics.get("stop_reason", "COMPLETED")
-    ledger.finish_run(run_id, now=time.time(), outcome=outcome, final_metrics=metrics)
-    if metrics.get("usd_to_target") is not None:
-        ledger.record_target(run_id, usd_to_target=float(metrics["usd_to_target"]))
+    account.finish(outcome=outcome, now=time.time(), metrics=metrics)
     return JobResult(
         run_id=run_id, outcome=outcome, metrics=metrics,
         checkpoint_path=result.checkpoint.path if result.checkpoint else None,
-        cost_usd=ledger.run_cost_usd(run_id),
+        cost_usd=account.cost_usd(),
     )

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from costsched.cost.accounting import RunAccount
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog
 from costsched.cost.report import intervals_frame
@@ -120,7 +121,7 @@ def mark_early_stops(grid, sweep: LoadedSweep, ledger: Ledger) -> None:
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
         run_id = trial_run_id(sweep.config.name, trial_id)
         if result.error is None and outcomes.get(run_id) in ("FAILED", "RUNNING"):
-            ledger.close_abandoned_run(run_id, outcome="STOPPED_EARLY")
+            RunAccount(ledger, run_id).abandon(outcome="STOPPED_EARLY", relabel_failed=True)
 
 
 def _same_point(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -21,6 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from costsched.cost.accounting import RunAccount
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog
 from costsched.ray_layer.train.trainer import run_job
@@ -152,10 +153,9 @@ class BudgetGate(Searcher):
                           error: bool = False) -> None:
         self.live.discard(trial_id)
         run_id = self.prefix + trial_id
-        if any(r["run_id"] == run_id and r["outcome"] == "RUNNING" for r in self.ledger.runs()):
-            # Early-stopped: Tune ended the trial and its workers with it, so its
-            # reserve is released now; charges end at its last heartbeat.
-            self.ledger.close_abandoned_run(run_id, outcome="STOPPED_EARLY")
+        # Early-stopped: Tune ended the trial and its workers with it, so its
+        # reserve is released now; charges end at its last heartbeat.
+        RunAccount(self.ledger, run_id).abandon(outcome="STOPPED_EARLY")
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:

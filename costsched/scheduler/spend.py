@@ -1,0 +1,27 @@
+"""A live job's spend by the controller's own count (pure).
+
+The ledger learns of a run at its first report and is written at each report, so
+between reports the controller counts the slots a job holds itself: attained
+GPU-seconds at the job's rate, plus the time since the last round.
+"""
+
+from __future__ import annotations
+
+from costsched.cost.prices import JobRate
+from costsched.scheduler.state import RUNNING, JobRecord
+
+
+def held_usd(job: JobRecord, rate: JobRate) -> float:
+    """What the accelerators the job has held cost, as of the last round."""
+    return rate.usd_for_accelerator_s(job.attained_gpu_s)
+
+
+def spent_now(job: JobRecord, rate: JobRate, gpus_per_worker: int, now: float) -> float:
+    """Dollars spent as of ``now``: the larger of what the job's runs reported and the
+    slots it has held, including those held since the last round, so a running job's
+    spend moves between reports."""
+    held = held_usd(job, rate)
+    if job.state in RUNNING and job.accounted_at is not None:
+        gpus = job.workers * gpus_per_worker
+        held += rate.usd_for_accelerator_s(gpus * max(now - job.accounted_at, 0.0))
+    return max(job.spent_usd, held)
