@@ -161,9 +161,18 @@ def test_missing_config_file_is_a_config_error(tmp_path):
     assert "no such config file" in message
 
 
-def test_unknown_precision_without_close_match_has_no_dangling_hint(tmp_path):
+def test_a_bad_choice_lists_the_choices_once_and_suggests_only_a_close_one(tmp_path):
     message = load_error(write_config(tmp_path, {"training.precision": "quarter"}))
-    assert not message.rstrip().endswith("known keys:")
+    assert message.endswith("`training.precision` is 'quarter'; choose one of fp32, bf16, fp16")
+    message = load_error(write_config(tmp_path, {"training.precision": "bf61"}))
+    assert message.endswith("choose one of fp32, bf16, fp16; did you mean `bf16`?")
+
+
+def test_an_unknown_key_without_a_close_match_lists_the_known_keys(tmp_path):
+    message = load_error(write_config(tmp_path, {"training.zzzzzz": 1}))
+    assert message.endswith("unknown key `training.zzzzzz`; known keys: num_epochs, "
+                            "global_batch_size, micro_batch_size, target_metric, target_value, "
+                            "precision, allow_tf32, seed")
 
 
 def test_nan_budget_is_rejected(tmp_path):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from costsched.config.bundled import default_catalog_path
 from costsched.cost.prices import load_catalog
 from costsched.policy.registry import ELASTIC, make_policy
 from costsched.sim.simulator import SimConfig, Simulator
@@ -66,13 +69,44 @@ def test_nodes_never_over_allocated_and_jobs_within_limits(case):
             assert held == 0 or lo <= held <= hi
 
 
+def catalog_gpu_usd_per_hour() -> float:
+    row = yaml.safe_load(default_catalog_path().read_text())["instance_types"]["g4dn.12xlarge"]
+    return row["on_demand_usd_per_hour"] / row["num_gpus_per_node"]
+
+
 @fast
 @given(cases)
-def test_every_job_completes_when_the_cluster_can_hold_it(case):
+def test_every_job_is_served_exactly_as_placed_at_every_round(case):
+    """Checked on every job at every round, from what the policy saw and decided: a job
+    is in the snapshot exactly while it has arrived and not finished, its attained
+    service grows by exactly the GPUs it was placed on for the round, and its final
+    GPU-hours and dollars follow from its last round and the catalog price."""
     policy, seed, num_jobs, num_nodes = case
-    jobs, _, result = _run(policy, seed, num_jobs, num_nodes)
-    assert len(result.jobs) == len(jobs)
-    assert all(r.finish_s >= r.submit_s for r in result.jobs)
+    jobs, recorder, result = _run(policy, seed, num_jobs, num_nodes)
+    finish = {r.name: r.finish_s for r in result.jobs}
+    assert set(finish) == {spec.name for spec in jobs}
+    last: dict[str, tuple[int, float, float]] = {}
+    for snapshot, decision in recorder.rounds:
+        now = snapshot.time_s
+        present = {job.name for job in snapshot.jobs}
+        expected = {s.name for s in jobs if s.submit_time_s <= now < finish[s.name]}
+        assert present == expected, f"round at {now:.0f} s"
+        for job in snapshot.jobs:
+            if job.name in last:
+                gpus, then, attained = last[job.name]
+                assert job.attained_service_gpu_s == pytest.approx(
+                    attained + gpus * (now - then)), f"{job.name} at {now:.0f} s"
+            else:
+                assert job.attained_service_gpu_s == 0.0
+        last = {job.name: (sum(decision.placements.get(job.name, {}).values()), now,
+                           job.attained_service_gpu_s) for job in snapshot.jobs} | {
+            name: value for name, value in last.items() if name not in present}
+    price = catalog_gpu_usd_per_hour()
+    for record in result.jobs:
+        gpus, then, attained = last[record.name]
+        assert record.finish_s >= then >= record.submit_s
+        assert record.gpu_hours * 3600 == pytest.approx(attained + gpus * (record.finish_s - then))
+        assert record.cost_usd == pytest.approx(record.gpu_hours * price)
 
 
 @settings(max_examples=5, deadline=None)

@@ -60,10 +60,17 @@ def parse_yaml_mapping(text: str, source: str) -> dict[str, Any]:
     return data
 
 
-def closest_hint(key: object, known: typing.Iterable[str]) -> str:
+def closest_hint(key: object, known: typing.Iterable[str], noun: str = "values") -> str:
+    """``"; did you mean `x`?"`` for the closest of ``known``, else ``"; known <noun>: ..."``."""
     known = [str(k) for k in known]
     match = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
-    return f"; did you mean `{match[0]}`?" if match else f"; known values: {', '.join(known)}"
+    return f"; did you mean `{match[0]}`?" if match else f"; known {noun}: {', '.join(known)}"
+
+
+def close_match_hint(key: object, known: typing.Iterable[str]) -> str:
+    """``"; did you mean `x`?"`` for the closest of ``known``, else nothing."""
+    match = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.5)
+    return f"; did you mean `{match[0]}`?" if match else ""
 
 
 def build(cls: type[T], data: Any, source: str, key_path: str = "") -> T:
@@ -77,7 +84,8 @@ def build(cls: type[T], data: Any, source: str, key_path: str = "") -> T:
     for key, value in data.items():
         sub_path = f"{key_path}.{key}" if key_path else str(key)
         if key not in fields:
-            raise ConfigError(f"{source}: unknown key `{sub_path}`{closest_hint(key, fields)}")
+            raise ConfigError(f"{source}: unknown key `{sub_path}`"
+                              f"{closest_hint(key, fields, 'keys')}")
         kwargs[key] = _coerce(hints[key], value, source, sub_path)
     missing = [
         name
@@ -111,7 +119,7 @@ def _coerce(tp: Any, value: Any, source: str, key_path: str) -> Any:
         if value not in choices:
             raise ConfigError(
                 f"{where} is {value!r}; choose one of {', '.join(map(str, choices))}"
-                f"{closest_hint(value, map(str, choices)) if isinstance(value, str) else ''}"
+                f"{close_match_hint(value, choices) if isinstance(value, str) else ''}"
             )
         return value
     if origin is tuple:
