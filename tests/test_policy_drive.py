@@ -1,0 +1,115 @@
+"""drive(policy, snapshot): the same decision check and job-view rules for the simulator
+and the live controller; what the live path cannot execute is cut and said."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from costsched.policy.drive import Executes, drive, gpu_range
+from costsched.policy.snapshot import Decision, NodeView
+from costsched.policy.validate import InvalidDecision
+from costsched.scheduler.policy_view import job_view
+from tests.support.policy_fakes import job, nodes, snapshot
+from tests.test_scheduler_fakes import harness, job_text, node
+
+LIVE = Executes(batch_sizes=False, node_changes=False)
+
+
+class Scripted:
+    """A policy that returns a fixed decision."""
+
+    name = "scripted"
+
+    def __init__(self, decision: Decision):
+        self.decision = decision
+
+    def decide(self, snapshot):
+        return self.decision
+
+
+def two_jobs_on_one_node():
+    return snapshot([job("a", max_gpus=4, requested_batch_size=32),
+                     job("b", max_gpus=4, requested_batch_size=64)], nodes(1, gpus=4))
+
+
+def test_a_full_executor_gets_the_decision_unchanged():
+    decision = Decision(placements={"a": {"n0": 2}, "b": {"n0": 2}},
+                        batch_sizes={"a": 128, "b": 64})
+    driven = drive(Scripted(decision), two_jobs_on_one_node(), elastic=True)
+    assert driven.decision == decision
+    assert driven.rejected == ()
+
+
+def test_the_live_executor_keeps_requested_batches_and_says_which_it_dropped():
+    decision = Decision(placements={"a": {"n0": 2}, "b": {"n0": 2}},
+                        batch_sizes={"a": 128, "b": 64})
+    driven = drive(Scripted(decision), two_jobs_on_one_node(), elastic=True, executes=LIVE)
+    assert driven.decision.batch_sizes == {"a": 32, "b": 64}
+    assert driven.decision.placements == decision.placements
+    assert driven.rejected == ("job a: batch size 128 not applied (the job's batch 32 is "
+                               "fixed)",)
+
+
+def test_nodes_the_live_executor_cannot_add_take_their_jobs_with_them():
+    extra = NodeView(node_id="new", gpu_model="T4", num_gpus=4, usd_per_hour=4.0)
+    decision = Decision(placements={"a": {"n0": 4}, "b": {"new": 4}}, batch_sizes={},
+                        nodes_to_add=(extra,))
+    driven = drive(Scripted(decision), two_jobs_on_one_node(), elastic=True, executes=LIVE)
+    assert driven.decision.nodes_to_add == ()
+    assert driven.decision.placements == {"a": {"n0": 4}}
+    assert any("node new (T4) not added" in line for line in driven.rejected)
+    assert any(line.startswith("job b: not placed") for line in driven.rejected)
+
+
+@pytest.mark.parametrize("executes", [Executes(), LIVE])
+def test_an_over_allocating_decision_is_refused_by_every_driver(executes):
+    decision = Decision(placements={"a": {"n0": 3}, "b": {"n0": 2}}, batch_sizes={})
+    with pytest.raises(InvalidDecision, match="over-allocated"):
+        drive(Scripted(decision), two_jobs_on_one_node(), elastic=True, executes=executes)
+
+
+def test_a_fixed_size_policy_must_give_exactly_the_requested_size():
+    snap = snapshot([job("a", min_gpus=1, max_gpus=4, requested_gpus=2)], nodes(1, gpus=4))
+    with pytest.raises(InvalidDecision, match=r"outside \[2, 2\]"):
+        drive(Scripted(Decision(placements={"a": {"n0": 3}}, batch_sizes={})), snap,
+              elastic=False)
+
+
+def test_live_job_views_follow_the_simulators_size_rule(tmp_path):
+    h = harness(tmp_path, node("n0", slots=4))
+    record = h.job(h.controller.submit(job_text("j", min_workers=1, max_workers=3)))
+    config = h.controller._config(record)
+    rate = h.controller.job_rate(record)
+    elastic = job_view(record, config, 0.05, rate, elastic=True)
+    fixed = job_view(record, config, 0.05, rate, elastic=False)
+    assert (elastic.min_gpus, elastic.max_gpus) == gpu_range(
+        elastic=True, elastic_range=(1, 3), requested_gpus=3) == (1, 3)
+    assert (fixed.min_gpus, fixed.max_gpus) == (3, 3)
+
+
+def test_the_controller_logs_what_it_does_not_execute_once(tmp_path, caplog):
+    h = harness(tmp_path, node("n0", slots=2))
+    job_id = h.controller.submit(job_text("j", min_workers=1, max_workers=2))
+    h.controller.policy = Scripted(Decision(placements={job_id: {"n0": 2}},
+                                            batch_sizes={job_id: 4096}))
+    with caplog.at_level(logging.WARNING, logger="costsched.scheduler.controller"):
+        h.tick()
+        h.tick()
+    assert h.job(job_id).workers == 2
+    lines = [r.getMessage() for r in caplog.records if "not executed" in r.getMessage()]
+    assert len(lines) == 1 and "batch size 4096 not applied" in lines[0]
+
+
+def test_an_invalid_live_decision_changes_nothing_and_is_logged(tmp_path, caplog):
+    h = harness(tmp_path, node("n0", slots=2))
+    job_id = h.controller.submit(job_text("j", min_workers=1, max_workers=2))
+    h.tick()
+    assert h.job(job_id).workers == 2
+    h.controller.policy = Scripted(Decision(placements={job_id: {"n0": 3}}, batch_sizes={}))
+    with caplog.at_level(logging.ERROR, logger="costsched.scheduler.controller"):
+        report = h.tick()
+    assert h.job(job_id).workers == 2 and h.state(job_id) == "RUNNING"
+    assert [a for a in report.actions if a.kind in ("preempt", "resize")] == []
+    assert any("invalid decision" in r.getMessage() for r in caplog.records)
