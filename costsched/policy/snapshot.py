@@ -48,7 +48,8 @@ class EfficiencyModel:
     grad_sqr: float
     """Squared norm of the true gradient, as last estimated."""
     grad_var: float
-    """Variance of the per-example gradient, as last estimated."""
+    """Variance of the gradient at the initial batch size B0 (tr(Sigma) / B0 for a
+    per-example covariance Sigma), as last estimated."""
 
     def __post_init__(self) -> None:
         if not 0 < self.init_batch_size <= self.max_batch_size:
