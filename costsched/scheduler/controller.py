@@ -256,16 +256,16 @@ class SchedulerController:
             rate = (job.usd_per_hour or self._rate(job, job.workers)) if running \
                 else self._rate(job, job.min_workers)
             horizon_s = self.config.round_s + config.cost.stop_reserve_s
-            spent = self.spent_now(job, now)
-            projected = spent + usd_over(rate, horizon_s)
+            projected = self.spent_now(job, now) + usd_over(rate, horizon_s)
             if projected <= job.budget_usd:
                 continue
-            detail = (f"stopped before its budget: ${format_usd(spent)} spent, "
-                      f"${format_usd(projected)} projected by next round > "
-                      f"${format_usd(job.budget_usd)}")
+            spent = job.spent_usd  # what the ledger charged, as status will show it
             if running:
                 self.runner.stop(job.job_id, "budget")
                 spent = max(spent, self._spent_after_stop(job))
+            detail = (f"stopped before its budget: ${format_usd(spent)} spent, "
+                      f"${format_usd(projected)} projected by next round > "
+                      f"${format_usd(job.budget_usd)}")
             self.store.transition(job.job_id, "BUDGET_EXHAUSTED", now=now, kind="budget",
                                   detail=detail, message=detail, spent_usd=spent)
             actions.append(Action(kind="stop_budget", job_id=job.job_id, detail=detail))
@@ -398,7 +398,8 @@ class SchedulerController:
         return JobStatus(
             job_id=job.job_id, name=job.name, state=job.state, priority=job.priority,
             workers=job.workers, gpus=job.workers * models.gpus_per_worker(self._config(job)),
-            spent_usd=self.spent_now(job, now), budget_usd=job.budget_usd,
+            spent_usd=self.spent_now(job, now) if job.state in ACTIVE else job.spent_usd,
+            budget_usd=job.budget_usd,
             usd_per_hour=job.usd_per_hour if job.state in RUNNING else 0.0,
             eta_s=job.eta_s if job.state in RUNNING else None,
             restarts=job.restarts, preemptions=job.preemptions,
