@@ -183,6 +183,38 @@ def test_overlong_data_file_name_is_a_config_error(tmp_path):
     load_error(write_config(tmp_path, {"dataset.name": "d" * 300 + ".csv"}))
 
 
+@pytest.mark.parametrize("folder", ["x.csv", "data"])
+def test_a_folder_as_dataset_is_named_a_folder(tmp_path, folder):
+    (tmp_path / folder).mkdir()
+    message = load_error(write_config(tmp_path, {"dataset.name": str(tmp_path / folder)}))
+    assert f"{folder}' is a folder; name a built-in dataset (digits, mnist1d) or a " \
+           ".parquet/.csv/.npz file" in message
+
+
+def test_unknown_dataset_lists_the_built_ins_once(tmp_path):
+    message = load_error(write_config(tmp_path, {"dataset.name": "imagenet"}))
+    assert message.endswith("'imagenet' is neither a built-in dataset (digits, mnist1d) "
+                            "nor a .parquet/.csv/.npz file")
+
+
+def test_num_samples_above_the_limit_is_refused(tmp_path):
+    from costsched.config.job import MAX_NUM_SAMPLES
+
+    load_job_config(write_config(tmp_path, {"dataset.num_samples": MAX_NUM_SAMPLES}))
+    message = load_error(write_config(tmp_path, {"dataset.num_samples": MAX_NUM_SAMPLES + 1}))
+    assert f"at most {MAX_NUM_SAMPLES:,} samples" in message
+
+
+def test_data_file_above_the_size_limit_is_refused(tmp_path):
+    from costsched.config.job import MAX_DATA_FILE_BYTES
+
+    data = tmp_path / "big.npz"
+    with data.open("wb") as handle:  # sparse: no disk is used
+        handle.truncate(MAX_DATA_FILE_BYTES + 1)
+    message = load_error(write_config(tmp_path, {"dataset.name": str(data)}))
+    assert f"at most {MAX_DATA_FILE_BYTES:,} can be loaded" in message
+
+
 # -- entry points --------------------------------------------------------------------------
 
 BAD_CONFIGS = [

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from costsched.config.scheduler import DEFAULT_SCHEDULER_CONFIG, load_scheduler_config
-
 READY_TIMEOUT_S = 120.0
 
 
@@ -14,8 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("start", "stop"),
                         help="start: create the scheduler actor (a no-op if one runs); "
                              "stop: checkpoint running jobs and remove the actor")
-    parser.add_argument("--config", default=str(DEFAULT_SCHEDULER_CONFIG),
-                        help="scheduler YAML (default: configs/scheduler.yaml)")
+    parser.add_argument("--config", default=None,
+                        help="scheduler YAML (default: the shipped configs/scheduler.yaml)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: RAY_ADDRESS, else the local one)")
     parser.set_defaults(func=run)
@@ -31,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from costsched.config.scheduler import load_scheduler_config
+
     config = load_scheduler_config(args.config) if args.action == "start" else None
     from costsched.errors import SchedulerUnavailable
     from costsched.ray_layer.scheduler import client

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from costsched.cost.prices import load_catalog
 from costsched.errors import ConfigError
 from costsched.policy.registry import ELASTIC, POLICIES, make_policy
-from costsched.sim.compare import comparison_table, load_published, render_table
-from costsched.sim.outputs import plot_jct_cdf, summarise, write_run
-from costsched.sim.profiles import POLLUX_DIR_ENV, load_profiles, pollux_dir
-from costsched.sim.simulator import SimConfig, Simulator
-from costsched.sim.workload import load_workload, workload_label
+
+POLLUX_DIR_ENV = "COSTSCHED_POLLUX_DIR"
+"""The same as ``costsched.sim.profiles.POLLUX_DIR_ENV``, which imports pandas."""
 
 DESCRIPTION = """\
 Replay job-arrival workloads (Pollux/Philly CSVs) on a simulated cluster under one
@@ -68,18 +62,14 @@ def parse_autoscale(text: str | None) -> tuple[int, int] | None:
 
 
 def _instance(args: argparse.Namespace):
+    from costsched.cost.prices import load_catalog
+
     instance = load_catalog(args.prices).instance(args.instance_type)
     if args.gpus_per_node is None:
         return instance
     if args.gpus_per_node < 1:
         raise ConfigError("--gpus-per-node must be >= 1")
-    # Keep the price of a GPU: a node of G GPUs costs G GPU prices.
-    factor = args.gpus_per_node / instance.num_gpus_per_node
-    return dataclasses.replace(
-        instance, num_gpus_per_node=args.gpus_per_node,
-        on_demand_usd_per_hour=instance.on_demand_usd_per_hour * factor,
-        spot_usd_per_hour=instance.spot_usd_per_hour * factor,
-    )
+    return instance.with_gpus_per_node(args.gpus_per_node)
 
 
 def _progress(label: str):
@@ -98,6 +88,14 @@ def _progress(label: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from costsched.sim.compare import comparison_table, load_published, render_table
+    from costsched.sim.outputs import plot_jct_cdf, summarise, write_run
+    from costsched.sim.profiles import load_profiles, pollux_dir
+    from costsched.sim.simulator import SimConfig, Simulator
+    from costsched.sim.workload import load_workload, workload_label
+
     policies = args.policy or ["cost-aware"]
     autoscale = parse_autoscale(args.autoscale)
     data_dir = pollux_dir(args.profiles)

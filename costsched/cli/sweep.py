@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from costsched.cost.estimate import make_plan
-from costsched.cost.prices import load_catalog
-from costsched.sweep.config import LoadedSweep, load_sweep
-from costsched.training.data import prepare
+from costsched.cli.train import add_verbose
+
+if TYPE_CHECKING:
+    from costsched.cost.prices import PriceCatalog
+    from costsched.sweep.config import LoadedSweep
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: <storage_path>/<name>/outputs)")
+    add_verbose(parser)
     parser.set_defaults(func=run)
 
 
@@ -32,9 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_arguments(parser)
 
 
-def print_plan(sweep: LoadedSweep, catalog) -> None:
+def print_plan(sweep: LoadedSweep, catalog: PriceCatalog) -> None:
+    from costsched.cli.train import prepare_data
+    from costsched.cost.estimate import make_plan
+
     cfg = sweep.config
-    splits = prepare(sweep.base_job.dataset)
+    splits = prepare_data(sweep.base_job.dataset)
     plan = make_plan(sweep.base_job, splits, catalog)
     print(f"sweep          {cfg.name}: up to {cfg.num_trials} trials, "
           f"{cfg.max_concurrent_trials} at a time, search {cfg.search.algorithm}, "
@@ -52,13 +58,18 @@ def print_plan(sweep: LoadedSweep, catalog) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from costsched.cost.prices import load_catalog
+    from costsched.sweep.config import load_sweep
+
     catalog = load_catalog()
     sweep = load_sweep(args.config, catalog)
     if args.dry_run:
         print_plan(sweep, catalog)
         return 0
+    from costsched.ray_layer.cluster import ensure_ray
     from costsched.ray_layer.tune.driver import run_sweep
 
+    ensure_ray(sweep.base_job, args.address, verbose=args.verbose)
     summary = run_sweep(sweep, catalog, resume=args.resume, address=args.address,
                         out_dir=args.out)
     print(summary)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from costsched.config.job import JobConfig, load_job_config
-from costsched.cost.estimate import make_plan
-from costsched.cost.ledger import Ledger
-from costsched.cost.prices import PriceCatalog, load_catalog
-from costsched.training.data import prepare
+if TYPE_CHECKING:
+    from costsched.config.job import DatasetConfig, JobConfig
+    from costsched.cost.prices import PriceCatalog
+    from costsched.training.data import Splits
+
+# Heavy modules (torch, numpy, ray) are imported inside the functions that use them:
+# building the parser, and so `costsched --help`, must stay fast.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,8 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the plan and estimated cost; do not start Ray")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--prices", default=None, help="price catalog YAML")
+    parser.add_argument("--prices", default=None,
+                        help="price catalog YAML (default: $COSTSCHED_PRICES, else the "
+                             "shipped configs/prices.yaml)")
+    add_verbose(parser)
     parser.set_defaults(func=run)
+
+
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray's own start-up, progress and report lines")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,24 +43,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from costsched.config.job import load_job_config
+    from costsched.cost.prices import load_catalog
+
     catalog = load_catalog(args.prices)
     job = load_job_config(args.config, catalog)
-    return train(job, catalog, dry_run=args.dry_run, address=args.address)
+    return train(job, catalog, dry_run=args.dry_run, address=args.address,
+                 verbose=args.verbose)
 
 
-def train(job: JobConfig, catalog: PriceCatalog, *, dry_run: bool, address: str | None) -> int:
-    splits = prepare(job.dataset)
+def prepare_data(dataset: DatasetConfig) -> Splits:
+    """Load and split the job's data, saying first when generating it takes a while."""
+    from costsched.config.job import MNIST1D_SAMPLE_S
+    from costsched.training.data import prepare
+
+    if dataset.name == "mnist1d" and dataset.num_samples * MNIST1D_SAMPLE_S > 30:
+        print(f"data: generating {dataset.num_samples:,} mnist1d samples, about "
+              f"{dataset.num_samples * MNIST1D_SAMPLE_S / 60:.0f} min", flush=True)
+    return prepare(dataset)
+
+
+def train(job: JobConfig, catalog: PriceCatalog, *, dry_run: bool, address: str | None,
+          verbose: bool = False) -> int:
+    splits = prepare_data(job.dataset)
     cleaning = splits.cleaning
     print(f"data: {cleaning.num_rows_in} rows read, {cleaning.num_non_finite} non-finite and "
           f"{cleaning.num_duplicates} duplicate rows dropped")
     if dry_run:
+        from costsched.cost.estimate import make_plan
+
         for line in make_plan(job, splits, catalog).lines(job):
             print(line)
         return 0
+    from costsched.cost.ledger import Ledger
     from costsched.ray_layer.cluster import ensure_ray, shortfall
     from costsched.ray_layer.train.trainer import run_job
 
-    ensure_ray(job, address)
+    ensure_ray(job, address, verbose=verbose)
     missing = shortfall(job)
     if missing:
         print(f"waiting for resources: {missing} (an autoscaler may add nodes)", flush=True)

@@ -18,18 +18,31 @@ from costsched.compression.spec import CompressionConfig
 from costsched.config.strict import build, closest_hint, read_yaml_mapping
 from costsched.cost.prices import PriceCatalog, load_catalog
 from costsched.errors import ConfigError
-from costsched.training.models import MODEL_KINDS
 
+MODEL_KINDS = ("mlp", "cnn1d", "resnet2d")
+"""Model kinds of the model zoo (``costsched.training.models``); a test keeps the two equal
+without this module importing torch."""
 BUILTIN_DATASETS = ("digits", "mnist1d")
 FILE_SUFFIXES = (".parquet", ".csv", ".npz")
+MAX_NUM_SAMPLES = 1_000_000
+"""Most `mnist1d` samples a job may generate: generating takes about 1 ms a sample on one
+core, so this many is already a quarter of an hour before training starts."""
+MNIST1D_SAMPLE_S = 1e-3
+"""Rough seconds to generate one `mnist1d` sample (for the notice before a long one)."""
+MAX_DATA_FILE_BYTES = 1 << 30
+"""Largest data file (1 GiB) a job may name: the driver reads all of it into memory,
+cleans and splits it, and ships the splits to the workers through Ray's object store."""
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
-def _is_file(path: str) -> bool:
+def _path_kind(path: str) -> Literal["file", "folder", "other", "missing"]:
     try:
-        return Path(path).is_file()
-    except OSError:  # e.g. a name too long for the filesystem
-        return False
+        p = Path(path)
+        if p.is_file():
+            return "file"
+        return "folder" if p.is_dir() else "other" if p.exists() else "missing"
+    except (OSError, ValueError):  # a name too long for the filesystem, or with a NUL
+        return "missing"
 
 
 def _positive(name: str, value: float) -> None:
@@ -52,9 +65,10 @@ class AugmentConfig:
 @dataclass(frozen=True, kw_only=True)
 class DatasetConfig:
     name: str
-    """`digits`, `mnist1d`, or a path to a .parquet/.csv/.npz file of features + label."""
+    """`digits`, `mnist1d`, or a path to a .parquet/.csv/.npz file of features + label,
+    of at most `MAX_DATA_FILE_BYTES` (1 GiB)."""
     num_samples: int = 10_000
-    """Samples to generate (mnist1d only)."""
+    """Samples to generate (mnist1d only), at most `MAX_NUM_SAMPLES` (1,000,000)."""
     label_column: str = "label"
     """Label column (parquet/csv) or array name (npz; features are in array `x`)."""
     val_fraction: float = 0.1
@@ -75,19 +89,38 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         if self.is_file:
-            if not self.name.endswith(FILE_SUFFIXES):
-                raise ConfigError(
-                    f"`dataset.name` {self.name!r} is neither a built-in dataset "
-                    f"({', '.join(BUILTIN_DATASETS)}){closest_hint(self.name, BUILTIN_DATASETS)}"
-                    f" nor a {'/'.join(FILE_SUFFIXES)} file"
-                )
-            if not _is_file(self.name):
-                raise ConfigError(f"`dataset.name`: data file {self.name} does not exist")
+            self._check_data_file()
         _positive("dataset.num_samples", self.num_samples)
+        if self.num_samples > MAX_NUM_SAMPLES:
+            raise ConfigError(f"`dataset.num_samples` is {self.num_samples:,}; at most "
+                              f"{MAX_NUM_SAMPLES:,} samples can be generated, lower it")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1):
             raise ConfigError("`dataset.val_fraction` and `test_fraction` must be in (0, 1)")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError("`dataset.val_fraction + test_fraction` must leave >= 10% to train")
+
+    def _check_data_file(self) -> None:
+        builtins = ", ".join(BUILTIN_DATASETS)
+        suffixes = "/".join(FILE_SUFFIXES)
+        kind = _path_kind(self.name)
+        if kind == "folder":
+            raise ConfigError(f"`dataset.name` {self.name!r} is a folder; name a built-in "
+                              f"dataset ({builtins}) or a {suffixes} file")
+        if not self.name.endswith(FILE_SUFFIXES):
+            hint = closest_hint(self.name, BUILTIN_DATASETS)
+            raise ConfigError(
+                f"`dataset.name` {self.name!r} is neither a built-in dataset ({builtins}) "
+                f"nor a {suffixes} file{hint if 'did you mean' in hint else ''}"
+            )
+        if kind == "missing":
+            raise ConfigError(f"`dataset.name`: data file {self.name} does not exist")
+        if kind == "other":
+            raise ConfigError(f"`dataset.name`: {self.name} is not a regular file (a device "
+                              "or a pipe?); name a data file")
+        size = Path(self.name).stat().st_size
+        if size > MAX_DATA_FILE_BYTES:
+            raise ConfigError(f"`dataset.name`: data file {self.name} is {size:,} bytes; at "
+                              f"most {MAX_DATA_FILE_BYTES:,} can be loaded, use a sample of it")
 
 
 @dataclass(frozen=True, kw_only=True)

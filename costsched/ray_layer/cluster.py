@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import ray
 
-from costsched.config.job import JobConfig
+from costsched.ray_layer import console
+
+if TYPE_CHECKING:
+    from costsched.config.job import JobConfig
 
 
-def ensure_ray(job: JobConfig, address: str | None = None) -> None:
+def ensure_ray(job: JobConfig, address: str | None = None, *, verbose: bool = False) -> None:
     """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray.
 
     ``address="local"`` always starts a local Ray in this process.
@@ -18,20 +22,27 @@ def ensure_ray(job: JobConfig, address: str | None = None) -> None:
     A local Ray started here declares the job's emulated accelerator slots as a
     custom resource, enough for ``max_workers`` workers, so CPU-only machines
     run the same scheduling path as a GPU cluster.
+
+    Unless ``verbose``, the console shows costsched's lines only, not Ray's (see
+    :mod:`costsched.ray_layer.console`).
     """
     if ray.is_initialized():
         return
+    console.use_plain_output()  # before Ray starts processes that inherit the environment
+    level = console.ray_logging_level(verbose)
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
-        ray.init(address=address, logging_level=logging.WARNING)
-        return
-    scaling = job.scaling
-    resources = {}
-    if scaling.accelerator_resource != "GPU":
-        resources[scaling.accelerator_resource] = scaling.max_workers * (
-            scaling.accelerators_per_worker
-        )
-    ray.init(resources=resources, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=level)
+    else:
+        scaling = job.scaling
+        resources = {}
+        if scaling.accelerator_resource != "GPU":
+            resources[scaling.accelerator_resource] = scaling.max_workers * (
+                scaling.accelerators_per_worker
+            )
+        ray.init(resources=resources, logging_level=level)
+    if not verbose:
+        console.show_only_costsched_lines()
 
 
 def ensure_auth_token() -> None:

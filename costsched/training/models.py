@@ -8,12 +8,10 @@ transforms (pruning, low-rank, quantization) can walk and rewrite them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-
-MODEL_KINDS = ("mlp", "cnn1d", "resnet2d")
 
 
 class MLP(nn.Module):
@@ -111,6 +109,33 @@ class ResNet2D(nn.Module):
         return self.classifier(self.pool(self.blocks(self.stem(x))).flatten(1))
 
 
+def _build_mlp(input_shape: Sequence[int], widths: Sequence[int], num_classes: int,
+               dropout: float) -> nn.Module:
+    return MLP(math.prod(input_shape), widths, num_classes, dropout)
+
+
+def _build_cnn1d(input_shape: Sequence[int], widths: Sequence[int], num_classes: int,
+                 dropout: float) -> nn.Module:
+    return CNN1D(input_shape[0] if len(input_shape) == 2 else 1, widths, num_classes)
+
+
+def _build_resnet2d(input_shape: Sequence[int], widths: Sequence[int], num_classes: int,
+                    dropout: float) -> nn.Module:
+    if len(input_shape) == 1 and math.isqrt(input_shape[0]) ** 2 != input_shape[0]:
+        raise ValueError(f"resnet2d needs square images; got {input_shape[0]} features")
+    return ResNet2D(input_shape[0] if len(input_shape) == 3 else 1, widths, num_classes)
+
+
+BUILDERS: dict[str, Callable[[Sequence[int], Sequence[int], int, float], nn.Module]] = {
+    "mlp": _build_mlp,
+    "cnn1d": _build_cnn1d,
+    "resnet2d": _build_resnet2d,
+}
+"""Model kind -> builder ``(input_shape, widths, num_classes, dropout) -> module``. The
+config's ``MODEL_KINDS`` lists the same kinds without importing torch."""
+MODEL_KINDS = tuple(BUILDERS)
+
+
 def build_model(
     kind: str,
     *,
@@ -124,12 +149,9 @@ def build_model(
     ``input_shape`` is ``(features,)`` for tabular/sequence data or ``(H, W)`` /
     ``(C, H, W)`` for images; ``resnet2d`` also accepts ``(H*W,)`` when H == W.
     """
-    if kind == "mlp":
-        return MLP(math.prod(input_shape), widths, num_classes, dropout)
-    if kind == "cnn1d":
-        return CNN1D(input_shape[0] if len(input_shape) == 2 else 1, widths, num_classes)
-    if kind == "resnet2d":
-        if len(input_shape) == 1 and math.isqrt(input_shape[0]) ** 2 != input_shape[0]:
-            raise ValueError(f"resnet2d needs square images; got {input_shape[0]} features")
-        return ResNet2D(input_shape[0] if len(input_shape) == 3 else 1, widths, num_classes)
-    raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    try:
+        builder = BUILDERS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}") from None
+    return builder(input_shape, widths, num_classes, dropout)
