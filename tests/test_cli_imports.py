@@ -109,3 +109,15 @@ def test_quiet_console_keeps_only_costsched_lines_without_the_marker():
         "epoch   1  step     50  loss 1.5271",
         "worker(s) [1] failed; restarting from the latest checkpoint",
     ]
+
+
+def test_ray_log_records_lose_their_colour_codes():
+    import logging
+
+    from costsched.ray_layer.console import PlainText
+
+    record = logging.LogRecord("ray._private.worker", logging.INFO, __file__, 1,
+                               "dashboard at %s%s%s", ("\x1b[1m\x1b[32m", "http://h:8265",
+                                                       "\x1b[39m\x1b[22m"), None)
+    assert PlainText().filter(record)
+    assert record.getMessage() == "dashboard at http://h:8265"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,18 @@ PLAIN_OUTPUT_ENV = {
 }
 """Environment set (unless already set) when stdout is not a terminal; processes
 that Ray starts from this one inherit it."""
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class PlainText(logging.Filter):
+    """Removes colour codes from a log record's text (Ray colours some of its own
+    messages whatever the terminal)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "\x1b[" in text:
+            record.msg, record.args = ANSI_ESCAPE.sub("", text), None
+        return True
 
 
 def use_plain_output() -> None:
@@ -41,6 +54,9 @@ def use_plain_output() -> None:
         return
     for name, value in PLAIN_OUTPUT_ENV.items():
         os.environ.setdefault(name, value)
+    for handler in logging.getLogger("ray").handlers:
+        if not any(isinstance(f, PlainText) for f in handler.filters):
+            handler.addFilter(PlainText())
 
 
 def ray_logging_level(verbose: bool) -> int:
