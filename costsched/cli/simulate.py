@@ -41,11 +41,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--instance-type", default="g4dn.12xlarge", metavar="T",
                         help="node type from the price catalog (default g4dn.12xlarge)")
     parser.add_argument("--spot", action="store_true", help="price nodes as spot capacity")
-    parser.add_argument("--out", default="sim-out", metavar="DIR", help="output folder")
+    parser.add_argument("--out", default="sim-out", metavar="DIR",
+                        help="output folder (default sim-out)")
     parser.add_argument("--profiles", default=None, metavar="DIR",
                         help=f"Pollux data folder (default ${POLLUX_DIR_ENV} or "
                              "../shared/data/pollux)")
-    parser.add_argument("--prices", default=None, help="price catalog YAML")
+    parser.add_argument("--prices", default=None,
+                        help="price catalog YAML (default: $COSTSCHED_PRICES, else the "
+                             "shipped configs/prices.yaml)")
     parser.set_defaults(func=run)
 
 
