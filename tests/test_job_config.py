@@ -109,7 +109,7 @@ def test_unknown_key_names_its_path_and_the_closest_key(tmp_path, changes, key_p
         ({"optimizer.lr": "fast"}, "`optimizer.lr` must be a number"),
         ({"model.widths": 32}, "`model.widths` must be a list"),
         ({"training.num_epochs": DELETE}, "missing required key `training.num_epochs`"),
-        ({"model": DELETE}, "missing required key `model`"),
+        ({"model": DELETE}, "`dataset` and `model` are required unless `entrypoint`"),
         ({"scaling": [1, 2]}, "scaling: expected a mapping"),
         ({"optimizer.name": "adagrad"}, "choose one of sgd, adam, adamw"),
     ],

@@ -25,8 +25,7 @@ from costsched.scheduler.interfaces import NodeRecord
 from costsched.scheduler.policy_view import job_view
 from costsched.scheduler.state import JobStore
 from costsched.training.data import prepare
-from costsched.training.loop import Trainer, TrainSpec
-from costsched.training.models import build_model
+from costsched.training.run import Run, RunSpec
 from tests.conftest import quickstart_dict
 from tests.support.policy_fakes import nodes
 from tests.test_scheduler_fakes import FakeClock, FakeCluster, FakeRunner
@@ -68,17 +67,12 @@ def test_the_training_loop_charges_the_same_per_worker_second(job_data, tmp_path
     job = parse_job(job_data, "price test")
     splits = prepare(job.dataset)
     clock = LoopClock()
-    spec = TrainSpec(job=job, model_factory=lambda: build_model(
-        "mlp", input_shape=splits.input_shape, num_classes=splits.num_classes, widths=(16,)),
-        x_val=splits.x_val, y_val=splits.y_val, x_test=splits.x_test, y_test=splits.y_test,
-        num_train_rows=len(splits.x_train), rate=rate_of_job(job, load_catalog()),
-        run_started_at=clock())
-    trainer = Trainer(spec, FakeSession(splits.x_train, splits.y_train, clock, tmp_path),
-                      clock=clock)
+    spec = RunSpec(job=job, rate=rate_of_job(job, load_catalog()), run_started_at=clock())
+    run = Run(spec, FakeSession(splits.x_train, splits.y_train, clock, tmp_path), clock=clock)
     clock.advance(900.0)
     # FakeSession is one worker: a quarter of an hour of one worker's accelerator.
     one_worker = catalog_usd_per_accelerator_hour(TYPE)
-    assert trainer.cost_usd() == pytest.approx(one_worker * 900.0 / 3600.0, rel=1e-12)
+    assert run.cost_usd() == pytest.approx(one_worker * 900.0 / 3600.0, rel=1e-12)
 
 
 def live_controller(job_data: dict, tmp_path: Path) -> tuple[SchedulerController, FakeClock]:

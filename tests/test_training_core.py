@@ -19,6 +19,7 @@ import torch
 import yaml
 from torch import nn
 
+from costsched import api
 from costsched.cli.main import main as cli_main
 from costsched.config.job import (
     CheckpointSection,
@@ -34,11 +35,18 @@ from costsched.cost.estimate import make_plan
 from costsched.cost.prices import JobRate, load_catalog
 from costsched.errors import ConfigError
 from costsched.training.data import Splits, prepare
-from costsched.training.loop import Trainer, TrainSpec
+from costsched.training.loop import builtin_config, train_loop
 from costsched.training.models import build_model
 from costsched.training.optim import build_optimizer, build_scheduler
+from costsched.training.run import Run, RunMeta, RunSpec, save_checkpoint
 from costsched.training.schedule import BatchPlan, lr_multiplier
-from costsched.training.state import Progress, load_state, save_state
+from costsched.training.state import (
+    RUN_META_KEY,
+    Progress,
+    checkpoint_order,
+    restore_training_state,
+    training_state,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = load_catalog()
@@ -176,23 +184,27 @@ def assert_tensors_equal(a: Any, b: Any) -> None:
 def test_save_and_load_state_restore_everything_bit_exact(tmp_path):
     model, optimizer, scheduler = small_training_setup()
     train_steps(model, optimizer, scheduler, 5)
-    progress = Progress(epoch=2, batch_in_epoch=7, global_step=5, usd_at_checkpoint=0.125,
-                        wall_time=1234.5, usd_to_target=0.1,
+    progress = Progress(epoch=2, batch_in_epoch=7, global_step=5,
                         history=[{"val_accuracy": 0.5, "epoch": 1.0}])
+    meta = RunMeta(sequence=3, global_step=5, usd_at_checkpoint=0.125, wall_time=1234.5,
+                   usd_to_target=0.1)
     saved = {"model": copy.deepcopy(model.state_dict()),
              "optimizer": copy.deepcopy(optimizer.state_dict()),
              "scheduler": copy.deepcopy(scheduler.state_dict())}
     assert saved["optimizer"]["state"], "AdamW must have moment buffers to round-trip"
-    path = save_state(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler,
-                      scaler=None, progress=progress)
+    path = save_checkpoint(tmp_path, training_state(
+        model=model, optimizer=optimizer, scheduler=scheduler, scaler=None, progress=progress),
+        meta)
     assert path.is_file() and not (tmp_path / "state.pt.tmp").exists()
     after_save = draws()
     train_steps(model, optimizer, scheduler, 3)  # move everything on
     draws()
 
     fresh_model, fresh_optimizer, fresh_scheduler = small_training_setup(seed=99)
-    loaded, rng = load_state(tmp_path, model=fresh_model, optimizer=fresh_optimizer,
-                             scheduler=fresh_scheduler, scaler=None)
+    payload = torch.load(path, weights_only=True)  # plain tensors and containers only
+    saved_meta = payload.pop(RUN_META_KEY)
+    loaded = restore_training_state(payload, model=fresh_model, optimizer=fresh_optimizer,
+                                    scheduler=fresh_scheduler, scaler=None)
     after_load = draws()
     assert_tensors_equal(fresh_model.state_dict(), saved["model"])
     assert_tensors_equal(fresh_optimizer.state_dict(), saved["optimizer"])
@@ -203,19 +215,22 @@ def test_save_and_load_state_restore_everything_bit_exact(tmp_path):
     np.testing.assert_array_equal(after_load[1], after_save[1])
     assert after_load[2] == after_save[2]
     assert dataclasses.asdict(loaded) == dataclasses.asdict(progress)
-    assert {"python", "numpy", "torch"} <= rng.keys()
+    assert saved_meta == dataclasses.asdict(meta)
+    assert {"python", "numpy", "torch"} <= payload["rng"].keys()
+    assert checkpoint_order(tmp_path) == (3, 5)
 
 
 def test_training_after_a_load_matches_training_straight_on(tmp_path):
     model, optimizer, scheduler = small_training_setup()
     train_steps(model, optimizer, scheduler, 4)
-    save_state(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=None,
-               progress=Progress())
+    path = save_checkpoint(tmp_path, training_state(
+        model=model, optimizer=optimizer, scheduler=scheduler, scaler=None,
+        progress=Progress()), RunMeta())
     train_steps(model, optimizer, scheduler, 3)
 
     resumed = small_training_setup(seed=7)
-    load_state(tmp_path, model=resumed[0], optimizer=resumed[1], scheduler=resumed[2],
-               scaler=None)
+    restore_training_state(torch.load(path, weights_only=True), model=resumed[0],
+                           optimizer=resumed[1], scheduler=resumed[2], scaler=None)
     train_steps(*resumed, 3)
     assert_tensors_equal(resumed[0].state_dict(), model.state_dict())
 
@@ -251,6 +266,12 @@ class FakeSession:
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model
+
+    def prepare_data_loader(self, loader):
+        return loader
+
+    def dataset_shard(self, name: str):
+        raise KeyError(name)
 
     def train_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Any, Any]]:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
@@ -305,15 +326,24 @@ def make_job(**training) -> JobConfig:
     )
 
 
-def make_spec(job: JobConfig, splits: Splits, run_started_at: float = 10_000.0) -> TrainSpec:
-    return TrainSpec(
-        job=job,
-        model_factory=lambda: build_model("mlp", input_shape=splits.input_shape,
-                                          num_classes=splits.num_classes, widths=(32,)),
-        x_val=splits.x_val, y_val=splits.y_val, x_test=splits.x_test, y_test=splits.y_test,
-        num_train_rows=len(splits.x_train), rate=RATE,
-        run_started_at=run_started_at,
-    )
+def make_spec(job: JobConfig, splits: Splits, run_started_at: float = 10_000.0,
+              model_factory=None) -> RunSpec:
+    factory = model_factory or (lambda: build_model(
+        "mlp", input_shape=splits.input_shape, num_classes=splits.num_classes, widths=(32,)))
+    return RunSpec(job=job, rate=RATE, run_started_at=run_started_at,
+                   entrypoint_config=builtin_config(
+                       model_factory=factory, x_val=splits.x_val, y_val=splits.y_val,
+                       x_test=splits.x_test, y_test=splits.y_test,
+                       num_train_rows=len(splits.x_train)))
+
+
+def run_builtin(spec: RunSpec, session: FakeSession, clock: FakeClock) -> dict[str, Any]:
+    """The built-in entrypoint on one fake worker, as the Ray layer runs it."""
+    run = Run(spec, session, clock=clock)
+    with api.bound(run):
+        result = train_loop(dict(spec.entrypoint_config))
+        run.close()
+    return result
 
 
 def run_job(job: JobConfig, splits: Splits, root: Path, resume_from: Path | None = None,
@@ -321,8 +351,7 @@ def run_job(job: JobConfig, splits: Splits, root: Path, resume_from: Path | None
     clock = clock or FakeClock()
     root.mkdir(parents=True, exist_ok=True)
     session = FakeSession(splits.x_train, splits.y_train, clock, root, resume_from=resume_from)
-    result = Trainer(make_spec(job, splits), session, clock=clock).run()
-    return result, session
+    return run_builtin(make_spec(job, splits), session, clock), session
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +432,7 @@ def test_an_outside_stop_checkpoints_within_a_few_steps_and_resumes(full_run, di
     clock = FakeClock()
     session = FakeSession(digits.x_train, digits.y_train, clock, tmp_path / "stopped")
     session.stop_after_batches = 12  # asked between the checkpoints at steps 0 and 20
-    result = Trainer(make_spec(job, digits), session, clock=clock).run()
+    result = run_builtin(make_spec(job, digits), session, clock)
 
     assert result["stop_reason"] == "PREEMPTED"
     assert session.reports[-1]["stop_reason"] == "PREEMPTED"
@@ -435,9 +464,9 @@ def test_a_run_that_finished_every_epoch_is_reported_completed(digits, tmp_path)
 
     # 66 steps + 4 evaluations = 106 s = $0.106 < budget $0.11: all of it is affordable
     job = make_job(budget_usd=0.11)
-    spec = dataclasses.replace(make_spec(job, digits), model_factory=SlowToEvaluate)
+    spec = make_spec(job, digits, model_factory=SlowToEvaluate)
     session = FakeSession(digits.x_train, digits.y_train, clock, tmp_path)
-    result = Trainer(spec, session, clock=clock).run()
+    result = run_builtin(spec, session, clock)
     final = session.reports[-1]
     assert final["global_step"] == 3 * STEPS_PER_EPOCH and final["cost_usd"] <= 0.11
     assert result["stop_reason"] == "COMPLETED"

@@ -65,14 +65,21 @@ def prepare_data(dataset: DatasetConfig) -> Splits:
 
 def train(job: JobConfig, catalog: PriceCatalog, *, dry_run: bool, address: str | None,
           verbose: bool = False) -> int:
-    splits = prepare_data(job.dataset)
-    cleaning = splits.cleaning
-    print(f"data: {cleaning.num_rows_in} rows read, {cleaning.num_non_finite} non-finite and "
-          f"{cleaning.num_duplicates} duplicate rows dropped")
-    if dry_run:
-        from costsched.cost.estimate import make_plan
+    if job.entrypoint:
+        from costsched.config.entrypoint import import_entrypoint
 
-        for line in make_plan(job, splits, catalog).lines(job):
+        import_entrypoint(job.entrypoint)  # a ConfigError now, before any worker is held
+    splits = prepare_data(job.dataset) if job.dataset is not None else None
+    if splits is not None:
+        cleaning = splits.cleaning
+        print(f"data: {cleaning.num_rows_in} rows read, {cleaning.num_non_finite} non-finite "
+              f"and {cleaning.num_duplicates} duplicate rows dropped")
+    if dry_run:
+        from costsched.cost.estimate import entrypoint_plan_lines, make_plan
+
+        lines = (make_plan(job, splits, catalog).lines(job) if job.entrypoint is None
+                 else entrypoint_plan_lines(job, catalog))
+        for line in lines:
             print(line)
         return 0
     from costsched.cost.ledger import Ledger
@@ -86,9 +93,9 @@ def train(job: JobConfig, catalog: PriceCatalog, *, dry_run: bool, address: str 
     ledger = Ledger(job.resolved_ledger_path(), catalog)
     result = run_job(job, splits, catalog=catalog, ledger=ledger)
     m = result.metrics
-    print(f"run {result.run_id}: {result.outcome}; test accuracy "
-          f"{m.get('test_accuracy', float('nan')):.4f}, val accuracy "
-          f"{m.get('val_accuracy', float('nan')):.4f}, cost ${result.cost_usd:.5f}"
+    accuracy = "".join(f"{name.replace('_', ' ')} {m[name]:.4f}, "
+                       for name in ("test_accuracy", "val_accuracy") if name in m)
+    print(f"run {result.run_id}: {result.outcome}; {accuracy}cost ${result.cost_usd:.5f}"
           + (f", ${m['usd_to_target']:.5f} to target" if m.get("usd_to_target") else ""))
     print(f"checkpoint: {result.checkpoint_path}")
     print(f"ledger: {ledger.path}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from costsched.compression.spec import CompressionConfig
+from costsched.config.entrypoint import check_entrypoint_syntax
 from costsched.config.strict import build, closest_hint, read_yaml_mapping
 from costsched.cost.prices import PriceCatalog, load_catalog
 from costsched.errors import ConfigError
@@ -198,6 +199,9 @@ class TrainingConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ScalingSection:
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """Data parallelism for ``costsched.api.prepare_model``: DDP, or FSDP through Ray
+    Train (shards parameters, gradients and optimiser state over the workers)."""
     min_workers: int = 1
     """Fewest workers the job runs with (elastic when below `max_workers`)."""
     max_workers: int = 1
@@ -283,12 +287,20 @@ class CostSection:
 class JobConfig:
     name: str
     """Job name: ledger rows and checkpoint folders are named after it."""
-    dataset: DatasetConfig
-    """Data source and preprocessing."""
-    model: ModelConfig
-    """Model architecture."""
     training: TrainingConfig
-    """Schedule, batch size, precision, stopping."""
+    """Schedule, batch size, precision, stopping (an entrypoint reads it from
+    ``costsched.api.get_context().job.training``; its target stops the run)."""
+    entrypoint: str | None = None
+    """Your training code as ``package.module:function`` (see :mod:`costsched.api`),
+    importable where the job is submitted and on the workers; unset: the built-in
+    classification loop trains ``model`` on ``dataset``."""
+    entrypoint_config: dict[str, Any] = field(default_factory=dict)
+    """Free-form mapping the entrypoint is called with."""
+    dataset: DatasetConfig | None = None
+    """Data source and preprocessing (required by the built-in loop; with an
+    entrypoint, optional: its training split becomes the ``train`` dataset shard)."""
+    model: ModelConfig | None = None
+    """Model architecture (the built-in loop only)."""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     """Optimiser and learning-rate schedule."""
     scaling: ScalingSection = field(default_factory=ScalingSection)
@@ -307,6 +319,11 @@ class JobConfig:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.strip() != self.name:
             raise ConfigError("`name` must be a non-empty name without '/' or surrounding spaces")
+        if self.entrypoint is None and (self.dataset is None or self.model is None):
+            raise ConfigError("`dataset` and `model` are required unless `entrypoint` names "
+                              "your training code (`package.module:function`)")
+        if self.entrypoint is not None:
+            check_entrypoint_syntax(self.entrypoint)
         if self.training.precision == "fp16" and not self.scaling.use_gpu:
             raise ConfigError(
                 "`training.precision: fp16` needs CUDA (`scaling.use_gpu: true`); "

@@ -53,6 +53,24 @@ class CostEstimate:
         ]
 
 
+def entrypoint_plan_lines(job: JobConfig, catalog: PriceCatalog) -> list[str]:
+    """The dry run of a job with its own entrypoint: what it holds and what it costs
+    per hour (its step time is measured once it runs)."""
+    rate = rate_of_job(job, catalog)
+    usd_per_hour = rate.usd_per_hour(job.scaling.max_workers)
+    return [
+        f"job            {job.name}  (config {job.config_hash()})",
+        f"entrypoint     {job.entrypoint} with {len(job.entrypoint_config)} config key(s)",
+        f"workers        {job.scaling.min_workers}..{job.scaling.max_workers} "
+        f"({job.scaling.strategy}), resources per worker "
+        f"{job.scaling.resources_per_worker()}, use_gpu={job.scaling.use_gpu}",
+        f"price          {job.cost.instance_type} ({'spot' if job.cost.spot else 'on-demand'})"
+        f": ${usd_per_hour:.4f}/h for {job.scaling.max_workers} worker(s)",
+        f"budget         ${job.cost.budget_usd:g} buys "
+        f"{rate.hours_for(job.cost.budget_usd, job.scaling.max_workers):.2f} h at that size",
+    ]
+
+
 def measure_step_seconds(job: JobConfig, model: torch.nn.Module, splits: Splits,
                          batch_size: int, steps: int = 5) -> float:
     """Median wall time of a forward+backward+step at ``batch_size``, on this process's CPU."""

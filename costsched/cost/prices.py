@@ -205,6 +205,10 @@ class JobRate:
         """Dollars for ``accelerator_s`` accelerator-seconds."""
         return self.usd_per_accelerator_hour * accelerator_s / SECONDS_PER_HOUR
 
+    def hours_for(self, usd: float, num_workers: float) -> float:
+        """Hours ``num_workers`` workers run for ``usd`` dollars."""
+        return usd / self.usd_per_hour(num_workers)
+
     def accelerator_s(self, usd: float) -> float:
         """Accelerator-seconds that ``usd`` dollars buy at this rate."""
         return usd / self.usd_per_accelerator_hour * SECONDS_PER_HOUR

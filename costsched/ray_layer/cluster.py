@@ -40,9 +40,19 @@ def ensure_ray(job: JobConfig, address: str | None = None, *, verbose: bool = Fa
             resources[scaling.accelerator_resource] = scaling.max_workers * (
                 scaling.accelerators_per_worker
             )
-        ray.init(resources=resources, logging_level=level)
+        ray.init(resources=resources, logging_level=level, runtime_env=_code_path(job))
     if not verbose:
         console.show_only_costsched_lines()
+
+
+def _code_path(job: JobConfig) -> dict | None:
+    """A local Ray's workers import a job's entrypoint from the directory it was
+    started in, as the driver does (a cluster gets the code from ``ray job submit
+    --working-dir``)."""
+    if job.entrypoint is None:
+        return None
+    paths = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
 
 
 def ensure_auth_token() -> None:

@@ -120,6 +120,9 @@ def load_sweep(path: str | Path, catalog: PriceCatalog | None = None) -> LoadedS
     config = build(SweepConfig, read_yaml_mapping(path), str(path))
     base_path = (path.parent / config.base_job).resolve()
     base_job = load_job_config(base_path, catalog)
+    if base_job.entrypoint is not None:
+        raise ConfigError(f"{path}: `base_job` {config.base_job} names an entrypoint; sweeps "
+                          "search the built-in loop's settings only")
     base = read_yaml_mapping(base_path)
     for key, dim in config.space.items():
         sample = dim.choice[0] if dim.choice else (dim.uniform or dim.loguniform)[0]

@@ -13,11 +13,13 @@ import numpy as np
 import torch
 
 STATE_FILE = "state.pt"
+RUN_META_KEY = "costsched"
+"""Key of the run's own record (cost, step, sequence) inside every ``state.pt``."""
 
 
 @dataclass(kw_only=True)
 class Progress:
-    """Where training is, and what it has cost so far."""
+    """Where the built-in loop is in training."""
 
     epoch: int = 0
     """Epoch in progress (0-based)."""
@@ -25,20 +27,17 @@ class Progress:
     """Next batch of that epoch to train on."""
     global_step: int = 0
     """Optimiser steps taken over the whole run."""
-    usd_at_checkpoint: float = 0.0
-    """Cumulative dollars when this state was saved."""
-    wall_time: float = 0.0
-    """Unix time when this state was saved (or the run started)."""
-    usd_to_target: float | None = None
-    """Dollars spent when the target was first reached."""
     history: list[dict[str, float]] = field(default_factory=list)
     """Per-epoch metrics so far."""
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG's state, as plain lists and tensors (loadable with ``weights_only``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -47,66 +46,65 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_state(
-    directory: str | os.PathLike[str], *, model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-    progress: Progress, extra_rng: dict[str, Any] | None = None,
-) -> Path:
-    """Write one ``state.pt`` into ``directory`` (atomically: temp file then rename)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    payload = {
+def training_state(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scheduler: Any, scaler: Any, progress: Progress) -> dict[str, Any]:
+    """Everything needed to resume the built-in loop exactly here, as tensors and plain
+    containers (loadable with ``weights_only``)."""
+    return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state() | (extra_rng or {}),
+        "rng": rng_state(),
         "progress": asdict(progress),
     }
-    tmp = directory / (STATE_FILE + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(directory / STATE_FILE)
-    return directory / STATE_FILE
 
 
-def load_state(
-    directory: str | os.PathLike[str], *, model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-) -> tuple[Progress, dict[str, Any]]:
-    """Restore model, optimiser, scheduler, scaler and RNG; return progress and the RNG dict."""
-    payload = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    if scaler is not None and payload["scaler"] is not None:
-        scaler.load_state_dict(payload["scaler"])
-    set_rng_state(payload["rng"])
-    return Progress(**payload["progress"]), payload["rng"]
+def restore_training_state(state: dict[str, Any], *, model: torch.nn.Module,
+                           optimizer: torch.optim.Optimizer, scheduler: Any,
+                           scaler: Any) -> Progress:
+    """Load :func:`training_state`'s output back; returns the progress it saved."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return Progress(**state["progress"])
+
+
+def checkpoint_order(directory: str | os.PathLike[str]) -> tuple[int, int]:
+    """(sequence, global step) of a checkpoint folder; (-1, -1) if it holds no readable
+    state (missing, or cut short by a crash mid-copy)."""
+    try:
+        payload = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+        meta = payload.get(RUN_META_KEY) or {}
+        return int(meta.get("sequence", 0)), int(meta.get("global_step", 0))
+    except Exception:
+        return -1, -1
 
 
 def checkpoint_step(directory: str | os.PathLike[str]) -> int:
     """Global step saved in a checkpoint folder; -1 if it holds no readable state."""
-    try:
-        payload = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
-    except Exception:  # missing, or cut short by a crash mid-copy
-        return -1
-    return int(payload["progress"]["global_step"])
+    return checkpoint_order(directory)[1]
 
 
 def newest_checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path | None:
-    """The checkpoint folder under ``run_dir`` with the highest readable global step."""
-    best, best_step = None, -1
+    """The checkpoint folder under ``run_dir`` saved last (highest sequence)."""
+    best, best_order = None, (-1, -1)
     for directory in Path(run_dir).glob("checkpoint_*"):
-        step = checkpoint_step(directory) if directory.is_dir() else -1
-        if step > best_step:
-            best, best_step = directory, step
+        order = checkpoint_order(directory) if directory.is_dir() else (-1, -1)
+        if order > best_order:
+            best, best_order = directory, order
     return best
 
 

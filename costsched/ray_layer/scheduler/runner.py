@@ -50,6 +50,21 @@ NAMESPACE = "costsched"
 DRIVER_PREFIX = "costsched-run-"
 
 
+ERROR_LINES = 40
+"""Lines kept of a failed run's error: the user's traceback, innermost frames last."""
+
+
+def error_text(exc: BaseException) -> str:
+    """A run's error for ``costsched logs``: the message and the traceback's last lines."""
+    text = str(exc).strip() or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text += "\n" + str(cause).strip()
+    lines = text.splitlines()
+    return "\n".join(lines[:2] + (["..."] if len(lines) > ERROR_LINES else [])
+                     + lines[max(2, len(lines) - ERROR_LINES + 2):])
+
+
 class RunDriver:
     """Drives one run of one job; ``run`` once, then ``result`` any number of times
     (a call queues behind ``run``, so its reference is ready when the run ends)."""
@@ -61,17 +76,21 @@ class RunDriver:
         self.error: str | None = None
 
     def run(self) -> dict:
+        from costsched.config.entrypoint import import_entrypoint
         from costsched.ray_layer.train.trainer import run_job
         from costsched.training.data import prepare
 
         job, catalog, ledger_path, run_id, worker_nodes = self.args
         try:
-            result = run_job(job, prepare(job.dataset), catalog=catalog,
+            if job.entrypoint:
+                import_entrypoint(job.entrypoint)  # fails here, before workers are asked for
+            splits = prepare(job.dataset) if job.dataset is not None else None
+            result = run_job(job, splits, catalog=catalog,
                              ledger=Ledger(ledger_path, catalog), run_id=run_id, verbose=False,
                              worker_nodes=worker_nodes)
             self.outcome = (result.outcome, {"global_step": result.metrics.get("global_step")})
         except Exception as exc:  # noqa: BLE001 - reported to the scheduler by result()
-            self.error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            self.error = error_text(exc)
         return self.result()
 
     def result(self) -> dict:

@@ -26,19 +26,27 @@ def _ray_checkpoint_step(checkpoint: ray.train.Checkpoint) -> int:
 class RayTrainSession:
     """Dataset shards, reports and checkpoints through ``ray.train``; DDP through Ray."""
 
-    def __init__(self, shuffle_seed: int, run_dir: str | None = None, cache_shard: bool = True):
+    def __init__(self, shuffle_seed: int, run_dir: str | None = None, cache_shard: bool = True,
+                 strategy: str = "ddp"):
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.device = ray.train.torch.get_device()
-        self._shard = ray.train.get_dataset_shard(TRAIN_SPLIT)
+        self._strategy = strategy
+        self._shard_cache: Any = None
         self._shuffle_seed = shuffle_seed
         self._run_dir = run_dir
         self._cache_shard = cache_shard
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        return ray.train.torch.prepare_model(model)
+        return ray.train.torch.prepare_model(model, parallel_strategy=self._strategy)
+
+    def prepare_data_loader(self, loader: Any) -> Any:
+        return ray.train.torch.prepare_data_loader(loader)
+
+    def dataset_shard(self, name: str) -> Any:
+        return ray.train.get_dataset_shard(name)
 
     def train_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Any, Any]]:
         """This worker's shard in batches, reshuffled each epoch by seed.
@@ -47,8 +55,9 @@ class RayTrainSession:
         epochs reshuffle it in memory (Ray Data's per-batch overhead otherwise
         dominates small models); without it every epoch streams again.
         """
+        shard = self.dataset_shard(TRAIN_SPLIT)
         if not self._cache_shard:
-            for batch in self._shard.iter_torch_batches(
+            for batch in shard.iter_torch_batches(
                 batch_size=batch_size, drop_last=True, device="cpu",
                 local_shuffle_buffer_size=4 * batch_size,
                 local_shuffle_seed=self._shuffle_seed + 1000 * epoch + self.rank,
@@ -56,7 +65,7 @@ class RayTrainSession:
                 yield batch["x"], batch["y"]
             return
         if self._cached is None:
-            parts = list(self._shard.iter_batches(batch_size=4096, batch_format="numpy"))
+            parts = list(shard.iter_batches(batch_size=4096, batch_format="numpy"))
             self._cached = (
                 torch.as_tensor(np.concatenate([p["x"] for p in parts])),
                 torch.as_tensor(np.concatenate([p["y"] for p in parts])),

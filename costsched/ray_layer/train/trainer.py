@@ -22,6 +22,8 @@ from ray.train import (
 )
 from ray.train.torch import TorchTrainer
 
+from costsched import api
+from costsched.config.entrypoint import BUILTIN_ENTRYPOINT, import_entrypoint
 from costsched.config.job import JobConfig
 from costsched.cost.accounting import RunAccount, RunAccountant
 from costsched.cost.ledger import Ledger
@@ -29,8 +31,9 @@ from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.errors import CostschedError
 from costsched.ray_layer.train.session import TRAIN_SPLIT, RayTrainSession
 from costsched.training.data import Splits
-from costsched.training.loop import Trainer, TrainSpec
+from costsched.training.loop import builtin_config
 from costsched.training.model_factory import JobModelFactory
+from costsched.training.run import Run, RunSpec
 from costsched.training.state import write_progress
 
 # Worker-group start-ups that may time out (60 s each) before the run fails, so a
@@ -51,10 +54,17 @@ class JobResult:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    spec: TrainSpec = config["spec"]
-    session = RayTrainSession(shuffle_seed=spec.job.training.seed, run_dir=config["run_dir"],
-                              cache_shard=spec.job.dataset.cache_shard)
-    Trainer(spec, session).run()
+    """Each worker: bind a :class:`Run` to :mod:`costsched.api` and call the entrypoint."""
+    spec: RunSpec = config["spec"]
+    job = spec.job
+    session = RayTrainSession(shuffle_seed=job.training.seed, run_dir=config["run_dir"],
+                              cache_shard=job.dataset.cache_shard if job.dataset else True,
+                              strategy=job.scaling.strategy)
+    function = import_entrypoint(config["entrypoint"])
+    run = Run(spec, session)
+    with api.bound(run):
+        function(dict(spec.entrypoint_config))
+        run.close()
 
 
 class LedgerCallback(UserCallback):
@@ -105,20 +115,23 @@ def to_ray_dataset(x: np.ndarray, y: np.ndarray) -> ray.data.Dataset:
     return ray.data.from_arrow(table)
 
 
-def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at: float,
+def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_started_at: float,
                   catalog: PriceCatalog,
                   usd_before_start: float = 0.0,
                   verbose: bool = True, callbacks: list[UserCallback] | None = None,
                   worker_nodes: list[str] | None = None) -> TorchTrainer:
     scaling = job.scaling
-    model_factory = JobModelFactory(job=job, input_shape=splits.input_shape,
-                                    num_classes=splits.num_classes)
-    spec = TrainSpec(
-        job=job, model_factory=model_factory, x_val=splits.x_val, y_val=splits.y_val,
-        x_test=splits.x_test, y_test=splits.y_test, num_train_rows=len(splits.x_train),
-        rate=rate_of_job(job, catalog), run_started_at=run_started_at,
-        usd_before_start=usd_before_start, teacher_factory=model_factory.teacher,
-    )
+    entrypoint = job.entrypoint or BUILTIN_ENTRYPOINT
+    if job.entrypoint:
+        entrypoint_config = dict(job.entrypoint_config)
+    else:
+        entrypoint_config = builtin_config(
+            model_factory=JobModelFactory(job=job, input_shape=splits.input_shape,
+                                          num_classes=splits.num_classes),
+            x_val=splits.x_val, y_val=splits.y_val, x_test=splits.x_test, y_test=splits.y_test,
+            num_train_rows=len(splits.x_train))
+    spec = RunSpec(job=job, rate=rate_of_job(job, catalog), run_started_at=run_started_at,
+                   usd_before_start=usd_before_start, entrypoint_config=entrypoint_config)
     num_workers: int | tuple[int, int] = scaling.max_workers
     if scaling.min_workers < scaling.max_workers:
         num_workers = (scaling.min_workers, scaling.max_workers)
@@ -130,7 +143,8 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
     )
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec, "run_dir": local_run_dir(job, run_id)},
+        train_loop_config={"spec": spec, "entrypoint": entrypoint,
+                           "run_dir": local_run_dir(job, run_id)},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources,
                                      label_selector=_pinned(worker_nodes),
@@ -144,7 +158,8 @@ def build_trainer(job: JobConfig, splits: Splits, *, run_id: str, run_started_at
             callbacks=[callback, *(callbacks or [])],
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
-        datasets={TRAIN_SPLIT: to_ray_dataset(splits.x_train, splits.y_train)},
+        datasets=({TRAIN_SPLIT: to_ray_dataset(splits.x_train, splits.y_train)}
+                  if splits is not None else None),
     )
 
 
@@ -163,7 +178,7 @@ def new_run_id(job: JobConfig) -> str:
     return f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def run_job(job: JobConfig, splits: Splits, *, catalog: PriceCatalog, ledger: Ledger,
+def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog, ledger: Ledger,
             run_id: str | None = None,
             verbose: bool = True, callbacks: list[UserCallback] | None = None,
             worker_nodes: list[str] | None = None) -> JobResult:
