@@ -31,24 +31,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("--priority", type=int, default=None, help="higher runs first")
     submit.add_argument("--budget-usd", type=float, default=None,
                         help="stop the job at a checkpoint before it spends more")
-    submit.add_argument("--min-workers", type=int, default=None)
-    submit.add_argument("--max-workers", type=int, default=None)
+    submit.add_argument("--min-workers", type=int, default=None,
+                        help="fewest workers the job runs with (overrides scaling.min_workers)")
+    submit.add_argument("--max-workers", type=int, default=None,
+                        help="most workers the job runs with (overrides scaling.max_workers)")
     _address(submit)
     submit.set_defaults(func=run_submit)
 
     status = subparsers.add_parser("status", help="the scheduler's jobs: state, workers, "
                                    "dollars, $/h, ETA, alerts")
-    status.add_argument("--format", choices=("table", "json"), default="table")
+    status.add_argument("--format", choices=("table", "json"), default="table",
+                        help="a table for people (default) or JSON for scripts")
     _address(status)
     status.set_defaults(func=run_status)
 
     cancel = subparsers.add_parser("cancel", help="stop a job at a checkpoint")
-    cancel.add_argument("job_id")
+    cancel.add_argument("job_id", help="the job id `costsched submit` printed")
     _address(cancel)
     cancel.set_defaults(func=run_cancel)
 
     logs = subparsers.add_parser("logs", help="a job's scheduling events")
-    logs.add_argument("job_id")
+    logs.add_argument("job_id", help="the job id `costsched submit` printed")
     _address(logs)
     logs.set_defaults(func=run_logs)
 
