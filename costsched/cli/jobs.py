@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from costsched.cost.formatting import format_duration, format_local_time, format_usd
-from costsched.errors import ConfigError
 
 
 def _address(parser: argparse.ArgumentParser) -> None:
@@ -64,12 +62,12 @@ def _call(args: argparse.Namespace, method: str, *call_args: Any) -> dict[str, A
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    path = Path(args.config)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such job config")
+    from costsched.config.strict import read_config_text
+
+    text = read_config_text(args.config)  # missing, too large or not UTF-8: exit 2 here
     overrides = {"priority": args.priority, "budget_usd": args.budget_usd,
                  "min_workers": args.min_workers, "max_workers": args.max_workers}
-    result = _call(args, "submit", path.read_text(), overrides, str(path))
+    result = _call(args, "submit", text, overrides, str(args.config))
     print(result["job_id"])
     return 0
 

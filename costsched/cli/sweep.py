@@ -71,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
 
     ensure_ray(sweep.base_job, args.address, verbose=args.verbose)
     summary = run_sweep(sweep, catalog, resume=args.resume, address=args.address,
-                        out_dir=args.out)
+                        out_dir=args.out, verbose=args.verbose)
     print(summary)
     return 0

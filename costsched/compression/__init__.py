@@ -8,18 +8,32 @@ Training-loop use::
     footprint = measure_footprint(model, example_batch)
 """
 
-from costsched.compression.channel_pruning import prune_channels
-from costsched.compression.distillation import distillation_loss, load_teacher
-from costsched.compression.footprint import Footprint, count_flops, measure_footprint
-from costsched.compression.low_rank import factorize_linear
-from costsched.compression.magnitude_pruning import (
-    apply_global_magnitude_pruning,
-    finalize_pruning,
-    weight_sparsity,
-)
-from costsched.compression.pipeline import apply_compression, finalize_compression
-from costsched.compression.quantization import convert_qat, prepare_qat, quantize_dynamic_int8
-from costsched.compression.spec import CompressionConfig
+import importlib
+from typing import Any
+
+_HOMES = {
+    "prune_channels": "channel_pruning",
+    "distillation_loss": "distillation", "load_teacher": "distillation",
+    "Footprint": "footprint", "count_flops": "footprint", "measure_footprint": "footprint",
+    "factorize_linear": "low_rank",
+    "apply_global_magnitude_pruning": "magnitude_pruning", "finalize_pruning": "magnitude_pruning",
+    "weight_sparsity": "magnitude_pruning",
+    "apply_compression": "pipeline", "finalize_compression": "pipeline",
+    "convert_qat": "quantization", "prepare_qat": "quantization",
+    "quantize_dynamic_int8": "quantization",
+    "CompressionConfig": "spec",
+}
+"""Each public name -> its module, imported on first use: a job config needs only the
+``spec`` (no torch), and the command line must start fast."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CompressionConfig",

@@ -25,8 +25,9 @@ MAX_CONFIG_BYTES = 1 << 20
 """A config file larger than this (1 MiB) is refused before it is parsed."""
 
 
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file whose top level must be a mapping."""
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file: it must exist, be a file of at most
+    :data:`MAX_CONFIG_BYTES` and be UTF-8 (a :class:`ConfigError` says which is not)."""
     path = Path(path)
     try:
         is_file = path.is_file()
@@ -39,10 +40,14 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a config "
                           f"file (at most {MAX_CONFIG_BYTES:,}); check the path")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    return parse_yaml_mapping(text, str(path))
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file whose top level must be a mapping."""
+    return parse_yaml_mapping(read_config_text(path), str(path))
 
 
 def parse_yaml_mapping(text: str, source: str) -> dict[str, Any]:

@@ -38,6 +38,10 @@ COMPLETED, STOPPED = "COMPLETED", "STOPPED"
 BUDGET_EXHAUSTED, TARGET_REACHED = "BUDGET_EXHAUSTED", "TARGET_REACHED"
 OUTCOME_CODES = {None: 0, BUDGET_EXHAUSTED: 1, TARGET_REACHED: 2, STOPPED: 3}
 OUTCOME_NAMES = {code: name for name, code in OUTCOME_CODES.items()}
+RUN_METRIC_KEYS = frozenset({
+    "cost_usd", "accelerator_s", "wall_time", ATTEMPT_KEY, WORLD_SIZE_KEY, "resumed_from_step",
+    "first_step_at", "global_step", CHECKPOINTED_KEY, "stop_reason", "usd_to_target", "final"})
+"""Keys costsched adds to every report (the rest are the entrypoint's own)."""
 
 
 class Session(Protocol):

@@ -9,13 +9,14 @@ here changes state unless the actor accepts the call.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import ray
 
 from costsched.errors import CostschedError, SchedulerUnavailable
 from costsched.ray_layer.cluster import use_token_auth_if_available
-from costsched.ray_layer.scheduler.service import NAMESPACE, SERVICE_NAME
+from costsched.ray_layer.scheduler.names import NAMESPACE, SERVICE_NAME
 
 CALL_TIMEOUT_S = 300.0
 """A cancel waits for the job to checkpoint (``stop_grace_s``); nothing else is slow."""
@@ -25,6 +26,7 @@ def connect(address: str | None) -> None:
     """Join the running Ray cluster (``address``, else RAY_ADDRESS, else the local one)."""
     if ray.is_initialized():
         return
+    _check_reachable(address or os.environ.get("RAY_ADDRESS"))
     use_token_auth_if_available()
     try:
         ray.init(address=address or "auto", namespace=NAMESPACE, logging_level="ERROR",
@@ -35,6 +37,21 @@ def connect(address: str | None) -> None:
             f"no Ray cluster found at {where}; start one with "
             "`ray start --head` (or `ray up cluster.yaml`), then `costsched scheduler start`"
         ) from None
+
+
+def _check_reachable(address: str | None, timeout_s: float = 2.0) -> None:
+    """Fail at once when ``host:port`` answers nothing: Ray would retry for minutes."""
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError:
+        raise SchedulerUnavailable(
+            f"no Ray cluster answers at {address}; check the address, or start one with "
+            "`ray start --head`, then `costsched scheduler start`") from None
 
 
 def service() -> ray.actor.ActorHandle:

@@ -38,6 +38,7 @@ from costsched.cost.accounting import RunAccount
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog
 from costsched.ray_layer.scheduler.cluster import head_node_id
+from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE
 from costsched.scheduler.interfaces import JobProgress, RunHandle
 from costsched.training.state import clear_stop_request, eta_s, read_progress, request_stop
 
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 FINISHED = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
 STOP_OUTCOMES = {"preempted": "PREEMPTED", "budget": "BUDGET_EXHAUSTED",
                  "cancelled": "CANCELLED", "resize": "RESIZED", "node_lost": "NODE_LOST"}
-NAMESPACE = "costsched"
-DRIVER_PREFIX = "costsched-run-"
 
 
 ERROR_LINES = 40

@@ -25,15 +25,16 @@ from ray.train.torch import TorchTrainer
 from costsched import api
 from costsched.config.entrypoint import BUILTIN_ENTRYPOINT, import_entrypoint
 from costsched.config.job import JobConfig
-from costsched.cost.accounting import RunAccount, RunAccountant
+from costsched.cost.accounting import CHECKPOINTED_KEY, RunAccount, RunAccountant
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.errors import CostschedError
+from costsched.ray_layer.console import MARKER
 from costsched.ray_layer.train.session import TRAIN_SPLIT, RayTrainSession
 from costsched.training.data import Splits
 from costsched.training.loop import builtin_config
 from costsched.training.model_factory import JobModelFactory
-from costsched.training.run import Run, RunSpec
+from costsched.training.run import RUN_METRIC_KEYS, Run, RunSpec
 from costsched.training.state import write_progress
 
 # Worker-group start-ups that may time out (60 s each) before the run fails, so a
@@ -92,18 +93,25 @@ class LedgerCallback(UserCallback):
         self._get().on_report(metrics[0], now=now)
         if self._run_dir is not None:
             write_progress(self._run_dir, metrics[0], now=now)
-        if self._verbose and "val_accuracy" in metrics[0] and not metrics[0].get("final"):
-            m = metrics[0]
-            print(f"[costsched] epoch {m['epoch']:>3}  step {m['global_step']:>6}  "
+        m = metrics[0]
+        if not self._verbose or m.get("final"):
+            return
+        if "val_accuracy" in m:
+            print(f"{MARKER}epoch {m['epoch']:>3}  step {m['global_step']:>6}  "
                   f"loss {m.get('loss', float('nan')):.4f}  val_acc {m['val_accuracy']:.4f}  "
                   f"{m.get('samples_per_s', 0.0):.0f} samples/s  workers {m['world_size']}  "
                   f"${m['cost_usd']:.5f}", flush=True)
+        elif m.get(CHECKPOINTED_KEY):
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in m.items()
+                              if k not in RUN_METRIC_KEYS and isinstance(v, int | float))
+            print(f"{MARKER}step {m.get('global_step', '-'):>6}  {shown}  workers "
+                  f"{m['world_size']}  ${m['cost_usd']:.5f}", flush=True)
 
     def after_exception(self, run_context, worker_exceptions) -> None:
         self._get().on_failure(now=time.time())
         if self._verbose:
             ranks = sorted(worker_exceptions)
-            print(f"[costsched] worker(s) {ranks} failed; restarting from the latest "
+            print(f"{MARKER}worker(s) {ranks} failed; restarting from the latest "
                   "checkpoint", flush=True)
 
 
@@ -196,10 +204,11 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog, led
     started = time.time()
     account = RunAccount(ledger, run_id)
     usd_before_start = account.open(job, now=started)
-    trainer = build_trainer(job, splits, run_id=run_id, run_started_at=started, catalog=catalog,
-                            verbose=verbose, usd_before_start=usd_before_start,
-                            callbacks=callbacks, worker_nodes=worker_nodes)
     try:
+        trainer = build_trainer(job, splits, run_id=run_id, run_started_at=started,
+                                catalog=catalog, verbose=verbose,
+                                usd_before_start=usd_before_start, callbacks=callbacks,
+                                worker_nodes=worker_nodes)
         result = trainer.fit()
     except Exception as exc:  # the run failed beyond max_failures: record it, then say why
         account.finish(outcome="FAILED", now=time.time(), metrics={"error": str(exc)[:500]})

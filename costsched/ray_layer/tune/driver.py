@@ -42,7 +42,7 @@ def baseline_point(sweep: LoadedSweep) -> dict[str, Any]:
 
 
 def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
-              address: str | None, out_dir: str | None) -> str:
+              address: str | None, out_dir: str | None, verbose: bool = False) -> str:
     cfg = sweep.config
     root = cfg.resolved_storage_path() / cfg.name
     ledger_path = root / "ledger.db"
@@ -66,7 +66,8 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
             tune_config=tune.TuneConfig(
                 search_alg=build_search(sweep, ledger, [baseline_point(sweep)]),
                 scheduler=build_scheduler(sweep), num_samples=cfg.num_trials),
-            run_config=tune.RunConfig(name="tune", storage_path=str(root), verbose=1),
+            run_config=tune.RunConfig(name="tune", storage_path=str(root),
+                                     verbose=1 if verbose else 0),
         )
     grid = tuner.fit()
     frame = results_frame(grid, sweep, ledger, splits, catalog)
