@@ -216,13 +216,124 @@ def test_bad_input_is_a_one_line_error_and_changes_nothing(site):
         (("cancel", "no-such-job"), 1, "unknown job id"),
         (("logs", "no-such-job"), 1, "unknown job id"),
         (("submit", str(bad)), 2, "did you mean `model`"),
-        (("submit", str(site["root"] / "missing.yaml")), 2, "no such job config"),
+        (("submit", str(site["root"] / "missing.yaml")), 2, "no such config file"),
     ]
     for args, code, message in cases:
         result = cli(site, *args)
         assert result.returncode == code, (args, result.stderr)
         assert message in result.stderr and result.stderr.strip().count("\n") == 0, args
     assert rows() == before
+
+
+USER_LOOP = """
+import time
+
+import torch
+from torch import nn
+
+import costsched.api as cs
+
+
+def train_loop(config):
+    ctx = cs.get_context()
+    torch.manual_seed(0)
+    model = cs.prepare_model(nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    state = cs.load_checkpoint()
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+    data = torch.Generator().manual_seed(1000 * ctx.rank + start)
+    for step in range(start + 1, config["steps"] + 1):
+        x = torch.randn(8, 8, generator=data)
+        loss = (model(x) - x.sum(1, keepdim=True)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        time.sleep(config["step_s"])
+        stop = cs.should_stop()
+        if step % 10 == 0 or stop:
+            cs.report({"loss": loss.item(), "global_step": step},
+                      checkpoint={"model": model.state_dict(),
+                                  "optimizer": optimizer.state_dict(), "step": step})
+        if stop:
+            return
+
+
+def broken(config):
+    raise RuntimeError("user bug: no training data at /nowhere")
+"""
+
+
+def user_job(folder: Path, name: str, entrypoint: str, *, workers: int, max_failures: int = 3,
+             priority: int = 0) -> Path:
+    data = {"name": name, "entrypoint": entrypoint,
+            "entrypoint_config": {"steps": 100, "step_s": 0.15},
+            "training": {"num_epochs": 1, "global_batch_size": 8},
+            "scaling": {"min_workers": workers, "max_workers": workers,
+                        "accelerator_resource": "cpu_slot", "use_gpu": False},
+            "checkpoint": {"interval_steps": 10, "max_failures": max_failures},
+            "cost": {"instance_type": "local-cpu", "budget_usd": 1.0, "priority": priority}}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def submit_with_working_dir(site: dict[str, Any], folder: Path, job_yaml: str) -> str:
+    """``ray job submit --working-dir FOLDER -- costsched submit JOB`` as a user would."""
+    done = subprocess.run(
+        [str(RAY_BIN), "job", "submit", "--address", site["dashboard"], "--working-dir",
+         str(folder), "--", sys.executable, "-m", "costsched.cli.main", "submit", job_yaml],
+        capture_output=True, text=True, timeout=300, cwd=folder)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return [line for line in done.stdout.splitlines() if line.strip()][-1].strip()
+
+
+def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(site):
+    folder = site["root"] / "usercode"  # outside the package, on no import path
+    folder.mkdir()
+    (folder / "userloop.py").write_text(USER_LOOP)
+    user_job(folder, "userjob", "userloop:train_loop", workers=2)
+    job_id = submit_with_working_dir(site, folder, "userjob.yaml")
+    assert job_id.startswith("userjob-"), job_id
+    _wait("the user's job to checkpoint", lambda: step(site, job_id) >= 10, 240,
+          detail=lambda: rows())
+    urgent = cli(site, "submit", job_file(site, "urgent2", workers=2, epochs=2,
+                                          priority=10)).stdout.strip()
+    _wait("the urgent job to preempt the user's job",
+          lambda: rows()[job_id]["state"] == "PREEMPTED", 120, detail=lambda: rows())
+    preempted_at = step(site, job_id)
+    _wait("both jobs to end", lambda: all(rows()[j]["state"] in TERMINAL
+                                          for j in (job_id, urgent)),
+          400, poll_s=2.0, detail=lambda: rows())
+    final = rows()
+    assert final[job_id]["state"] == "COMPLETED", cli(site, "logs", job_id).stdout
+    assert final[job_id]["preemptions"] == 1
+    progress = read_progress(site["root"] / "runs" / job_id)
+    assert progress["global_step"] == 100
+    assert progress["resumed_from_step"] >= max(preempted_at, 10)  # from its checkpoint
+    ledger = Ledger(site["root"] / "ledger.db", load_catalog())
+    charged = sum(i["cost_usd"] for i in ledger.intervals(job_id))
+    assert charged == pytest.approx(final[job_id]["spent_usd"], rel=1e-6)
+    assert len(ledger.intervals(job_id)) >= 2  # before and after the preemption
+
+
+def test_a_user_entrypoint_that_raises_fails_frees_its_slots_and_blocks_nothing(site):
+    folder = site["root"] / "usercode"
+    user_job(folder, "broken", "userloop:broken", workers=2, max_failures=0, priority=5)
+    broken = submit_with_working_dir(site, folder, "broken.yaml")
+    follower = cli(site, "submit", job_file(site, "follower", workers=3, epochs=1)).stdout.strip()
+    _wait("both jobs to end", lambda: all(rows()[j]["state"] in TERMINAL
+                                          for j in (broken, follower)),
+          400, poll_s=2.0, detail=lambda: rows())
+    final = rows()
+    assert final[broken]["state"] == "FAILED" and final[broken]["workers"] == 0
+    assert final[follower]["state"] == "COMPLETED"  # it needed every slot, the broken's too
+    logs = cli(site, "logs", broken).stdout
+    assert "user bug: no training data at /nowhere" in logs
+    assert "userloop.py" in logs  # the user's traceback, not only a message
 
 
 def test_a_killed_scheduler_restarts_and_its_job_finishes_once(site):

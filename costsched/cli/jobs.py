@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from costsched.cost.formatting import format_duration, format_local_time, format_usd
+from costsched.errors import ConfigError
 
 
 def _address(parser: argparse.ArgumentParser) -> None:
@@ -67,9 +70,40 @@ def run_submit(args: argparse.Namespace) -> int:
     text = read_config_text(args.config)  # missing, too large or not UTF-8: exit 2 here
     overrides = {"priority": args.priority, "budget_usd": args.budget_usd,
                  "min_workers": args.min_workers, "max_workers": args.max_workers}
-    result = _call(args, "submit", text, overrides, str(args.config))
+    code_dir = entrypoint_code_dir(Path(args.config), text)
+    from costsched.ray_layer.scheduler import client
+
+    client.connect(args.address)
+    if code_dir is not None:
+        overrides["working_dir"] = client.code_package(str(code_dir))
+    result = client.call("submit", text, overrides, str(args.config))
     print(result["job_id"])
     return 0
+
+
+def entrypoint_code_dir(path: Path, text: str) -> Path | None:
+    """For a job with its own entrypoint: the folder of its code (``working_dir``,
+    relative to the YAML, default the YAML's folder), checked by importing the
+    entrypoint from it here, before anything is sent. None for built-in jobs."""
+    from costsched.config.entrypoint import import_entrypoint
+    from costsched.config.strict import parse_yaml_mapping
+
+    data = parse_yaml_mapping(text, str(path))
+    spec = data.get("entrypoint")
+    if not isinstance(spec, str):
+        return None  # built-in, or a bad value the scheduler's validation names
+    working_dir = data.get("working_dir")
+    if isinstance(working_dir, str) and working_dir.startswith("gcs://"):
+        return None  # already a package on the cluster
+    folder = (path.parent / str(working_dir or ".")).resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"{path}: `working_dir` {folder} is not a folder")
+    sys.path.insert(0, str(folder))
+    try:
+        import_entrypoint(spec)
+    finally:
+        sys.path.remove(str(folder))
+    return folder
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -296,6 +296,11 @@ class JobConfig:
     classification loop trains ``model`` on ``dataset``."""
     entrypoint_config: dict[str, Any] = field(default_factory=dict)
     """Free-form mapping the entrypoint is called with."""
+    working_dir: str | None = None
+    """Where the entrypoint's code comes from for ``costsched submit``: a folder
+    (relative to the job YAML; default: the YAML's folder) that submit uploads to the
+    cluster, or the ``gcs://`` package URI it records; the job's driver and workers
+    run with it as their working directory."""
     dataset: DatasetConfig | None = None
     """Data source and preprocessing (required by the built-in loop; with an
     entrypoint, optional: its training split becomes the ``train`` dataset shard)."""

@@ -23,6 +23,7 @@ OVERRIDE_KEYS: dict[str, tuple[str, str]] = {
     "budget_usd": ("cost", "budget_usd"),
     "min_workers": ("scaling", "min_workers"),
     "max_workers": ("scaling", "max_workers"),
+    "working_dir": ("", "working_dir"),
 }
 """Submission overrides -> the job-config key each replaces."""
 
@@ -110,6 +111,9 @@ def parse_submission(
             raise ConfigError(f"unknown override `{key}`; use one of {', '.join(OVERRIDE_KEYS)}")
         if value is not None:
             section, leaf = OVERRIDE_KEYS[key]
+            if not section:
+                data[leaf] = value
+                continue
             data.setdefault(section, {})
             if not isinstance(data[section], dict):
                 raise ConfigError(f"{source}: `{section}` must be a mapping")

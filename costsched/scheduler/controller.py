@@ -276,6 +276,10 @@ class SchedulerController:
         return spend.spent_now(job, self.job_rate(job),
                                models.gpus_per_worker(self._config(job)), now)
 
+    def job_config(self, job_id: str) -> JobConfig:
+        """The validated config of a submitted job."""
+        return self._config(self.store.get(job_id))
+
     def job_rate(self, job: JobRecord) -> JobRate:
         """The job's price, from the one price function family (:mod:`costsched.cost.prices`)."""
         return rate_of_job(self._config(job), self.catalog)

@@ -14,7 +14,7 @@ from typing import Any
 
 import ray
 
-from costsched.errors import CostschedError, SchedulerUnavailable
+from costsched.errors import ConfigError, CostschedError, SchedulerUnavailable
 from costsched.ray_layer.cluster import use_token_auth_if_available
 from costsched.ray_layer.scheduler.names import NAMESPACE, SERVICE_NAME
 
@@ -82,6 +82,36 @@ def call(method: str, *args: Any, timeout_s: float = CALL_TIMEOUT_S) -> dict[str
         error.exit_code = int(result.get("exit_code", 1))
         raise error
     return result
+
+
+CODE_EXCLUDES = [".git", ".venv", "venv", "__pycache__", "*.pyc", ".pytest_cache"]
+"""Never shipped with a job's code (``.gitignore`` is honoured too)."""
+
+
+def code_package(directory: str) -> str:
+    """The ``gcs://`` URI of the job code in ``directory``: the working directory of the
+    Ray job this runs in when it is that folder (``ray job submit --working-dir``), else
+    the folder uploaded to the cluster now (content-addressed: an unchanged folder is
+    not uploaded twice)."""
+    import tempfile
+
+    from ray._private.runtime_env.packaging import (
+        get_uri_for_directory,
+        upload_package_if_needed,
+    )
+
+    current = (ray.get_runtime_context().runtime_env or {}).get("working_dir")
+    if isinstance(current, str) and current.startswith("gcs://") and (
+            os.path.realpath(directory) == os.path.realpath(os.getcwd())):
+        return current
+    uri = get_uri_for_directory(directory, include_gitignore=True, excludes=CODE_EXCLUDES)
+    with tempfile.TemporaryDirectory(prefix="costsched-code-") as scratch:
+        try:
+            upload_package_if_needed(uri, scratch, directory, include_gitignore=True,
+                                     excludes=CODE_EXCLUDES, logger=None)
+        except ValueError as exc:  # e.g. over Ray's package size limit
+            raise ConfigError(f"cannot ship {directory} as the job's code: {exc}") from None
+    return uri
 
 
 def remove_service() -> None:

@@ -49,6 +49,26 @@ STOP_OUTCOMES = {"preempted": "PREEMPTED", "budget": "BUDGET_EXHAUSTED",
                  "cancelled": "CANCELLED", "resize": "RESIZED", "node_lost": "NODE_LOST"}
 
 
+CODE_PIN_S = 30 * 24 * 3600
+"""How long a submitted job's code package is kept on the cluster without a running
+job using it (Ray deletes unreferenced packages)."""
+
+
+def code_env(job: JobConfig) -> dict | None:
+    """The runtime environment of a job's driver (and so its workers): the job's code
+    package as working directory, when ``costsched submit`` shipped one."""
+    uri = job.working_dir
+    return {"working_dir": uri} if uri and "://" in uri else None
+
+
+def keep_code(job: JobConfig) -> None:
+    """Keep the job's code package on the cluster while the job may still run."""
+    if code_env(job) is not None:
+        from ray._private.runtime_env.packaging import pin_runtime_env_uri
+
+        pin_runtime_env_uri(job.working_dir, expiration_s=CODE_PIN_S)
+
+
 ERROR_LINES = 40
 """Lines kept of a failed run's error: the user's traceback, innermost frames last."""
 
@@ -169,7 +189,7 @@ class RayJobRunner:
             # Hard affinity: a 0-CPU actor is otherwise placed on any node, and Ray Data's
             # helpers follow the driver there and keep that node from ever being idle.
             num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-                head_node_id(), soft=False),
+                head_node_id(), soft=False), runtime_env=code_env(job),
         ).remote(job, self.catalog, self.ledger_path, job_id, nodes)
         self._refs[job_id] = driver.run.remote()
         self._attempts[job_id] = (time.time(), num_workers)

@@ -33,7 +33,7 @@ from costsched.errors import CostschedError
 from costsched.ray_layer.scheduler.cluster import RayClusterClient, head_node_id
 from costsched.ray_layer.scheduler.metrics import MetricsExporter
 from costsched.ray_layer.scheduler.names import NAMESPACE, SERVICE_NAME
-from costsched.ray_layer.scheduler.runner import RayJobRunner
+from costsched.ray_layer.scheduler.runner import RayJobRunner, keep_code
 from costsched.scheduler.controller import SchedulerController
 from costsched.scheduler.interfaces import SystemClock, TickReport
 from costsched.scheduler.metrics import measure
@@ -116,6 +116,7 @@ class SchedulerService:
         """Queue a job; the next round (started now) may run it."""
         with self._lock:
             job_id = self.controller.submit(config_text, overrides, source)
+            keep_code(self.controller.job_config(job_id))
         log.info("submitted %s", job_id)
         self._wake.set()
         return {"job_id": job_id}
