@@ -32,7 +32,7 @@ from costsched.policy.validate import InvalidDecision
 from costsched.scheduler import policy_view as models
 from costsched.scheduler import spend
 from costsched.scheduler.actions import plan_actions
-from costsched.scheduler.alerts import all_alerts, job_alerts
+from costsched.scheduler.alerts import all_alerts
 from costsched.scheduler.autoscale import resource_request
 from costsched.scheduler.interfaces import (
     Action,
@@ -44,6 +44,7 @@ from costsched.scheduler.interfaces import (
     ResourceBundle,
     TickReport,
 )
+from costsched.scheduler.job_models import JobModels
 from costsched.scheduler.state import (
     ACTIVE,
     RUNNING,
@@ -52,6 +53,7 @@ from costsched.scheduler.state import (
     JobRecord,
     JobStore,
 )
+from costsched.scheduler.status import status_row
 
 log = logging.getLogger(__name__)
 FINISHED_OUTCOMES = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
@@ -71,6 +73,7 @@ class SchedulerController:
         self._requested: tuple[ResourceBundle, ...] | None = None
         self._configs: dict[str, JobConfig] = {}
         self._elastic = is_elastic(policy)
+        self.job_models = JobModels(store.path)
         self._logged_rejections: set[str] = set()
 
     @classmethod
@@ -173,6 +176,8 @@ class SchedulerController:
 
     def _on_progress(self, job: JobRecord, p: JobProgress, now: float) -> list[Action]:
         spent = max(job.spent_usd, p.spent_usd)
+        if p.measurement is not None:
+            self.job_models.record(job.job_id, p.measurement, now=now)
         if p.state == "running":
             stepped = p.last_step > job.last_step
             self.store.update(
@@ -291,7 +296,8 @@ class SchedulerController:
     def _snapshot(self, now: float, nodes):
         jobs = self.store.jobs(ACTIVE)
         views = [models.job_view(j, self._config(j), self.config.sync_penalty_per_gpu,
-                                 self.job_rate(j), elastic=self._elastic) for j in jobs]
+                                 self.job_rate(j), elastic=self._elastic,
+                                 model=self.job_models.model(j.job_id)) for j in jobs]
         placements = {j.job_id: j.placement for j in jobs if j.state in RUNNING}
         return models.build_snapshot(now=now, round_index=self._round, views=views, nodes=nodes,
                                      placements=placements, round_s=self.config.round_s,
@@ -398,17 +404,10 @@ class SchedulerController:
         return config
 
     def _status_row(self, job: JobRecord, now: float) -> JobStatus:
-        alerts = job_alerts(job, now=now, stall_minutes=self.config.stall_minutes)
-        return JobStatus(
-            job_id=job.job_id, name=job.name, state=job.state, priority=job.priority,
-            workers=job.workers, gpus=job.workers * models.gpus_per_worker(self._config(job)),
-            spent_usd=self.spent_now(job, now) if job.state in ACTIVE else job.spent_usd,
-            budget_usd=job.budget_usd,
-            usd_per_hour=job.usd_per_hour if job.state in RUNNING else 0.0,
-            eta_s=job.eta_s if job.state in RUNNING else None,
-            restarts=job.restarts, preemptions=job.preemptions,
-            spot_restarts=job.spot_restarts, failures=job.failures,
-            alerts=tuple(str(a) for a in alerts))
+        config = self._config(job)
+        return status_row(job, config, now=now, stall_minutes=self.config.stall_minutes,
+                          spent_usd=self.spent_now(job, now) if job.state in ACTIVE
+                          else job.spent_usd, model=self.job_models.model(job.job_id))
 
     def _report(self, now: float, actions: list[Action]) -> TickReport:
         alerts = all_alerts(self.store.jobs(RUNNING), now=now,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from costsched.config.job import JobConfig
+from costsched.scheduler.job_models import Measurement
 
 RunState = Literal["running", "finished", "failed", "lost"]
 
@@ -116,6 +117,8 @@ class JobProgress:
     """The failure came from a node dying or a spot reclaim, not from the job."""
     message: str = ""
     """Free text for the job's log (an error, a reason)."""
+    measurement: Measurement | None = None
+    """What the run last measured of its steps, when it measures them."""
 
 
 class JobRunner(Protocol):
@@ -193,6 +196,18 @@ class JobStatus:
     """Restarts after its own errors."""
     alerts: tuple[str, ...]
     """Active alerts (stall, budget burn)."""
+    samples_per_s: float | None = None
+    """Measured training throughput now, examples per second."""
+    speedup_down: float | None = None
+    """Fitted steps/s with one worker fewer, over now's (None: unmeasured, or min)."""
+    speedup_up: float | None = None
+    """Fitted steps/s with one worker more, over now's (None: unmeasured, or max)."""
+    noise_scale: float | None = None
+    """Measured gradient noise scale (the batch size where efficiency halves)."""
+    efficiency: float | None = None
+    """Statistical efficiency of the batch it runs (1 for a fixed batch)."""
+    samples_per_usd: float | None = None
+    """Goodput per dollar: useful examples per dollar at the current size."""
 
 
 @dataclass(frozen=True, kw_only=True)

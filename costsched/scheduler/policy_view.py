@@ -1,15 +1,15 @@
 """How the live scheduler describes its jobs and nodes to a policy.
 
-A live job has no measured profile, so the controller gives the policy a
-documented default model (replace it once per-job profiles are measured):
-
-* throughput: linear scaling with a per-GPU synchronisation penalty,
+* throughput: once a job has measured its steps, Pollux's model fitted to them
+  (:class:`~costsched.scheduler.job_models.FixedBatchThroughput`); before that, a
+  documented default: linear scaling with a per-GPU synchronisation penalty,
   ``step_time_s(k GPUs) = step_s * (1 + sync_penalty_per_gpu * (k - 1))`` at a fixed
   total batch, so the speedup over one GPU is ``k / (1 + p * (k - 1))``;
 * efficiency: flat (every batch size makes the same progress per sample), the
   job's own ``training.global_batch_size`` being fixed whatever its size.
 
-The policy's batch sizes are therefore ignored; only its GPU counts are used.
+The policy's batch sizes are therefore not applied (the driver says so in its log);
+only its GPU counts are used.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from costsched.cost.prices import JobRate, PriceCatalog
 from costsched.policy.drive import gpu_range
 from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
+from costsched.scheduler.job_models import FixedBatchThroughput, JobModel
 from costsched.scheduler.state import JobRecord
 
 NOTIONAL_STEP_S = 1.0
@@ -56,7 +57,7 @@ def gpus_per_worker(config: JobConfig) -> int:
 
 
 def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
-             rate: JobRate, *, elastic: bool) -> JobView:
+             rate: JobRate, *, elastic: bool, model: JobModel | None = None) -> JobView:
     """The policy's view of a live job; GPUs = workers x accelerators per worker. The
     GPU range follows :func:`~costsched.policy.drive.gpu_range`, as in the simulator:
     min..max workers under an elastic policy, else the max the user asked for."""
@@ -70,13 +71,22 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
         attained_service_gpu_s=record.attained_gpu_s,
         min_gpus=lo, max_gpus=hi,
         requested_gpus=max_gpus, requested_batch_size=batch,
-        throughput=LinearScalingThroughput(batch, sync_penalty_per_gpu),
+        throughput=(LinearScalingThroughput(batch, sync_penalty_per_gpu) if model is None
+                    else fixed_batch_throughput(model, config)),
         # Pure noise (grad_sqr ~ 0): gain(B) ~ B / B0, efficiency ~ 1 at every batch.
         efficiency=EfficiencyModel(init_batch_size=batch, max_batch_size=batch * max_gpus,
                                    grad_sqr=1e-9, grad_var=1.0),
         priority=record.priority, budget_usd=record.budget_usd, spent_usd=record.spent_usd,
         usd_per_gpu_hour=rate.usd_per_accelerator_hour,
     )
+
+
+def fixed_batch_throughput(model: JobModel, config: JobConfig) -> FixedBatchThroughput:
+    """The job's fitted model at its fixed global batch (micro-batches of at most
+    ``training.micro_batch_size`` when set)."""
+    training = config.training
+    return FixedBatchThroughput(model.params, training.global_batch_size,
+                                training.micro_batch_size or training.global_batch_size)
 
 
 def node_views(nodes: Iterable[NodeRecord]) -> tuple[NodeView, ...]:

@@ -39,13 +39,20 @@ APP_MAX_LOCAL_BSZ: dict[str, int] = {"yolov3": 8}
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POLLUX_DIR = REPO_ROOT.parent / "shared" / "data" / "pollux"
+"""Beside a source checkout: ``../shared/data/pollux``."""
 POLLUX_DIR_ENV = "COSTSCHED_POLLUX_DIR"
 
 
 def pollux_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """The Pollux data folder: ``override``, else ``$COSTSCHED_POLLUX_DIR``, else the default."""
-    chosen = override or os.environ.get(POLLUX_DIR_ENV) or DEFAULT_POLLUX_DIR
-    return Path(chosen).expanduser()
+    """The Pollux data folder: ``override``, else ``$COSTSCHED_POLLUX_DIR``, else the first
+    of ``../shared/data/pollux`` beside the source checkout, ``shared/data/pollux`` or
+    ``../shared/data/pollux`` from the current folder that exists (else the first)."""
+    chosen = override or os.environ.get(POLLUX_DIR_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
+    candidates = [DEFAULT_POLLUX_DIR, Path.cwd() / "shared" / "data" / "pollux",
+                  Path.cwd().parent / "shared" / "data" / "pollux"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def canonical_placement(placement: tuple[int, ...]) -> tuple[int, ...]:

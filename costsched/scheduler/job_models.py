@@ -1,0 +1,204 @@
+"""Each live job's measured goodput, and the models fitted to it (pure; no Ray).
+
+Workers measure their steps (time, gradient sync, noise scale) and report them; the
+runner passes the latest :class:`Measurement` up with each poll. This store keeps one
+mean step per configuration (workers, nodes, local batch, accumulation) in the
+scheduler's SQLite file, refits Pollux's throughput model
+(:func:`~costsched.goodput.throughput.fit_throughput`) when a configuration is new,
+and keeps the fitted constants beside it, so a restarted scheduler plans with what
+its jobs measured. :class:`FixedBatchThroughput` turns a fit into what the policy
+needs for a job whose global batch is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from costsched.cost.prices import usd_over
+from costsched.goodput.throughput import (
+    DEFAULT_PRIOR,
+    ThroughputParams,
+    ThroughputPoint,
+    fit_throughput,
+    predict_step_time_s,
+)
+from costsched.sqlite_file import SqliteFile
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS measurements (
+    job_id TEXT NOT NULL,
+    num_workers INTEGER NOT NULL,
+    num_nodes INTEGER NOT NULL,
+    local_bsz REAL NOT NULL,
+    accum_steps INTEGER NOT NULL,
+    step_time_s REAL NOT NULL,
+    sync_time_s REAL NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (job_id, num_workers, num_nodes, local_bsz, accum_steps)
+);
+CREATE TABLE IF NOT EXISTS job_models (
+    job_id TEXT PRIMARY KEY,
+    params TEXT,
+    num_points INTEGER NOT NULL DEFAULT 0,
+    grad_sqr REAL,
+    grad_var REAL,
+    samples_per_s REAL,
+    at REAL NOT NULL
+);
+"""
+REFIT_CHANGE = 0.10
+"""A known configuration whose mean step time moved by more than this refits the model."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement:
+    """What a running job last measured, at one configuration."""
+
+    num_workers: int
+    num_nodes: int
+    local_bsz: float
+    """Examples per worker per micro-batch."""
+    accum_steps: int
+    step_time_s: float
+    """Mean seconds per optimiser step at this configuration."""
+    sync_time_s: float
+    """Of which gradient synchronisation."""
+    samples_per_s: float | None = None
+    grad_sqr: float | None = None
+    grad_var: float | None = None
+    """Smoothed gradient noise statistics at the initial batch, when measured."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobModel:
+    """A job's fitted model and latest figures."""
+
+    params: ThroughputParams
+    num_points: int
+    """Configurations the fit used (0: the prior only)."""
+    samples_per_s: float | None
+    grad_sqr: float | None
+    grad_var: float | None
+
+    @property
+    def noise_scale(self) -> float | None:
+        if not self.grad_sqr or self.grad_var is None:
+            return None
+        return self.grad_var / self.grad_sqr
+
+
+class JobModels:
+    """Measurements and fitted models of every job, in the scheduler's state file."""
+
+    def __init__(self, path: str | os.PathLike[str], prior: ThroughputParams = DEFAULT_PRIOR):
+        self._connect = SqliteFile(path, SCHEMA, "costsched scheduler state file").transaction
+        self.prior = prior
+
+    def record(self, job_id: str, m: Measurement, *, now: float) -> None:
+        """Keep ``m`` as its configuration's mean; refit when the configuration is new or
+        its step time moved by more than :data:`REFIT_CHANGE`."""
+        key = (job_id, m.num_workers, m.num_nodes, float(m.local_bsz), m.accum_steps)
+        with self._connect() as db:
+            old = db.execute("SELECT step_time_s FROM measurements WHERE job_id=? AND "
+                             "num_workers=? AND num_nodes=? AND local_bsz=? AND accum_steps=?",
+                             key).fetchone()
+            db.execute("INSERT OR REPLACE INTO measurements VALUES (?,?,?,?,?,?,?,?)",
+                       (*key, m.step_time_s, min(m.sync_time_s, m.step_time_s), now))
+            db.execute("INSERT OR IGNORE INTO job_models (job_id, at) VALUES (?, ?)",
+                       (job_id, now))
+            db.execute("UPDATE job_models SET samples_per_s=COALESCE(?, samples_per_s),"
+                       " grad_sqr=COALESCE(?, grad_sqr), grad_var=COALESCE(?, grad_var), at=?"
+                       " WHERE job_id=?", (m.samples_per_s, m.grad_sqr, m.grad_var, now, job_id))
+        moved = old is None or abs(m.step_time_s - old[0]) > REFIT_CHANGE * old[0]
+        if moved:
+            self._refit(job_id, now)
+
+    def points(self, job_id: str) -> list[ThroughputPoint]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM measurements WHERE job_id=? ORDER BY num_workers,"
+                              " local_bsz, accum_steps", (job_id,)).fetchall()
+        return [ThroughputPoint(num_nodes=r["num_nodes"], num_replicas=r["num_workers"],
+                                local_bsz=r["local_bsz"], accum_steps=r["accum_steps"],
+                                step_time_s=r["step_time_s"], sync_time_s=r["sync_time_s"])
+                for r in rows]
+
+    def model(self, job_id: str) -> JobModel | None:
+        """The job's fitted model, or None before its first measurement."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM job_models WHERE job_id=?", (job_id,)).fetchone()
+        if row is None or row["params"] is None:
+            return None
+        return JobModel(params=ThroughputParams(**json.loads(row["params"])),
+                        num_points=row["num_points"], samples_per_s=row["samples_per_s"],
+                        grad_sqr=row["grad_sqr"], grad_var=row["grad_var"])
+
+    def _refit(self, job_id: str, now: float) -> None:
+        points = self.points(job_id)
+        params = fit_throughput(points, prior=self.prior)
+        with self._connect() as db:
+            db.execute("UPDATE job_models SET params=?, num_points=?, at=? WHERE job_id=?",
+                       (json.dumps(asdict(params)), len(points), now, job_id))
+
+
+class FixedBatchThroughput:
+    """A fitted job whose global batch ``G`` is fixed, as the policy sees it.
+
+    On ``k`` GPUs each runs ``G / k`` examples a step (in micro-batches of at most
+    ``max_local_bsz``). The policy scores ``gain(local * k) / step_time``; with the
+    notional per-GPU batch ``G`` and a flat efficiency, gain is ``k``, so the step time
+    it is given is ``k x T(k, G / k)``: the goodput it computes is then proportional to
+    the job's real steps per second, ``1 / T(k, G / k)``.
+    """
+
+    def __init__(self, params: ThroughputParams, global_batch_size: int, max_local_bsz: int):
+        self.params, self.global_batch_size = params, global_batch_size
+        self.max_local_bsz = max(1, max_local_bsz)
+
+    def local_bsz_choices(self) -> np.ndarray:
+        return np.array([self.global_batch_size])
+
+    def real_step_time_s(self, num_nodes: int, num_gpus: int) -> float:
+        """Seconds per step of the whole global batch on ``num_gpus`` GPUs."""
+        local = self.global_batch_size / num_gpus
+        accum = max(1, math.ceil(local / self.max_local_bsz - 1e-9))
+        return predict_step_time_s(self.params, num_nodes, num_gpus, local / accum, accum)
+
+    def step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> float:
+        nodes = [n for n in placement if n > 0]
+        gpus = max(sum(nodes), 1)
+        return gpus * self.real_step_time_s(max(len(nodes), 1), gpus)
+
+    def speedup(self, num_gpus: int, base_gpus: int = 1) -> float:
+        """Steps per second on ``num_gpus`` GPUs over those on ``base_gpus`` (one node)."""
+        return self.real_step_time_s(1, base_gpus) / self.real_step_time_s(1, num_gpus)
+
+
+def status_figures(model: JobModel | None, throughput: FixedBatchThroughput | None, *,
+                   gpus: int, gpus_per_worker: int, min_gpus: int, max_gpus: int,
+                   usd_per_hour: float) -> dict[str, float | None]:
+    """A running job's measured figures for ``costsched status``: samples/s, the fitted
+    speedup with one worker fewer and one more (steps/s there over steps/s now), the
+    noise scale, the efficiency of its fixed batch (1) and useful samples per dollar:
+
+        samples_per_usd = samples_per_s x efficiency / usd_per_hour x 3600
+    """
+    if model is None or throughput is None or gpus < 1:
+        return {}
+    now_s = throughput.real_step_time_s(1, gpus)
+    fewer, more = gpus - gpus_per_worker, gpus + gpus_per_worker
+    figures: dict[str, float | None] = {
+        "samples_per_s": model.samples_per_s, "noise_scale": model.noise_scale,
+        "efficiency": 1.0,
+        "speedup_down": now_s / throughput.real_step_time_s(1, fewer) if fewer >= min_gpus
+        else None,
+        "speedup_up": now_s / throughput.real_step_time_s(1, more) if more <= max_gpus
+        else None,
+    }
+    if model.samples_per_s and usd_per_hour > 0:
+        figures["samples_per_usd"] = model.samples_per_s / usd_over(usd_per_hour, 1.0)
+    return figures
