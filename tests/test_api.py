@@ -7,8 +7,6 @@ import sys
 import textwrap
 
 import pytest
-import torch
-from torch import nn
 
 import costsched.api as cs
 from costsched.config.entrypoint import import_entrypoint
@@ -30,56 +28,20 @@ class StepSession(FakeSession):
 
 
 def user_job(**cost) -> JobConfig:
-    return JobConfig(name="user", entrypoint="tests.test_api:regression_loop",
+    return JobConfig(name="user", entrypoint="tests.support.userloop:train_loop",
                      entrypoint_config={"steps": 60, "lr": 0.05},
                      training=TrainingConfig(num_epochs=1, global_batch_size=16,
                                              target_metric="val_accuracy", target_value=1.0),
                      cost=CostSection(**cost))
 
 
-def regression_loop(config: dict) -> None:
-    """A user's loop: linear regression, a checkpoint every 10 steps, no costsched model."""
-    ctx = cs.get_context()
-    torch.manual_seed(0)
-    model = cs.prepare_model(nn.Linear(4, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"])
-    state = cs.load_checkpoint()
-    start = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
-    data = torch.Generator().manual_seed(ctx.rank)
-    for step in range(start + 1, config["steps"] + 1):
-        x = torch.randn(16, 4, generator=data)
-        loss = (model(x) - x.sum(1, keepdim=True)).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        ctx_clock_tick()
-        stop = cs.should_stop()
-        if step % 10 == 0 or stop:
-            cs.report({"loss": loss.item(), "global_step": step},
-                      checkpoint={"model": model.state_dict(),
-                                  "optimizer": optimizer.state_dict(), "step": step})
-        if stop:
-            return
-
-
-TICK = {"clock": None}
-
-
-def ctx_clock_tick() -> None:
-    if TICK["clock"] is not None:
-        TICK["clock"].advance(1.0)  # one fake second a step
-
-
 def run_user(job: JobConfig, session: StepSession, clock: FakeClock) -> Run:
-    TICK["clock"] = clock
-    run = Run(RunSpec(job=job, rate=RATE, run_started_at=clock(),
-                      entrypoint_config=dict(job.entrypoint_config)), session, clock=clock)
+    """The job's entrypoint on one fake worker; each step takes one fake second."""
+    config = dict(job.entrypoint_config) | {"on_step": lambda: clock.advance(1.0)}
+    run = Run(RunSpec(job=job, rate=RATE, run_started_at=clock(), entrypoint_config=config),
+              session, clock=clock)
     with cs.bound(run):
-        import_entrypoint(job.entrypoint)(dict(job.entrypoint_config))
+        import_entrypoint(job.entrypoint)(config)
         run.close()
     return run
 
@@ -143,7 +105,7 @@ def test_the_api_outside_a_run_says_how_to_start_one():
 @pytest.mark.parametrize(("spec", "message"), [
     ("no_such_module_xyz:train", "cannot import module `no_such_module_xyz`"),
     ("tests.test_api:no_such_function", "has no attribute `no_such_function`"),
-    ("tests.test_api:TICK", "is not a function"),
+    ("tests.support.userloop:time", "is not a function"),
     ("not a spec", "must read `package.module:function`"),
 ])
 def test_an_entrypoint_that_cannot_be_imported_is_a_config_error(spec, message):

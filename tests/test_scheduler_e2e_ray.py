@@ -125,14 +125,27 @@ def test_no_scheduler_running_is_a_one_line_error(site):
         result.stderr
 
 
+def ray_job_submit(site: dict[str, Any], working_dir: Path, *command: str,
+                   extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``ray job submit``; retried while the dashboard's job agent is still starting
+    (Ray answers "No available agent" then), as a user would retry it."""
+    deadline = time.monotonic() + 120
+    while True:
+        done = subprocess.run(
+            [str(RAY_BIN), "job", "submit", "--address", site["dashboard"], "--working-dir",
+             str(working_dir), *extra, "--", *command],
+            capture_output=True, text=True, timeout=300, cwd=working_dir)
+        if "No available agent" not in done.stderr or time.monotonic() > deadline:
+            return done
+        time.sleep(3.0)
+
+
 def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site):
-    submitted = subprocess.run(
-        [str(RAY_BIN), "job", "submit", "--address", site["dashboard"], "--working-dir",
-         str(REPO), "--runtime-env-json",
-         json.dumps({"excludes": [".venv", ".git", "**/__pycache__", ".pytest_cache"]}),
-         "--", sys.executable, "jobs/scheduler.py", "--config",
-         str(site["root"] / "scheduler.yaml")],
-        capture_output=True, text=True, timeout=300, cwd=REPO)
+    submitted = ray_job_submit(
+        site, REPO, sys.executable, "jobs/scheduler.py", "--config",
+        str(site["root"] / "scheduler.yaml"),
+        extra=("--runtime-env-json", json.dumps(
+            {"excludes": [".venv", ".git", "**/__pycache__", ".pytest_cache"]})))
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
     assert "scheduler costsched-scheduler running: policy fifo" in submitted.stdout
 
@@ -225,46 +238,7 @@ def test_bad_input_is_a_one_line_error_and_changes_nothing(site):
     assert rows() == before
 
 
-USER_LOOP = """
-import time
-
-import torch
-from torch import nn
-
-import costsched.api as cs
-
-
-def train_loop(config):
-    ctx = cs.get_context()
-    torch.manual_seed(0)
-    model = cs.prepare_model(nn.Linear(8, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    state = cs.load_checkpoint()
-    start = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
-    data = torch.Generator().manual_seed(1000 * ctx.rank + start)
-    for step in range(start + 1, config["steps"] + 1):
-        x = torch.randn(8, 8, generator=data)
-        loss = (model(x) - x.sum(1, keepdim=True)).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        time.sleep(config["step_s"])
-        stop = cs.should_stop()
-        if step % 10 == 0 or stop:
-            cs.report({"loss": loss.item(), "global_step": step},
-                      checkpoint={"model": model.state_dict(),
-                                  "optimizer": optimizer.state_dict(), "step": step})
-        if stop:
-            return
-
-
-def broken(config):
-    raise RuntimeError("user bug: no training data at /nowhere")
-"""
+USER_CODE = REPO / "tests" / "support" / "userloop.py"
 
 
 def user_job(folder: Path, name: str, entrypoint: str, *, workers: int, max_failures: int = 3,
@@ -283,10 +257,8 @@ def user_job(folder: Path, name: str, entrypoint: str, *, workers: int, max_fail
 
 def submit_with_working_dir(site: dict[str, Any], folder: Path, job_yaml: str) -> str:
     """``ray job submit --working-dir FOLDER -- costsched submit JOB`` as a user would."""
-    done = subprocess.run(
-        [str(RAY_BIN), "job", "submit", "--address", site["dashboard"], "--working-dir",
-         str(folder), "--", sys.executable, "-m", "costsched.cli.main", "submit", job_yaml],
-        capture_output=True, text=True, timeout=300, cwd=folder)
+    done = ray_job_submit(site, folder, sys.executable, "-m", "costsched.cli.main", "submit",
+                          job_yaml)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return [line for line in done.stdout.splitlines() if line.strip()][-1].strip()
 
@@ -294,7 +266,7 @@ def submit_with_working_dir(site: dict[str, Any], folder: Path, job_yaml: str) -
 def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(site):
     folder = site["root"] / "usercode"  # outside the package, on no import path
     folder.mkdir()
-    (folder / "userloop.py").write_text(USER_LOOP)
+    (folder / "userloop.py").write_text(USER_CODE.read_text())
     user_job(folder, "userjob", "userloop:train_loop", workers=2)
     job_id = submit_with_working_dir(site, folder, "userjob.yaml")
     assert job_id.startswith("userjob-"), job_id
