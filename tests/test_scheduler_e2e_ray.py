@@ -20,6 +20,7 @@ talk to it. Shown here:
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -260,7 +261,10 @@ def submit_with_working_dir(site: dict[str, Any], folder: Path, job_yaml: str) -
     done = ray_job_submit(site, folder, sys.executable, "-m", "costsched.cli.main", "submit",
                           job_yaml)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return [line for line in done.stdout.splitlines() if line.strip()][-1].strip()
+    name = yaml.safe_load((folder / job_yaml).read_text())["name"]
+    ids = re.findall(rf"^({re.escape(name)}-\d+)\s*$", done.stdout, flags=re.MULTILINE)
+    assert ids, done.stdout[-2000:]  # the job id `costsched submit` printed, in the job's log
+    return ids[-1]
 
 
 def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(site):

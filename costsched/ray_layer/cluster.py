@@ -40,7 +40,9 @@ def ensure_ray(job: JobConfig, address: str | None = None, *, verbose: bool = Fa
             resources[scaling.accelerator_resource] = scaling.max_workers * (
                 scaling.accelerators_per_worker
             )
-        ray.init(resources=resources, logging_level=level, runtime_env=_code_path(job))
+        # "local": a new Ray for this process, even where `ray start` runs another.
+        ray.init(address="local", resources=resources, logging_level=level,
+                 runtime_env=_code_path(job))
     if not verbose:
         console.show_only_costsched_lines()
 

@@ -136,6 +136,9 @@ def clear_stop_request(run_dir: str | os.PathLike[str]) -> None:
     (Path(run_dir) / STOP_FILE).unlink(missing_ok=True)
 
 
+MEASUREMENT_KEYS = ("num_nodes", "local_bsz", "accum_steps", "step_time_s", "sync_time_s",
+                    "samples_per_s", "grad_sqr", "grad_var")
+"""A report's step measurements (see ``costsched.goodput.measure``), kept with progress."""
 PROGRESS_FILE = "progress.json"
 """The run's latest report (step, total steps, step rate), rewritten at each report,
 so a scheduler can show progress and an ETA without talking to the workers."""
@@ -145,7 +148,7 @@ def write_progress(run_dir: str | os.PathLike[str], metrics: dict[str, Any], *,
                    now: float) -> None:
     """Record a report's progress fields in ``run_dir`` (atomically)."""
     keys = ("global_step", "total_steps", "epoch", "resumed_from_step", "first_step_at",
-            "cost_usd", "world_size")
+            "cost_usd", "world_size", *MEASUREMENT_KEYS)
     record = {k: metrics[k] for k in keys if k in metrics} | {"reported_at": now}
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)

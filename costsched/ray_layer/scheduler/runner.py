@@ -40,6 +40,7 @@ from costsched.cost.prices import PriceCatalog
 from costsched.ray_layer.scheduler.cluster import head_node_id
 from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE
 from costsched.scheduler.interfaces import JobProgress, RunHandle
+from costsched.scheduler.job_models import Measurement
 from costsched.training.state import clear_stop_request, eta_s, read_progress, request_stop
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,20 @@ def keep_code(job: JobConfig) -> None:
         from ray._private.runtime_env.packaging import pin_runtime_env_uri
 
         pin_runtime_env_uri(job.working_dir, expiration_s=CODE_PIN_S)
+
+
+def measurement_of(progress: dict) -> Measurement | None:
+    """The step measurement a run's last report carried, if it measured its steps."""
+    try:
+        return Measurement(
+            num_workers=int(progress["world_size"]), num_nodes=int(progress["num_nodes"]),
+            local_bsz=float(progress["local_bsz"]), accum_steps=int(progress["accum_steps"]),
+            step_time_s=float(progress["step_time_s"]),
+            sync_time_s=float(progress["sync_time_s"]),
+            samples_per_s=progress.get("samples_per_s"), grad_sqr=progress.get("grad_sqr"),
+            grad_var=progress.get("grad_var"))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 ERROR_LINES = 40
@@ -282,7 +297,7 @@ class RayJobRunner:
             return JobProgress(state="running", spent_usd=spent,
                                last_step=int(progress["global_step"]),
                                last_step_at=float(progress["reported_at"]),
-                               eta_s=eta_s(progress))
+                               eta_s=eta_s(progress), measurement=measurement_of(progress))
         beats = [i["ended_at"] for i in self._ledger().intervals(job_id)
                  if i["outcome"] == "RUNNING"]
         return JobProgress(state="running", spent_usd=spent,
