@@ -74,12 +74,13 @@ class LedgerCallback(UserCallback):
     def __init__(self, *, ledger_path: str, catalog: PriceCatalog, run_id: str,
                  run_started_at: float, accelerators_per_worker: float,
                  resources: dict[str, float], verbose: bool = True,
-                 run_dir: str | None = None):
+                 run_dir: str | None = None, step_lines: bool = False):
         self._args = (ledger_path, catalog, run_id, run_started_at, accelerators_per_worker,
                       resources)
         self._run_dir = run_dir
         self._accountant: RunAccountant | None = None
         self._verbose = verbose
+        self._step_lines = step_lines  # a line per checkpoint (entrypoints: no epochs)
 
     def _get(self) -> RunAccountant:
         if self._accountant is None:
@@ -101,7 +102,7 @@ class LedgerCallback(UserCallback):
                   f"loss {m.get('loss', float('nan')):.4f}  val_acc {m['val_accuracy']:.4f}  "
                   f"{m.get('samples_per_s', 0.0):.0f} samples/s  workers {m['world_size']}  "
                   f"${m['cost_usd']:.5f}", flush=True)
-        elif m.get(CHECKPOINTED_KEY):
+        elif self._step_lines and m.get(CHECKPOINTED_KEY):
             shown = "  ".join(f"{k} {v:.4g}" for k, v in m.items()
                               if k not in RUN_METRIC_KEYS and isinstance(v, int | float))
             print(f"{MARKER}step {m.get('global_step', '-'):>6}  {shown}  workers "
@@ -148,6 +149,7 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
         ledger_path=job.resolved_ledger_path(), catalog=catalog, run_id=run_id,
         run_started_at=run_started_at, accelerators_per_worker=scaling.accelerators_per_worker,
         resources=resources, verbose=verbose, run_dir=local_run_dir(job, run_id),
+        step_lines=job.entrypoint is not None,
     )
     return TorchTrainer(
         train_loop_per_worker,
