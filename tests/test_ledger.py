@@ -317,3 +317,30 @@ def test_cli_report_on_a_file_that_is_not_a_ledger_is_a_one_line_error(tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("costsched report: error:")
     assert path.read_text() == "run_id,cost_usd\nrun-1,0.5\n"
+
+
+def test_an_attempt_killed_before_its_driver_opened_the_run_is_still_charged(tmp_path):
+    from costsched.config.job import parse_job
+    from costsched.cost.accounting import RunAccount
+    from tests.conftest import quickstart_dict
+
+    catalog = load_catalog()
+    job = parse_job(quickstart_dict(), "quickstart")
+    ledger = Ledger(tmp_path / "ledger.db", catalog)
+    account = RunAccount(ledger, "job-1")
+    account.open(job, now=100.0)  # as the runner does when the driver never got that far
+    account.charge_start_up(attempt_started_at=100.0, now=130.0, num_workers=2,
+                            accelerators_per_worker=1.0, resources={"CPU": 1.0})
+    account.abandon(outcome="PREEMPTED")
+    (interval,) = ledger.intervals("job-1")
+    assert (interval["started_at"], interval["ended_at"], interval["lost_s"]) == (100, 130, 30)
+    row = catalog.instance(job.cost.instance_type)
+    expected = row.on_demand_usd_per_hour / row.num_gpus_per_node * 2 * 30 / 3600
+    assert ledger.run_cost_usd("job-1") == pytest.approx(expected)
+    assert [r["outcome"] for r in ledger.runs()] == ["PREEMPTED"]
+    # a second attempt, killed while starting too, is charged after the first
+    account.charge_start_up(attempt_started_at=140.0, now=150.0, num_workers=1,
+                            accelerators_per_worker=1.0, resources={"CPU": 1.0})
+    account.abandon(outcome="PREEMPTED")
+    assert [(i["started_at"], i["ended_at"]) for i in ledger.intervals("job-1")] == [
+        (100, 130), (140, 150)]

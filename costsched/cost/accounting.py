@@ -132,6 +132,8 @@ class RunAccount:
         it as lost work. Nothing happens if the run is unknown or an interval is open."""
         if not self.exists():
             return
+        if self.outcome() != "RUNNING":
+            self.ledger.resume_run(self.run_id)
         previous = self.ledger.intervals(self.run_id)
         if any(i["outcome"] == "RUNNING" for i in previous):
             return  # the run reported after all; abandon() ends its open interval

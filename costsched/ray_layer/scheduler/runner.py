@@ -242,6 +242,8 @@ class RayJobRunner:
         account = RunAccount(self._ledger(), job_id)
         config = self._configs.get(job_id)
         if starting and config is not None:
+            if not account.exists():  # killed before its driver opened the run: charge it
+                account.open(config, now=attempt[0])
             account.charge_start_up(
                 attempt_started_at=attempt[0], now=time.time(), num_workers=attempt[1],
                 accelerators_per_worker=config.scaling.accelerators_per_worker,
