@@ -93,10 +93,11 @@ def get_context() -> Context:
                    config=dict(run.spec.entrypoint_config))
 
 
-def prepare_model(model: nn.Module) -> nn.Module:
+def prepare_model(model: nn.Module, **strategy_kwargs: Any) -> nn.Module:
     """Move ``model`` to this worker's device and wrap it for data parallelism (DDP, or
-    FSDP when the job's ``scaling.strategy`` is ``fsdp``)."""
-    return _run().session.prepare_model(model)
+    FSDP when the job's ``scaling.strategy`` is ``fsdp``); ``strategy_kwargs`` go to
+    the wrapper (``DistributedDataParallel`` or ``FullyShardedDataParallel``)."""
+    return _run().session.prepare_model(model, **strategy_kwargs)
 
 
 def prepare_data_loader(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:

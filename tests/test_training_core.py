@@ -264,7 +264,7 @@ class FakeSession:
         self.batches = 0
         self.stop_after_batches: int | None = None
 
-    def prepare_model(self, model: nn.Module) -> nn.Module:
+    def prepare_model(self, model: nn.Module, **strategy_kwargs) -> nn.Module:
         return model
 
     def prepare_data_loader(self, loader):

@@ -225,6 +225,9 @@ class ScalingSection:
                 f"`scaling.min_workers` ({self.min_workers}) is above `max_workers` "
                 f"({self.max_workers}); lower min_workers or raise max_workers"
             )
+        if self.strategy == "fsdp" and not self.use_gpu:
+            raise ConfigError("`scaling.strategy: fsdp` needs GPUs through Ray Train "
+                              "(`use_gpu: true`); use ddp on CPU")
         if self.use_gpu and self.accelerator_resource != "GPU":
             raise ConfigError(
                 "`scaling.use_gpu: true` needs `accelerator_resource: GPU`; "

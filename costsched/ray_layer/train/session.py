@@ -39,8 +39,9 @@ class RayTrainSession:
         self._cache_shard = cache_shard
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def prepare_model(self, model: nn.Module) -> nn.Module:
-        return ray.train.torch.prepare_model(model, parallel_strategy=self._strategy)
+    def prepare_model(self, model: nn.Module, **strategy_kwargs: Any) -> nn.Module:
+        return ray.train.torch.prepare_model(model, parallel_strategy=self._strategy,
+                                             parallel_strategy_kwargs=strategy_kwargs or None)
 
     def prepare_data_loader(self, loader: Any) -> Any:
         return ray.train.torch.prepare_data_loader(loader)

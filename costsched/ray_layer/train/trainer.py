@@ -97,23 +97,36 @@ class LedgerCallback(UserCallback):
         m = metrics[0]
         if not self._verbose or m.get("final"):
             return
-        if "val_accuracy" in m:
+        if self._step_lines:
+            if m.get(CHECKPOINTED_KEY) or any(k.startswith("val_") for k in m):
+                shown = "  ".join(f"{k} {v:.4g}" for k, v in m.items()
+                                  if k not in RUN_METRIC_KEYS and isinstance(v, int | float))
+                print(f"{MARKER}step {m.get('global_step', '-'):>6}  {shown}  workers "
+                      f"{m['world_size']}  ${m['cost_usd']:.5f}", flush=True)
+        elif "val_accuracy" in m:
             print(f"{MARKER}epoch {m['epoch']:>3}  step {m['global_step']:>6}  "
                   f"loss {m.get('loss', float('nan')):.4f}  val_acc {m['val_accuracy']:.4f}  "
                   f"{m.get('samples_per_s', 0.0):.0f} samples/s  workers {m['world_size']}  "
                   f"${m['cost_usd']:.5f}", flush=True)
-        elif self._step_lines and m.get(CHECKPOINTED_KEY):
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in m.items()
-                              if k not in RUN_METRIC_KEYS and isinstance(v, int | float))
-            print(f"{MARKER}step {m.get('global_step', '-'):>6}  {shown}  workers "
-                  f"{m['world_size']}  ${m['cost_usd']:.5f}", flush=True)
 
     def after_exception(self, run_context, worker_exceptions) -> None:
         self._get().on_failure(now=time.time())
         if self._verbose:
             ranks = sorted(worker_exceptions)
-            print(f"{MARKER}worker(s) {ranks} failed; restarting from the latest "
-                  "checkpoint", flush=True)
+            errors = {str(e).strip().splitlines()[-1][:200] for e in worker_exceptions.values()
+                      if str(e).strip()}
+            print(f"{MARKER}worker(s) {ranks} failed: {'; '.join(sorted(errors)) or '?'} "
+                  "(Ray Train restarts from the latest checkpoint while max_failures allows)",
+                  flush=True)
+
+
+def failure_summary(exc: BaseException) -> str:
+    """One line for a failed run: the innermost error the workers raised (the last
+    line of the traceback Ray carries), else the exception's first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if not line.startswith(("File ", "^", "Traceback"))
+              and ("Error" in line.split(":")[0] or "Exception" in line.split(":")[0])]
+    return (errors[-1] if errors else lines[0] if lines else type(exc).__name__)[:300]
 
 
 def to_ray_dataset(x: np.ndarray, y: np.ndarray) -> ray.data.Dataset:
@@ -214,7 +227,7 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog, led
         result = trainer.fit()
     except Exception as exc:  # the run failed beyond max_failures: record it, then say why
         account.finish(outcome="FAILED", now=time.time(), metrics={"error": str(exc)[:500]})
-        raise CostschedError(f"run {run_id} failed: {str(exc).splitlines()[0][:300]}") from exc
+        raise CostschedError(f"run {run_id} failed: {failure_summary(exc)}") from exc
     metrics = dict(result.metrics or {})
     outcome = metrics.get("stop_reason", "COMPLETED")
     account.finish(outcome=outcome, now=time.time(), metrics=metrics)
