@@ -97,7 +97,17 @@ def prepare_model(model: nn.Module, **strategy_kwargs: Any) -> nn.Module:
     """Move ``model`` to this worker's device and wrap it for data parallelism (DDP, or
     FSDP when the job's ``scaling.strategy`` is ``fsdp``); ``strategy_kwargs`` go to
     the wrapper (``DistributedDataParallel`` or ``FullyShardedDataParallel``)."""
-    return _run().session.prepare_model(model, **strategy_kwargs)
+    return _run().prepare_model(model, **strategy_kwargs)
+
+
+def prepare_optimizer(optimizer: torch.optim.Optimizer, *,
+                      local_batch_size: int) -> torch.optim.Optimizer:
+    """Measure this worker's optimiser steps (returns ``optimizer`` itself): step time,
+    gradient sync, accumulation and the gradient noise scale, reported with every
+    :func:`report` and used by the scheduler's goodput model. ``local_batch_size``:
+    examples per micro-batch on this worker. Call after :func:`prepare_model`."""
+    _run().measure_steps(optimizer, local_batch_size=local_batch_size)
+    return optimizer
 
 
 def prepare_data_loader(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:

@@ -532,3 +532,26 @@ def test_cli_train_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, caps
     assert "data: 1000 rows read" in out
     assert not (tmp_path / "ledger.db").exists()
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_report_carries_the_measured_step_and_a_switch_turns_it_off(digits, tmp_path):
+    _, measured = run_job(make_job(num_epochs=1), digits, tmp_path / "on")
+    last = measured.reports[-1]
+    assert last["step_time_s"] > 0 and last["accum_steps"] == 1
+    assert last["sync_time_s"] == 0.0  # one worker: nothing to synchronise
+    assert (last["num_nodes"], last["local_bsz"]) == (1, 64)
+    assert "grad_var" not in last  # one worker, one micro-batch: no noise scale to measure
+    state = torch.load(measured.saved[-1][1] / "state.pt", weights_only=True)
+    assert state[RUN_META_KEY]["measure"]["means"]  # kept for the resumed run
+    off = dataclasses.replace(make_job(num_epochs=1), training=TrainingConfig(
+        num_epochs=1, global_batch_size=64, measure_steps=False))
+    _, unmeasured = run_job(off, digits, tmp_path / "off")
+    assert "step_time_s" not in unmeasured.reports[-1]
+
+
+def test_accumulation_on_one_worker_measures_the_noise_scale(digits, tmp_path):
+    job = make_job(num_epochs=2, micro_batch_size=16)  # four micro-batches a step
+    _, session = run_job(job, digits, tmp_path)
+    last = session.reports[-1]
+    assert last["accum_steps"] == 4 and last["local_bsz"] == 16
+    assert last["grad_var"] > 0 and last["grad_sqr"] > 0 and last["noise_scale"] > 0

@@ -183,6 +183,9 @@ class TrainingConfig:
     """Value of `target_metric` that ends training early."""
     precision: Precision = "fp32"
     """Autocast precision: fp32, bf16 (CPU and GPU) or fp16 (CUDA only, with a GradScaler)."""
+    measure_steps: bool = True
+    """Measure step time, gradient sync and the noise scale (``costsched.api.
+    prepare_optimizer``) for the scheduler's goodput model; false: no hooks at all."""
     allow_tf32: bool = True
     """Allow TF32 matmuls on CUDA (ignored on CPU)."""
     seed: int = 0

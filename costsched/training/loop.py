@@ -11,6 +11,7 @@ factory and the evaluation arrays.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Any
 
@@ -75,6 +76,9 @@ class Trainer:
         self.steps_per_epoch = self.plan.steps_per_epoch(config["num_train_rows"])
         total_steps = cfg.num_epochs * max(1, config["num_train_rows"] // cfg.global_batch_size)
         self.scheduler = build_scheduler(self.job.optimizer, self.optimizer, total_steps)
+        local = self.plan.local_batch_size
+        api.prepare_optimizer(self.optimizer, local_batch_size=math.ceil(
+            local / max(1, len(self.plan.micro_batches(local)))))
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.progress = Progress()
         state = api.load_checkpoint()

@@ -40,7 +40,9 @@ OUTCOME_CODES = {None: 0, BUDGET_EXHAUSTED: 1, TARGET_REACHED: 2, STOPPED: 3}
 OUTCOME_NAMES = {code: name for name, code in OUTCOME_CODES.items()}
 RUN_METRIC_KEYS = frozenset({
     "cost_usd", "accelerator_s", "wall_time", ATTEMPT_KEY, WORLD_SIZE_KEY, "resumed_from_step",
-    "first_step_at", "global_step", CHECKPOINTED_KEY, "stop_reason", "usd_to_target", "final"})
+    "first_step_at", "global_step", CHECKPOINTED_KEY, "stop_reason", "usd_to_target", "final",
+    "num_nodes", "local_bsz", "step_time_s", "compute_time_s", "sync_time_s", "accum_steps",
+    "grad_sqr", "grad_var"})
 """Keys costsched adds to every report (the rest are the entrypoint's own)."""
 
 
@@ -92,6 +94,13 @@ class RunMeta:
     """Unix time when it was saved (or the run started)."""
     usd_to_target: float | None = None
     """Dollars spent when the target was first reached."""
+    measure: dict[str, Any] | None = None
+    """The step meter's state (per-configuration means, noise statistics)."""
+
+
+MEASURED_KEYS = ("step_time_s", "compute_time_s", "sync_time_s", "accum_steps",
+                 "samples_per_s", "grad_sqr", "grad_var", "noise_scale")
+"""What a step meter adds to each report (when it has measured it)."""
 
 
 class Run:
@@ -107,6 +116,9 @@ class Run:
         self.first_step_at: float | None = None
         self.outcome: str | None = None
         self._calls = 0
+        self.model: nn.Module | None = None
+        self.meter: Any = None
+        self._meter_state: dict[str, Any] | None = None
         self._gaps_s: list[float] = []
         self.last_metrics: dict[str, Any] = {}
         self.closed = False
@@ -119,6 +131,37 @@ class Run:
                                checkpoint_wall_time=self.meta.wall_time, now=self.clock(),
                                world_size=self.session.world_size, rate=self.spec.rate)
 
+    # -- model and measurement ---------------------------------------------------------
+    def prepare_model(self, model: nn.Module, **strategy_kwargs: Any) -> nn.Module:
+        self.model = self.session.prepare_model(model, **strategy_kwargs)
+        return self.model
+
+    def measure_steps(self, optimizer: torch.optim.Optimizer, *, local_batch_size: int) -> None:
+        """Attach a step meter (:mod:`costsched.goodput.measure`) to the prepared model and
+        ``optimizer``; its figures go with every report and its state with checkpoints.
+        Off (no hooks) when the job's ``training.measure_steps`` is false."""
+        from costsched.goodput.measure import StepMeter
+
+        if self.model is None:
+            raise RuntimeError("call costsched.api.prepare_model before prepare_optimizer")
+        if self.meter is not None:
+            self.meter.close()
+        self.meter = StepMeter(self.model, optimizer, local_batch_size=local_batch_size,
+                               num_nodes=getattr(self.session, "num_nodes", 1),
+                               enabled=self.spec.job.training.measure_steps)
+        if self._meter_state:
+            self.meter.load_state(self._meter_state)
+
+    def _measured(self) -> dict[str, Any]:
+        if self.meter is None or not self.meter.enabled:
+            return {}
+        figures = {k: v for k, v in self.meter.metrics().items()
+                   if k in MEASURED_KEYS and v is not None}
+        if "step_time_s" not in figures:
+            return figures
+        return figures | {"num_nodes": self.meter.num_nodes,
+                          "local_bsz": self.meter.local_batch_size}
+
     # -- checkpoints -----------------------------------------------------------------
     def load_checkpoint(self, *, weights_only: bool = True) -> dict[str, Any] | None:
         """The entrypoint's state from the newest checkpoint, on CPU; None on a fresh run."""
@@ -129,6 +172,9 @@ class Run:
                                  weights_only=weights_only)
         saved = RunMeta(**payload.pop(RUN_META_KEY, {}))
         self.resumed_from_step = saved.global_step
+        self._meter_state = saved.measure
+        if self.meter is not None and saved.measure:
+            self.meter.load_state(saved.measure)
         if saved.wall_time >= self.spec.run_started_at:
             self.meta = saved
         else:
@@ -137,7 +183,7 @@ class Run:
             self.meta = RunMeta(sequence=saved.sequence, global_step=saved.global_step,
                                 usd_at_checkpoint=self.spec.usd_before_start,
                                 wall_time=self.spec.run_started_at,
-                                usd_to_target=saved.usd_to_target)
+                                usd_to_target=saved.usd_to_target, measure=saved.measure)
         return payload
 
     # -- reports -----------------------------------------------------------------------
@@ -159,13 +205,15 @@ class Run:
                         if self.session.rank == 0 else None)
         if self.outcome == TARGET_REACHED and self.meta.usd_to_target is None:
             self.meta.usd_to_target = usd
-        metrics = metrics | self._cost_metrics(usd, now) | {
+        metrics = self._measured() | metrics | self._cost_metrics(usd, now) | {
             "stop_reason": self.outcome or COMPLETED, "usd_to_target": self.meta.usd_to_target}
         if checkpoint is None:
             self.session.report(metrics, None)
         else:
             self.meta.sequence += 1
             self.meta.usd_at_checkpoint, self.meta.wall_time = usd, now
+            if self.meter is not None and self.meter.enabled:
+                self.meta.measure = self.meter.state()
             metrics[CHECKPOINTED_KEY] = True
             with tempfile.TemporaryDirectory(prefix="costsched-ckpt-") as tmp:
                 directory = None

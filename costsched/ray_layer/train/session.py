@@ -31,6 +31,8 @@ class RayTrainSession:
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
+        # Nodes the group spans, as the step meter keys its measurements.
+        self.num_nodes = max(1, -(-self.world_size // max(1, context.get_local_world_size())))
         self.device = ray.train.torch.get_device()
         self._strategy = strategy
         self._shard_cache: Any = None
