@@ -70,3 +70,22 @@ def test_status_shows_measured_throughput_speedups_and_goodput_per_dollar(tmp_pa
     assert row.speedup_down < 1.0  # one worker fewer is slower for a job that scales
     assert row.samples_per_s == pytest.approx(241.5)
     assert row.samples_per_usd == pytest.approx(241.5 * 3600 / row.usd_per_hour)
+
+
+def test_the_status_table_says_what_a_running_job_measured(tmp_path):
+    import dataclasses
+
+    from costsched.cli.jobs import format_status
+
+    h = harness(tmp_path, node("n0", slots=3))
+    job_id = h.controller.submit(job_text("j", min_workers=1, max_workers=3))
+    h.tick()
+    assert "MEASURED" not in format_status(
+        [dataclasses.asdict(r) for r in h.controller.status()])
+    for m in SCALES:
+        h.controller.job_models.record(job_id, m, now=h.clock.now())
+    text = format_status([dataclasses.asdict(r) for r in h.controller.status()])
+    line = next(line for line in text.splitlines() if line.startswith("MEASURED"))
+    assert f"MEASURED {job_id}: 242 samples/s" in line  # 241.5, rounded
+    assert "+1 worker -" in line  # already at its max of 3
+    assert "noise scale 64" in line and "samples/$" in line

@@ -151,5 +151,21 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in table]
+    lines += [measured_line(r) for r in rows if r.get("samples_per_s") is not None]
     lines += [f"ALERT {alert}" for r in rows for alert in r["alerts"]]
     return "\n".join(lines)
+
+
+def measured_line(row: dict[str, Any]) -> str:
+    """What a running job measured: samples/s, the fitted speedup one worker down and
+    up, its statistical efficiency and noise scale, and useful samples per dollar."""
+    def ratio(value: float | None) -> str:
+        return f"x{value:.2f}" if value is not None else "-"
+
+    noise = row.get("noise_scale")
+    per_usd = row.get("samples_per_usd")
+    return (f"MEASURED {row['job_id']}: {row['samples_per_s']:.0f} samples/s; speedup "
+            f"-1 worker {ratio(row.get('speedup_down'))}, +1 worker "
+            f"{ratio(row.get('speedup_up'))}; efficiency {ratio(row.get('efficiency'))[1:]}; "
+            f"noise scale {f'{noise:.3g}' if noise is not None else '-'}; "
+            f"{f'{per_usd:.3g}' if per_usd is not None else '-'} samples/$")
