@@ -51,15 +51,20 @@ constant loss scale; ``grad_sqr`` and ``grad_var`` are in the units of the gradi
 the loss as written. A step that synchronises on several backward passes (no
 ``no_sync``) is timed but gives no noise sample.
 
-Steps are folded in ``flush_steps`` at a time, one batch late, so that the device is
-not waited for on every step. The hooks cost one Python call per parameter per
-backward pass, one per bucket and one per optimizer step; ``enabled=False`` registers
-none. Under DDP every rank must attach a meter with the same ``enabled``.
+Backward passes are counted by hooks: under DDP on the tensors its forward returns
+(in nested tuples, lists and mappings), as every pass goes through it; on a plain
+module on each parameter, so that a method other than ``forward`` counts too. The
+first hook of a pass counts it; a callback ends it. The hooks cost a Python call per
+output (DDP) or per parameter, per backward pass, one per bucket and one per optimizer
+step; ``enabled=False`` registers none. Steps are folded in ``flush_steps`` at a
+time, one batch late, so that the device is not waited for on every step. Under DDP
+every rank must attach a meter with the same ``enabled``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,6 +170,19 @@ def _sqr_norm(params: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(grads)).square().sum()
 
 
+def _grad_tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Tensors that require grad in a module's output (nested tuples, lists, mappings)."""
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad:
+            yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _grad_tensors(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _grad_tensors(item)
+
+
 def _world_size(model: nn.Module) -> int:
     if isinstance(model, DistributedDataParallel):
         return model.process_group.size()
@@ -223,7 +241,10 @@ class StepMeter:
         self._handles: list[Any] = []
         if enabled:
             self._params = [p for p in model.parameters() if p.requires_grad]
-            self._handles += [param.register_hook(self._on_grad) for param in self._params]
+            if self._ddp:  # every pass goes through DDP's forward: hook its outputs
+                self._handles.append(model.register_forward_hook(self._on_forward))
+            else:  # a plain module's methods other than forward count as well
+                self._handles += [param.register_hook(self._on_grad) for param in self._params]
             self._handles.append(
                 optimizer.register_step_post_hook(self._on_step) if optimizer is not None
                 else register_optimizer_step_post_hook(self._on_step))
@@ -246,19 +267,32 @@ class StepMeter:
         self.enabled = False
 
     # -- backward passes -----------------------------------------------------------------
+    def _on_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        if torch.is_grad_enabled():
+            for tensor in _grad_tensors(output):
+                tensor.register_hook(self._on_output_grad)
+
+    def _on_output_grad(self, grad: torch.Tensor) -> None:
+        if not self._in_backward:
+            self._start_backward()
+
     def _on_grad(self, grad: torch.Tensor) -> None:
         """Tensor hook of every parameter: runs before its gradient is added into ``.grad``."""
         if not self._in_backward:
-            self._in_backward = True
-            self._backwards += 1
-            torch.autograd.Variable._execution_engine.queue_callback(self._end_backward)
-            if self._micro and self._backwards == 2 and self._sample_noise:
-                start = time.perf_counter()
-                self._first_sqr = _sqr_norm(self._params)  # nothing of pass 2 added yet: d_1
-                self._noise_work_s += time.perf_counter() - start
+            self._start_backward()
         if self._micro and self._backwards >= 2 and self._sample_noise and not grad.is_sparse:
             start = time.perf_counter()
             self._later_norms.append(torch.linalg.vector_norm(grad))
+            self._noise_work_s += time.perf_counter() - start
+
+    def _start_backward(self) -> None:
+        """The first hook of a backward pass: count it, and have it end in a callback."""
+        self._in_backward = True
+        self._backwards += 1
+        torch.autograd.Variable._execution_engine.queue_callback(self._end_backward)
+        if self._micro and self._backwards == 2 and self._sample_noise:
+            start = time.perf_counter()
+            self._first_sqr = _sqr_norm(self._params)  # nothing of pass 2 added yet: d_1
             self._noise_work_s += time.perf_counter() - start
 
     def _end_backward(self) -> None:
