@@ -2,8 +2,7 @@
 gradient sync, micro-batches per step, and the gradient noise scale. Pure: no ``ray``.
 
 A :class:`StepMeter` is attached to the model ``prepare_model`` returns (DDP when
-there are several workers, the plain module otherwise) and to its optimizer. Each
-optimizer step gives
+there are several workers, the plain module otherwise) and to its optimizer. Per step:
 
     T_step    = wall time from the previous optimizer.step() to this one,
     T_sync    = gradient synchronisation the step waited for (0 with one worker),
@@ -11,54 +10,45 @@ optimizer step gives
     a         = backward passes since the previous step (the accumulation steps),
 
 filed under ``(num_workers, num_nodes, local_batch_size, a)``; each key keeps the mean
-of its steps once the first ``warmup_steps`` of a stretch on that key are dropped (a
-restart, DDP's bucket rebuild, cold caches). :meth:`StepMeter.points` hands the means
-to :func:`~costsched.goodput.throughput.fit_throughput`.
+of its steps past the first ``warmup_steps`` of a stretch on it (restart, DDP's bucket
+rebuild, caches), as points for :func:`~costsched.goodput.throughput.fit_throughput`.
 
-What T_sync is. DDP launches one all-reduce per gradient bucket, in bucket order, as
-soon as the bucket's local gradients are ready; the last callback of the backward
-pass waits for every all-reduce and copies the averaged buckets into ``.grad``. The
-meter's communication hook (DDP's default all-reduce, wrapped) notes when the last
-bucket is launched (every local gradient is ready: the compute is over), and a
-callback queued behind DDP's notes when that wait is over. T_sync is the time
-between: the communication the backward pass could not hide behind compute, plus the
-copy into ``.grad`` (AdaptDL's measure too); communication overlapped with compute
-counts as compute. On CPU (gloo) these are ``perf_counter`` readings. On CUDA they are
-CUDA events on the backward pass's stream, which DDP makes wait for the all-reduces:
-device time. No Python runs on the communication thread.
+T_sync. DDP launches one all-reduce per gradient bucket, in bucket order, as soon as
+its local gradients are ready; the backward pass's last callback waits for them all
+and copies the averaged buckets into ``.grad``. The meter's communication hook (DDP's
+default all-reduce, wrapped) marks the last bucket's launch (every local gradient is
+ready: compute is over), a callback queued behind DDP's marks the end of that wait;
+T_sync is the time between: communication not hidden behind compute, plus the copy
+(AdaptDL's measure). Marks are ``perf_counter`` readings on CPU (gloo), CUDA events
+on the backward pass's stream on GPUs (device time). No Python runs on the
+communication thread.
 
-The gradient noise scale (:mod:`costsched.goodput.noise`) needs n >= 2 gradients
-g_i of b examples each, ``mean_i |g_i|^2`` and ``|mean_i g_i|^2``:
+The noise scale (:mod:`costsched.goodput.noise`) needs n >= 2 gradients g_i of b
+examples each, ``mean_i |g_i|^2`` and ``|mean_i g_i|^2``:
 
-* DDP, R replicas: the hook takes each bucket's squared norm before its all-reduce
-  (local), the callback after DDP's wait the averaged buckets' (the mean); every
-  ``flush_steps`` steps one asynchronous all-reduce sums those steps' local squares
-  over the replicas. n = R, b = local_batch_size * a.
-* One worker, a >= 2 micro-batches d_1 .. d_a, no gradient copied: when backward pass
-  2 reaches its first parameter ``.grad`` still holds d_1 alone (one fused norm); each
-  parameter's hook then sees its part of d_k (k >= 2) before it is added into
-  ``.grad``; at the end of pass a ``.grad`` holds the sum (one fused norm). That gives
-  ``mean_k |d_k|^2`` and ``|mean_k d_k|^2 = |d_1 + .. + d_a|^2 / a^2``; n = a,
-  b = local_batch_size. These norms are sampled on as many steps as ``noise_budget``
-  (a fraction of the step time, measured on the host) allows: every step when they
-  are cheap against the step, fewer on a small model on CPU.
-* One worker, a = 1: a single gradient says nothing; the noise metrics are None.
+* DDP, R replicas: each bucket's squared norm in the hook (local) and after DDP's wait
+  (the mean); one asynchronous all-reduce per ``flush_steps`` steps sums the local
+  squares over the replicas. n = R, b = local_batch_size * a.
+* One worker, a >= 2 micro-batches d_1 .. d_a, no gradient copied: as backward pass 2
+  starts, ``.grad`` holds d_1 (one fused norm); each parameter's hook sees its part of
+  d_k (k >= 2) before it is added in; after pass a, ``.grad`` holds the sum (one fused
+  norm): ``mean_k |d_k|^2`` and ``|mean_k d_k|^2 = |d_1 + .. + d_a|^2 / a^2``; n = a,
+  b = local_batch_size. Sampled on as many steps as ``noise_budget`` (a share of the
+  step time, host-measured) allows: every step unless the model is tiny.
+* One worker, a = 1: one gradient says nothing; the noise metrics are None.
 
-It assumes ``.grad`` is zeroed between optimizer steps and micro-batches of equal
-size; sparse gradients are left out. The norms are taken as gradients are
-backpropagated (before clipping or unscaling): the noise scale does not change with a
-constant loss scale; ``grad_sqr`` and ``grad_var`` are in the units of the gradient of
-the loss as written. A step that synchronises on several backward passes (no
-``no_sync``) is timed but gives no noise sample.
+Assumed: ``.grad`` zeroed between steps, micro-batches of equal size, dense gradients.
+Norms are taken as backpropagated (before clipping or unscaling): the noise scale
+ignores a constant loss scale. A step that synchronises on several backward passes
+(no ``no_sync``) is timed but gives no noise sample.
 
-Backward passes are counted by hooks: under DDP on the tensors its forward returns
-(in nested tuples, lists and mappings), as every pass goes through it; on a plain
-module on each parameter, so that a method other than ``forward`` counts too. The
-first hook of a pass counts it; a callback ends it. The hooks cost a Python call per
-output (DDP) or per parameter, per backward pass, one per bucket and one per optimizer
-step; ``enabled=False`` registers none. Steps are folded in ``flush_steps`` at a
-time, one batch late, so that the device is not waited for on every step. Under DDP
-every rank must attach a meter with the same ``enabled``.
+Backward passes are counted by the first hook each fires (a queued callback ends it):
+on the tensors DDP's forward returns (nested tuples, lists, mappings), as every pass
+goes through it; on each parameter of a plain module, so methods other than
+``forward`` count too. Cost: a Python call per output or parameter per pass, one per
+bucket and per step; ``enabled=False`` registers nothing. Steps are folded in
+``flush_steps`` at a time, a batch late, so the device is not waited for every step.
+Under DDP every rank attaches a meter alike.
 """
 
 from __future__ import annotations
@@ -89,61 +79,53 @@ Key = tuple[int, int, int, int]
 """(num_workers, num_nodes, local_batch_size, accum_steps) of a measured step."""
 
 
-class _HostClock:
-    """Wall time on the host, for CPU training."""
-
-    def mark(self) -> float:
+def _mark(cuda: bool) -> Any:
+    """A mark in time: ``perf_counter`` on the host, or a CUDA event on the current
+    stream (device time)."""
+    if not cuda:
         return time.perf_counter()
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
 
-    def seconds(self, start: Any, end: Any) -> float:
+
+def _seconds(start: Any, end: Any) -> float:
+    if isinstance(end, float):
         return end - start
-
-
-class _CudaClock:
-    """Device time between events recorded on the current CUDA stream."""
-
-    def mark(self) -> torch.cuda.Event:
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def seconds(self, start: Any, end: Any) -> float:
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
 @dataclass
 class _SyncRound:
-    """The all-reduces of one synchronising backward pass (one per bucket)."""
+    """One synchronising backward pass: its buckets (averaged in place by their
+    all-reduces), their local squared norms, clock marks of the last launch and of the
+    end of DDP's wait, and the averaged gradient's squared norm."""
 
     local_sqr: list[torch.Tensor] = field(default_factory=list)
-    """Each bucket's local squared norm, taken before its all-reduce."""
     buffers: list[torch.Tensor] = field(default_factory=list)
-    """The buckets, averaged in place by their all-reduces."""
     launched: Any = None
-    """Clock mark of the last bucket's launch."""
     done: Any = None
-    """Clock mark of the end of DDP's wait for every all-reduce."""
     mean_sqr: torch.Tensor | None = None
 
 
 @dataclass
 class _Step:
+    """One optimizer step; ``step_s`` None: not timed (the first, or discarded);
+    ``micro``: one worker's (sum_k |d_k|^2, |d_1 + .. + d_a|^2); ``local_mean``: DDP's
+    mean over replicas of the local squared norms, once all-reduced."""
+
     key: Key
     step_s: float | None
-    """None when the step is not timed (the first after attaching, or discarded)."""
     rounds: list[_SyncRound]
     micro: tuple[torch.Tensor, torch.Tensor] | None = None
-    """One worker, a >= 2: (sum_k |d_k|^2, |d_1 + .. + d_a|^2) of the module docstring."""
     local_mean: float | None = None
-    """DDP: mean over replicas of their local squared norms, once all-reduced."""
 
 
 @dataclass
 class _Batch:
     steps: list[_Step]
-    local_sums: torch.Tensor | None = None
-    """DDP: each step's local squared norm, summed over replicas by ``work``."""
+    local_sums: torch.Tensor | None = None  # DDP: per step, summed over replicas by work
     work: Any = None
 
 
@@ -172,15 +154,11 @@ def _sqr_norm(params: list[torch.Tensor]) -> torch.Tensor:
 
 def _grad_tensors(value: Any) -> Iterator[torch.Tensor]:
     """Tensors that require grad in a module's output (nested tuples, lists, mappings)."""
-    if isinstance(value, torch.Tensor):
-        if value.requires_grad:
-            yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _grad_tensors(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _grad_tensors(item)
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        yield value
+    items = value.values() if isinstance(value, Mapping) else value
+    for item in items if isinstance(value, Mapping | list | tuple) else ():
+        yield from _grad_tensors(item)
 
 
 def _world_size(model: nn.Module) -> int:
@@ -194,14 +172,12 @@ def _world_size(model: nn.Module) -> int:
 class StepMeter:
     """Step time, sync time, accumulation steps and gradient noise of one worker's steps.
 
-    ``model``: what ``prepare_model`` returned; a DDP model gets the meter's
-    communication hook (DDP takes one hook per model, for good). ``optimizer``: the one
-    whose ``step()`` ends a step; None: any optimizer's in this process (a job with two
-    optimizers must name one). ``local_batch_size``:
-    examples per micro-batch on this worker (settable when it changes);
-    ``num_nodes``: nodes the workers are on. ``init_batch_size``: the noise estimator's
-    B0 (default: one micro-batch on every worker). ``noise_budget``: see the module
-    docstring (None: every step). ``enabled=False``: no hook at all; queries are empty.
+    ``model``: what ``prepare_model`` returned (DDP takes one communication hook per
+    model, for good). ``optimizer``: the one whose ``step()`` ends a step; None: any
+    optimizer's in this process. ``local_batch_size``: examples per micro-batch on this
+    worker (settable); ``num_nodes``: nodes the workers are on. ``init_batch_size``: the
+    noise estimator's B0 (default: a micro-batch on every worker). ``noise_budget``: see
+    the module docstring (None: every step). ``enabled=False``: no hooks, empty queries.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -227,29 +203,25 @@ class StepMeter:
         self.noise = NoiseScaleEstimator(
             init_batch_size or self.num_workers * local_batch_size, smoothing)
         self._device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        self._clock = _CudaClock() if self._device.type == "cuda" else _HostClock()
+        self._cuda = self._device.type == "cuda"
         self._means: dict[Key, _Mean] = {}
-        self._pending: list[_Step] = []
-        self._sent: list[_Batch] = []
-        self._last_key: Key | None = None
-        self._run_length = 0
+        self._pending, self._sent = [], []  # steps, then batches of them being all-reduced
+        self._last_key, self._run_length = None, 0
         self._last_step_at: float | None = None
-        self._params: list[torch.Tensor] = []
+        self._params, self._handles = [], []
         self._reset_step()
         self._sample_noise = True
         self._noise_work_s = self._noise_cost_s = self._since_sample_s = 0.0
-        self._handles: list[Any] = []
         if enabled:
             self._params = [p for p in model.parameters() if p.requires_grad]
-            if self._ddp:  # every pass goes through DDP's forward: hook its outputs
-                self._handles.append(model.register_forward_hook(self._on_forward))
-            else:  # a plain module's methods other than forward count as well
-                self._handles += [param.register_hook(self._on_grad) for param in self._params]
             self._handles.append(
                 optimizer.register_step_post_hook(self._on_step) if optimizer is not None
                 else register_optimizer_step_post_hook(self._on_step))
-            if self._ddp:
+            if self._ddp:  # every pass goes through DDP's forward: hook its outputs
+                self._handles.append(model.register_forward_hook(self._on_forward))
                 model.register_comm_hook(None, self._comm_hook)
+            else:  # a plain module's methods other than forward count as well
+                self._handles += [param.register_hook(self._on_grad) for param in self._params]
 
     def _reset_step(self) -> None:
         """Empty what one optimizer step gathers."""
@@ -270,14 +242,11 @@ class StepMeter:
     def _on_forward(self, module: nn.Module, args: Any, output: Any) -> None:
         if torch.is_grad_enabled():
             for tensor in _grad_tensors(output):
-                tensor.register_hook(self._on_output_grad)
-
-    def _on_output_grad(self, grad: torch.Tensor) -> None:
-        if not self._in_backward:
-            self._start_backward()
+                tensor.register_hook(self._on_grad)
 
     def _on_grad(self, grad: torch.Tensor) -> None:
-        """Tensor hook of every parameter: runs before its gradient is added into ``.grad``."""
+        """Hook on DDP's outputs, or on each parameter of a plain module (run before its
+        gradient is added into ``.grad``)."""
         if not self._in_backward:
             self._start_backward()
         if self._micro and self._backwards >= 2 and self._sample_noise and not grad.is_sparse:
@@ -307,7 +276,7 @@ class StepMeter:
 
     def _after_sync(self) -> None:
         sync = self._rounds[-1]
-        sync.done = self._clock.mark()
+        sync.done = _mark(self._cuda)
         sync.mean_sqr = torch.stack([_dot(b, b) for b in sync.buffers]).sum()
         sync.buffers = []
 
@@ -321,7 +290,7 @@ class StepMeter:
         sync.local_sqr.append(_dot(buffer, buffer))
         sync.buffers.append(buffer)
         if bucket.is_last():
-            sync.launched = self._clock.mark()
+            sync.launched = _mark(self._cuda)
         return allreduce_hook(self._group, bucket)
 
     # -- optimizer steps -----------------------------------------------------------------
@@ -345,8 +314,8 @@ class StepMeter:
             self._pending = []
 
     def _budget_noise(self, step_s: float | None) -> None:
-        """Sample the next step's micro-batch norms when the steps since the last sample
-        are long enough for its cost to stay within ``noise_budget`` of their time."""
+        """Sample the next step's norms once the steps since the last sample took long
+        enough for its cost to be ``noise_budget`` of their time."""
         self._since_sample_s += step_s or 0.0
         self._noise_work_s = 0.0
         self._sample_noise = (self.noise_budget is None
@@ -395,7 +364,7 @@ class StepMeter:
             mean.sync_s += min(self._sync_s(step.rounds), step.step_s)
 
     def _sync_s(self, rounds: list[_SyncRound]) -> float:
-        return sum(max(0.0, self._clock.seconds(r.launched, r.done))
+        return sum(max(0.0, _seconds(r.launched, r.done))
                    for r in rounds if r.launched is not None and r.done is not None)
 
     def _fold_noise(self, step: _Step) -> None:
