@@ -144,8 +144,9 @@ class Run:
 
         if self.model is None:
             raise RuntimeError("call costsched.api.prepare_model before prepare_optimizer")
-        if self.meter is not None:
-            self.meter.close()
+        if self.meter is not None:  # DDP takes one communication hook per model
+            self.meter.local_batch_size = local_batch_size
+            return
         self.meter = StepMeter(self.model, optimizer, local_batch_size=local_batch_size,
                                num_nodes=getattr(self.session, "num_nodes", 1),
                                enabled=self.spec.job.training.measure_steps)
@@ -221,6 +222,8 @@ class Run:
                     save_checkpoint(tmp, checkpoint, self.meta)
                     directory = tmp
                 self.session.report(metrics, directory)
+            if self.meter is not None and self.meter.enabled:
+                self.meter.discard_step()  # the save is not a training step
         self._gaps_s.append(max(now - self._last_report_at, 0.0))
         self._last_report_at = now
         self.last_metrics, self.closed = metrics, final
