@@ -32,6 +32,9 @@ from costsched.training.data import Splits
 OBJECTIVE = "objective_usd"
 ACCURACY = "best_val_accuracy"
 SPENT = "cost_usd"
+TRAINING_SPENT = "training_cost_usd"
+"""Dollars since the trial's first report: ASHA's time axis, so start-up (which costs
+every trial alike, and on a small job most of its dollars) does not decide the rungs."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,11 +55,15 @@ class SweepReportCallback(TuneReportCallback):
         super().__init__()
         self._target, self._cap = target, cap_usd
         self._best = 0.0
+        self._first_usd: float | None = None
 
     def after_report(self, run_context, metrics, checkpoint):
         m = dict(metrics[0])
         self._best = max(self._best, float(m.get("val_accuracy", 0.0)))
         m[ACCURACY] = self._best
+        if self._first_usd is None:
+            self._first_usd = float(m[SPENT])
+        m[TRAINING_SPENT] = float(m[SPENT]) - self._first_usd
         m["reached_target"] = m.get("usd_to_target") is not None
         m[OBJECTIVE] = objective_usd(usd_to_target=m.get("usd_to_target"),
                                      best_accuracy=self._best, target=self._target,
@@ -216,9 +223,9 @@ def build_scheduler(sweep: LoadedSweep):
     cfg = sweep.config
     if cfg.scheduler.kind == "none":
         return FIFOScheduler()
-    # Rungs on the dollar axis: at each, keep the trials with the best accuracy so far.
-    # At the cap a trial's own budget stop ends it, not ASHA.
-    return ASHAScheduler(time_attr=SPENT, metric=ACCURACY, mode="max",
+    # Rungs on the dollar axis, counted from each trial's first report: at each, keep the
+    # trials with the best accuracy so far. At the cap a trial's own budget stop ends it.
+    return ASHAScheduler(time_attr=TRAINING_SPENT, metric=ACCURACY, mode="max",
                          grace_period=cfg.scheduler.grace_usd, max_t=cfg.trial_budget_usd,
                          reduction_factor=cfg.scheduler.reduction_factor,
                          stop_last_trials=False)
