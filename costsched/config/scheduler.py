@@ -66,6 +66,9 @@ class SchedulerConfig:
     """Ray resource counted as one accelerator slot; jobs must ask for the same."""
     sync_penalty_per_gpu: float = 0.05
     """Default throughput model: each extra GPU adds this fraction to step time."""
+    use_measured_models: bool = True
+    """Plan with each job's fitted goodput model once it has measured its steps; false
+    keeps the default model for every job (sizes then follow min/max workers only)."""
     autoscaling: AutoscalingSection = field(default_factory=AutoscalingSection)
     """Bounds and node types for autoscaling requests."""
     prices_path: str | None = None

@@ -297,7 +297,8 @@ class SchedulerController:
         jobs = self.store.jobs(ACTIVE)
         views = [models.job_view(j, self._config(j), self.config.sync_penalty_per_gpu,
                                  self.job_rate(j), elastic=self._elastic,
-                                 model=self.job_models.model(j.job_id)) for j in jobs]
+                                 model=self.job_models.model(j.job_id)
+                                 if self.config.use_measured_models else None) for j in jobs]
         placements = {j.job_id: j.placement for j in jobs if j.state in RUNNING}
         return models.build_snapshot(now=now, round_index=self._round, views=views, nodes=nodes,
                                      placements=placements, round_s=self.config.round_s,
