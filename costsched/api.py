@@ -66,6 +66,12 @@ class Context:
     """The whole job config (name, training target, budget, scaling, ...)."""
     config: dict[str, Any]
     """The job's ``entrypoint_config``."""
+    batch_size: int
+    """The global batch to train at now: ``training.global_batch_size``, or for a job
+    with ``training.adaptive_batch`` the one the scheduler chose for this attempt."""
+    lr_scale: float
+    """Multiply the learning rate tuned for ``training.global_batch_size`` by this
+    (``training.lr_scaling`` rule; 1.0 unless the scheduler changed the batch)."""
 
 
 @contextlib.contextmanager
@@ -90,7 +96,8 @@ def get_context() -> Context:
     run = _run()
     return Context(rank=run.session.rank, world_size=run.session.world_size,
                    device=run.session.device, job=run.spec.job,
-                   config=dict(run.spec.entrypoint_config))
+                   config=dict(run.spec.entrypoint_config),
+                   batch_size=run.spec.global_batch_size, lr_scale=run.spec.lr_scale)
 
 
 def prepare_model(model: nn.Module, **strategy_kwargs: Any) -> nn.Module:

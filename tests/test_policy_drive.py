@@ -49,7 +49,17 @@ def test_the_live_executor_keeps_requested_batches_and_says_which_it_dropped():
     assert driven.decision.batch_sizes == {"a": 32, "b": 64}
     assert driven.decision.placements == decision.placements
     assert driven.rejected == ("job a: batch size 128 not applied (the job's batch 32 is "
-                               "fixed)",)
+                               "fixed; `training.adaptive_batch: true` lets the policy "
+                               "choose it)",)
+
+
+def test_the_live_executor_applies_the_batch_of_jobs_that_opted_in_only():
+    decision = Decision(placements={"a": {"n0": 2}, "b": {"n0": 2}},
+                        batch_sizes={"a": 128, "b": 256})
+    driven = drive(Scripted(decision), two_jobs_on_one_node(), elastic=True,
+                   executes=Executes(batch_sizes=frozenset({"b"}), node_changes=False))
+    assert driven.decision.batch_sizes == {"a": 32, "b": 256}
+    assert [line.split(":")[0] for line in driven.rejected] == ["job a"]
 
 
 def test_nodes_the_live_executor_cannot_add_take_their_jobs_with_them():

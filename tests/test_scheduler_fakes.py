@@ -79,14 +79,18 @@ class FakeRunner:
     spent: dict[str, float] = field(default_factory=dict)
     script: dict[str, JobProgress] = field(default_factory=dict)
     calls: list[tuple] = field(default_factory=list)
+    batch_sizes: dict[str, int | None] = field(default_factory=dict)
+    """The batch size each job was last started or resized at (None: its config's)."""
 
-    def start(self, job_id, config, num_workers, placement):
+    def start(self, job_id, config, num_workers, placement, batch_size=None):
         self.calls.append(("start", job_id, num_workers))
+        self.batch_sizes[job_id] = batch_size
         self.runs[job_id] = {"workers": num_workers, "since": self.clock.now(), "step": 0}
         return RunHandle(run_id=f"run-{job_id}", checkpoint_path=f"/ckpt/{job_id}")
 
-    def resize(self, job_id, num_workers, placement):
+    def resize(self, job_id, num_workers, placement, batch_size=None):
         self.calls.append(("resize", job_id, num_workers))
+        self.batch_sizes[job_id] = batch_size
         self._settle(job_id)
         self.runs[job_id]["workers"] = num_workers
 

@@ -183,6 +183,15 @@ class TrainingConfig:
     """Value of `target_metric` that ends training early."""
     precision: Precision = "fp32"
     """Autocast precision: fp32, bf16 (CPU and GPU) or fp16 (CUDA only, with a GradScaler)."""
+    adaptive_batch: bool = False
+    """Let an elastic policy choose the global batch between `global_batch_size` and
+    `max_batch_size` from the measured noise scale; the new batch takes effect at the
+    job's next start or resize, with the learning rate scaled by `lr_scaling`."""
+    max_batch_size: int = 0
+    """Largest global batch `adaptive_batch` may choose; 0: `global_batch_size` x 8."""
+    lr_scaling: Literal["sqrt", "linear"] = "sqrt"
+    """Learning-rate rule when the batch grows from B0 to B: x sqrt(B / B0) (square-root
+    rule, safe for Adam) or x B / B0 (linear rule, SGD with warm-up)."""
     measure_steps: bool = True
     """Measure step time, gradient sync and the noise scale (``costsched.api.
     prepare_optimizer``) for the scheduler's goodput model; false: no hooks at all."""
@@ -191,11 +200,22 @@ class TrainingConfig:
     seed: int = 0
     """Seed for model initialisation and data order."""
 
+    @property
+    def batch_size_limit(self) -> int:
+        """Largest global batch the job runs at: ``max_batch_size`` (default 8 x B0) when
+        ``adaptive_batch``, else ``global_batch_size``."""
+        if not self.adaptive_batch:
+            return self.global_batch_size
+        return self.max_batch_size or 8 * self.global_batch_size
+
     def __post_init__(self) -> None:
         _positive("training.num_epochs", self.num_epochs)
         _positive("training.global_batch_size", self.global_batch_size)
         if self.micro_batch_size < 0:
             raise ConfigError("`training.micro_batch_size` must be >= 0 (0 disables the cap)")
+        if self.max_batch_size and self.max_batch_size < self.global_batch_size:
+            raise ConfigError(f"`training.max_batch_size` ({self.max_batch_size}) is below "
+                              f"`global_batch_size` ({self.global_batch_size})")
         if self.target_metric is not None and not 0 < self.target_value <= 1:
             raise ConfigError("`training.target_value` must be in (0, 1] for an accuracy target")
 

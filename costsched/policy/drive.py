@@ -21,8 +21,9 @@ from costsched.policy.validate import check_decision
 class Executes:
     """Which optional parts of a decision the driver carries out."""
 
-    batch_sizes: bool = True
-    """The driver runs each placed job at the batch size the policy chose."""
+    batch_sizes: bool | frozenset[str] = True
+    """The driver runs each placed job at the batch size the policy chose (True), or
+    only the jobs named (those that opted in); the others keep the batch they asked for."""
     node_changes: bool = True
     """The driver adds and removes the nodes the policy names."""
 
@@ -54,14 +55,18 @@ def drive(policy, snapshot: ClusterSnapshot, *, elastic: bool,
     decision = policy.decide(snapshot)
     check_decision(snapshot, decision, elastic=elastic)
     rejected: list[str] = []
-    if not executes.batch_sizes:
+    if executes.batch_sizes is not True:
+        chosen = executes.batch_sizes or frozenset()
         requested = {job.name: job.requested_batch_size for job in snapshot.jobs}
         rejected += [f"job {name}: batch size {size} not applied (the job's batch "
-                     f"{requested[name]} is fixed)"
+                     f"{requested[name]} is fixed; `training.adaptive_batch: true` lets "
+                     "the policy choose it)"
                      for name, size in sorted(decision.batch_sizes.items())
-                     if decision.placements.get(name) and size != requested.get(name)]
+                     if name not in chosen and decision.placements.get(name)
+                     and size != requested.get(name)]
         decision = dataclasses.replace(
-            decision, batch_sizes={name: requested[name] for name in decision.batch_sizes
+            decision, batch_sizes={name: size if name in chosen else requested[name]
+                                   for name, size in decision.batch_sizes.items()
                                    if name in requested})
     if not executes.node_changes and (decision.nodes_to_add or decision.nodes_to_remove):
         rejected += [f"node {n.node_id} ({n.gpu_model}) not added: this driver does not add "

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from costsched.config.job import TrainingConfig
 from costsched.policy.snapshot import Decision
 from costsched.scheduler.interfaces import Action
 from costsched.scheduler.state import RUNNING, JobRecord
+from costsched.training.schedule import lr_scale
 
 ACTION_ORDER = {"preempt": 0, "resize": 1, "resume": 2, "start": 3}
 """Preemptions and resizes first, so the slots they free are free before jobs start."""
@@ -40,3 +42,18 @@ def plan_actions(jobs: Sequence[JobRecord], gpus_per_worker: Mapping[str, int],
         actions.append(Action(kind=kind, job_id=job.job_id, num_workers=workers,
                               placement=placement, detail=f"{held} -> {workers} workers"))
     return sorted(actions, key=lambda a: ACTION_ORDER[a.kind])
+
+
+def adaptive_batch_size(training: TrainingConfig, chosen: int | None) -> int | None:
+    """The global batch an adaptive job runs at: the policy's choice within
+    ``global_batch_size .. batch_size_limit``; None for a job that keeps its own."""
+    if not training.adaptive_batch or not chosen:
+        return None
+    return min(max(int(chosen), training.global_batch_size), training.batch_size_limit)
+
+
+def batch_change(training: TrainingConfig, before: int, after: int) -> str:
+    """The log line of an adaptive job's batch change, with its learning-rate factor."""
+    scale = lr_scale(after, training.global_batch_size, training.lr_scaling)
+    return (f"global batch {before} -> {after} (learning rate x{scale:.3g} of the "
+            f"configured, {training.lr_scaling} rule)")

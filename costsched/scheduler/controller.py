@@ -31,7 +31,7 @@ from costsched.policy.snapshot import Decision
 from costsched.policy.validate import InvalidDecision
 from costsched.scheduler import policy_view as models
 from costsched.scheduler import spend
-from costsched.scheduler.actions import plan_actions
+from costsched.scheduler.actions import adaptive_batch_size, batch_change, plan_actions
 from costsched.scheduler.alerts import all_alerts
 from costsched.scheduler.autoscale import resource_request
 from costsched.scheduler.interfaces import (
@@ -75,6 +75,8 @@ class SchedulerController:
         self._elastic = is_elastic(policy)
         self.job_models = JobModels(store.path)
         self._logged_rejections: set[str] = set()
+        self._batch_sizes: dict[str, int] = {}
+        """The global batch each adaptive job was last started at."""
 
     @classmethod
     def from_config(cls, config: SchedulerConfig, *, cluster: ClusterClient, runner: JobRunner,
@@ -307,11 +309,14 @@ class SchedulerController:
     def _decide(self, now: float, nodes) -> Decision:
         """The policy's decision through :func:`~costsched.policy.drive.drive`, as the
         simulator takes it; what this scheduler cannot execute yet (batch sizes of
-        fixed-batch jobs, nodes named by the policy) is logged once and left out. An
+        jobs without ``training.adaptive_batch``, nodes named by the policy) is logged
+        once and left out. An
         invalid decision is logged and nothing changes this round."""
         try:
+            adaptive = frozenset(j.job_id for j in self.store.jobs(ACTIVE)
+                                 if self._config(j).training.adaptive_batch)
             driven = drive(self.policy, self._snapshot(now, nodes), elastic=self._elastic,
-                           executes=Executes(batch_sizes=False, node_changes=False))
+                           executes=Executes(batch_sizes=adaptive, node_changes=False))
         except InvalidDecision as exc:
             log.error("policy %s returned an invalid decision, ignored (allocations kept): "
                       "%s", self.config.policy, exc)
@@ -346,14 +351,15 @@ class SchedulerController:
                         preemptions=job.preemptions + 1,
                         spent_usd=max(job.spent_usd, self._spent_after_stop(job)))
                 elif action.kind == "resize":
-                    self.runner.resize(job.job_id, action.num_workers, action.placement)
+                    self.runner.resize(job.job_id, action.num_workers, action.placement,
+                                       self._batch_size(job, decision, now))
                     self.store.transition(
                         job.job_id, "RESIZING", now=now, kind="resizing", detail=action.detail,
                         workers=action.num_workers, placement=action.placement,
                         restarts=job.restarts + 1,
                         usd_per_hour=self._rate(job, action.num_workers))
                 else:
-                    self._start(job, action, now)
+                    self._start(job, action, now, self._batch_size(job, decision, now))
             except Exception as exc:  # noqa: BLE001 - logged, retried next round
                 self.store.log(job.job_id, now=now, kind="error",
                                detail=f"{action.kind} failed: {exc}")
@@ -361,7 +367,20 @@ class SchedulerController:
             done.append(action)
         return done
 
-    def _start(self, job: JobRecord, action: Action, now: float) -> None:
+    def _batch_size(self, job: JobRecord, decision: Decision, now: float) -> int | None:
+        """The global batch an adaptive job (re)starts at, as the policy chose it (logged
+        when it changes); None for other jobs, which run at their own."""
+        training = self._config(job).training
+        chosen = adaptive_batch_size(training, decision.batch_sizes.get(job.job_id))
+        before = self._batch_sizes.get(job.job_id, training.global_batch_size)
+        if chosen is not None and chosen != before:
+            self.store.log(job.job_id, now=now, kind="batch",
+                           detail=batch_change(training, before, chosen))
+            self._batch_sizes[job.job_id] = chosen
+        return chosen
+
+    def _start(self, job: JobRecord, action: Action, now: float,
+               batch_size: int | None = None) -> None:
         resumed = job.started_at is not None
         self.store.transition(
             job.job_id, "RUNNING", now=now, kind="resumed" if resumed else "started",
@@ -371,7 +390,7 @@ class SchedulerController:
             restarts=job.restarts + int(resumed), usd_per_hour=self._rate(job, action.num_workers))
         try:
             handle = self.runner.start(job.job_id, self._config(job), action.num_workers,
-                                       action.placement)
+                                       action.placement, batch_size)
         except Exception:
             self.store.transition(job.job_id, job.state, now=now, kind="start-failed",
                                   workers=0, placement={}, usd_per_hour=0.0,

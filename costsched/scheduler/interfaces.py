@@ -129,12 +129,14 @@ class JobRunner(Protocol):
     """
 
     def start(self, job_id: str, config: JobConfig, num_workers: int,
-              placement: Mapping[str, int]) -> RunHandle:
-        """Start (or resume from its newest checkpoint) the job's run."""
+              placement: Mapping[str, int], batch_size: int | None = None) -> RunHandle:
+        """Start (or resume from its newest checkpoint) the job's run; ``batch_size``:
+        the global batch the policy chose for an adaptive job (None: the config's)."""
         ...
 
-    def resize(self, job_id: str, num_workers: int, placement: Mapping[str, int]) -> None:
-        """Checkpoint, then restart the run on ``num_workers`` workers."""
+    def resize(self, job_id: str, num_workers: int, placement: Mapping[str, int],
+               batch_size: int | None = None) -> None:
+        """Checkpoint, then restart the run on ``num_workers`` workers (at ``batch_size``)."""
         ...
 
     def stop(self, job_id: str, reason: str) -> None:

@@ -8,8 +8,12 @@
 * efficiency: flat (every batch size makes the same progress per sample), the
   job's own ``training.global_batch_size`` being fixed whatever its size.
 
-The policy's batch sizes are therefore not applied (the driver says so in its log);
-only its GPU counts are used.
+A job with ``training.adaptive_batch`` is seen as Pollux sees it instead: the fitted
+model at every per-GPU batch (:class:`~costsched.goodput.throughput.FittedThroughput`)
+and the efficiency of its measured noise scale, so the policy picks its global batch
+between ``global_batch_size`` and ``max_batch_size``. Until the job has measured its
+gradient noise, every batch is given the same progress per step, so the smallest
+(its own) wins. Other jobs' batch sizes are not applied (the driver logs it).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from costsched.cost.prices import JobRate, PriceCatalog
 from costsched.policy.drive import gpu_range
 from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
+from costsched.goodput.throughput import DEFAULT_PRIOR, FittedThroughput
 from costsched.scheduler.job_models import FixedBatchThroughput, JobModel
 from costsched.scheduler.state import JobRecord
 
@@ -66,19 +71,50 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
     max_gpus = record.max_workers * per_worker
     lo, hi = gpu_range(elastic=elastic, elastic_range=(record.min_workers * per_worker, max_gpus),
                        requested_gpus=max_gpus)
+    if config.training.adaptive_batch:
+        throughput, efficiency = adaptive_models(config, model, max_gpus)
+    else:
+        throughput = (LinearScalingThroughput(batch, sync_penalty_per_gpu) if model is None
+                      else fixed_batch_throughput(model, config))
+        # Pure noise (grad_sqr ~ 0): gain(B) ~ B / B0, efficiency ~ 1 at every batch.
+        efficiency = EfficiencyModel(init_batch_size=batch, max_batch_size=batch * max_gpus,
+                                     grad_sqr=1e-9, grad_var=1.0)
     return JobView(
         name=record.job_id, arrival_time_s=record.submitted_at,
         attained_service_gpu_s=record.attained_gpu_s,
         min_gpus=lo, max_gpus=hi,
         requested_gpus=max_gpus, requested_batch_size=batch,
-        throughput=(LinearScalingThroughput(batch, sync_penalty_per_gpu) if model is None
-                    else fixed_batch_throughput(model, config)),
-        # Pure noise (grad_sqr ~ 0): gain(B) ~ B / B0, efficiency ~ 1 at every batch.
-        efficiency=EfficiencyModel(init_batch_size=batch, max_batch_size=batch * max_gpus,
-                                   grad_sqr=1e-9, grad_var=1.0),
+        throughput=throughput, efficiency=efficiency,
         priority=record.priority, budget_usd=record.budget_usd, spent_usd=record.spent_usd,
         usd_per_gpu_hour=rate.usd_per_accelerator_hour,
     )
+
+
+def adaptive_batch_choices(base: int, limit: int, max_gpus: int) -> list[int]:
+    """Per-GPU batches that give global batches B0 x 2^j (and the limit) on 1..max_gpus
+    GPUs: the candidates the policy scores for an adaptive job."""
+    totals = {limit}
+    total = base
+    while total < limit:
+        totals.add(total)
+        total *= 2
+    return sorted({max(1, b // k) for b in totals for k in range(1, max(max_gpus, 1) + 1)})
+
+
+def adaptive_models(config: JobConfig, model: JobModel | None,
+                    max_gpus: int) -> tuple[FittedThroughput, EfficiencyModel]:
+    """An adaptive job's throughput at any batch (fitted, or the prior before any step)
+    and its efficiency from the measured noise scale (flat before it is measured)."""
+    training = config.training
+    base, limit = training.global_batch_size, training.batch_size_limit
+    throughput = FittedThroughput(model.params if model is not None else DEFAULT_PRIOR,
+                                  adaptive_batch_choices(base, limit, max_gpus),
+                                  training.micro_batch_size or limit)
+    measured = model is not None and model.grad_sqr and model.grad_var is not None
+    # EfficiencyModel's grad_var is that of a B0-example gradient: tr(Sigma) / B0.
+    sqr, var = (model.grad_sqr, model.grad_var / base) if measured else (1.0, 0.0)
+    return throughput, EfficiencyModel(init_batch_size=base, max_batch_size=limit,
+                                       grad_sqr=sqr, grad_var=var)
 
 
 def fixed_batch_throughput(model: JobModel, config: JobConfig) -> FixedBatchThroughput:

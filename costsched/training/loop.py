@@ -70,11 +70,13 @@ class Trainer:
             self.teacher.to(ctx.device)
         self.raw_model = getattr(self.model, "module", self.model)
         self.optimizer = build_optimizer(self.job.optimizer, self.raw_model.parameters())
-        self.plan = BatchPlan(global_batch_size=cfg.global_batch_size,
+        for group in self.optimizer.param_groups:  # an adaptive job's batch, chosen for it
+            group["lr"] *= ctx.lr_scale
+        self.plan = BatchPlan(global_batch_size=ctx.batch_size,
                               world_size=ctx.world_size, rank=ctx.rank,
                               micro_batch_size=cfg.micro_batch_size)
         self.steps_per_epoch = self.plan.steps_per_epoch(config["num_train_rows"])
-        total_steps = cfg.num_epochs * max(1, config["num_train_rows"] // cfg.global_batch_size)
+        total_steps = cfg.num_epochs * max(1, config["num_train_rows"] // ctx.batch_size)
         self.scheduler = build_scheduler(self.job.optimizer, self.optimizer, total_steps)
         local = self.plan.local_batch_size
         api.prepare_optimizer(self.optimizer, local_batch_size=math.ceil(
@@ -85,7 +87,8 @@ class Trainer:
         if state is not None:
             self.progress = restore_training_state(
                 state, model=self.raw_model, optimizer=self.optimizer,
-                scheduler=self.scheduler, scaler=self.scaler)
+                scheduler=self.scheduler, scaler=self.scaler, batch_size=ctx.batch_size)
+        self.progress.batch_size = ctx.batch_size
         self.data_rng = np.random.default_rng([cfg.seed, ctx.rank, self.progress.global_step])
 
     # -- one optimiser step -------------------------------------------------

@@ -29,6 +29,7 @@ from torch import nn
 from costsched.config.job import JobConfig
 from costsched.cost.accounting import ATTEMPT_KEY, CHECKPOINTED_KEY, WORLD_SIZE_KEY, cost_so_far_usd
 from costsched.cost.prices import JobRate
+from costsched.training.schedule import lr_scale
 from costsched.training.state import RUN_META_KEY, STATE_FILE
 
 STOP_POLL_STEPS = 5
@@ -78,6 +79,21 @@ class RunSpec:
     """What the ledger holds for the run from earlier driver sessions (a resumed sweep)."""
     entrypoint_config: dict[str, Any] = field(default_factory=dict)
     """The mapping the entrypoint is called with."""
+    batch_size: int | None = None
+    """The global batch the scheduler chose for an adaptive job (None: the config's)."""
+
+    @property
+    def global_batch_size(self) -> int:
+        """The global batch of this run: the scheduler's choice, else the config's."""
+        return self.batch_size or self.job.training.global_batch_size
+
+    @property
+    def lr_scale(self) -> float:
+        """Learning-rate factor for :attr:`global_batch_size` over the configured batch,
+        by the job's ``training.lr_scaling`` rule (1 at the configured batch)."""
+        training = self.job.training
+        return lr_scale(self.global_batch_size, training.global_batch_size,
+                        training.lr_scaling)
 
 
 @dataclass(kw_only=True)

@@ -61,3 +61,20 @@ def lr_multiplier(step: int, *, warmup_steps: int, total_steps: int, min_lr_rati
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_scale(batch_size: int, base_batch_size: int, rule: str) -> float:
+    """Learning-rate multiplier when an adaptive job trains at ``batch_size`` instead of
+    the ``base_batch_size`` its learning rate was tuned for:
+
+        sqrt:    sqrt(B / B0)   (square-root rule; keeps the update's noise level)
+        linear:  B / B0         (linear rule, Goyal et al.; wants warm-up)
+    """
+    if batch_size < 1 or base_batch_size < 1:
+        raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {base_batch_size}")
+    ratio = batch_size / base_batch_size
+    if rule == "sqrt":
+        return math.sqrt(ratio)
+    if rule == "linear":
+        return ratio
+    raise ValueError(f"unknown lr_scaling rule {rule!r}; use sqrt or linear")

@@ -29,6 +29,8 @@ class Progress:
     """Optimiser steps taken over the whole run."""
     history: list[dict[str, float]] = field(default_factory=list)
     """Per-epoch metrics so far."""
+    batch_size: int = 0
+    """The global batch the progress was made at (0: unknown, an older checkpoint)."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -70,16 +72,40 @@ def training_state(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def restore_training_state(state: dict[str, Any], *, model: torch.nn.Module,
-                           optimizer: torch.optim.Optimizer, scheduler: Any,
-                           scaler: Any) -> Progress:
-    """Load :func:`training_state`'s output back; returns the progress it saved."""
+                           optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
+                           batch_size: int = 0) -> Progress:
+    """Load :func:`training_state`'s output back; returns the progress it saved.
+
+    ``batch_size``: the global batch this attempt trains at. When it differs from the
+    saved one (an adaptive job the scheduler gave a new batch), the position in the
+    epoch is carried over in examples, and the schedule keeps the peak learning rates
+    it was built with (scaled for the new batch) instead of the saved ones. The
+    schedule itself counts optimiser steps.
+    """
+    base_lrs = list(scheduler.base_lrs)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    return Progress(**state["progress"])
+    progress = Progress(**state["progress"])
+    saved = progress.batch_size
+    if batch_size and saved and saved != batch_size:
+        progress.batch_in_epoch = progress.batch_in_epoch * saved // batch_size
+        _rescale_schedule(optimizer, scheduler, base_lrs)
+    return progress
+
+
+def _rescale_schedule(optimizer: torch.optim.Optimizer, scheduler: Any,
+                      base_lrs: list[float]) -> None:
+    """Point ``scheduler`` and the optimizer's groups at ``base_lrs`` (peak learning rates),
+    keeping the schedule's position."""
+    old = list(scheduler.base_lrs)
+    scheduler.base_lrs = list(base_lrs)
+    for group, before, after in zip(optimizer.param_groups, old, base_lrs, strict=True):
+        group["initial_lr"] = after
+        group["lr"] = group["lr"] * after / before if before else after
 
 
 def checkpoint_order(directory: str | os.PathLike[str]) -> tuple[int, int]:
