@@ -26,10 +26,10 @@ import numpy as np
 
 from costsched.config.job import JobConfig
 from costsched.cost.prices import JobRate, PriceCatalog
+from costsched.goodput.throughput import DEFAULT_PRIOR, FittedThroughput
 from costsched.policy.drive import gpu_range
 from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
-from costsched.goodput.throughput import DEFAULT_PRIOR, FittedThroughput
 from costsched.scheduler.job_models import FixedBatchThroughput, JobModel
 from costsched.scheduler.state import JobRecord
 
