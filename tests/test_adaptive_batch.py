@@ -10,22 +10,27 @@ import math
 import pytest
 import torch
 
-from costsched.config.job import TrainingConfig
+from costsched.config.job import DatasetConfig, TrainingConfig
 from costsched.errors import ConfigError
 from costsched.scheduler.job_models import Measurement
+from costsched.training.data import Splits, prepare
 from costsched.training.schedule import lr_scale
 from tests.test_scheduler_fakes import harness, job_text, node
 from tests.test_training_core import (
     FakeClock,
     FakeSession,
     assert_tensors_equal,
-    digits,  # noqa: F401 - the fixture
     make_job,
     make_spec,
     run_builtin,
 )
 
 B0 = 128  # the quickstart's global batch
+
+
+@pytest.fixture(scope="module")
+def digits() -> Splits:
+    return prepare(DatasetConfig(name="digits"))
 
 
 @pytest.mark.parametrize(("rule", "expected"), [("sqrt", 2.0), ("linear", 4.0)])
