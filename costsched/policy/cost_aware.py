@@ -9,7 +9,8 @@ Each round:
    rises most per dollar. A job's utility at k GPUs is its speedup over one
    GPU, weighted by 2**priority, and discounted by (1 - restart_s / horizon)
    unless k is what it holds now: a resize must pay back its restart
-   (horizon = max(restart_horizon_s, the job's age)).
+   (horizon = max(restart_horizon_s, the job's age); restart_s is the job's own
+   measured restart cost when it has one, else the snapshot's).
 3. Autoscaling (optional). Growth is first run on ``max_nodes``; the cluster
    keeps the GPUs whose marginal speedup per GPU is at least
    ``min_marginal_speedup`` (plus all admitted minimums), rounded up to nodes.
@@ -154,7 +155,8 @@ class _Growth:
         # is repaid over its age when that exceeds the configured horizon.
         age_s = max(self.snapshot.time_s - job.arrival_time_s, 0.0)
         horizon_s = max(self.policy.restart_horizon_s, age_s)
-        return value * (1.0 - self.snapshot.restart_s / horizon_s)
+        restart_s = self.snapshot.restart_s if job.restart_s is None else job.restart_s
+        return value * (1.0 - min(restart_s / horizon_s, 1.0))
 
     def best_move(self, job: JobView, count: int, top: int) -> tuple[float, int] | None:
         """The best next step up from ``count``: one GPU, or a jump to a node

@@ -93,6 +93,9 @@ class JobView:
     usd_per_gpu_hour: float | None = None
     """The job's own price of one GPU-hour (:class:`~costsched.cost.prices.JobRate`), so
     its budget is judged at the price it is charged; None: the cluster's average."""
+    restart_s: float | None = None
+    """What a restart of this job costs, seconds, as measured (None: the snapshot's
+    ``restart_s``)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_gpus <= self.max_gpus:

@@ -1,16 +1,14 @@
 """The scheduler controller: a plain class driving a policy over live jobs.
 
-One :meth:`SchedulerController.tick` is one round: poll every running job,
-stop jobs about to overrun their budget, ask the policy for a decision on a
-snapshot of the cluster, turn the difference between the decision and the
-current allocations into actions (start, resume, resize, preempt), and ask the
-autoscaler for what the queue still lacks. The Ray layer makes it an actor and
-supplies the collaborators; tests supply fakes and a scripted clock.
-
-Crash safety: every state change is written to the store in one transaction.
-A start is written before the runner is called (a crash in between leaves a
-RUNNING job whose run is gone, which recovery restarts from its checkpoint);
-a stop or resize is written after (a repeated runner call is idempotent).
+One :meth:`SchedulerController.tick` is one round: poll every running job (keeping
+what it measured: steps, restart costs), stop jobs about to overrun their budget,
+ask the policy for a decision on a snapshot of the cluster, turn the difference
+into actions (start, resume, resize, preempt), and ask the autoscaler for what the
+queue still lacks. The Ray layer makes it an actor and supplies the collaborators;
+tests supply fakes and a scripted clock. Crash safety: every state change is one
+transaction. A start is written before the runner is called (a crash in between
+leaves a RUNNING job whose run is gone, which recovery restarts from its
+checkpoint); a stop or resize is written after (a repeated runner call is idempotent).
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from costsched.config.strict import parse_yaml_mapping
 from costsched.cost.formatting import format_usd
 from costsched.cost.prices import JobRate, PriceCatalog, load_catalog, rate_of_job, usd_over
 from costsched.errors import CostschedError
+from costsched.goodput.restart import describe
 from costsched.policy.drive import Executes, drive, is_elastic
 from costsched.policy.registry import Policy, make_policy
 from costsched.policy.snapshot import Decision
@@ -45,6 +44,7 @@ from costsched.scheduler.interfaces import (
     TickReport,
 )
 from costsched.scheduler.job_models import JobModels
+from costsched.scheduler.restarts import RestartCosts
 from costsched.scheduler.state import (
     ACTIVE,
     RUNNING,
@@ -74,9 +74,9 @@ class SchedulerController:
         self._configs: dict[str, JobConfig] = {}
         self._elastic = is_elastic(policy)
         self.job_models = JobModels(store.path)
+        self.restarts = RestartCosts(store.path)
         self._logged_rejections: set[str] = set()
-        self._batch_sizes: dict[str, int] = {}
-        """The global batch each adaptive job was last started at."""
+        self._batch_sizes: dict[str, int] = {}  # each adaptive job's last global batch
 
     @classmethod
     def from_config(cls, config: SchedulerConfig, *, cluster: ClusterClient, runner: JobRunner,
@@ -180,6 +180,10 @@ class SchedulerController:
         spent = max(job.spent_usd, p.spent_usd)
         if p.measurement is not None:
             self.job_models.record(job.job_id, p.measurement, now=now)
+        if p.restart_phases and p.attempt_at is not None and self.restarts.record(
+                job.job_id, p.attempt_at, p.restart_phases, now=now):
+            self.store.log(job.job_id, now=now, kind="restart-cost",
+                           detail=describe(p.restart_phases))
         if p.state == "running":
             stepped = p.last_step > job.last_step
             self.store.update(
@@ -240,8 +244,7 @@ class SchedulerController:
         return actions
 
     def _spent_after_stop(self, job: JobRecord) -> float:
-        progress = self._poll(job)
-        return progress.spent_usd if progress is not None else 0.0
+        return getattr(self._poll(job), "spent_usd", 0.0)
 
     def _account(self, now: float) -> None:
         """Add each running job's GPU-seconds since it was last counted."""
@@ -284,8 +287,7 @@ class SchedulerController:
                                models.gpus_per_worker(self._config(job)), now)
 
     def job_config(self, job_id: str) -> JobConfig:
-        """The validated config of a submitted job."""
-        return self._config(self.store.get(job_id))
+        return self._config(self.store.get(job_id))  # validated when submitted
 
     def job_rate(self, job: JobRecord) -> JobRate:
         """The job's price, from the one price function family (:mod:`costsched.cost.prices`)."""
@@ -300,7 +302,8 @@ class SchedulerController:
         views = [models.job_view(j, self._config(j), self.config.sync_penalty_per_gpu,
                                  self.job_rate(j), elastic=self._elastic,
                                  model=self.job_models.model(j.job_id)
-                                 if self.config.use_measured_models else None) for j in jobs]
+                                 if self.config.use_measured_models else None,
+                                 restart_s=self.restarts.seconds(j.job_id)) for j in jobs]
         placements = {j.job_id: j.placement for j in jobs if j.state in RUNNING}
         return models.build_snapshot(now=now, round_index=self._round, views=views, nodes=nodes,
                                      placements=placements, round_s=self.config.round_s,
@@ -308,10 +311,9 @@ class SchedulerController:
 
     def _decide(self, now: float, nodes) -> Decision:
         """The policy's decision through :func:`~costsched.policy.drive.drive`, as the
-        simulator takes it; what this scheduler cannot execute yet (batch sizes of
-        jobs without ``training.adaptive_batch``, nodes named by the policy) is logged
-        once and left out. An
-        invalid decision is logged and nothing changes this round."""
+        simulator takes it; what this scheduler does not execute (batch sizes of jobs
+        without ``training.adaptive_batch``, nodes named by the policy) is logged once
+        and left out. An invalid decision is logged and nothing changes this round."""
         try:
             adaptive = frozenset(j.job_id for j in self.store.jobs(ACTIVE)
                                  if self._config(j).training.adaptive_batch)

@@ -119,6 +119,11 @@ class JobProgress:
     """Free text for the job's log (an error, a reason)."""
     measurement: Measurement | None = None
     """What the run last measured of its steps, when it measures them."""
+    restart_phases: Mapping[str, float] | None = None
+    """Seconds this attempt's start took, by phase (:mod:`costsched.goodput.restart`),
+    once its first step is done."""
+    attempt_at: float | None = None
+    """When this attempt started (tells one attempt's restart from the next)."""
 
 
 class JobRunner(Protocol):

@@ -62,7 +62,8 @@ def gpus_per_worker(config: JobConfig) -> int:
 
 
 def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
-             rate: JobRate, *, elastic: bool, model: JobModel | None = None) -> JobView:
+             rate: JobRate, *, elastic: bool, model: JobModel | None = None,
+             restart_s: float | None = None) -> JobView:
     """The policy's view of a live job; GPUs = workers x accelerators per worker. The
     GPU range follows :func:`~costsched.policy.drive.gpu_range`, as in the simulator:
     min..max workers under an elastic policy, else the max the user asked for."""
@@ -86,7 +87,7 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
         requested_gpus=max_gpus, requested_batch_size=batch,
         throughput=throughput, efficiency=efficiency,
         priority=record.priority, budget_usd=record.budget_usd, spent_usd=record.spent_usd,
-        usd_per_gpu_hour=rate.usd_per_accelerator_hour,
+        usd_per_gpu_hour=rate.usd_per_accelerator_hour, restart_s=restart_s,
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from costsched.config.job import JobConfig
 from costsched.cost.accounting import ATTEMPT_KEY, CHECKPOINTED_KEY, WORLD_SIZE_KEY, cost_so_far_usd
@@ -81,6 +82,8 @@ class RunSpec:
     """The mapping the entrypoint is called with."""
     batch_size: int | None = None
     """The global batch the scheduler chose for an adaptive job (None: the config's)."""
+    requested_at: float | None = None
+    """When the scheduler asked for this (re)start (None: when the driver started)."""
 
     @property
     def global_batch_size(self) -> int:
@@ -140,6 +143,9 @@ class Run:
         self.closed = False
         self._requested: str | None = None
         self._last_report_at = self.attempt_started_at
+        self._marks: dict[str, float] = {"restore_s": 0.0}
+        """When this attempt first ran forward and finished a step, and its restore time."""
+        self._hooks: list[Any] = []
 
     # -- cost ------------------------------------------------------------------------
     def cost_usd(self) -> float:
@@ -150,7 +156,36 @@ class Run:
     # -- model and measurement ---------------------------------------------------------
     def prepare_model(self, model: nn.Module, **strategy_kwargs: Any) -> nn.Module:
         self.model = self.session.prepare_model(model, **strategy_kwargs)
+        if not self._hooks:  # mark this attempt's first forward pass and optimiser step
+            self._hooks = [self.model.register_forward_pre_hook(self._first_forward),
+                           register_optimizer_step_post_hook(
+                               self._first_step)]
         return self.model
+
+    def _first_forward(self, *_: Any) -> None:
+        if torch.is_grad_enabled():  # an evaluation before training is not the step
+            self._marks.setdefault("first_forward_at", self.clock())
+            self._hooks[0].remove()
+
+    def _first_step(self, *_: Any) -> None:
+        if "first_forward_at" in self._marks:
+            self._marks["first_step_at"] = self.clock()
+            self._hooks[1].remove()
+
+    def restart_phases(self) -> dict[str, float]:
+        """This attempt's start-up by phase (:mod:`costsched.goodput.restart`), once its
+        first step is done; empty before."""
+        from costsched.goodput.restart import PHASE_KEYS, worker_phases
+
+        marks = self._marks
+        if "first_step_at" not in marks:
+            return {}
+        phases = worker_phases(
+            requested_at=self.spec.requested_at or self.spec.run_started_at,
+            driver_started_at=self.spec.run_started_at, entered_at=self.attempt_started_at,
+            restore_s=marks["restore_s"], first_forward_at=marks["first_forward_at"],
+            first_step_at=marks["first_step_at"])
+        return {PHASE_KEYS[phase]: seconds for phase, seconds in phases.items()}
 
     def measure_steps(self, optimizer: torch.optim.Optimizer, *, local_batch_size: int) -> None:
         """Attach a step meter (:mod:`costsched.goodput.measure`) to the prepared model and
@@ -182,11 +217,13 @@ class Run:
     # -- checkpoints -----------------------------------------------------------------
     def load_checkpoint(self, *, weights_only: bool = True) -> dict[str, Any] | None:
         """The entrypoint's state from the newest checkpoint, on CPU; None on a fresh run."""
+        started = self.clock()
         with self.session.latest_checkpoint() as directory:
             if directory is None:
                 return None
             payload = torch.load(Path(directory) / STATE_FILE, map_location="cpu",
                                  weights_only=weights_only)
+        self._marks["restore_s"] += self.clock() - started
         saved = RunMeta(**payload.pop(RUN_META_KEY, {}))
         self.resumed_from_step = saved.global_step
         self._meter_state = saved.measure
@@ -222,7 +259,8 @@ class Run:
                         if self.session.rank == 0 else None)
         if self.outcome == TARGET_REACHED and self.meta.usd_to_target is None:
             self.meta.usd_to_target = usd
-        metrics = self._measured() | metrics | self._cost_metrics(usd, now) | {
+        metrics = self._measured() | self.restart_phases() | metrics | self._cost_metrics(
+            usd, now) | {
             "stop_reason": self.outcome or COMPLETED, "usd_to_target": self.meta.usd_to_target}
         if checkpoint is None:
             self.session.report(metrics, None)
@@ -250,6 +288,8 @@ class Run:
         if not self.closed:
             keep = {k: v for k, v in self.last_metrics.items() if k != CHECKPOINTED_KEY}
             self.report(keep | {"final": True}, final=True)
+        for hook in self._hooks:
+            hook.remove()
 
     def should_stop(self) -> bool:
         """Whether the run must end now: save a checkpoint (:meth:`report` with one) and

@@ -142,7 +142,8 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
                   usd_before_start: float = 0.0,
                   verbose: bool = True, callbacks: list[UserCallback] | None = None,
                   worker_nodes: list[str] | None = None,
-                  batch_size: int | None = None) -> TorchTrainer:
+                  batch_size: int | None = None,
+                  requested_at: float | None = None) -> TorchTrainer:
     scaling = job.scaling
     entrypoint = job.entrypoint or BUILTIN_ENTRYPOINT
     if job.entrypoint:
@@ -155,7 +156,7 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
             num_train_rows=len(splits.x_train))
     spec = RunSpec(job=job, rate=rate_of_job(job, catalog), run_started_at=run_started_at,
                    usd_before_start=usd_before_start, entrypoint_config=entrypoint_config,
-                   batch_size=batch_size)
+                   batch_size=batch_size, requested_at=requested_at)
     num_workers: int | tuple[int, int] = scaling.max_workers
     if scaling.min_workers < scaling.max_workers:
         num_workers = (scaling.min_workers, scaling.max_workers)
@@ -206,13 +207,15 @@ def new_run_id(job: JobConfig) -> str:
 def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog, ledger: Ledger,
             run_id: str | None = None,
             verbose: bool = True, callbacks: list[UserCallback] | None = None,
-            worker_nodes: list[str] | None = None, batch_size: int | None = None) -> JobResult:
+            worker_nodes: list[str] | None = None, batch_size: int | None = None,
+            requested_at: float | None = None) -> JobResult:
     """Train ``job`` on the connected Ray cluster; every interval lands in the ledger.
 
     A ``run_id`` the ledger already knows is resumed: its checkpoints are picked
     up and its earlier intervals stay charged, once. ``worker_nodes`` (one node id
     per worker, fixed-size jobs only) pins each worker to its node. ``batch_size``: the
-    global batch an adaptive job runs at this time (None: the config's).
+    global batch an adaptive job runs at this time (None: the config's); ``requested_at``:
+    when the scheduler asked for this start (the restart cost's scheduling phase).
     """
     run_id = run_id or new_run_id(job)
     # The Train controller consumes worker reports (and registers checkpoints) once per
@@ -226,7 +229,8 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog, led
         trainer = build_trainer(job, splits, run_id=run_id, run_started_at=started,
                                 catalog=catalog, verbose=verbose,
                                 usd_before_start=usd_before_start, callbacks=callbacks,
-                                worker_nodes=worker_nodes, batch_size=batch_size)
+                                worker_nodes=worker_nodes, batch_size=batch_size,
+                                requested_at=requested_at)
         result = trainer.fit()
     except Exception as exc:  # the run failed beyond max_failures: record it, then say why
         account.finish(outcome="FAILED", now=time.time(), metrics={"error": str(exc)[:500]})

@@ -1,0 +1,78 @@
+"""What each (re)start of a job really costs, split by phase (pure; no Ray).
+
+A restart (a resize, or a resume after a preemption or a failure) is paid in
+seconds during which the job holds its workers, or is about to, and trains
+nothing. The phases, each measured where it happens:
+
+* ``stop``: the old run's stop request to its end (the checkpoint saved, the
+  workers gone); measured by the runner that stopped it (0 for a cold start);
+* ``scheduling``: the (re)start request to the run's driver running (actor
+  placement, runtime environment);
+* ``worker_start``: the driver running to the training function entered on the
+  first worker (Ray Train's worker group: placement group, processes, process group);
+* ``data``: the function entered to its first forward pass, less ``restore``
+  (building the model, preparing data, the first batch);
+* ``restore``: inside ``costsched.api.load_checkpoint``;
+* ``first_step``: the first forward pass to the end of the first optimiser step.
+
+Their sum is the job's restart cost; the cost-aware policy's restart penalty uses
+the median of a job's measured restarts instead of a constant.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+
+PHASES = ("stop", "scheduling", "worker_start", "data", "restore", "first_step")
+"""The phases of a restart, in the order they happen."""
+PHASE_KEYS = {phase: f"restart_{phase}_s" for phase in PHASES}
+"""The report key of each phase's seconds."""
+
+
+def worker_phases(*, requested_at: float, driver_started_at: float, entered_at: float,
+                  restore_s: float, first_forward_at: float,
+                  first_step_at: float) -> dict[str, float]:
+    """The phases after ``stop``, from the worker's marks (seconds since the epoch;
+    ``restore_s`` a duration). Clocks of different hosts can disagree a little: a
+    negative phase is reported as 0."""
+    data = first_forward_at - entered_at - restore_s
+    return {
+        "scheduling": max(driver_started_at - requested_at, 0.0),
+        "worker_start": max(entered_at - driver_started_at, 0.0),
+        "data": max(data, 0.0),
+        "restore": max(restore_s, 0.0),
+        "first_step": max(first_step_at - first_forward_at, 0.0),
+    }
+
+
+def phases_from_report(report: Mapping[str, object]) -> dict[str, float] | None:
+    """The phases a report carries (None before the attempt's first step)."""
+    out = {}
+    for phase, key in PHASE_KEYS.items():
+        value = report.get(key)
+        if value is not None:
+            try:
+                out[phase] = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return None
+    return out if "first_step" in out else None
+
+
+def total_s(phases: Mapping[str, float]) -> float:
+    """Seconds of a restart: the sum of its phases."""
+    return float(sum(phases.get(phase, 0.0) for phase in PHASES))
+
+
+def restart_seconds(restarts: Iterable[Mapping[str, float]]) -> float | None:
+    """The restart penalty to plan with: the median total of measured restarts (the
+    ones that stopped a run first); None when the job has none yet."""
+    totals = [total_s(p) for p in restarts if p.get("stop", 0.0) > 0.0]
+    return statistics.median(totals) if totals else None
+
+
+def describe(phases: Mapping[str, float]) -> str:
+    """One line for the job's log: ``41.2 s: stop 8.1, scheduling 0.5, ...``."""
+    parts = ", ".join(f"{phase.replace('_', ' ')} {phases[phase]:.1f}"
+                      for phase in PHASES if phase in phases)
+    return f"{total_s(phases):.1f} s: {parts}"
