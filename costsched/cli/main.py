@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "costsched.cli.simulate",
     "costsched.cli.scheduler",
     "costsched.cli.jobs",
+    "costsched.cli.profile",
 )
 
 

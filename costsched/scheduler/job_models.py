@@ -8,6 +8,12 @@ scheduler's SQLite file, refits Pollux's throughput model
 and keeps the fitted constants beside it, so a restarted scheduler plans with what
 its jobs measured. :class:`FixedBatchThroughput` turns a fit into what the policy
 needs for a job whose global batch is fixed.
+
+It also keeps each job's training curve, one row per completed epoch (``job_curve``):
+the first report seen with that epoch count (the one closest to the epoch's end, as
+the scheduler sees only each poll's latest report), its global step, validation
+metric, gradient statistics and global batch. ``costsched profile export`` turns
+steps and curve into a simulator profile (:mod:`costsched.goodput.profile`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +58,21 @@ CREATE TABLE IF NOT EXISTS job_models (
     samples_per_s REAL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS job_curve (
+    job_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    global_step INTEGER NOT NULL,
+    metric REAL,
+    grad_sqr REAL,
+    grad_var REAL,
+    global_batch_size INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (job_id, epoch)
+);
 """
+CURVE_METRIC = "val_accuracy"
+"""The report key kept as a curve row's metric: the built-in loop's per-epoch validation
+accuracy (``test_accuracy`` comes only once, at the end)."""
 REFIT_CHANGE = 0.10
 """A known configuration whose mean step time moved by more than this refits the model."""
 
@@ -71,7 +93,60 @@ class Measurement:
     samples_per_s: float | None = None
     grad_sqr: float | None = None
     grad_var: float | None = None
-    """Smoothed gradient noise statistics at the initial batch, when measured."""
+    """Smoothed |G|^2 and tr(Sigma) (the variance of one example's gradient), when measured."""
+    epoch: int | None = None
+    """Epochs completed when the report was made (the built-in loop's ``epoch``)."""
+    global_step: int | None = None
+    """Optimiser steps the run had made."""
+    metric: float | None = None
+    """The report's :data:`CURVE_METRIC`, when it carried one (end of an epoch)."""
+    global_batch_size: int | None = None
+    """Examples per optimiser step over all workers (workers x micro-batch x accumulation
+    when the report does not say; one or two high when the batch splits unevenly)."""
+
+
+def measurement_from_report(report: Mapping[str, Any]) -> Measurement | None:
+    """The step measurement a run's report (or progress record) carried, with its curve
+    fields; None when it measured no step. A malformed optional field is left out."""
+    def optional(key: str, kind: type) -> Any:
+        try:
+            return None if report.get(key) is None else kind(report[key])
+        except (TypeError, ValueError):
+            return None
+
+    try:
+        workers, local = int(report["world_size"]), float(report["local_bsz"])
+        accum = int(report["accum_steps"])
+        step = Measurement(
+            num_workers=workers, num_nodes=int(report["num_nodes"]), local_bsz=local,
+            accum_steps=accum, step_time_s=float(report["step_time_s"]),
+            sync_time_s=float(report["sync_time_s"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return replace(
+        step, samples_per_s=optional("samples_per_s", float),
+        grad_sqr=optional("grad_sqr", float), grad_var=optional("grad_var", float),
+        epoch=optional("epoch", int), global_step=optional("global_step", int),
+        metric=optional(CURVE_METRIC, float),
+        global_batch_size=optional("global_batch_size", int) or round(workers * local * accum))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurvePoint:
+    """One completed epoch of a job's run, as its report said (a ``job_curve`` row)."""
+
+    epoch: int
+    """Epochs completed (1 after the first)."""
+    global_step: int
+    """Optimiser steps by then (a little past the epoch's end when its own report was
+    not the one polled)."""
+    metric: float | None
+    """The validation metric after the epoch, when reported."""
+    grad_sqr: float | None
+    grad_var: float | None
+    """Smoothed |G|^2 and per-example tr(Sigma) then, when measured."""
+    global_batch_size: int
+    """Examples per optimiser step."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +189,8 @@ class JobModels:
             db.execute("UPDATE job_models SET samples_per_s=COALESCE(?, samples_per_s),"
                        " grad_sqr=COALESCE(?, grad_sqr), grad_var=COALESCE(?, grad_var), at=?"
                        " WHERE job_id=?", (m.samples_per_s, m.grad_sqr, m.grad_var, now, job_id))
+            if m.epoch is not None and m.global_step is not None:
+                _record_curve(db, job_id, m, now)
         moved = old is None or abs(m.step_time_s - old[0]) > REFIT_CHANGE * old[0]
         if moved:
             self._refit(job_id, now)
@@ -126,6 +203,15 @@ class JobModels:
                                 local_bsz=r["local_bsz"], accum_steps=r["accum_steps"],
                                 step_time_s=r["step_time_s"], sync_time_s=r["sync_time_s"])
                 for r in rows]
+
+    def curve(self, job_id: str) -> list[CurvePoint]:
+        """The job's training curve, one point per epoch count reported, by epoch."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM job_curve WHERE job_id=? ORDER BY epoch",
+                              (job_id,)).fetchall()
+        return [CurvePoint(epoch=r["epoch"], global_step=r["global_step"], metric=r["metric"],
+                           grad_sqr=r["grad_sqr"], grad_var=r["grad_var"],
+                           global_batch_size=r["global_batch_size"]) for r in rows]
 
     def model(self, job_id: str) -> JobModel | None:
         """The job's fitted model, or None before its first measurement."""
@@ -143,6 +229,21 @@ class JobModels:
         with self._connect() as db:
             db.execute("UPDATE job_models SET params=?, num_points=?, at=? WHERE job_id=?",
                        (json.dumps(asdict(params)), len(points), now, job_id))
+
+
+def _record_curve(db, job_id: str, m: Measurement, now: float) -> None:
+    """Keep the epoch's earliest report (closest to the epoch's end): a later one with
+    the same epoch count is part-way into the next epoch. Its metric fills a gap only."""
+    db.execute(
+        "INSERT INTO job_curve VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (job_id, epoch) DO UPDATE"
+        " SET global_step=excluded.global_step, metric=COALESCE(excluded.metric, metric),"
+        " grad_sqr=COALESCE(excluded.grad_sqr, grad_sqr),"
+        " grad_var=COALESCE(excluded.grad_var, grad_var),"
+        " global_batch_size=excluded.global_batch_size, at=excluded.at"
+        " WHERE excluded.global_step < global_step"
+        " OR (excluded.global_step = global_step AND metric IS NULL)",
+        (job_id, m.epoch, m.global_step, m.metric, m.grad_sqr, m.grad_var,
+         m.global_batch_size or round(m.num_workers * m.local_bsz * m.accum_steps), now))
 
 
 class FixedBatchThroughput:

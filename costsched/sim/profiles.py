@@ -17,10 +17,15 @@ at batch B advances progress by the Pollux gain
 with ``sqr``, ``var`` the curve's ``grad_sqr``, ``grad_var`` (noise scale
 phi = var / sqr). Statistical efficiency is gain / s = (phi + 1) / (phi + s),
 i.e. Pollux's E(M) = (phi_t + M0) / (phi_t + M) with phi_t = B0 * phi.
+
+A folder with an ``app.json`` (``epochs``, optional ``max_local_bsz`` and
+``single_gpu_floor``) is an app of any name; without one, the folder must be one of
+the Pollux apps, whose epochs and per-GPU cap are fixed below.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from costsched.config.strict import closest_hint
 from costsched.errors import ConfigError
 
 # Epochs each app trains for, and its per-GPU batch cap, from the data README.
@@ -36,6 +42,9 @@ APP_EPOCHS: dict[str, int] = {
     "bert": 2, "cifar10": 100, "ncf": 10, "imagenet": 90, "deepspeech2": 80, "yolov3": 50,
 }
 APP_MAX_LOCAL_BSZ: dict[str, int] = {"yolov3": 8}
+APP_SPEC_FILE = "app.json"
+"""An app folder's own epochs and per-GPU cap (any folder name; see :func:`load_app`)."""
+APP_SPEC_KEYS = ("epochs", "max_local_bsz", "single_gpu_floor", "source")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POLLUX_DIR = REPO_ROOT.parent / "shared" / "data" / "pollux"
@@ -122,6 +131,11 @@ class AppProfile:
     """Canonical placement -> measured step-time curve."""
     groups: dict[tuple[int, int], _Curve]
     """(num_nodes, num_replicas) -> step-time curve averaged over placements, plus scale points."""
+    single_gpu_floor: bool = True
+    """No interpolated step is faster than one GPU's at the same per-GPU batch. Right for
+    the Pollux profiles, which measure one GPU over every batch size; not for a live
+    job's, which measured one GPU at its whole batch only (held there, it would make
+    every unmeasured size as slow as one GPU)."""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
     """Memo of step times: the simulator asks the same few placements many times."""
 
@@ -164,9 +178,10 @@ class AppProfile:
             step, sync = curve.at(bsz)
             return float(step), float(sync)
         step, sync = self._group_interp(len(placement), sum(placement), bsz)
-        single, _ = self.exact[(1,)].at(bsz)
-        # Extrapolation may undershoot; a step is never faster than one GPU's compute.
-        step = max(float(step), float(single))
+        if self.single_gpu_floor and (1,) in self.exact:
+            # Extrapolation may undershoot; a step is never faster than one GPU's compute.
+            step = max(float(step), float(self.exact[(1,)].at(bsz)[0]))
+        step = float(step)
         return step, float(min(max(sync, 0.0), step))
 
     def _group_interp(self, num_nodes: int, num_replicas: int, bsz: float) -> np.ndarray:
@@ -223,10 +238,14 @@ def statistical_gain(scale: float, grad_sqr: float, grad_var: float) -> float:
 
 
 def load_app(folder: Path) -> AppProfile:
-    """Read one application folder (``placements.csv``, ``scalability.csv``, ``validation-*``)."""
+    """Read one application folder (``placements.csv``, ``scalability.csv``, ``validation-*``).
+
+    Its epochs and per-GPU batch cap come from its ``app.json`` when it has one (an
+    exported live job: ``costsched profile export``), else from the Pollux app it is named
+    after. ``scalability.csv`` may hold no rows; ``placements.csv`` needs at least one.
+    """
     name = folder.name
-    if name not in APP_EPOCHS:
-        raise ConfigError(f"unknown application folder {folder}; known: {sorted(APP_EPOCHS)}")
+    epochs, cap, floor = _app_spec(folder)
     try:
         placements = pd.read_csv(folder / "placements.csv")
         scalability = pd.read_csv(folder / "scalability.csv")
@@ -236,6 +255,11 @@ def load_app(folder: Path) -> AppProfile:
         raise ConfigError(f"incomplete profile folder {folder}: {exc.filename} missing") from None
     if not curves:
         raise ConfigError(f"no validation-*.csv curves in {folder}")
+    if placements.empty:
+        raise ConfigError(f"{folder / 'placements.csv'} has no rows")
+    if len(curves[min(curves)]) < epochs:
+        raise ConfigError(f"{folder}: validation-{min(curves)}.csv has "
+                          f"{len(curves[min(curves)])} epochs, fewer than the {epochs} to train")
     placements["placement"] = placements.placement.astype(str)
     placements["num_nodes"] = placements.placement.str.len()
     placements["num_replicas"] = placements.placement.map(lambda p: sum(map(int, p)))
@@ -243,12 +267,46 @@ def load_app(folder: Path) -> AppProfile:
     groups = _curves(pd.concat([placements.drop(columns="placement"), scalability]),
                      ["num_nodes", "num_replicas"])
     measured = np.sort(placements.local_bsz.unique()).astype(int)
-    cap = APP_MAX_LOCAL_BSZ.get(name, int(measured.max()))
+    cap = cap or int(measured.max())
+    if cap < measured.min():
+        raise ConfigError(f"{folder}: max_local_bsz {cap} is below every measured per-GPU "
+                          f"batch ({int(measured.min())} and up)")
     return AppProfile(
-        name=name, max_epochs=APP_EPOCHS[name], max_local_bsz=cap,
+        name=name, max_epochs=epochs, max_local_bsz=cap,
         min_local_bsz=int(measured.min()), local_bsz_choices=measured[measured <= cap],
-        curves=curves, exact=exact, groups=groups,
+        curves=curves, exact=exact, groups=groups, single_gpu_floor=floor,
     )
+
+
+def _app_spec(folder: Path) -> tuple[int, int | None, bool]:
+    """(epochs, per-GPU cap or None for the largest measured, single-GPU floor) of an app."""
+    path = folder / APP_SPEC_FILE
+    if not path.is_file():
+        if folder.name not in APP_EPOCHS:
+            raise ConfigError(f"unknown application folder {folder}; known: "
+                              f"{sorted(APP_EPOCHS)}, or any folder with an {APP_SPEC_FILE}")
+        return APP_EPOCHS[folder.name], APP_MAX_LOCAL_BSZ.get(folder.name), True
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: want an object with `epochs`, got {type(spec).__name__}")
+    for key in spec:
+        if key not in APP_SPEC_KEYS:
+            raise ConfigError(f"{path}: unknown key `{key}`{closest_hint(key, APP_SPEC_KEYS)}")
+    epochs, cap = spec.get("epochs"), spec.get("max_local_bsz")
+    floor = spec.get("single_gpu_floor", True)
+    if not _is_count(epochs) or (cap is not None and not _is_count(cap)):
+        raise ConfigError(f"{path}: `epochs` (and `max_local_bsz`, if given) must be "
+                          f"whole numbers >= 1, got {epochs!r} and {cap!r}")
+    if not isinstance(floor, bool):
+        raise ConfigError(f"{path}: `single_gpu_floor` must be true or false, got {floor!r}")
+    return epochs, cap, floor
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _exact_curves(placements: pd.DataFrame) -> dict[tuple[int, ...], _Curve]:
@@ -264,7 +322,9 @@ def _exact_curves(placements: pd.DataFrame) -> dict[tuple[int, ...], _Curve]:
 
 
 def load_profiles(root: str | os.PathLike[str] | None = None) -> dict[str, AppProfile]:
-    """All apps under ``ROOT/profiles`` (``ROOT`` as :func:`pollux_dir` resolves it)."""
+    """All apps under ``ROOT/profiles``, or ``ROOT`` itself when it has no ``profiles``
+    folder (``ROOT`` as :func:`pollux_dir` resolves it): the Pollux apps and every folder
+    with an ``app.json``."""
     base = pollux_dir(root)
     folder = base / "profiles" if (base / "profiles").is_dir() else base
     if not folder.is_dir():
@@ -272,7 +332,8 @@ def load_profiles(root: str | os.PathLike[str] | None = None) -> dict[str, AppPr
             f"no Pollux profiles at {folder}; pass --profiles DIR or set ${POLLUX_DIR_ENV}"
         )
     apps = {p.name: load_app(p) for p in sorted(folder.iterdir())
-            if p.is_dir() and p.name in APP_EPOCHS}
+            if p.is_dir() and (p.name in APP_EPOCHS or (p / APP_SPEC_FILE).is_file())}
     if not apps:
-        raise ConfigError(f"no application folders ({sorted(APP_EPOCHS)}) in {folder}")
+        raise ConfigError(f"no application folders ({sorted(APP_EPOCHS)}, or any with an "
+                          f"{APP_SPEC_FILE}) in {folder}")
     return apps

@@ -40,7 +40,7 @@ from costsched.cost.prices import PriceCatalog
 from costsched.ray_layer.scheduler.cluster import head_node_id
 from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE
 from costsched.scheduler.interfaces import JobProgress, RunHandle
-from costsched.scheduler.job_models import Measurement
+from costsched.scheduler.job_models import Measurement, measurement_from_report
 from costsched.training.state import clear_stop_request, eta_s, read_progress, request_stop
 
 log = logging.getLogger(__name__)
@@ -71,17 +71,9 @@ def keep_code(job: JobConfig) -> None:
 
 
 def measurement_of(progress: dict) -> Measurement | None:
-    """The step measurement a run's last report carried, if it measured its steps."""
-    try:
-        return Measurement(
-            num_workers=int(progress["world_size"]), num_nodes=int(progress["num_nodes"]),
-            local_bsz=float(progress["local_bsz"]), accum_steps=int(progress["accum_steps"]),
-            step_time_s=float(progress["step_time_s"]),
-            sync_time_s=float(progress["sync_time_s"]),
-            samples_per_s=progress.get("samples_per_s"), grad_sqr=progress.get("grad_sqr"),
-            grad_var=progress.get("grad_var"))
-    except (KeyError, TypeError, ValueError):
-        return None
+    """The step measurement a run's last report carried, if it measured its steps, with
+    its epoch, global step, validation metric and global batch for the job's curve."""
+    return measurement_from_report(progress)
 
 
 ERROR_LINES = 40
