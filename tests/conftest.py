@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
+# Prepared datasets are cached for the session (and the Ray workers and CLI
+# subprocesses it starts), not in the home folder of whoever runs the tests.
+os.environ.setdefault("COSTSCHED_CACHE_DIR", tempfile.mkdtemp(prefix="costsched-test-cache-"))
 
 
 def quickstart_dict() -> dict[str, Any]:

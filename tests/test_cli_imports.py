@@ -61,7 +61,7 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
     return dict(action.choices)
 
 
-COMMANDS = ["train", "quickstart", "report", "sweep", "simulate", "scheduler",
+COMMANDS = ["train", "quickstart", "report", "sweep", "simulate", "scheduler", "profile",
             "submit", "status", "cancel", "logs"]
 
 

@@ -252,3 +252,24 @@ def test_mnist1d_is_generated_deterministically_by_seed():
     np.testing.assert_array_equal(x0, x0b)
     np.testing.assert_array_equal(y0, y0b)
     assert not np.array_equal(x0, x1)
+
+
+def test_a_prepared_dataset_is_read_back_from_the_cache_and_a_changed_file_is_not(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("COSTSCHED_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "data.csv"
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+    frame["label"] = rng.integers(0, 3, size=200)
+    frame.to_csv(path, index=False)
+    first = prepare(DatasetConfig(name=str(path)))
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    again = prepare(DatasetConfig(name=str(path)))
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    assert (again.num_classes, again.cleaning) == (first.num_classes, first.cleaning)
+
+    frame.iloc[:100].to_csv(path, index=False)  # new content: prepared anew
+    assert len(prepare(DatasetConfig(name=str(path))).x_train) < len(first.x_train)
+    assert len(prepare(DatasetConfig(name=str(path), seed=1)).x_train) < len(first.x_train)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3

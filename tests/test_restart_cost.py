@@ -9,6 +9,7 @@ import pytest
 
 from costsched.goodput.restart import (
     PHASE_KEYS,
+    StartMarks,
     describe,
     phases_from_report,
     restart_seconds,
@@ -25,13 +26,20 @@ PHASES = {"stop": 8.0, "scheduling": 0.5, "worker_start": 20.0, "data": 6.0, "re
 
 
 def test_worker_phases_split_the_marks_and_never_go_negative():
-    phases = worker_phases(requested_at=100.0, driver_started_at=101.5, entered_at=121.5,
+    # driver begins at 101.5, prepares data for 4 s, the run starts the workers at 105.5
+    marks = StartMarks(requested_at=100.0, driver_started_at=101.5, prepare_s=4.0)
+    phases = worker_phases(marks=marks, run_started_at=105.5, entered_at=125.5,
                            restore_s=0.5, first_forward_at=128.0, first_step_at=133.0)
     assert phases == {"scheduling": 1.5, "worker_start": 20.0, "data": 6.0, "restore": 0.5,
                       "first_step": 5.0}
-    skewed = worker_phases(requested_at=100.0, driver_started_at=99.0, entered_at=99.5,
-                           restore_s=0.0, first_forward_at=100.0, first_step_at=100.5)
+    skewed = worker_phases(marks=StartMarks(requested_at=100.0, driver_started_at=99.0),
+                           run_started_at=99.0, entered_at=99.5, restore_s=0.0,
+                           first_forward_at=100.0, first_step_at=100.5)
     assert skewed["scheduling"] == 0.0  # another host's clock a second behind
+    alone = worker_phases(marks=StartMarks(), run_started_at=50.0, entered_at=60.0,
+                          restore_s=0.0, first_forward_at=61.0, first_step_at=62.0)
+    assert alone == {"scheduling": 0.0, "worker_start": 10.0, "data": 1.0, "restore": 0.0,
+                     "first_step": 1.0}  # `costsched train`: no scheduler, no driver
 
 
 def test_the_penalty_is_the_median_restart_and_ignores_cold_starts():
@@ -55,7 +63,7 @@ def test_a_resumed_run_reports_its_phases_once_it_has_stepped(tmp_path):
     clock.advance(100.0)  # the scheduler asks for the restart at t; the driver starts at t+2
     requested = clock()
     spec = dataclasses.replace(make_spec(job, _splits(), run_started_at=requested + 2.0),
-                               requested_at=requested)
+                               start_marks=StartMarks(requested_at=requested))
     clock.advance(7.0)  # the worker enters the function at t+7
     (tmp_path / "b").mkdir()
     second = FakeSession(*_digits(), clock, tmp_path / "b", resume_from=first.saved[-1][1])

@@ -7,11 +7,12 @@ nothing. The phases, each measured where it happens:
 * ``stop``: the old run's stop request to its end (the checkpoint saved, the
   workers gone); measured by the runner that stopped it (0 for a cold start);
 * ``scheduling``: the (re)start request to the run's driver running (actor
-  placement, runtime environment);
+  placement, process start, runtime environment);
 * ``worker_start``: the driver running to the training function entered on the
-  first worker (Ray Train's worker group: placement group, processes, process group);
-* ``data``: the function entered to its first forward pass, less ``restore``
-  (building the model, preparing data, the first batch);
+  first worker, less the driver's data preparation (Ray Train's controller and
+  worker group: placement group, processes, process group);
+* ``data``: the driver's data preparation, plus the function entered to its first
+  forward pass less ``restore`` (building the model, the first batch);
 * ``restore``: inside ``costsched.api.load_checkpoint``;
 * ``first_step``: the first forward pass to the end of the first optimiser step.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 PHASES = ("stop", "scheduling", "worker_start", "data", "restore", "first_step")
 """The phases of a restart, in the order they happen."""
@@ -30,16 +32,29 @@ PHASE_KEYS = {phase: f"restart_{phase}_s" for phase in PHASES}
 """The report key of each phase's seconds."""
 
 
-def worker_phases(*, requested_at: float, driver_started_at: float, entered_at: float,
+@dataclass(frozen=True, kw_only=True)
+class StartMarks:
+    """What the driver knows of a (re)start, passed to the workers with the run."""
+
+    requested_at: float | None = None
+    """When the scheduler asked for it (None: not started by a scheduler)."""
+    driver_started_at: float | None = None
+    """When the run's driver began (None: the run's own start)."""
+    prepare_s: float = 0.0
+    """Seconds the driver spent preparing the data before starting the workers."""
+
+
+def worker_phases(*, marks: StartMarks, run_started_at: float, entered_at: float,
                   restore_s: float, first_forward_at: float,
                   first_step_at: float) -> dict[str, float]:
-    """The phases after ``stop``, from the worker's marks (seconds since the epoch;
-    ``restore_s`` a duration). Clocks of different hosts can disagree a little: a
-    negative phase is reported as 0."""
-    data = first_forward_at - entered_at - restore_s
+    """The phases after ``stop``, from the driver's ``marks`` and the worker's (seconds
+    since the epoch; ``restore_s`` a duration). Clocks of different hosts can disagree
+    a little: a negative phase is reported as 0."""
+    driver_at = marks.driver_started_at or run_started_at
+    data = marks.prepare_s + first_forward_at - entered_at - restore_s
     return {
-        "scheduling": max(driver_started_at - requested_at, 0.0),
-        "worker_start": max(entered_at - driver_started_at, 0.0),
+        "scheduling": max(driver_at - (marks.requested_at or driver_at), 0.0),
+        "worker_start": max(entered_at - driver_at - marks.prepare_s, 0.0),
         "data": max(data, 0.0),
         "restore": max(restore_s, 0.0),
         "first_step": max(first_step_at - first_forward_at, 0.0),

@@ -8,6 +8,8 @@ column, or an .npz file with arrays ``x`` and the label array.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,8 +125,65 @@ def clean(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, Cleanin
     return x[keep], y[keep], report
 
 
+CACHE_DIR_ENV = "COSTSCHED_CACHE_DIR"
+"""Where prepared datasets are kept (default ``~/.cache/costsched/datasets``; each
+host its own: only the process that prepares a job's data reads it)."""
+CACHE_MAX_BYTES = 256 * 2**20
+"""Prepared splits larger than this are not kept."""
+
+
+def _cache_path(config: DatasetConfig) -> Path | None:
+    """The cache file of ``config``'s prepared splits: named by everything that decides
+    them (for a file, its path, size and modification time); None if it cannot be."""
+    key = [config.name, config.num_samples, config.label_column, config.val_fraction,
+           config.test_fraction, config.seed]
+    if config.is_file:
+        try:
+            stat = Path(config.name).stat()
+        except OSError:
+            return None
+        key += [str(Path(config.name).resolve()), stat.st_size, stat.st_mtime_ns]
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+    root = os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "costsched" / "datasets"
+    return Path(root) / f"{digest}.npz"
+
+
 def prepare(config: DatasetConfig) -> Splits:
-    """Load, clean, split by seed, and normalise with train-split statistics only."""
+    """Load, clean, split by seed, and normalise with train-split statistics only.
+
+    The result is kept in a local cache (see :data:`CACHE_DIR_ENV`), so a job that
+    restarts, or is priced and then run, prepares its data once (generating the
+    quickstart's MNIST-1D takes seconds)."""
+    path = _cache_path(config)
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as saved:
+                return Splits(**{k: saved[k] for k in SPLIT_ARRAYS},
+                              num_classes=int(saved["num_classes"]),
+                              cleaning=CleaningReport(**dict(zip(
+                                  CLEANING_FIELDS, map(int, saved["cleaning"]), strict=True))))
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable (cut short, older layout): prepare it again
+    splits = _prepare(config)
+    arrays = {k: getattr(splits, k) for k in SPLIT_ARRAYS}
+    if path is not None and sum(a.nbytes for a in arrays.values()) <= CACHE_MAX_BYTES:
+        c = splits.cleaning
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, **arrays, num_classes=splits.num_classes,
+                     cleaning=[getattr(c, f) for f in CLEANING_FIELDS])
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only home: no cache, same data
+    return splits
+
+
+SPLIT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+CLEANING_FIELDS = ("num_rows_in", "num_non_finite", "num_duplicates")
+
+
+def _prepare(config: DatasetConfig) -> Splits:
     x, y = load_raw(config)
     x, y, report = clean(x, y)
     if report.num_rows_out == 0:

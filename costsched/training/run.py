@@ -30,6 +30,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from costsched.config.job import JobConfig
 from costsched.cost.accounting import ATTEMPT_KEY, CHECKPOINTED_KEY, WORLD_SIZE_KEY, cost_so_far_usd
 from costsched.cost.prices import JobRate
+from costsched.goodput.restart import PHASE_KEYS, StartMarks, worker_phases
 from costsched.training.schedule import lr_scale
 from costsched.training.state import RUN_META_KEY, STATE_FILE
 
@@ -82,8 +83,9 @@ class RunSpec:
     """The mapping the entrypoint is called with."""
     batch_size: int | None = None
     """The global batch the scheduler chose for an adaptive job (None: the config's)."""
-    requested_at: float | None = None
-    """When the scheduler asked for this (re)start (None: when the driver started)."""
+    start_marks: StartMarks = field(default_factory=StartMarks)
+    """When the scheduler asked for this (re)start and what the driver did before the
+    workers (the restart cost's first phases)."""
 
     @property
     def global_batch_size(self) -> int:
@@ -175,14 +177,12 @@ class Run:
     def restart_phases(self) -> dict[str, float]:
         """This attempt's start-up by phase (:mod:`costsched.goodput.restart`), once its
         first step is done; empty before."""
-        from costsched.goodput.restart import PHASE_KEYS, worker_phases
-
         marks = self._marks
         if "first_step_at" not in marks:
             return {}
         phases = worker_phases(
-            requested_at=self.spec.requested_at or self.spec.run_started_at,
-            driver_started_at=self.spec.run_started_at, entered_at=self.attempt_started_at,
+            marks=self.spec.start_marks, run_started_at=self.spec.run_started_at,
+            entered_at=self.attempt_started_at,
             restore_s=marks["restore_s"], first_forward_at=marks["first_forward_at"],
             first_step_at=marks["first_step_at"])
         return {PHASE_KEYS[phase]: seconds for phase, seconds in phases.items()}

@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from costsched.cost.accounting import ATTEMPT_KEY
+from costsched.goodput.restart import PHASE_KEYS
+
 STATE_FILE = "state.pt"
 RUN_META_KEY = "costsched"
 """Key of the run's own record (cost, step, sequence) inside every ``state.pt``."""
@@ -174,7 +177,8 @@ def write_progress(run_dir: str | os.PathLike[str], metrics: dict[str, Any], *,
                    now: float) -> None:
     """Record a report's progress fields in ``run_dir`` (atomically)."""
     keys = ("global_step", "total_steps", "epoch", "resumed_from_step", "first_step_at",
-            "cost_usd", "world_size", *MEASUREMENT_KEYS)
+            "cost_usd", "world_size", "val_accuracy", "global_batch_size", ATTEMPT_KEY,
+            *MEASUREMENT_KEYS, *PHASE_KEYS.values())
     record = {k: metrics[k] for k in keys if k in metrics} | {"reported_at": now}
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)

@@ -34,9 +34,10 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from costsched.config.job import JobConfig
-from costsched.cost.accounting import RunAccount
+from costsched.cost.accounting import ATTEMPT_KEY, RunAccount
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog
+from costsched.goodput.restart import StartMarks, phases_from_report
 from costsched.ray_layer.scheduler.cluster import head_node_id
 from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE
 from costsched.scheduler.interfaces import JobProgress, RunHandle
@@ -96,8 +97,9 @@ class RunDriver:
     (a call queues behind ``run``, so its reference is ready when the run ends)."""
 
     def __init__(self, job: JobConfig, catalog: PriceCatalog, ledger_path: str, run_id: str,
-                 worker_nodes: list[str] | None):
-        self.args = (job, catalog, ledger_path, run_id, worker_nodes)
+                 worker_nodes: list[str] | None, batch_size: int | None = None,
+                 requested_at: float | None = None):
+        self.args = (job, catalog, ledger_path, run_id, worker_nodes, batch_size, requested_at)
         self.outcome: tuple[str, dict] | None = None
         self.error: str | None = None
 
@@ -106,14 +108,18 @@ class RunDriver:
         from costsched.ray_layer.train.trainer import run_job
         from costsched.training.data import prepare
 
-        job, catalog, ledger_path, run_id, worker_nodes = self.args
+        job, catalog, ledger_path, run_id, worker_nodes, batch_size, requested_at = self.args
+        driver_started_at = time.time()
         try:
             if job.entrypoint:
                 import_entrypoint(job.entrypoint)  # fails here, before workers are asked for
             splits = prepare(job.dataset) if job.dataset is not None else None
+            marks = StartMarks(requested_at=requested_at, driver_started_at=driver_started_at,
+                               prepare_s=time.time() - driver_started_at)
             result = run_job(job, splits, catalog=catalog,
                              ledger=Ledger(ledger_path, catalog), run_id=run_id, verbose=False,
-                             worker_nodes=worker_nodes)
+                             worker_nodes=worker_nodes, batch_size=batch_size,
+                             start_marks=marks)
             self.outcome = (result.outcome, {"global_step": result.metrics.get("global_step")})
         except Exception as exc:  # noqa: BLE001 - reported to the scheduler by result()
             self.error = error_text(exc)
@@ -149,6 +155,8 @@ class RayJobRunner:
         self._configs: dict[str, JobConfig] = {}
         self._attempts: dict[str, tuple[float, int]] = {}
         """Job id -> (when this runner started its current attempt, its workers)."""
+        self._stop_s: dict[str, float] = {}
+        """Seconds the job's last stop took (the next restart's first phase)."""
 
     def _run_dir(self, job_id: str) -> str | None:
         return None if "://" in self.storage_path else os.path.join(self.storage_path, job_id)
@@ -173,9 +181,11 @@ class RayJobRunner:
         return ref
 
     def start(self, job_id: str, config: JobConfig, num_workers: int,
-              placement: Mapping[str, int]) -> RunHandle:
+              placement: Mapping[str, int], batch_size: int | None = None) -> RunHandle:
         """Start (or resume) the job's run on ``num_workers`` workers, pinned to
-        ``placement``'s nodes; idempotent while its run is alive."""
+        ``placement``'s nodes, at global ``batch_size`` (None: the config's);
+        idempotent while its run is alive."""
+        requested_at = time.time()
         self._configs[job_id] = config
         handle = RunHandle(run_id=job_id,
                            checkpoint_path=f"{self.storage_path.rstrip('/')}/{job_id}")
@@ -197,18 +207,19 @@ class RayJobRunner:
             # helpers follow the driver there and keep that node from ever being idle.
             num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
                 head_node_id(), soft=False), runtime_env=code_env(job),
-        ).remote(job, self.catalog, self.ledger_path, job_id, nodes)
+        ).remote(job, self.catalog, self.ledger_path, job_id, nodes, batch_size, requested_at)
         self._refs[job_id] = driver.run.remote()
         self._attempts[job_id] = (time.time(), num_workers)
         return handle
 
-    def resize(self, job_id: str, num_workers: int, placement: Mapping[str, int]) -> None:
+    def resize(self, job_id: str, num_workers: int, placement: Mapping[str, int],
+               batch_size: int | None = None) -> None:
         """Stop at a fresh checkpoint, then resume on ``num_workers`` workers."""
         config = self._configs.get(job_id)
         if config is None:
             raise KeyError(f"job {job_id} was never started by this runner")
         self.stop(job_id, "resize")
-        self.start(job_id, config, num_workers, placement)
+        self.start(job_id, config, num_workers, placement, batch_size)
 
     def stop(self, job_id: str, reason: str) -> None:
         """Checkpoint and end the run (idempotent); see the module docstring.
@@ -217,6 +228,7 @@ class RayJobRunner:
         self._refs.pop(job_id, None)
         if ref is None:
             return
+        stop_started = time.time()
         outcome = STOP_OUTCOMES.get(reason, "STOPPED")
         run_dir = self._run_dir(job_id)
         attempt = self._attempts.pop(job_id, None)
@@ -231,6 +243,7 @@ class RayJobRunner:
             log.warning("run %s did not stop within %.0f s; killing it (work since its "
                         "newest checkpoint is lost)", job_id, self.stop_grace_s)
         self._remove(job_id)
+        self._stop_s[job_id] = time.time() - stop_started
         account = RunAccount(self._ledger(), job_id)
         config = self._configs.get(job_id)
         if starting and config is not None:
@@ -288,10 +301,14 @@ class RayJobRunner:
         run_dir = self._run_dir(job_id)
         progress = read_progress(run_dir) if run_dir is not None else None
         if progress is not None and "global_step" in progress:
+            phases = phases_from_report(progress)
             return JobProgress(state="running", spent_usd=spent,
                                last_step=int(progress["global_step"]),
                                last_step_at=float(progress["reported_at"]),
-                               eta_s=eta_s(progress), measurement=measurement_of(progress))
+                               eta_s=eta_s(progress), measurement=measurement_of(progress),
+                               restart_phases=None if phases is None else phases | {
+                                   "stop": self._stop_s.get(job_id, 0.0)},
+                               attempt_at=progress.get(ATTEMPT_KEY))
         beats = [i["ended_at"] for i in self._ledger().intervals(job_id)
                  if i["outcome"] == "RUNNING"]
         return JobProgress(state="running", spent_usd=spent,

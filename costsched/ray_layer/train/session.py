@@ -27,7 +27,7 @@ class RayTrainSession:
     """Dataset shards, reports and checkpoints through ``ray.train``; DDP through Ray."""
 
     def __init__(self, shuffle_seed: int, run_dir: str | None = None, cache_shard: bool = True,
-                 strategy: str = "ddp"):
+                 strategy: str = "ddp", train_arrays: ray.ObjectRef | None = None):
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
@@ -40,6 +40,9 @@ class RayTrainSession:
         self._run_dir = run_dir
         self._cache_shard = cache_shard
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._train_arrays = train_arrays
+        """The whole training split in the object store (small built-in jobs), or None:
+        the split is a Ray Data dataset."""
 
     def prepare_model(self, model: nn.Module, **strategy_kwargs: Any) -> nn.Module:
         return ray.train.torch.prepare_model(model, parallel_strategy=self._strategy,
@@ -54,13 +57,13 @@ class RayTrainSession:
     def train_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Any, Any]]:
         """This worker's shard in batches, reshuffled each epoch by seed.
 
-        With ``cache_shard`` the shard streams through Ray Data once and later
-        epochs reshuffle it in memory (Ray Data's per-batch overhead otherwise
-        dominates small models); without it every epoch streams again.
+        With ``cache_shard`` the shard is read once (from the object store for a small
+        built-in job, else through Ray Data) and later epochs reshuffle it in memory
+        (Ray Data's per-batch overhead otherwise dominates small models); without it
+        every epoch streams through Ray Data again.
         """
-        shard = self.dataset_shard(TRAIN_SPLIT)
         if not self._cache_shard:
-            for batch in shard.iter_torch_batches(
+            for batch in self.dataset_shard(TRAIN_SPLIT).iter_torch_batches(
                 batch_size=batch_size, drop_last=True, device="cpu",
                 local_shuffle_buffer_size=4 * batch_size,
                 local_shuffle_seed=self._shuffle_seed + 1000 * epoch + self.rank,
@@ -68,11 +71,7 @@ class RayTrainSession:
                 yield batch["x"], batch["y"]
             return
         if self._cached is None:
-            parts = list(shard.iter_batches(batch_size=4096, batch_format="numpy"))
-            self._cached = (
-                torch.as_tensor(np.concatenate([p["x"] for p in parts])),
-                torch.as_tensor(np.concatenate([p["y"] for p in parts])),
-            )
+            self._cached = self._read_shard()
         x, y = self._cached
         order = torch.randperm(
             len(x), generator=torch.Generator().manual_seed(
@@ -81,6 +80,16 @@ class RayTrainSession:
         for start in range(0, len(x) - batch_size + 1, batch_size):
             rows = order[start : start + batch_size]
             yield x[rows], y[rows]
+
+    def _read_shard(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._train_arrays is not None:
+            x, y = ray.get(self._train_arrays)  # every world_size-th row: this rank's shard
+            rows = slice(self.rank, None, self.world_size)
+            return torch.from_numpy(np.array(x[rows])), torch.from_numpy(np.array(y[rows]))
+        parts = list(self.dataset_shard(TRAIN_SPLIT).iter_batches(batch_size=4096,
+                                                                  batch_format="numpy"))
+        return (torch.as_tensor(np.concatenate([p["x"] for p in parts])),
+                torch.as_tensor(np.concatenate([p["y"] for p in parts])))
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[str | None]:

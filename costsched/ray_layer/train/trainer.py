@@ -29,6 +29,7 @@ from costsched.cost.accounting import CHECKPOINTED_KEY, RunAccount, RunAccountan
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.errors import CostschedError
+from costsched.goodput.restart import StartMarks
 from costsched.ray_layer.console import MARKER
 from costsched.ray_layer.train.session import TRAIN_SPLIT, RayTrainSession
 from costsched.training.data import Splits
@@ -60,7 +61,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     job = spec.job
     session = RayTrainSession(shuffle_seed=job.training.seed, run_dir=config["run_dir"],
                               cache_shard=job.dataset.cache_shard if job.dataset else True,
-                              strategy=job.scaling.strategy)
+                              strategy=job.scaling.strategy,
+                              train_arrays=config.get("train_arrays"))
     function = import_entrypoint(config["entrypoint"])
     run = Run(spec, session)
     with api.bound(run):
@@ -137,13 +139,29 @@ def to_ray_dataset(x: np.ndarray, y: np.ndarray) -> ray.data.Dataset:
     return ray.data.from_arrow(table)
 
 
+IN_MEMORY_MB_ENV = "COSTSCHED_IN_MEMORY_SPLIT_MB"
+"""A built-in job's training split up to this many MiB (default 256; 0: never)
+reaches its workers through the object store, each worker taking every
+world_size-th row, instead of through Ray Data: a (re)start then starts no dataset
+actors and no streaming split (``bench/restart_cost.py`` measures both ways)."""
+
+
+def in_memory_train_split(job: JobConfig, splits: Splits | None) -> bool:
+    """Whether the job's training split travels through the object store (see
+    :data:`IN_MEMORY_MB_ENV`); user entrypoints always get a Ray Data shard."""
+    limit = float(os.environ.get(IN_MEMORY_MB_ENV, "256")) * 2**20
+    return (splits is not None and job.entrypoint is None and job.dataset is not None
+            and job.dataset.cache_shard
+            and 0 < splits.x_train.nbytes + splits.y_train.nbytes <= limit)
+
+
 def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_started_at: float,
                   catalog: PriceCatalog,
                   usd_before_start: float = 0.0,
                   verbose: bool = True, callbacks: list[UserCallback] | None = None,
                   worker_nodes: list[str] | None = None,
                   batch_size: int | None = None,
-                  requested_at: float | None = None) -> TorchTrainer:
+                  start_marks: StartMarks | None = None) -> TorchTrainer:
     scaling = job.scaling
     entrypoint = job.entrypoint or BUILTIN_ENTRYPOINT
     if job.entrypoint:
@@ -156,7 +174,7 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
             num_train_rows=len(splits.x_train))
     spec = RunSpec(job=job, rate=rate_of_job(job, catalog), run_started_at=run_started_at,
                    usd_before_start=usd_before_start, entrypoint_config=entrypoint_config,
-                   batch_size=batch_size, requested_at=requested_at)
+                   batch_size=batch_size, start_marks=start_marks or StartMarks())
     num_workers: int | tuple[int, int] = scaling.max_workers
     if scaling.min_workers < scaling.max_workers:
         num_workers = (scaling.min_workers, scaling.max_workers)
@@ -167,10 +185,13 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
         resources=resources, verbose=verbose, run_dir=local_run_dir(job, run_id),
         step_lines=job.entrypoint is not None,
     )
+    in_memory = in_memory_train_split(job, splits)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec, "entrypoint": entrypoint,
-                           "run_dir": local_run_dir(job, run_id)},
+                           "run_dir": local_run_dir(job, run_id),
+                           "train_arrays": ray.put((splits.x_train, splits.y_train))
+                           if in_memory else None},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources,
                                      label_selector=_pinned(worker_nodes),
@@ -185,7 +206,7 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets=({TRAIN_SPLIT: to_ray_dataset(splits.x_train, splits.y_train)}
-                  if splits is not None else None),
+                  if splits is not None and not in_memory else None),
     )
 
 
@@ -208,14 +229,14 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog, led
             run_id: str | None = None,
             verbose: bool = True, callbacks: list[UserCallback] | None = None,
             worker_nodes: list[str] | None = None, batch_size: int | None = None,
-            requested_at: float | None = None) -> JobResult:
+            start_marks: StartMarks | None = None) -> JobResult:
     """Train ``job`` on the connected Ray cluster; every interval lands in the ledger.
 
     A ``run_id`` the ledger already knows is resumed: its checkpoints are picked
     up and its earlier intervals stay charged, once. ``worker_nodes`` (one node id
     per worker, fixed-size jobs only) pins each worker to its node. ``batch_size``: the
-    global batch an adaptive job runs at this time (None: the config's); ``requested_at``:
-    when the scheduler asked for this start (the restart cost's scheduling phase).
+    global batch an adaptive job runs at this time (None: the config's); ``start_marks``:
+    what the scheduler's driver did before (the restart cost's first phases).
     """
     run_id = run_id or new_run_id(job)
     # The Train controller consumes worker reports (and registers checkpoints) once per
@@ -230,7 +251,7 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog, led
                                 catalog=catalog, verbose=verbose,
                                 usd_before_start=usd_before_start, callbacks=callbacks,
                                 worker_nodes=worker_nodes, batch_size=batch_size,
-                                requested_at=requested_at)
+                                start_marks=start_marks)
         result = trainer.fit()
     except Exception as exc:  # the run failed beyond max_failures: record it, then say why
         account.finish(outcome="FAILED", now=time.time(), metrics={"error": str(exc)[:500]})
