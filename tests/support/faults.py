@@ -14,21 +14,42 @@ from costsched.training.state import checkpoint_step, newest_checkpoint_dir
 WORKER_TITLE = "RayTrainWorker"
 
 
-def train_worker_pids() -> list[int]:
-    """PIDs of this machine's Ray Train worker processes (their title names the actor)."""
+def ray_session_name() -> str:
+    """The session of the Ray cluster this process is connected to (``session_...``)."""
+    import ray
+
+    node = getattr(ray._private.worker.global_worker, "node", None) or \
+        ray._private.worker._global_node
+    if node is None:
+        raise RuntimeError("not connected to a Ray cluster")
+    return node.session_name
+
+
+def train_worker_pids(session: str | None = None) -> list[int]:
+    """PIDs of the Ray Train worker processes of the Ray cluster under test (their title
+    names the actor; their raylet's command line names the session), never those of
+    another Ray running on the same machine."""
+    session = session or ray_session_name()
     pids = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info.get("cmdline") or [])
-        if WORKER_TITLE in cmdline and "ray::" in cmdline:
+        if WORKER_TITLE not in cmdline or "ray::" not in cmdline:
+            continue
+        try:
+            raylet = " ".join(proc.parent().cmdline())
+        except (psutil.Error, AttributeError):
+            continue
+        if f"/{session}/" in raylet:
             pids.append(proc.pid)
     return sorted(pids)
 
 
 def kill_train_worker(rank_hint: int = -1) -> int:
-    """SIGKILL one Ray Train worker (the last by PID by default); return its PID."""
+    """SIGKILL one Ray Train worker of the cluster under test (the last by PID by
+    default); return its PID."""
     pids = train_worker_pids()
     if not pids:
-        raise RuntimeError("no Ray Train worker process found on this machine")
+        raise RuntimeError("no Ray Train worker process found in this Ray session")
     pid = pids[rank_hint]
     os.kill(pid, signal.SIGKILL)
     return pid
