@@ -344,3 +344,26 @@ def test_an_attempt_killed_before_its_driver_opened_the_run_is_still_charged(tmp
     account.abandon(outcome="PREEMPTED")
     assert [(i["started_at"], i["ended_at"]) for i in ledger.intervals("job-1")] == [
         (100, 130), (140, 150)]
+
+
+def test_a_run_killed_from_outside_is_charged_until_the_kill_with_the_stops_outcome(tmp_path):
+    from costsched.config.job import parse_job
+    from costsched.cost.accounting import RunAccount
+    from tests.conftest import quickstart_dict
+
+    catalog = load_catalog()
+    job = parse_job(quickstart_dict(), "quickstart")
+    ledger = Ledger(tmp_path / "ledger.db", catalog)
+    account = RunAccount(ledger, "job-1")
+    account.open(job, now=100.0)
+    interval = ledger.open_interval("job-1", started_at=100.0, num_workers=2,
+                                    accelerators_per_worker=1.0, resources={"CPU": 1.0})
+    ledger.heartbeat(interval, now=115.0, checkpointed=True)
+    ledger.heartbeat(interval, now=120.0)
+    account.abandon(outcome="CANCELLED", now=160.0)  # killed at 160, 40 s after the beat
+    (row,) = ledger.intervals("job-1")
+    assert (row["ended_at"], row["lost_s"]) == (160.0, 45.0)  # since its checkpoint at 115
+    price = catalog.instance(job.cost.instance_type)
+    assert ledger.run_cost_usd("job-1") == pytest.approx(
+        price.on_demand_usd_per_hour / price.num_gpus_per_node * 2 * 60 / 3600)
+    assert [r["outcome"] for r in ledger.runs()] == ["CANCELLED"]

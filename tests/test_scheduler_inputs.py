@@ -46,6 +46,8 @@ def busy(tmp_path):
          "lower min_workers or raise max_workers"),
         (lambda c, done: c.submit(job_text(), {"budget_usd": -1}), ConfigError,
          "`cost.budget_usd` must be > 0"),
+        (lambda c, done: c.submit(job_text(), {"priority": 1100}), ConfigError,
+         "`cost.priority` must be in [-100, 100], got 1100"),
         (lambda c, done: c.submit(job_text(accelerators_per_worker=0.5)), ConfigError,
          "whole number >= 1"),
         (lambda c, done: c.submit(job_text().replace("instance_type: four",
@@ -147,3 +149,13 @@ def test_from_config_wires_the_state_file_policy_and_catalog(tmp_path):
         runner=FakeRunner(clock), clock=clock)
     assert controller.policy.name == "fifo" and path.is_file()
     assert "g5.xlarge" in controller.catalog.instance_types
+
+
+def test_a_retried_submit_with_the_same_request_id_returns_the_same_job(tmp_path):
+    h = harness(tmp_path, node("n0"))
+    first = h.controller.submit(job_text("again"), request_id="req-1")
+    assert h.controller.submit(job_text("again"), request_id="req-1") == first
+    other = h.controller.submit(job_text("again"), request_id="req-2")
+    assert other != first
+    assert [j.job_id for j in h.controller.store.jobs()] == [first, other]
+    assert h.controller.submit(job_text("again")) not in (first, other)  # no id: a new job

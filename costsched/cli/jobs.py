@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from costsched.cost.formatting import format_duration, format_local_time, format_usd
-from costsched.errors import ConfigError
+from costsched.errors import ConfigError, SchedulerUnavailable
 
 
 def _address(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="fewest workers the job runs with (overrides scaling.min_workers)")
     submit.add_argument("--max-workers", type=int, default=None,
                         help="most workers the job runs with (overrides scaling.max_workers)")
+    submit.add_argument("--request-id", default=None, metavar="ID",
+                        help="makes the submit idempotent: a retry with the same ID returns "
+                             "the job the first one queued (default: a new ID, printed if "
+                             "the scheduler does not answer)")
     _address(submit)
     submit.set_defaults(func=run_submit)
 
@@ -76,7 +81,13 @@ def run_submit(args: argparse.Namespace) -> int:
     client.connect(args.address)
     if code_dir is not None:
         overrides["working_dir"] = client.code_package(str(code_dir))
-    result = client.call("submit", text, overrides, str(args.config))
+    request_id = args.request_id or uuid.uuid4().hex
+    try:
+        result = client.call("submit", text, overrides, str(args.config), request_id)
+    except SchedulerUnavailable as exc:
+        raise SchedulerUnavailable(
+            f"{exc}; the job may still be queued: retry with --request-id {request_id} "
+            "to get it rather than a second one") from None
     print(result["job_id"])
     return 0
 

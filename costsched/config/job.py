@@ -284,6 +284,10 @@ class CheckpointSection:
             raise ConfigError("`checkpoint.max_failures` must be >= 0, or -1 for unlimited")
 
 
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
+"""The range of ``cost.priority``."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class CostSection:
     instance_type: str = "local-cpu"
@@ -293,7 +297,8 @@ class CostSection:
     budget_usd: float = 100.0
     """The job stops once it has spent this much."""
     priority: int = 0
-    """Scheduling priority; higher runs first."""
+    """Scheduling priority; higher runs first. An integer in [-100, 100] (policies weigh
+    a job by 2**priority, so a wider range would overflow)."""
     utilisation: float = 0.8
     """Assumed accelerator utilisation for the energy estimate, in [0, 1]."""
     stop_reserve_s: float = 5.0
@@ -303,6 +308,9 @@ class CostSection:
     def __post_init__(self) -> None:
         if not self.budget_usd > 0:
             raise ConfigError(f"`cost.budget_usd` must be > 0, got {self.budget_usd}")
+        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
+            raise ConfigError(f"`cost.priority` must be in [{PRIORITY_MIN}, {PRIORITY_MAX}], "
+                              f"got {self.priority}")
         if self.stop_reserve_s < 0:
             raise ConfigError("`cost.stop_reserve_s` must be >= 0")
         if not 0 <= self.utilisation <= 1:

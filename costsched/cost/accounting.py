@@ -118,12 +118,14 @@ class RunAccount:
     def exists(self) -> bool:
         return self.outcome() is not None
 
-    def abandon(self, *, outcome: str, relabel_failed: bool = False) -> None:
-        """End a run whose processes were killed from outside, at its last heartbeat.
-        Nothing happens if it already ended, unless ``relabel_failed`` and it ended
-        FAILED because it was stopped from outside (its controller died under it)."""
+    def abandon(self, *, outcome: str, relabel_failed: bool = False,
+                now: float | None = None) -> None:
+        """End a run whose processes were killed from outside, charged to ``now`` (the
+        kill; None: its last heartbeat). Nothing happens if it already ended, unless
+        ``relabel_failed`` and it ended FAILED because it was stopped from outside (its
+        controller died under it)."""
         if self.outcome() == "RUNNING" or (relabel_failed and self.outcome() == "FAILED"):
-            self.ledger.close_abandoned_run(self.run_id, outcome=outcome)
+            self.ledger.close_abandoned_run(self.run_id, outcome=outcome, now=now)
 
     def charge_start_up(self, *, attempt_started_at: float, now: float, num_workers: int,
                         accelerators_per_worker: float, resources: dict[str, float]) -> None:

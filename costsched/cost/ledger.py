@@ -176,9 +176,15 @@ class Ledger:
                        (run_id,))
         return True
 
-    def close_abandoned_run(self, run_id: str, *, outcome: str) -> None:
-        """End a run whose processes were killed from outside (e.g. early-stopped):
-        its open interval ends at its last heartbeat, and so does the run."""
+    def close_abandoned_run(self, run_id: str, *, outcome: str, now: float | None = None) -> None:
+        """End a run whose processes were killed from outside (e.g. early-stopped): its
+        open interval ends ``now``, when the kill freed its workers, or at its last
+        heartbeat when ``now`` is None (either way its work since the last checkpoint
+        is lost); so does the run, with ``outcome``."""
+        if now is not None:
+            for interval in self.intervals(run_id):
+                if interval["outcome"] == "RUNNING":
+                    self.close_interval(interval["interval_id"], now=now, outcome="FAILED")
         self.resume_run(run_id)
         ended = max((r["ended_at"] for r in self.intervals(run_id)), default=None)
         with self._connect() as db:

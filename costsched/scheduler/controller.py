@@ -88,16 +88,16 @@ class SchedulerController:
 
     # -- user commands --------------------------------------------------------
     def submit(self, config_text: str, overrides: Mapping[str, Any] | None = None,
-               source: str = "<submitted job config>") -> str:
-        """Validate and queue a job; returns its id. ConfigError (naming ``source``)
-        leaves no trace."""
+               source: str = "<submitted job config>", request_id: str | None = None) -> str:
+        """Validate and queue a job; returns its id (the same one again for a
+        ``request_id`` already seen). ConfigError (naming ``source``) leaves no trace."""
         config, text = parse_submission(config_text, overrides or {}, self.catalog,
                                         self.config.accelerator_resource, source=source)
         record = self.store.add_job(
             name=config.name, config_yaml=text, config_hash=config.config_hash(),
             priority=config.cost.priority, budget_usd=config.cost.budget_usd,
             min_workers=config.scaling.min_workers, max_workers=config.scaling.max_workers,
-            now=self.clock.now())
+            now=self.clock.now(), request_id=request_id)
         self._configs[record.job_id] = config
         return record.job_id
 

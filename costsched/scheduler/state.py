@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_by_job ON events(job_id, event_id);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(job_id)
+);
 """
 
 MUTABLE = frozenset({
@@ -165,9 +169,16 @@ class JobStore:
 
     # -- writing ------------------------------------------------------------
     def add_job(self, *, name: str, config_yaml: str, config_hash: str, priority: int,
-                budget_usd: float, min_workers: int, max_workers: int, now: float) -> JobRecord:
-        """Insert a QUEUED job with a fresh id ``NAME-N`` and log its submission."""
+                budget_usd: float, min_workers: int, max_workers: int, now: float,
+                request_id: str | None = None) -> JobRecord:
+        """Insert a QUEUED job with a fresh id ``NAME-N`` and log its submission. A
+        ``request_id`` seen before returns the job it made instead (a retried submit)."""
         with self._connect() as db:
+            if request_id is not None:
+                known = db.execute("SELECT job_id FROM requests WHERE request_id=?",
+                                   (request_id,)).fetchone()
+                if known is not None:
+                    return self.get(known[0])
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             job_id = f"{name}-{seq}"
             db.execute(
@@ -180,6 +191,8 @@ class JobStore:
             _event(db, job_id, now, "submitted",
                    f"priority {priority}, budget ${format_usd(budget_usd)}, "
                    f"{min_workers}-{max_workers} workers")
+            if request_id is not None:
+                db.execute("INSERT INTO requests VALUES (?, ?)", (request_id, job_id))
         return self.get(job_id)
 
     def transition(self, job_id: str, state: str, *, now: float, kind: str,

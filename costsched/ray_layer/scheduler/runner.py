@@ -253,7 +253,9 @@ class RayJobRunner:
                 attempt_started_at=attempt[0], now=time.time(), num_workers=attempt[1],
                 accelerators_per_worker=config.scaling.accelerators_per_worker,
                 resources=config.scaling.resources_per_worker())
-        account.abandon(outcome=outcome)
+        # Charged until the kill freed its workers; a run that failed under the stop
+        # ended as the stop says (a cancel is CANCELLED), not FAILED.
+        account.abandon(outcome=outcome, relabel_failed=True, now=time.time())
 
     def _reported_since(self, job_id: str, since: float) -> bool:
         run_dir = self._run_dir(job_id)

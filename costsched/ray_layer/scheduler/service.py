@@ -112,10 +112,12 @@ class SchedulerService:
     # -- user commands -----------------------------------------------------------
     @_user_errors
     def submit(self, config_text: str, overrides: dict[str, Any],
-               source: str = "<submitted job config>") -> dict[str, Any]:
-        """Queue a job; the next round (started now) may run it."""
+               source: str = "<submitted job config>",
+               request_id: str | None = None) -> dict[str, Any]:
+        """Queue a job; the next round (started now) may run it. A retried call with
+        the same ``request_id`` returns the job the first one made."""
         with self._lock:
-            job_id = self.controller.submit(config_text, overrides, source)
+            job_id = self.controller.submit(config_text, overrides, source, request_id)
             keep_code(self.controller.job_config(job_id))
         log.info("submitted %s", job_id)
         self._wake.set()
