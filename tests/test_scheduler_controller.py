@@ -230,3 +230,21 @@ def test_an_unreachable_cluster_skips_the_decision_but_keeps_polling(tmp_path):
     report = h.tick()
     assert [a.kind for a in report.actions] == ["finish"]
     assert h.state(job_id) == "COMPLETED"
+
+
+def test_a_job_that_holds_slots_but_takes_no_step_is_killed_and_requeued(tmp_path):
+    h = harness(tmp_path, node("n0"), stall_restart_minutes=5.0)
+    job_id = h.controller.submit(job_text("stuck"))
+    h.tick()
+    assert h.state(job_id) == "RUNNING"
+    for _ in range(5):  # alive, but no step: polls say running at step 0
+        h.runner.script[job_id] = JobProgress(state="running", last_step=0, spent_usd=0.01)
+        h.tick()
+    assert h.job(job_id).failures == 0  # 5 minutes without a step: not yet
+    h.runner.script[job_id] = JobProgress(state="running", last_step=0, spent_usd=0.01)
+    h.tick()
+    job = h.job(job_id)
+    assert "stop:stalled" in h.runner.kinds(job_id)
+    assert job.failures == 1 and "stalled: no step for 6 min" in job.message
+    assert job.state in ("QUEUED", "RUNNING")  # requeued, and started again at once
+    assert h.runner.kinds(job_id).count("start") == 2

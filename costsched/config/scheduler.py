@@ -62,6 +62,10 @@ class SchedulerConfig:
     """Seconds a stopping job gets to checkpoint and end before it is killed."""
     stall_minutes: float = 15.0
     """A running job with no new step for this long raises a stall alert."""
+    stall_restart_minutes: float = 30.0
+    """A running job with no new step for this long is killed and requeued from its
+    checkpoint, counted as a failure (so it is not charged to its budget for nothing);
+    0: never."""
     accelerator_resource: str = "GPU"
     """Ray resource counted as one accelerator slot; jobs must ask for the same."""
     sync_penalty_per_gpu: float = 0.05
@@ -81,6 +85,8 @@ class SchedulerConfig:
         for name in ("round_s", "restart_s", "stall_minutes", "stop_grace_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)}")
+        if self.stall_restart_minutes < 0:
+            raise ConfigError("`stall_restart_minutes` must be >= 0 (0: never)")
         if not 0 <= self.sync_penalty_per_gpu < 1:
             raise ConfigError("`sync_penalty_per_gpu` must be in [0, 1)")
 

@@ -130,13 +130,11 @@ class SchedulerController:
         now = self.clock.now()
         actions = []
         for job in self.store.jobs(RUNNING):
-            progress = self._poll(job)
-            if progress is None:
-                continue
-            if progress.state == "running":
-                self.store.log(job.job_id, now=now, kind="adopted",
-                               detail=f"re-adopted run {job.run_id} on {job.workers} workers")
-            actions += self._on_progress(job, progress, now)
+            if (progress := self._poll(job)) is not None:
+                if progress.state == "running":
+                    self.store.log(job.job_id, now=now, kind="adopted", detail=(
+                        f"re-adopted run {job.run_id} on {job.workers} workers"))
+                actions += self._on_progress(job, progress, now)
         return actions
 
     def tick(self) -> TickReport:
@@ -150,11 +148,10 @@ class SchedulerController:
         except Exception as exc:  # noqa: BLE001 - a transient cluster error: retry next round
             log.warning("cluster unavailable, skipping this round's decision: %s", exc)
             return self._report(now, actions)
-        actions += self._requeue_lost_nodes({n.node_id for n in nodes}, now)
-        # No accelerator nodes (e.g. scaled to zero): nothing can run, and some
-        # policies divide by the cluster's price per GPU.
-        decision = self._decide(now, nodes) if nodes else Decision(placements={},
-                                                                       batch_sizes={})
+        actions += self._requeue_broken({n.node_id for n in nodes}, now)
+        # No accelerator nodes (scaled to zero): nothing runs (and some policies divide
+        # by the cluster's price per GPU).
+        decision = self._decide(now, nodes) if nodes else Decision(placements={}, batch_sizes={})
         self._round += 1
         actions += self._apply(decision, now)
         self._autoscale(len(nodes))
@@ -169,12 +166,9 @@ class SchedulerController:
             return None
 
     def _poll_running(self, now: float) -> list[Action]:
-        actions = []
-        for job in self.store.jobs(RUNNING):
-            progress = self._poll(job)
-            if progress is not None:
-                actions += self._on_progress(job, progress, now)
-        return actions
+        return [action for job in self.store.jobs(RUNNING)
+                if (progress := self._poll(job)) is not None
+                for action in self._on_progress(job, progress, now)]
 
     def _on_progress(self, job: JobRecord, p: JobProgress, now: float) -> list[Action]:
         spent = max(job.spent_usd, p.spent_usd)
@@ -225,22 +219,27 @@ class SchedulerController:
                               **fields)
         return [Action(kind="requeue", job_id=job.job_id, detail=detail)]
 
-    def _requeue_lost_nodes(self, alive: set[str], now: float) -> list[Action]:
-        """A running job placed on a node that is gone (spot reclaim, crash) is stopped
-        and requeued from its checkpoint; it does not count against max_failures."""
-        actions = []
+    def _requeue_broken(self, alive: set[str], now: float) -> list[Action]:
+        """A running job placed on a node that is gone (spot reclaim, crash) is stopped and
+        requeued from its checkpoint, not counted against max_failures; one that took no
+        step for ``stall_restart_minutes`` is killed and requeued as a failure."""
+        actions, limit_s = [], self.config.stall_restart_minutes * 60.0
         for job in self.store.jobs(RUNNING):
             lost = sorted(node for node in job.placement if node not in alive)
-            if not lost:
+            since = job.last_step_at if job.last_step_at is not None else job.started_at
+            stalled = limit_s > 0 and since is not None and now - since > limit_s
+            if not lost and not stalled:
                 continue
             try:
-                self.runner.stop(job.job_id, "node_lost")
+                self.runner.stop(job.job_id, "node_lost" if lost else "stalled")
             except Exception as exc:  # noqa: BLE001 - its run is gone with the node anyway
-                log.warning("stopping %s after node loss failed: %s", job.job_id, exc)
+                log.warning("stopping %s (lost or stalled) failed: %s", job.job_id, exc)
             spent = max(job.spent_usd, self._spent_after_stop(job))
-            progress = JobProgress(state="failed", node_lost=True, spent_usd=spent,
-                                   message=f"node {', '.join(n[:12] for n in lost)} gone")
-            actions += self._on_failure(job, progress, now, spent)
+            message = (f"node {', '.join(n[:12] for n in lost)} gone" if lost
+                       else f"stalled: no step for {(now - since) / 60.0:.0f} min")
+            actions += self._on_failure(job, JobProgress(
+                state="failed", node_lost=bool(lost), spent_usd=spent, message=message),
+                now, spent)
         return actions
 
     def _spent_after_stop(self, job: JobRecord) -> float:

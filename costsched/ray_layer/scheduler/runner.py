@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 FINISHED = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
 STOP_OUTCOMES = {"preempted": "PREEMPTED", "budget": "BUDGET_EXHAUSTED",
-                 "cancelled": "CANCELLED", "resize": "RESIZED", "node_lost": "NODE_LOST"}
+                 "cancelled": "CANCELLED", "resize": "RESIZED", "node_lost": "NODE_LOST",
+                 "stalled": "STALLED"}
 
 
 CODE_PIN_S = 30 * 24 * 3600
@@ -235,7 +236,8 @@ class RayJobRunner:
         # Still starting (no report yet this attempt): nothing to checkpoint, so waiting
         # for a step would only spend money.
         starting = attempt is not None and not self._reported_since(job_id, attempt[0])
-        graceful = run_dir is not None and reason != "node_lost" and not starting
+        graceful = run_dir is not None and reason not in ("node_lost", "stalled") \
+            and not starting
         if graceful and not ray.wait([ref], timeout=0)[0]:
             request_stop(run_dir, outcome)
             ray.wait([ref], timeout=self.stop_grace_s)
