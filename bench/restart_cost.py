@@ -1,6 +1,6 @@
 """Restart cost by phase: shrink and grow a running job, beside cold starts of the same sizes.
 
-    .venv/bin/python bench/restart_cost.py [--samples 6000] [--ray-data]
+    .venv/bin/python bench/restart_cost.py [--samples 6000] [--before]
 
 On one local Ray with 2 emulated accelerator slots, through the scheduler's own
 runner (:class:`~costsched.ray_layer.scheduler.runner.RayJobRunner`): a cold start
@@ -8,9 +8,10 @@ on 2 workers, a shrink to 1 (stop at a checkpoint, resume), a grow back to 2,
 then a cold start on 1 worker of a second job. Each attempt's phases are the ones
 the run and the runner measured (:mod:`costsched.goodput.restart`) and that the
 scheduler plans with. Prints a table of seconds per phase and each restart's total
-over the cold start of the same size. ``--ray-data`` feeds the training split
-through Ray Data, as every built-in job did before small splits went through the
-object store (``COSTSCHED_IN_MEMORY_SPLIT_MB=0``): run both for the before/after.
+over the cold start of the same size. ``--before`` runs as every (re)start did
+before its data phases were cut: the training split through Ray Data
+(``COSTSCHED_IN_MEMORY_SPLIT_MB=0``) and the dataset prepared anew by each driver
+(no dataset cache). Run both for the before/after.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ def wait_for_steps(runner, job_id: str, steps: int, timeout_s: float = 300.0) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=6000, help="training examples")
-    parser.add_argument("--ray-data", action="store_true",
-                        help="feed the training split through Ray Data (the old way)")
+    parser.add_argument("--before", action="store_true",
+                        help="the split through Ray Data, no dataset cache (the old way)")
     args = parser.parse_args()
-    if args.ray_data:  # inherited by the local Ray's processes, started below
+    if args.before:  # inherited by the local Ray's processes, started below
         os.environ["COSTSCHED_IN_MEMORY_SPLIT_MB"] = "0"
+        os.environ["COSTSCHED_CACHE_DIR"] = os.devnull + "/no-cache"  # cannot be created
 
     import ray
 
@@ -99,8 +101,9 @@ def main() -> int:
             ray.shutdown()
 
     width = max(map(len, rows)) + 2
-    feed = "Ray Data" if args.ray_data else "the object store"
-    print(f"seconds per phase, training split through {feed}")
+    mode = ("before: split through Ray Data, no dataset cache" if args.before
+            else "now: split through the object store, dataset cached")
+    print(f"seconds per phase ({mode})")
     print("".ljust(width) + "".join(p.replace("_", " ").rjust(13) for p in PHASES)
           + "total".rjust(9))
     for name, phases in rows.items():
