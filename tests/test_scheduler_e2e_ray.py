@@ -220,6 +220,22 @@ def recomputed_usd(ledger: Ledger, job_id: str) -> float:
     return sum((end - start) * slots for start, end, slots in spans) * usd_per_slot_s
 
 
+def user_folder(site: dict[str, Any]) -> Path:
+    """A folder of user code outside the package, on no import path."""
+    folder = site["root"] / "usercode"
+    folder.mkdir(exist_ok=True)
+    (folder / "userloop.py").write_text(USER_CODE.read_text())
+    return folder
+
+
+def placement_groups() -> list[tuple[str, str, list]]:
+    """Every placement group of the cluster: (id, state, bundles), for a failure's detail."""
+    from ray.util import placement_group_table
+
+    return [(pg_id[:8], info["state"], list(info["bundles"].values()))
+            for pg_id, info in placement_group_table().items()]
+
+
 def json_logs(site: dict[str, Any], job_id: str) -> list[dict[str, Any]]:
     handle = ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
     return ray.get(handle.logs.remote(job_id))["events"]
@@ -283,9 +299,7 @@ def submit_with_working_dir(site: dict[str, Any], folder: Path, job_yaml: str) -
 
 
 def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(site):
-    folder = site["root"] / "usercode"  # outside the package, on no import path
-    folder.mkdir()
-    (folder / "userloop.py").write_text(USER_CODE.read_text())
+    folder = user_folder(site)
     user_job(folder, "userjob", "userloop:train_loop", workers=2)
     job_id = submit_with_working_dir(site, folder, "userjob.yaml")
     assert job_id.startswith("userjob-"), job_id
@@ -311,13 +325,13 @@ def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(
 
 
 def test_a_user_entrypoint_that_raises_fails_frees_its_slots_and_blocks_nothing(site):
-    folder = site["root"] / "usercode"
+    folder = user_folder(site)
     user_job(folder, "broken", "userloop:broken", workers=2, max_failures=0, priority=5)
     broken = submit_with_working_dir(site, folder, "broken.yaml")
     follower = cli(site, "submit", job_file(site, "follower", workers=3, epochs=1)).stdout.strip()
     _wait("both jobs to end", lambda: all(rows()[j]["state"] in TERMINAL
                                           for j in (broken, follower)),
-          400, poll_s=2.0, detail=lambda: rows())
+          400, poll_s=2.0, detail=lambda: (rows(), placement_groups()))
     final = rows()
     assert final[broken]["state"] == "FAILED" and final[broken]["workers"] == 0
     assert final[follower]["state"] == "COMPLETED"  # it needed every slot, the broken's too

@@ -82,6 +82,7 @@ def run_submit(args: argparse.Namespace) -> int:
     if code_dir is not None:
         overrides["working_dir"] = client.code_package(str(code_dir))
     request_id = args.request_id or uuid.uuid4().hex
+    client.service()  # no scheduler at all: said plainly, nothing can have been queued
     try:
         result = client.call("submit", text, overrides, str(args.config), request_id)
     except SchedulerUnavailable as exc:

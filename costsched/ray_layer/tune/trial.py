@@ -125,11 +125,15 @@ class BudgetGate(Searcher):
         self.live: set[str] = set()
         self.refused = 0
 
-    def spend(self) -> tuple[float, float]:
-        """(dollars spent by all trials so far, dollars running trials may still spend).
+    def spend(self) -> tuple[float, float, float]:
+        """(dollars spent by all trials so far, dollars running trials may still spend,
+        what one trial may spend: its cap plus the largest overrun of a cap so far).
 
         Running trials are those launched here and not complete, and those the
         ledger shows running (trials a resumed sweep restarted without asking us).
+        A trial's budget stop lands a little past its cap when stopping takes longer
+        than its reserve (a loaded machine): the gate then counts every trial at
+        what the worst one really cost, so the sweep's budget still holds.
         """
         per_run: dict[str, float] = {}
         for row in self.ledger.intervals():
@@ -139,12 +143,13 @@ class BudgetGate(Searcher):
             r["run_id"] for r in self.ledger.runs()
             if r["run_id"].startswith(self.prefix) and r["outcome"] == "RUNNING"
         }
-        reserved = sum(max(0.0, self.cap - per_run.get(run_id, 0.0)) for run_id in running)
-        return sum(per_run.values()), reserved
+        per_trial = max([self.cap, *per_run.values()])
+        reserved = sum(max(0.0, per_trial - per_run.get(run_id, 0.0)) for run_id in running)
+        return sum(per_run.values()), reserved, per_trial
 
     def suggest(self, trial_id: str):
-        spent, reserved = self.spend()
-        if not can_launch(spent_usd=spent, reserved_usd=reserved, trial_cap_usd=self.cap,
+        spent, reserved, per_trial = self.spend()
+        if not can_launch(spent_usd=spent, reserved_usd=reserved, trial_cap_usd=per_trial,
                           budget_usd=self.budget):
             self.refused += 1
             return None if self.live else Searcher.FINISHED
