@@ -8,6 +8,7 @@ and is priced as the catalog's ``local-cpu``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import ray
@@ -16,6 +17,8 @@ from ray.autoscaler.sdk import request_resources
 from costsched.cost.prices import PriceCatalog
 from costsched.errors import SchedulerUnavailable
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
+
+log = logging.getLogger(__name__)
 
 HEAD_RESOURCE = "node:__internal_head__"
 LOCAL_TYPE = "local-cpu"
@@ -104,3 +107,36 @@ class RayClusterClient:
     def clear_resource_request(self) -> None:
         """Withdraw the standing request so idle nodes may scale down."""
         request_resources(bundles=[])
+
+
+def remove_orphaned_placement_groups() -> int:
+    """Remove placement groups whose creating actor is dead but that are still held.
+
+    A Ray Train controller killed while its worker group starts (a job stopped
+    before its first report) leaves its placement group reserved: Ray Train's own
+    cleaner only learns the group once the workers are up, and a group made by an
+    actor lives as long as its job. The GCS records each group's creator; one whose
+    creator died holds slots for nobody. Returns how many were removed (0 when the
+    table cannot be read)."""
+    try:
+        from ray._private.state import state
+        from ray.core.generated import gcs_pb2
+        from ray.util.placement_group import PlacementGroup
+
+        rows = [gcs_pb2.PlacementGroupTableData.FromString(raw) for raw in
+                state._connect_and_get_accessor().get_placement_group_table()]
+    except Exception as exc:  # noqa: BLE001 - a private Ray API: cleanup is best effort
+        log.warning("cannot read the placement group table: %s", exc)
+        return 0
+    removed = 0
+    for row in rows:
+        held = row.state != gcs_pb2.PlacementGroupTableData.REMOVED
+        by_actor = bool(row.creator_actor_id) and not ray.ActorID(row.creator_actor_id).is_nil()
+        if held and by_actor and row.creator_actor_dead and not row.is_detached:
+            try:
+                ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(
+                    row.placement_group_id)))
+                removed += 1
+            except Exception as exc:  # noqa: BLE001 - removed meanwhile
+                log.warning("cannot remove orphaned placement group: %s", exc)
+    return removed

@@ -38,7 +38,7 @@ from costsched.cost.accounting import ATTEMPT_KEY, RunAccount
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog
 from costsched.goodput.restart import StartMarks, phases_from_report
-from costsched.ray_layer.scheduler.cluster import head_node_id
+from costsched.ray_layer.scheduler.cluster import head_node_id, remove_orphaned_placement_groups
 from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE
 from costsched.scheduler.interfaces import JobProgress, RunHandle
 from costsched.scheduler.job_models import Measurement, measurement_from_report
@@ -194,6 +194,7 @@ class RayJobRunner:
         if ref is not None and not ray.wait([ref], timeout=0)[0]:
             return handle
         self._remove(job_id)
+        remove_orphaned_placement_groups()  # slots a run killed while starting still holds
         run_dir = self._run_dir(job_id)
         if run_dir is not None:
             clear_stop_request(run_dir)  # an old request must not end the new attempt
@@ -245,6 +246,10 @@ class RayJobRunner:
             log.warning("run %s did not stop within %.0f s; killing it (work since its "
                         "newest checkpoint is lost)", job_id, self.stop_grace_s)
         self._remove(job_id)
+        if starting:  # its Train controller dies with the driver: free what it reserved
+            deadline = time.monotonic() + 5.0
+            while not remove_orphaned_placement_groups() and time.monotonic() < deadline:
+                time.sleep(0.5)
         self._stop_s[job_id] = time.time() - stop_started
         account = RunAccount(self._ledger(), job_id)
         config = self._configs.get(job_id)
