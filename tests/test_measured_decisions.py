@@ -5,40 +5,27 @@ global batch 4096, whose second GPU adds more all-reduce than it saves compute (
 step gets slower), and imagenet at 200, whose compute splits almost linearly. The
 fixtures in ``tests/fixtures/measured_decisions/`` hold their steps on 1 and 2 GPUs of
 one node, what a live job has measured after running at 1 and 2 workers (written by
-``bench/better_decisions.py --write-fixtures``). They are recorded through
-:class:`JobModels` in a real SQLite file, and the cost-aware policy decides on a
-snapshot built as the live controller builds it (``job_view``, catalog prices, 1..3
-one-GPU workers each, one node of 3 slots). ``bench/better_decisions.py`` prints what
-each decision is worth.
+``bench/better_decisions.py --write-fixtures``). They are recorded in the scheduler's
+own store (a real SQLite file) and one round of the live controller, over fakes for
+the cluster and the runner, decides (1..3 one-GPU workers each, one node of 3 slots).
+``bench/better_decisions.py`` prints what each decision is worth.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from costsched.config.job import parse_job
-from costsched.config.scheduler import SchedulerConfig
-from costsched.cost.prices import load_catalog, rate_of_job
 from costsched.goodput.profile import read_placements
 from costsched.goodput.throughput import ThroughputPoint
-from costsched.policy.drive import Executes, drive
-from costsched.policy.registry import make_policy
-from costsched.policy.snapshot import num_gpus
-from costsched.scheduler.interfaces import NodeRecord
-from costsched.scheduler.job_models import JobModels, Measurement
-from costsched.scheduler.policy_view import build_snapshot, job_view, node_views
-from costsched.scheduler.state import JobStore
-from tests.conftest import REPO
+from costsched.scheduler.job_models import Measurement
+from tests.test_scheduler_fakes import harness, job_text, node
 
 FIXTURES = Path(__file__).parent / "fixtures" / "measured_decisions"
 GLOBAL_BATCH = {"ncf": 4096, "imagenet": 200}
-CATALOG = load_catalog(REPO / "configs" / "prices.yaml")
-INSTANCE_TYPE = "g4dn.12xlarge"  # 4 x T4, what the measurements ran on
 SLOTS = 3
 
 
@@ -46,49 +33,30 @@ def recorded(app: str) -> list[ThroughputPoint]:
     return read_placements(pd.read_csv(FIXTURES / f"{app}.csv", comment="#"))
 
 
-def job_text(name: str, app: str) -> str:
-    data = copy.deepcopy(yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text()))
-    data["name"] = name
+def app_job(name: str, app: str) -> str:
+    """A 1..3-worker job at ``app``'s global batch (the model is not what is measured)."""
+    data = yaml.safe_load(job_text(name, min_workers=1, max_workers=SLOTS))
     data["training"]["global_batch_size"] = GLOBAL_BATCH[app]
-    data["scaling"] = {"min_workers": 1, "max_workers": 3, "use_gpu": True,
-                       "accelerator_resource": "GPU", "accelerators_per_worker": 1}
-    data["cost"] = {"instance_type": INSTANCE_TYPE, "budget_usd": 1000.0}
     return yaml.safe_dump(data)
 
 
 def gpus_per_job(tmp_path: Path, apps: dict[str, str], *, measured: bool) -> dict[str, int]:
-    """One cost-aware round over jobs named as ``apps``' keys (submitted in that order),
-    each carrying the measurements of its app; GPUs per job name."""
-    path, scheduler = tmp_path / "scheduler.db", SchedulerConfig()
-    store, records, configs = JobStore(path), {}, {}
-    for arrival, (name, app) in enumerate(apps.items()):
-        text = job_text(name, app)
-        configs[name] = parse_job(yaml.safe_load(text), f"job {name}", CATALOG)
-        records[name] = store.add_job(name=name, config_yaml=text,
-                                      config_hash=configs[name].config_hash(), priority=0,
-                                      budget_usd=1000.0, min_workers=1, max_workers=3,
-                                      now=float(arrival))
-        for p in recorded(app):
-            JobModels(path).record(records[name].job_id, Measurement(
-                num_workers=p.num_replicas, num_nodes=p.num_nodes, local_bsz=p.local_bsz,
-                accum_steps=1, step_time_s=p.step_time_s, sync_time_s=p.sync_time_s,
-                samples_per_s=GLOBAL_BATCH[app] / p.step_time_s), now=float(arrival))
-    models = JobModels(path)  # a fresh reader: the fits come back from the file
-    assert all([p.num_replicas for p in models.points(r.job_id)] == [1, 2]
-               for r in records.values())
-    views = [job_view(records[n], configs[n], scheduler.sync_penalty_per_gpu,
-                      rate_of_job(configs[n], CATALOG), elastic=True,
-                      model=models.model(records[n].job_id) if measured else None)
-             for n in apps]
-    usd_per_hour = rate_of_job(configs[next(iter(apps))], CATALOG).usd_per_hour(SLOTS)
-    node = NodeRecord(node_id="node-0", node_type=INSTANCE_TYPE, gpu_model="T4",
-                      total_slots=SLOTS, free_slots=SLOTS, usd_per_hour=usd_per_hour)
-    snapshot = build_snapshot(now=10.0, round_index=0, views=views, nodes=node_views([node]),
-                              placements={}, round_s=scheduler.round_s,
-                              restart_s=scheduler.restart_s)
-    driven = drive(make_policy("cost-aware"), snapshot, elastic=True,
-                   executes=Executes(batch_sizes=False, node_changes=False))
-    return {n: num_gpus(driven.decision.placements.get(records[n].job_id)) for n in apps}
+    """One round of the live controller (cost-aware, one node of 3 slots) over jobs named
+    as ``apps``' keys, submitted in that order, each carrying its app's measurements in
+    the scheduler's own store; GPUs per job name."""
+    h = harness(tmp_path, node("n0", slots=SLOTS))
+    ids = {name: h.controller.submit(app_job(name, app)) for name, app in apps.items()}
+    if measured:
+        for name, app in apps.items():
+            for p in recorded(app):
+                h.controller.job_models.record(ids[name], Measurement(
+                    num_workers=p.num_replicas, num_nodes=p.num_nodes, local_bsz=p.local_bsz,
+                    accum_steps=1, step_time_s=p.step_time_s, sync_time_s=p.sync_time_s,
+                    samples_per_s=GLOBAL_BATCH[app] / p.step_time_s), now=h.clock.now())
+        assert all([p.num_replicas for p in h.controller.job_models.points(i)] == [1, 2]
+                   for i in ids.values())
+    h.tick()
+    return {name: h.job(job_id).workers for name, job_id in ids.items()}
 
 
 def best_split_by_the_measurements() -> dict[str, int]:
