@@ -157,7 +157,10 @@ class RayJobRunner:
         self._attempts: dict[str, tuple[float, int]] = {}
         """Job id -> (when this runner started its current attempt, its workers)."""
         self._stop_s: dict[str, float] = {}
-        """Seconds the job's last stop took (the next restart's first phase)."""
+        """Seconds the job's last stop took, until the next start takes it as its first
+        phase (a start after a failure or a node loss had no stop: 0)."""
+        self._attempt_stop_s: dict[str, float] = {}
+        """The stop phase of the job's current attempt."""
 
     def _run_dir(self, job_id: str) -> str | None:
         return None if "://" in self.storage_path else os.path.join(self.storage_path, job_id)
@@ -193,6 +196,7 @@ class RayJobRunner:
         ref = self._ref(job_id)
         if ref is not None and not ray.wait([ref], timeout=0)[0]:
             return handle
+        self._attempt_stop_s[job_id] = self._stop_s.pop(job_id, 0.0)
         self._remove(job_id)
         remove_orphaned_placement_groups()  # slots a run killed while starting still holds
         run_dir = self._run_dir(job_id)
@@ -316,7 +320,7 @@ class RayJobRunner:
                                last_step_at=float(progress["reported_at"]),
                                eta_s=eta_s(progress), measurement=measurement_of(progress),
                                restart_phases=None if phases is None else phases | {
-                                   "stop": self._stop_s.get(job_id, 0.0)},
+                                   "stop": self._attempt_stop_s.get(job_id, 0.0)},
                                attempt_at=progress.get(ATTEMPT_KEY))
         beats = [i["ended_at"] for i in self._ledger().intervals(job_id)
                  if i["outcome"] == "RUNNING"]
