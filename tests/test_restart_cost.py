@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from costsched.config.job import DatasetConfig
 from costsched.goodput.restart import (
     PHASE_KEYS,
     StartMarks,
@@ -17,6 +18,7 @@ from costsched.goodput.restart import (
 )
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.scheduler.interfaces import JobProgress
+from costsched.training.data import Splits, prepare
 from tests.support.policy_fakes import FakeThroughput, job, nodes, snapshot
 from tests.test_scheduler_fakes import harness, job_text, node
 from tests.test_training_core import FakeClock, FakeSession, make_job, make_spec, run_builtin
@@ -51,22 +53,28 @@ def test_the_penalty_is_the_median_restart_and_ignores_cold_starts():
                                 "data 6.0, restore 0.5, first step 5.0")
 
 
-def test_a_resumed_run_reports_its_phases_once_it_has_stepped(tmp_path):
+@pytest.fixture(scope="module")
+def digits() -> Splits:
+    return prepare(DatasetConfig(name="digits"))
+
+
+def test_a_resumed_run_reports_its_phases_once_it_has_stepped(digits, tmp_path):
     job = make_job(num_epochs=1)
     clock = FakeClock(start=1000.0)
     (tmp_path / "a").mkdir()
-    first = FakeSession(*_digits(), clock, tmp_path / "a")
+    first = FakeSession(digits.x_train, digits.y_train, clock, tmp_path / "a")
     first.stop_after_batches = 4
-    run_builtin(make_spec(job, _splits()), first, clock)
+    run_builtin(make_spec(job, digits), first, clock)
     assert all(phases_from_report(r) is not None for r in first.reports)
 
     clock.advance(100.0)  # the scheduler asks for the restart at t; the driver starts at t+2
     requested = clock()
-    spec = dataclasses.replace(make_spec(job, _splits(), run_started_at=requested + 2.0),
+    spec = dataclasses.replace(make_spec(job, digits, run_started_at=requested + 2.0),
                                start_marks=StartMarks(requested_at=requested))
     clock.advance(7.0)  # the worker enters the function at t+7
     (tmp_path / "b").mkdir()
-    second = FakeSession(*_digits(), clock, tmp_path / "b", resume_from=first.saved[-1][1])
+    second = FakeSession(digits.x_train, digits.y_train, clock, tmp_path / "b",
+                         resume_from=first.saved[-1][1])
     run_builtin(spec, second, clock)
     phases = phases_from_report(second.reports[0])
     # each batch costs one fake second as it is drawn: the first forward waits for the
@@ -75,18 +83,6 @@ def test_a_resumed_run_reports_its_phases_once_it_has_stepped(tmp_path):
     assert phases == {"scheduling": 2.0, "worker_start": 5.0, "data": skipped + 1.0,
                       "restore": 0.0, "first_step": 0.0}
     assert set(PHASE_KEYS.values()) - {"restart_stop_s"} <= set(second.reports[-1])
-
-
-def _splits():
-    from costsched.config.job import DatasetConfig
-    from costsched.training.data import prepare
-
-    return prepare(DatasetConfig(name="digits"))
-
-
-def _digits():
-    splits = _splits()
-    return splits.x_train, splits.y_train
 
 
 def test_the_scheduler_keeps_each_attempts_phases_once_and_plans_with_them(tmp_path):
