@@ -71,11 +71,12 @@ class CostAwarePolicy:
             gpus_per_node = scaling.template.num_gpus
             num_nodes = self._nodes_wanted(snapshot, gpus_per_node)
             nodes, added, removed = _resize(snapshot, nodes, num_nodes)
-        capacity = sum(n.num_gpus for n in nodes)
+        usable = snapshot.free_gpus()
+        capacity = sum(usable.get(n.node_id, n.num_gpus) for n in nodes)
         grower = _Growth(self, snapshot, gpus_per_node)
         alloc = grower.run(capacity)
         targets = [(job.name, alloc.get(job.name, 0)) for job in grower.order]
-        placements = place_jobs(targets, nodes, snapshot.placements)
+        placements = place_jobs(targets, nodes, snapshot.placements, usable=usable)
         batch_sizes = {
             name: grower.choice(grower.jobs[name], num_gpus(p)).batch_size
             for name, p in placements.items()

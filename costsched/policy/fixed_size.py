@@ -14,13 +14,14 @@ def fixed_size_decision(snapshot: ClusterSnapshot, ordered: Sequence[JobView]) -
     A job that does not fit is skipped and later, smaller jobs may take the
     GPUs (backfill); a job over its budget gets nothing.
     """
-    capacity = sum(node.num_gpus for node in snapshot.nodes)
+    usable = snapshot.free_gpus()
+    capacity = sum(usable.values())
     targets: list[tuple[str, int]] = []
     for job in ordered:
         size = min(job.requested_gpus, job.max_gpus)
         if job.spent_usd < job.budget_usd and size <= capacity:
             targets.append((job.name, size))
             capacity -= size
-    placements = place_jobs(targets, snapshot.nodes, snapshot.placements)
+    placements = place_jobs(targets, snapshot.nodes, snapshot.placements, usable=usable)
     batch_sizes = {job.name: job.requested_batch_size for job in ordered if job.name in placements}
     return Decision(placements=placements, batch_sizes=batch_sizes)

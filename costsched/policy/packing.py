@@ -22,12 +22,13 @@ def packed_shape(num_gpus: int, gpus_per_node: int) -> tuple[int, ...]:
 class _FreeGpus:
     """Free GPUs per node, bucketed by count so best fit is O(GPUs per node)."""
 
-    def __init__(self, nodes: Iterable[NodeView]) -> None:
+    def __init__(self, nodes: Iterable[NodeView], usable: Mapping[str, int] | None = None):
         self.free: dict[str, int] = {}
         self.max_gpus = 0
         for node in nodes:
-            self.free[node.node_id] = node.num_gpus
-            self.max_gpus = max(self.max_gpus, node.num_gpus)
+            count = node.num_gpus if usable is None else usable.get(node.node_id, node.num_gpus)
+            self.free[node.node_id] = count
+            self.max_gpus = max(self.max_gpus, count)
         # dicts as ordered sets: deterministic order, O(1) removal.
         self.buckets: list[dict[str, None]] = [{} for _ in range(self.max_gpus + 1)]
         for node_id, count in self.free.items():
@@ -70,12 +71,16 @@ def place_jobs(
     targets: Sequence[tuple[str, int]],
     nodes: Sequence[NodeView],
     current: Mapping[str, Placement],
+    *,
+    usable: Mapping[str, int] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Placements for ``targets`` (job, GPUs) on ``nodes``; jobs that do not fit get none.
 
-    ``targets`` come in priority order: when GPUs run out, later jobs lose.
+    ``targets`` come in priority order: when GPUs run out, later jobs lose. ``usable``:
+    GPUs per node the jobs may use (:meth:`ClusterSnapshot.free_gpus`); a node it does
+    not name is wholly free.
     """
-    free = _FreeGpus(nodes)
+    free = _FreeGpus(nodes, usable)
     out: dict[str, dict[str, int]] = {}
     moving: list[tuple[int, int, str]] = []
     for order, (job, count) in enumerate(targets):

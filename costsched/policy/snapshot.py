@@ -118,6 +118,12 @@ class NodeView:
     """What the node costs while it exists."""
     spot: bool = False
     """Spot (preemptible) capacity rather than on-demand."""
+    reserved_gpus: int | None = None
+    """GPUs reserved on the node when the snapshot was taken, by anything: the jobs in
+    the snapshot's ``placements`` and work the policy does not control (another Ray
+    job, a placement group left behind). None: unknown, taken to be the placed jobs'
+    alone. What is reserved beyond ``placements`` is never planned on (see
+    :meth:`ClusterSnapshot.free_gpus`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +162,21 @@ class ClusterSnapshot:
     """Seconds until the next decision."""
     restart_s: float = 30.0
     """Seconds of no progress a job pays when its placement changes."""
+
+    def free_gpus(self) -> dict[str, int]:
+        """GPUs per node the policy may hand out: the node's GPUs less those held by work
+        it does not control, ``max(reserved_gpus - GPUs placed there, 0)``."""
+        placed: dict[str, int] = {}
+        for placement in self.placements.values():
+            for node_id, count in placement.items():
+                placed[node_id] = placed.get(node_id, 0) + count
+        free = {}
+        for node in self.nodes:
+            outside = 0
+            if node.reserved_gpus is not None:
+                outside = max(node.reserved_gpus - placed.get(node.node_id, 0), 0)
+            free[node.node_id] = max(node.num_gpus - outside, 0)
+        return free
 
     def new_node_ids(self, count: int) -> tuple[str, ...]:
         """Fresh node ids for nodes this decision adds (unique across rounds)."""

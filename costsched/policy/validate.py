@@ -13,12 +13,14 @@ def check_decision(snapshot: ClusterSnapshot, decision: Decision, *, elastic: bo
     """Raise :class:`InvalidDecision` unless ``decision`` is executable on ``snapshot``.
 
     No node is over-allocated or unknown (nodes added by the decision count,
-    removed ones do not); every placed job is active and gets between its
-    min and max GPUs (exactly its requested size unless ``elastic``).
+    removed ones do not, and GPUs held by work outside the policy are not there to
+    give); every placed job is active and gets between its min and max GPUs (exactly
+    its requested size unless ``elastic``).
     """
     removed = set(decision.nodes_to_remove)
-    capacity = {n.node_id: n.num_gpus for n in (*snapshot.nodes, *decision.nodes_to_add)
-                if n.node_id not in removed}
+    usable = snapshot.free_gpus()
+    capacity = {n.node_id: usable.get(n.node_id, n.num_gpus)
+                for n in (*snapshot.nodes, *decision.nodes_to_add) if n.node_id not in removed}
     jobs = {job.name: job for job in snapshot.jobs}
     used = dict.fromkeys(capacity, 0)
     for name, placement in decision.placements.items():
