@@ -4,14 +4,23 @@ and equal-priority jobs that must not take turns every round."""
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
 
+import pytest
+import yaml
+
+from costsched.config.job import parse_job
+from costsched.cost.prices import load_catalog, rate_of_job
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.drive import drive
 from costsched.policy.fifo import FifoPolicy
 from costsched.policy.las import LasPolicy
+from costsched.policy.snapshot import Decision
+from costsched.policy.validate import InvalidDecision
 from costsched.scheduler.interfaces import NodeRecord
-from costsched.scheduler.policy_view import build_snapshot, node_views
+from costsched.scheduler.policy_view import build_snapshot, job_view, node_views
+from costsched.scheduler.state import JobStore
+from tests.conftest import quickstart_dict
 from tests.support.policy_fakes import gpus, job
 
 POLICIES = {"fifo": (FifoPolicy, False), "las": (LasPolicy, False),
@@ -39,6 +48,33 @@ def rigid(name: str, size: int, **kw):
     return job(name, min_gpus=size, max_gpus=size, requested_gpus=size, **kw)
 
 
+def on_demand(view):
+    return dataclasses.replace(view, on_demand=True)
+
+
+def live_job(tmp_path, name: str, policy: str, *, spot: bool = False, min_workers: int = 1,
+             max_workers: int = 1, per_worker: int = 1, arrival_s: float = 0.0):
+    """The view of a submitted job, as the live controller builds it for ``policy``."""
+    data = quickstart_dict()
+    data["name"] = name
+    data["cost"] = {"instance_type": "g4dn.12xlarge", "spot": spot, "budget_usd": 50.0}
+    data["scaling"].update(min_workers=min_workers, max_workers=max_workers,
+                           accelerators_per_worker=per_worker)
+    config = parse_job(data, name)
+    record = JobStore(tmp_path / "state.db").add_job(
+        name=name, config_yaml=yaml.safe_dump(data), config_hash=config.config_hash(),
+        priority=0, budget_usd=50.0, min_workers=min_workers, max_workers=max_workers,
+        now=arrival_s)
+    return job_view(record, config, 0.05, rate_of_job(config, load_catalog()),
+                    elastic=POLICIES[policy][1])
+
+
+def on_spot(decision, snap, name: str) -> list[str]:
+    """The spot nodes ``name`` is placed on."""
+    spot = {n.node_id for n in snap.nodes if n.spot}
+    return sorted(n for n, c in decision.placements.get(name, {}).items() if c and n in spot)
+
+
 # -- free slots ------------------------------------------------------------------------
 @pytest.mark.parametrize("policy", POLICIES)
 def test_slots_held_by_other_work_are_not_handed_out(policy):
@@ -60,3 +96,64 @@ def test_a_running_jobs_own_slots_are_not_taken_for_outside_work(policy):
     decision = decide(policy, snap)
     assert decision.placements.get("running") == {"n0": 2}
     assert gpus(decision, "waiting") == 0
+
+
+# -- on-demand jobs and spot nodes -----------------------------------------------------
+@pytest.mark.parametrize("policy", POLICIES)
+def test_an_on_demand_job_goes_on_the_on_demand_node_and_a_spot_job_on_the_spot_one(policy):
+    snap = live_snapshot([on_demand(rigid("od", 2, arrival_time_s=0)),
+                          rigid("flex", 2, arrival_time_s=1)],
+                         [record("s0", total=2, free=2, spot=True),
+                          record("d0", total=2, free=2)])
+    decision = decide(policy, snap)
+    assert decision.placements["od"] == {"d0": 2}
+    assert decision.placements["flex"] == {"s0": 2}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_an_on_demand_job_waits_rather_than_run_on_spot_and_others_backfill(policy):
+    snap = live_snapshot([on_demand(rigid("od", 4, arrival_time_s=0)),
+                          rigid("flex", 4, arrival_time_s=1)],
+                         [record("s0", total=4, free=4, spot=True)])
+    decision = decide(policy, snap)
+    assert gpus(decision, "od") == 0
+    assert gpus(decision, "flex") == 4
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_running_spot_tolerant_job_moves_to_spot_to_let_an_on_demand_job_in(policy):
+    # "flex" runs on the only on-demand node; a more urgent on-demand job arrives and
+    # the spot node is free: flex moves to it rather than keep the on-demand node.
+    snap = live_snapshot([rigid("flex", 4, arrival_time_s=0),
+                          on_demand(rigid("od", 4, arrival_time_s=1, priority=1))],
+                         [record("d0", total=4, free=0), record("s0", total=4, free=4,
+                                                                 spot=True)],
+                         {"flex": {"d0": 4}})
+    decision = decide(policy, snap)
+    assert decision.placements["od"] == {"d0": 4}
+    assert decision.placements["flex"] == {"s0": 4}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_live_job_priced_on_demand_never_lands_on_a_spot_node(policy, tmp_path):
+    views = [live_job(tmp_path, "od", policy, spot=False, max_workers=4),
+             live_job(tmp_path, "sp", policy, spot=True, max_workers=4, arrival_s=1.0)]
+    snap = live_snapshot(views, [record("s0", total=4, free=4, spot=True),
+                                 record("d0", total=2, free=2)])
+    decision = decide(policy, snap)
+    od, sp = (v.name for v in views)
+    assert on_spot(decision, snap, od) == []
+    assert gpus(decision, sp) == 4 and on_spot(decision, snap, sp) == ["s0"]
+
+
+def test_a_decision_that_puts_an_on_demand_job_on_spot_is_refused():
+    class Scripted:
+        name = "scripted"
+
+        def decide(self, snapshot):
+            return Decision(placements={"od": {"s0": 2}}, batch_sizes={})
+
+    snap = live_snapshot([on_demand(rigid("od", 2))], [record("s0", total=2, free=2,
+                                                                spot=True)])
+    with pytest.raises(InvalidDecision, match="on-demand job od placed on spot node s0"):
+        drive(Scripted(), snap, elastic=True)

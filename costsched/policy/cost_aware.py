@@ -15,7 +15,8 @@ Each round:
    keeps the GPUs whose marginal speedup per GPU is at least
    ``min_marginal_speedup`` (plus all admitted minimums), rounded up to nodes.
 4. Placement. Counts become GPUs per node, unchanged jobs staying put and the
-   rest packed onto as few nodes as possible.
+   rest packed onto as few nodes as possible; an on-demand job counts and lands
+   on on-demand nodes only (:mod:`~costsched.policy.packing`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from costsched.cost.prices import usd_over
 from costsched.errors import ConfigError
 from costsched.policy.goodput import GoodputChoice, best_goodput
-from costsched.policy.packing import place_jobs
+from costsched.policy.packing import Capacity, place_jobs
 from costsched.policy.snapshot import (
     ClusterSnapshot,
     Decision,
@@ -72,11 +73,11 @@ class CostAwarePolicy:
             num_nodes = self._nodes_wanted(snapshot, gpus_per_node)
             nodes, added, removed = _resize(snapshot, nodes, num_nodes)
         usable = snapshot.free_gpus()
-        capacity = sum(usable.get(n.node_id, n.num_gpus) for n in nodes)
         grower = _Growth(self, snapshot, gpus_per_node)
-        alloc = grower.run(capacity)
+        alloc = grower.run(Capacity(nodes, usable))
         targets = [(job.name, alloc.get(job.name, 0)) for job in grower.order]
-        placements = place_jobs(targets, nodes, snapshot.placements, usable=usable)
+        placements = place_jobs(targets, nodes, snapshot.placements, usable=usable,
+                                on_demand={job.name for job in grower.order if job.on_demand})
         batch_sizes = {
             name: grower.choice(grower.jobs[name], num_gpus(p)).batch_size
             for name, p in placements.items()
@@ -87,7 +88,7 @@ class CostAwarePolicy:
     def _nodes_wanted(self, snapshot: ClusterSnapshot, gpus_per_node: int) -> int:
         scaling = snapshot.autoscaling
         grower = _Growth(self, snapshot, gpus_per_node)
-        grower.run(scaling.max_nodes * gpus_per_node)
+        grower.run(Capacity((scaling.template,) * scaling.max_nodes))
         wanted = grower.admitted_gpus + sum(
             delta for ratio, delta in grower.moves if ratio >= self.min_marginal_speedup
         )
@@ -176,25 +177,26 @@ class _Growth:
                     best = (ratio, target)
         return best
 
-    def run(self, capacity: int) -> dict[str, int]:
+    def run(self, capacity: Capacity) -> dict[str, int]:
+        """GPUs per job out of ``capacity`` (used up as it goes)."""
         alloc: dict[str, int] = {}
         tops: dict[str, int] = {}
-        free = capacity
+        before = capacity.total
         for job in self.order:
             top = self.max_gpus(job)
-            if job.min_gpus <= min(top, free):
+            if job.min_gpus <= min(top, capacity.room(job)):
                 alloc[job.name], tops[job.name] = job.min_gpus, top
-                free -= job.min_gpus
-        self.admitted_gpus = capacity - free
+                capacity.take(job, job.min_gpus)
+        self.admitted_gpus = before - capacity.total
         heap = []
         for rank, job in enumerate(self.order):
             if job.name in alloc:
-                top = min(tops[job.name], alloc[job.name] + free)
+                top = min(tops[job.name], alloc[job.name] + capacity.room(job))
                 self._push(heap, rank, job, alloc[job.name], top)
-        while heap and free > 0:
+        while heap and capacity.total > 0:
             neg_ratio, rank, target = heapq.heappop(heap)
             job = self.order[rank]
-            top = min(tops[job.name], alloc[job.name] + free)
+            top = min(tops[job.name], alloc[job.name] + capacity.room(job))
             if target > top:  # the move no longer fits: find the best one that does
                 self._push(heap, rank, job, alloc[job.name], top)
                 continue
@@ -202,9 +204,10 @@ class _Growth:
                 break
             gained = self.speedup(job, target) - self.speedup(job, alloc[job.name])
             self.moves.append((gained / (target - alloc[job.name]), target - alloc[job.name]))
-            free -= target - alloc[job.name]
+            capacity.take(job, target - alloc[job.name])
             alloc[job.name] = target
-            self._push(heap, rank, job, target, min(tops[job.name], target + free))
+            self._push(heap, rank, job, target,
+                       min(tops[job.name], target + capacity.room(job)))
         return alloc
 
     def _push(self, heap: list, rank: int, job: JobView, count: int, top: int) -> None:

@@ -96,6 +96,9 @@ class JobView:
     restart_s: float | None = None
     """What a restart of this job costs, seconds, as measured (None: the snapshot's
     ``restart_s``)."""
+    on_demand: bool = False
+    """The job runs on on-demand capacity only: no policy places it on a spot node
+    (a live job priced on-demand, ``cost.spot: false``). False: any node will do."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_gpus <= self.max_gpus:

@@ -66,7 +66,8 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
              restart_s: float | None = None) -> JobView:
     """The policy's view of a live job; GPUs = workers x accelerators per worker. The
     GPU range follows :func:`~costsched.policy.drive.gpu_range`, as in the simulator:
-    min..max workers under an elastic policy, else the max the user asked for."""
+    min..max workers under an elastic policy, else the max the user asked for. A job
+    priced on-demand (``cost.spot: false``) is kept off spot nodes."""
     per_worker = gpus_per_worker(config)
     batch = config.training.global_batch_size
     max_gpus = record.max_workers * per_worker
@@ -88,6 +89,7 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
         throughput=throughput, efficiency=efficiency,
         priority=record.priority, budget_usd=record.budget_usd, spent_usd=record.spent_usd,
         usd_per_gpu_hour=rate.usd_per_accelerator_hour, restart_s=restart_s,
+        on_demand=not config.cost.spot,
     )
 
 
