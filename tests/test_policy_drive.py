@@ -80,23 +80,28 @@ def test_an_over_allocating_decision_is_refused_by_every_driver(executes):
         drive(Scripted(decision), two_jobs_on_one_node(), elastic=True, executes=executes)
 
 
-def test_a_fixed_size_policy_must_give_exactly_the_requested_size():
+def test_a_fixed_size_policy_must_stay_between_the_min_and_the_requested_size():
     snap = snapshot([job("a", min_gpus=1, max_gpus=4, requested_gpus=2)], nodes(1, gpus=4))
-    with pytest.raises(InvalidDecision, match=r"outside \[2, 2\]"):
+    with pytest.raises(InvalidDecision, match=r"outside \[1, 2\]"):
         drive(Scripted(Decision(placements={"a": {"n0": 3}}, batch_sizes={})), snap,
+              elastic=False)
+    rigid = snapshot([job("a", min_gpus=2, max_gpus=2, requested_gpus=2)], nodes(1, gpus=4))
+    with pytest.raises(InvalidDecision, match=r"outside \[2, 2\]"):
+        drive(Scripted(Decision(placements={"a": {"n0": 1}}, batch_sizes={})), rigid,
               elastic=False)
 
 
-def test_live_job_views_follow_the_simulators_size_rule(tmp_path):
+def test_simulated_views_are_rigid_under_fixed_sizes_and_live_views_keep_their_range(
+        tmp_path):
+    assert gpu_range(elastic=False, elastic_range=(1, 8), requested_gpus=3) == (3, 3)
+    assert gpu_range(elastic=True, elastic_range=(1, 8), requested_gpus=3) == (1, 8)
     h = harness(tmp_path, node("n0", slots=4))
     record = h.job(h.controller.submit(job_text("j", min_workers=1, max_workers=3)))
     config = h.controller._config(record)
     rate = h.controller.job_rate(record)
-    elastic = job_view(record, config, 0.05, rate, elastic=True)
-    fixed = job_view(record, config, 0.05, rate, elastic=False)
-    assert (elastic.min_gpus, elastic.max_gpus) == gpu_range(
-        elastic=True, elastic_range=(1, 3), requested_gpus=3) == (1, 3)
-    assert (fixed.min_gpus, fixed.max_gpus) == (3, 3)
+    for elastic in (True, False):
+        view = job_view(record, config, 0.05, rate, elastic=elastic)
+        assert (view.min_gpus, view.max_gpus, view.requested_gpus) == (1, 3, 3)
 
 
 def test_the_controller_logs_what_it_does_not_execute_once(tmp_path, caplog):

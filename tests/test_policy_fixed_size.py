@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from costsched.errors import ConfigError
@@ -12,10 +14,14 @@ from costsched.policy.validate import check_decision
 from tests.support.policy_fakes import gpus, job, nodes, snapshot
 
 
+def rigid(name: str, size: int, **kw):
+    return job(name, min_gpus=size, max_gpus=size, requested_gpus=size, **kw)
+
+
 def test_fifo_runs_in_arrival_order_and_backfills_a_small_job():
-    # 8 GPUs: A (6) starts; B (4) does not fit in the 2 left; C (2) backfills.
-    jobs = [job("A", requested_gpus=6, arrival_time_s=0), job("B", requested_gpus=4,
-            arrival_time_s=1), job("C", requested_gpus=2, arrival_time_s=2)]
+    # 8 GPUs: A (6) starts; B (4, rigid) does not fit in the 2 left; C (2) backfills.
+    jobs = [rigid("A", 6, arrival_time_s=0), rigid("B", 4, arrival_time_s=1),
+            rigid("C", 2, arrival_time_s=2)]
     snap = snapshot(jobs, nodes(2))
     decision = FifoPolicy().decide(snap)
     assert (gpus(decision, "A"), gpus(decision, "B"), gpus(decision, "C")) == (6, 0, 2)
@@ -76,3 +82,29 @@ def test_over_budget_job_gets_nothing():
     broke = job("broke", requested_gpus=1, budget_usd=1.0, spent_usd=1.0)
     decision = FifoPolicy().decide(snapshot([broke], nodes(1)))
     assert gpus(decision, "broke") == 0
+
+
+@pytest.mark.parametrize("policy", [FifoPolicy, LasPolicy])
+def test_an_elastic_job_starts_at_the_largest_size_that_fits(policy):
+    # 8 GPUs: A (rigid 6) starts; B may run on 1..4 and starts on the 2 left.
+    jobs = [rigid("A", 6, arrival_time_s=0), job("B", min_gpus=1, max_gpus=4,
+                                                 requested_gpus=4, arrival_time_s=1)]
+    snap = snapshot(jobs, nodes(2))
+    decision = policy().decide(snap)
+    assert (gpus(decision, "A"), gpus(decision, "B")) == (6, 2)
+    check_decision(snap, decision, elastic=False)
+
+
+def test_an_elastic_job_is_sized_in_whole_workers_and_keeps_its_size_while_it_runs():
+    two_gpu_workers = dataclasses.replace(
+        job("W", min_gpus=2, max_gpus=8, requested_gpus=8, arrival_time_s=1),
+        gpus_per_worker=2)
+    lone = job("L", requested_gpus=1, arrival_time_s=0)
+    # 8 GPUs, L (first in line) holds 1: W starts on 3 x 2 GPUs (not 7)...
+    decision = FifoPolicy().decide(snapshot([two_gpu_workers, lone], nodes(2),
+                                            {"L": {"n1": 1}}))
+    assert gpus(decision, "W") == 6
+    # ...and stays on 6 once L is gone, rather than restarting on 8.
+    decision = FifoPolicy().decide(snapshot([two_gpu_workers], nodes(2),
+                                            {"W": decision.placements["W"]}))
+    assert gpus(decision, "W") == 6

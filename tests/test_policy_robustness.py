@@ -157,3 +157,14 @@ def test_a_decision_that_puts_an_on_demand_job_on_spot_is_refused():
                                                                 spot=True)])
     with pytest.raises(InvalidDecision, match="on-demand job od placed on spot node s0"):
         drive(Scripted(), snap, elastic=True)
+
+
+# -- elastic jobs under fixed-size policies ---------------------------------------------
+@pytest.mark.parametrize("policy", ["fifo", "las"])
+@pytest.mark.parametrize(("per_worker", "free", "started"), [(1, 2, 2), (2, 5, 4), (2, 1, 0)])
+def test_fixed_size_policies_start_a_1_to_4_worker_job_on_what_is_free(
+        policy, per_worker, free, started, tmp_path):
+    view = live_job(tmp_path, "elastic", policy, min_workers=1, max_workers=4,
+                    per_worker=per_worker)
+    snap = live_snapshot([view], [record("n0", total=8, free=free)])
+    assert gpus(decide(policy, snap), view.name) == started

@@ -1,8 +1,9 @@
 """One way to drive a policy, for the simulator and the live scheduler alike.
 
-Both build a :class:`~costsched.policy.snapshot.ClusterSnapshot` (job views sized
-by :func:`gpu_range`), call :func:`drive`, and execute the checked decision it
-returns. A driver that cannot execute part of a decision (the live scheduler
+Both build a :class:`~costsched.policy.snapshot.ClusterSnapshot` (the simulator
+sizes its trace jobs' views by :func:`gpu_range`; a live job's view carries the
+worker range its user declared), call :func:`drive`, and execute the checked
+decision it returns. A driver that cannot execute part of a decision (the live scheduler
 does not resize a fixed-batch job's batch, nor start nodes itself) says so, and
 :func:`drive` strips that part and returns one line per rejected item for the
 log, so nothing is dropped silently.
@@ -40,8 +41,8 @@ class Driven:
 
 def gpu_range(*, elastic: bool, elastic_range: tuple[int, int],
               requested_gpus: int) -> tuple[int, int]:
-    """(min_gpus, max_gpus) of a job's view: its elastic range under a policy that sizes
-    jobs itself, else exactly the GPUs the user asked for."""
+    """(min_gpus, max_gpus) of a simulated job's view: its elastic range under a policy
+    that sizes jobs itself, else exactly the GPUs its trace asked for."""
     return elastic_range if elastic else (requested_gpus, requested_gpus)
 
 

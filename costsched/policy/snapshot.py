@@ -73,11 +73,13 @@ class JobView:
     attained_service_gpu_s: float
     """GPU-seconds the job has held so far (Tiresias' attained service)."""
     min_gpus: int
-    """Fewest GPUs the job can run on (elastic policies never go below)."""
+    """Fewest GPUs the job can run on (no policy goes below)."""
     max_gpus: int
     """Most GPUs the job can use."""
     requested_gpus: int
-    """GPUs the user asked for; fixed-size policies give exactly this."""
+    """GPUs the user asked for. A fixed-size policy starts the job at the largest size
+    in ``min_gpus..requested_gpus`` that fits (exactly this when the two are equal, a
+    rigid job) and keeps it at that size while it runs."""
     requested_batch_size: int
     """Total batch size the user asked for; fixed-size policies use it."""
     throughput: ThroughputModel
@@ -99,12 +101,16 @@ class JobView:
     on_demand: bool = False
     """The job runs on on-demand capacity only: no policy places it on a spot node
     (a live job priced on-demand, ``cost.spot: false``). False: any node will do."""
+    gpus_per_worker: int = 1
+    """GPUs one worker of the job holds: a fixed-size policy sizes it in whole workers."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_gpus <= self.max_gpus:
             raise ConfigError(f"job {self.name}: need 1 <= min_gpus <= max_gpus")
         if self.requested_gpus < 1 or self.requested_batch_size < 1:
             raise ConfigError(f"job {self.name}: requested GPUs and batch size must be >= 1")
+        if self.gpus_per_worker < 1:
+            raise ConfigError(f"job {self.name}: gpus_per_worker must be >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,7 @@ def check_decision(snapshot: ClusterSnapshot, decision: Decision, *, elastic: bo
 
     No node is over-allocated or unknown (nodes added by the decision count,
     removed ones do not, and GPUs held by work outside the policy are not there to
-    give); every placed job is active and gets between its min and max GPUs (exactly
+    give); every placed job is active and gets between its min and max GPUs (at most
     its requested size unless ``elastic``); no on-demand job is on a spot node.
     """
     removed = set(decision.nodes_to_remove)
@@ -29,7 +29,8 @@ def check_decision(snapshot: ClusterSnapshot, decision: Decision, *, elastic: bo
         if job is None:
             raise InvalidDecision(f"placement for unknown or finished job {name}")
         total = sum(placement.values())
-        lo, hi = (job.min_gpus, job.max_gpus) if elastic else (job.requested_gpus,) * 2
+        hi = job.max_gpus if elastic else min(job.requested_gpus, job.max_gpus)
+        lo = min(job.min_gpus, hi)
         if total and not lo <= total <= hi:
             raise InvalidDecision(f"job {name} gets {total} GPUs, outside [{lo}, {hi}]")
         for node_id, count in placement.items():

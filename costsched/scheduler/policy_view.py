@@ -27,7 +27,6 @@ import numpy as np
 from costsched.config.job import JobConfig
 from costsched.cost.prices import JobRate, PriceCatalog
 from costsched.goodput.throughput import DEFAULT_PRIOR, FittedThroughput
-from costsched.policy.drive import gpu_range
 from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
 from costsched.scheduler.job_models import FixedBatchThroughput, JobModel
@@ -64,15 +63,18 @@ def gpus_per_worker(config: JobConfig) -> int:
 def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
              rate: JobRate, *, elastic: bool, model: JobModel | None = None,
              restart_s: float | None = None) -> JobView:
-    """The policy's view of a live job; GPUs = workers x accelerators per worker. The
-    GPU range follows :func:`~costsched.policy.drive.gpu_range`, as in the simulator:
-    min..max workers under an elastic policy, else the max the user asked for. A job
-    priced on-demand (``cost.spot: false``) is kept off spot nodes."""
+    """The policy's view of a live job; GPUs = workers x accelerators per worker.
+
+    Every policy sees the range the user declared, min..max workers, and the max as
+    the size asked for: an elastic policy sizes the job within the range each round;
+    a fixed-size one starts it at the largest whole number of workers that fits (so
+    ``elastic`` does not change the view; unlike the simulator's trace jobs, whose
+    ask is one size, see :func:`~costsched.policy.drive.gpu_range`). A job priced
+    on-demand (``cost.spot: false``) is kept off spot nodes."""
     per_worker = gpus_per_worker(config)
     batch = config.training.global_batch_size
     max_gpus = record.max_workers * per_worker
-    lo, hi = gpu_range(elastic=elastic, elastic_range=(record.min_workers * per_worker, max_gpus),
-                       requested_gpus=max_gpus)
+    lo, hi = record.min_workers * per_worker, max_gpus
     if config.training.adaptive_batch:
         throughput, efficiency = adaptive_models(config, model, max_gpus)
     else:
@@ -89,7 +91,7 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
         throughput=throughput, efficiency=efficiency,
         priority=record.priority, budget_usd=record.budget_usd, spent_usd=record.spent_usd,
         usd_per_gpu_hour=rate.usd_per_accelerator_hour, restart_s=restart_s,
-        on_demand=not config.cost.spot,
+        on_demand=not config.cost.spot, gpus_per_worker=per_worker,
     )
 
 
