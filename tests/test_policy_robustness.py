@@ -14,6 +14,7 @@ from costsched.cost.prices import load_catalog, rate_of_job
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.drive import drive
 from costsched.policy.fifo import FifoPolicy
+from costsched.policy.hysteresis import DEFAULT_MIN_RUN_S
 from costsched.policy.las import LasPolicy
 from costsched.policy.snapshot import Decision
 from costsched.policy.validate import InvalidDecision
@@ -25,11 +26,15 @@ from tests.support.policy_fakes import gpus, job
 
 POLICIES = {"fifo": (FifoPolicy, False), "las": (LasPolicy, False),
             "cost-aware": (CostAwarePolicy, True)}
+# Tiresias with starvation promotion and a low first threshold (4 GPU-minutes):
+# a waiting job is promoted once it has waited as long as it ran.
+STARVING = {"las-starving": (lambda: LasPolicy(queue_thresholds_gpu_s=(240.0,),
+                                               starvation_factor=1.0), False)}
 
 
 def decide(name: str, snapshot):
     """The checked decision of the policy called ``name``, as the live scheduler drives it."""
-    policy, elastic = POLICIES[name]
+    policy, elastic = {**POLICIES, **STARVING}[name]
     return drive(policy(), snapshot, elastic=elastic).decision
 
 
@@ -168,3 +173,82 @@ def test_fixed_size_policies_start_a_1_to_4_worker_job_on_what_is_free(
                     per_worker=per_worker)
     snap = live_snapshot([view], [record("n0", total=8, free=free)])
     assert gpus(decide(policy, snap), view.name) == started
+
+
+# -- preemption ping-pong -----------------------------------------------------------------
+ROUND_S = 60.0
+
+
+def run_rounds(policy, jobs, rounds: int, *, start_known: bool = True, arrivals=None):
+    """Drive ``policy`` round by round on one 4-GPU node as the scheduler does (service
+    accrues, a placement change restarts the run); the jobs running in each round."""
+    placements: dict[str, dict[str, int]] = {}
+    since: dict[str, float] = {}
+    attained = {j.name: j.attained_service_gpu_s for j in jobs}
+    history = []
+    for r in range(rounds):
+        now = 1000.0 + r * ROUND_S
+        views = [dataclasses.replace(j, attained_service_gpu_s=attained[j.name],
+                                     running_since_s=since.get(j.name) if start_known
+                                     else None)
+                 for j in jobs if (arrivals or {}).get(j.name, 0) <= r]
+        snap = live_snapshot(views, [record("n0", total=4, free=4)], placements, time_s=now)
+        decided = {n: dict(p) for n, p in decide(policy, snap).placements.items() if p}
+        for name, placement in decided.items():
+            if placements.get(name) != placement:
+                since[name] = now
+        placements = decided
+        for name, placement in placements.items():
+            attained[name] += sum(placement.values()) * ROUND_S
+        history.append(frozenset(placements))
+    return history
+
+
+def preempted_runs_s(history, name: str) -> list[float]:
+    """How long each of ``name``'s runs lasted that ended with it losing its GPUs."""
+    runs, length = [], 0
+    for running in history:
+        if name in running:
+            length += 1
+        elif length:
+            runs.append(length * ROUND_S)
+            length = 0
+    return runs
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("start_known", [True, False])
+def test_equal_priority_rigid_jobs_do_not_preempt_each_other_every_round(policy,
+                                                                         start_known):
+    history = run_rounds(policy, [rigid("a", 4, arrival_time_s=0), rigid("b", 4,
+                         arrival_time_s=1)], rounds=60, start_known=start_known)
+    assert all(len(running) == 1 for running in history)
+    for name in ("a", "b"):
+        assert all(run_s >= DEFAULT_MIN_RUN_S for run_s in preempted_runs_s(history, name))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_no_equal_priority_job_preempts_a_run_in_its_first_minutes(policy):
+    # "old" has had far more service than the new arrival, which would displace it at
+    # once under las and cost-aware; it keeps its GPUs for min_run_s first.
+    old = rigid("old", 4, arrival_time_s=0, attained_service_gpu_s=1e6)
+    history = run_rounds(policy, [old, rigid("new", 4, arrival_time_s=5)], rounds=30,
+                         arrivals={"new": 1})
+    first_run_rounds = next((i for i, running in enumerate(history) if "old" not in running),
+                            len(history))
+    assert first_run_rounds * ROUND_S >= DEFAULT_MIN_RUN_S
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_higher_priority_job_still_preempts_at_once(policy):
+    history = run_rounds(policy, [rigid("low", 4, arrival_time_s=0),
+                                  rigid("high", 4, arrival_time_s=1, priority=1)],
+                         rounds=3, arrivals={"high": 1})
+    assert history == [frozenset({"low"}), frozenset({"high"}), frozenset({"high"})]
+
+
+def test_las_starvation_promotion_does_not_make_jobs_take_turns_every_round():
+    history = run_rounds("las-starving", [rigid("a", 4, arrival_time_s=0),
+                                          rigid("b", 4, arrival_time_s=1)], rounds=60)
+    for name in ("a", "b"):
+        assert all(run_s >= DEFAULT_MIN_RUN_S for run_s in preempted_runs_s(history, name))

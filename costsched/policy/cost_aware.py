@@ -4,7 +4,10 @@ Each round:
 
 1. Admission. In order of priority, then least attained service, then
    arrival, each job gets its ``min_gpus`` while GPUs last (short jobs first
-   keeps mean JCT low, as in LAS).
+   keeps mean JCT low, as in LAS). Against preemption ping-pong, a job within
+   ``min_run_s`` of the start of its run goes before its priority's others, and a
+   running job's service counts ``min_run_s`` x its GPUs less
+   (:mod:`~costsched.policy.hysteresis`).
 2. Growth. The remaining GPUs go one move at a time to the job whose utility
    rises most per dollar. A job's utility at k GPUs is its speedup over one
    GPU, weighted by 2**priority, and discounted by (1 - restart_s / horizon)
@@ -28,6 +31,12 @@ from dataclasses import dataclass
 from costsched.cost.prices import usd_over
 from costsched.errors import ConfigError
 from costsched.policy.goodput import GoodputChoice, best_goodput
+from costsched.policy.hysteresis import (
+    DEFAULT_MIN_RUN_S,
+    charged_service_gpu_s,
+    check_min_run_s,
+    in_min_run,
+)
 from costsched.policy.packing import Capacity, place_jobs
 from costsched.policy.snapshot import (
     ClusterSnapshot,
@@ -55,12 +64,17 @@ class CostAwarePolicy:
     min_marginal_speedup: float = 0.25
     """Autoscaling: a GPU is worth paying for if it adds at least this much
     speedup (a waiting job's first GPU adds 1)."""
+    min_run_s: float = DEFAULT_MIN_RUN_S
+    """Hysteresis against preemption ping-pong: a job that began its run less than this
+    long ago is not preempted by a job of equal or lower priority, and a running job's
+    attained service is ranked ``min_run_s`` x its GPUs lower."""
 
     def __post_init__(self) -> None:
         if self.restart_horizon_s <= 0:
             raise ConfigError("restart_horizon_s must be positive")
         if self.min_marginal_speedup < 0:
             raise ConfigError("min_marginal_speedup must be >= 0")
+        check_min_run_s(self.min_run_s)
 
     def decide(self, snapshot: ClusterSnapshot) -> Decision:
         nodes = list(snapshot.nodes)
@@ -103,8 +117,10 @@ class _Growth:
         self.snapshot = snapshot
         self.gpus_per_node = gpus_per_node
         self.jobs = {job.name: job for job in snapshot.jobs}
+        min_run_s = policy.min_run_s
         self.order = sorted(snapshot.jobs, key=lambda j: (
-            -j.priority, j.attained_service_gpu_s, j.arrival_time_s, j.name))
+            -j.priority, not in_min_run(j, snapshot, min_run_s),
+            charged_service_gpu_s(j, snapshot, min_run_s), j.arrival_time_s, j.name))
         nodes = snapshot.nodes
         if not nodes and snapshot.autoscaling is not None:
             nodes = (snapshot.autoscaling.template,)

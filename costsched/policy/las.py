@@ -3,7 +3,8 @@
 Attained service is GPUs x time (GPU-seconds), the "two dimensions" of
 Tiresias' 2D-LAS. Jobs fall into priority queues by attained service; within a
 queue the earlier arrival goes first; a job in a higher queue preempts one in a
-lower queue. Jobs run at the user's size and batch size.
+lower queue, unless that one began its run less than ``min_run_s`` ago. Jobs run at
+the user's size and batch size.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from costsched.errors import ConfigError
 from costsched.policy.fixed_size import fixed_size_decision
+from costsched.policy.hysteresis import DEFAULT_MIN_RUN_S, check_min_run_s, in_min_run
 from costsched.policy.snapshot import ClusterSnapshot, Decision, JobView
 
 # Two queues split at 16 GPU-hours: the setting of the Tiresias baseline in the
@@ -32,12 +34,16 @@ class LasPolicy:
     starvation_factor: float = 0.0
     """Promote a waiting job to the top queue once it has waited this many times
     its run time (Tiresias' STARVELIMIT); 0 turns promotion off."""
+    min_run_s: float = DEFAULT_MIN_RUN_S
+    """A job that began its run less than this long ago is not preempted by a job of
+    equal or lower priority, whatever their queues (:mod:`~costsched.policy.hysteresis`)."""
 
     def __post_init__(self) -> None:
         if list(self.queue_thresholds_gpu_s) != sorted(self.queue_thresholds_gpu_s):
             raise ConfigError("queue_thresholds_gpu_s must be ascending")
         if self.starvation_factor < 0:
             raise ConfigError("starvation_factor must be >= 0")
+        check_min_run_s(self.min_run_s)
 
     def queue_of(self, job: JobView, time_s: float) -> int:
         queue = bisect.bisect_right(self.queue_thresholds_gpu_s, job.attained_service_gpu_s)
@@ -51,7 +57,8 @@ class LasPolicy:
     def decide(self, snapshot: ClusterSnapshot) -> Decision:
         def rank(job: JobView) -> tuple:
             queue = self.queue_of(job, snapshot.time_s)
-            return (-job.priority, queue, job.arrival_time_s, job.name)
+            protected = in_min_run(job, snapshot, self.min_run_s)
+            return (-job.priority, not protected, queue, job.arrival_time_s, job.name)
 
         ordered = sorted(snapshot.jobs, key=rank)
         return fixed_size_decision(snapshot, ordered)

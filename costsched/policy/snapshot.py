@@ -103,6 +103,11 @@ class JobView:
     (a live job priced on-demand, ``cost.spot: false``). False: any node will do."""
     gpus_per_worker: int = 1
     """GPUs one worker of the job holds: a fixed-size policy sizes it in whole workers."""
+    running_since_s: float | None = None
+    """When the job's current run began (its last start, resume or resize), seconds on
+    the snapshot's clock; None when it waits or when that is not known. A job that
+    began less than a policy's ``min_run_s`` ago keeps its GPUs against jobs of equal
+    or lower priority (:mod:`~costsched.policy.hysteresis`)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_gpus <= self.max_gpus:

@@ -62,7 +62,7 @@ def gpus_per_worker(config: JobConfig) -> int:
 
 def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
              rate: JobRate, *, elastic: bool, model: JobModel | None = None,
-             restart_s: float | None = None) -> JobView:
+             restart_s: float | None = None, running_since_s: float | None = None) -> JobView:
     """The policy's view of a live job; GPUs = workers x accelerators per worker.
 
     Every policy sees the range the user declared, min..max workers, and the max as
@@ -70,7 +70,9 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
     a fixed-size one starts it at the largest whole number of workers that fits (so
     ``elastic`` does not change the view; unlike the simulator's trace jobs, whose
     ask is one size, see :func:`~costsched.policy.drive.gpu_range`). A job priced
-    on-demand (``cost.spot: false``) is kept off spot nodes."""
+    on-demand (``cost.spot: false``) is kept off spot nodes. ``running_since_s``: when
+    the job's current run began (its last start, resume or resize) if it runs; it
+    shields the job from preemption by its equals for the policy's ``min_run_s``."""
     per_worker = gpus_per_worker(config)
     batch = config.training.global_batch_size
     max_gpus = record.max_workers * per_worker
@@ -92,6 +94,7 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
         priority=record.priority, budget_usd=record.budget_usd, spent_usd=record.spent_usd,
         usd_per_gpu_hour=rate.usd_per_accelerator_hour, restart_s=restart_s,
         on_demand=not config.cost.spot, gpus_per_worker=per_worker,
+        running_since_s=running_since_s,
     )
 
 
