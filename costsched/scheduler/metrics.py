@@ -2,6 +2,12 @@
 
 The Ray layer publishes these through ``ray.util.metrics`` (Prometheus names in
 :data:`METRIC_HELP`); tests check the arithmetic here without Ray.
+
+Per-job series (tag ``job_id``) are exported for active jobs only. Ray's metrics API
+has no way to delete a series; a gauge series is exported for as long as it keeps
+being set (see :mod:`costsched.ray_layer.scheduler.metrics`), so the one way an ended
+job's series goes away is that it is no longer set: :func:`metric_series` lists what
+to set, and the exporter sets exactly that, again and again.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from costsched.scheduler.interfaces import JobStatus, NodeRecord
-from costsched.scheduler.state import RUNNING, WAITING
+from costsched.scheduler.state import ACTIVE, RUNNING, WAITING
 
 METRIC_HELP: dict[str, str] = {
     "costsched_queue_length": "Jobs waiting for accelerators (queued or preempted).",
@@ -25,9 +31,19 @@ METRIC_HELP: dict[str, str] = {
 }
 
 
+SCALARS = ("queue_length", "slots_allocated", "slots_idle", "usd_per_hour",
+           "cluster_usd_per_hour", "alerts")
+"""Metrics with one series each (no tags): fields of :class:`SchedulerMetrics`."""
+PER_JOB = ("job_spent_usd", "job_restarts", "job_preemptions")
+"""Metrics with one series per active job (tag ``job_id``)."""
+
+Series = tuple[str, str | None]
+"""One exported series: (metric name without the ``costsched_`` prefix, job id or None)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class SchedulerMetrics:
-    """One sample of every metric."""
+    """One sample of every metric; the per-job maps cover every job in the status."""
 
     queue_length: int
     slots_allocated: int
@@ -38,6 +54,9 @@ class SchedulerMetrics:
     job_spent_usd: Mapping[str, float]
     job_restarts: Mapping[str, int]
     job_preemptions: Mapping[str, int]
+    active_jobs: frozenset[str]
+    """Jobs not ended (queued, running, resizing or preempted): the only ones whose
+    per-job series are exported."""
 
 
 def measure(rows: Sequence[JobStatus], nodes: Sequence[NodeRecord]) -> SchedulerMetrics:
@@ -56,4 +75,18 @@ def measure(rows: Sequence[JobStatus], nodes: Sequence[NodeRecord]) -> Scheduler
         job_spent_usd={r.job_id: r.spent_usd for r in rows},
         job_restarts={r.job_id: r.restarts for r in rows},
         job_preemptions={r.job_id: r.preemptions for r in rows},
+        active_jobs=frozenset(r.job_id for r in rows if r.state in ACTIVE),
     )
+
+
+def metric_series(sample: SchedulerMetrics) -> dict[Series, float]:
+    """Every series to export for ``sample``, with its value: one per scalar metric and
+    one per (per-job metric, active job). A series not in here is not set, so an ended
+    job's series stop being exported."""
+    series: dict[Series, float] = {(name, None): float(getattr(sample, name))
+                                   for name in SCALARS}
+    for name in PER_JOB:
+        for job_id, value in getattr(sample, name).items():
+            if job_id in sample.active_jobs:
+                series[(name, job_id)] = float(value)
+    return series
