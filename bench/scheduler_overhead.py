@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench_jobs import quickstart_job
 
-from costsched.training.state import read_progress
+from costsched.ray_layer.channel import progress as read_progress
 
 
 def job_yaml(workdir: Path, name: str, *, min_workers: int, max_workers: int,
@@ -52,10 +52,10 @@ def wait_for(predicate, timeout_s: float, what: str):
     raise TimeoutError(f"no {what} within {timeout_s:.0f} s")
 
 
-def first_step_at(run_dir: Path, *, world_size: int, after: float) -> float | None:
+def first_step_at(run_id: str, *, world_size: int, after: float) -> float | None:
     """When the attempt running on ``world_size`` workers, started after ``after``,
-    took its first step (from the run's progress file)."""
-    progress = read_progress(run_dir) or {}
+    took its first step (from the run's progress in its channel)."""
+    progress = read_progress(run_id) or {}
     first = float(progress.get("first_step_at", -1.0))
     if progress.get("world_size") == world_size and first > after:
         return first
@@ -108,8 +108,7 @@ def main() -> int:
         submitted = time.time()
         elastic = job_yaml(root, "elastic", min_workers=1, max_workers=2, epochs=80)
         first = ray.get(service.submit.remote(elastic, {}))["job_id"]
-        run_dir = root / "runs" / first
-        stepped = wait_for(lambda: first_step_at(run_dir, world_size=2, after=submitted),
+        stepped = wait_for(lambda: first_step_at(first, world_size=2, after=submitted),
                            300, "first step")
         submit_to_step = stepped - submitted
 
@@ -122,7 +121,7 @@ def main() -> int:
             return resizes[nth] if len(resizes) > nth else None
 
         decided = wait_for(lambda: resize_decision(0), 300, "resize decision")
-        resized = wait_for(lambda: first_step_at(run_dir, world_size=1, after=decided),
+        resized = wait_for(lambda: first_step_at(first, world_size=1, after=decided),
                            300, "first step after the resize")
         resize_to_step = resized - decided
         from costsched.cost.ledger import Ledger
@@ -133,7 +132,7 @@ def main() -> int:
         # The urgent job ends; the policy grows the first job back to 2 workers, with
         # nothing else starting beside it.
         grown_at = wait_for(lambda: resize_decision(1), 600, "resize back to 2 workers")
-        grown = wait_for(lambda: first_step_at(run_dir, world_size=2, after=grown_at),
+        grown = wait_for(lambda: first_step_at(first, world_size=2, after=grown_at),
                          300, "first step after growing")
         ray.get(service.shutdown.remote())
         ray.shutdown()

@@ -38,9 +38,9 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from costsched.cost.ledger import Ledger  # noqa: E402
 from costsched.cost.prices import load_catalog  # noqa: E402
+from costsched.ray_layer.channel import progress as read_progress  # noqa: E402
 from costsched.ray_layer.cluster import ensure_auth_token  # noqa: E402
 from costsched.ray_layer.scheduler.service import NAMESPACE, SERVICE_NAME  # noqa: E402
-from costsched.training.state import read_progress  # noqa: E402
 from tests.conftest import REPO, quickstart_dict  # noqa: E402
 from tests.support.faults import kill_train_worker, train_worker_pids  # noqa: E402
 
@@ -114,7 +114,7 @@ def rows() -> dict[str, dict[str, Any]]:
 
 
 def step(site: dict[str, Any], job_id: str) -> int:
-    progress = read_progress(site["root"] / "runs" / job_id) or {}
+    progress = read_progress(job_id) or {}
     return int(progress.get("global_step", -1))
 
 
@@ -181,7 +181,7 @@ def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site)
     assert final[capped]["spent_usd"] <= 0.0003 * 1.05
 
     assert final[low]["preemptions"] == 1 and final[low]["restarts"] == 1
-    low_progress = read_progress(site["root"] / "runs" / low)
+    low_progress = read_progress(low)
     assert low_progress["resumed_from_step"] >= preempted_at  # resumed, not restarted
     events = [e["kind"] for e in json_logs(site, low)]
     assert "preempted" in events and "resumed" in events
@@ -316,7 +316,7 @@ def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(
     final = rows()
     assert final[job_id]["state"] == "COMPLETED", cli(site, "logs", job_id).stdout
     assert final[job_id]["preemptions"] == 1
-    progress = read_progress(site["root"] / "runs" / job_id)
+    progress = read_progress(job_id)
     assert progress["global_step"] == 100
     assert progress["resumed_from_step"] >= max(preempted_at, 10)  # from its checkpoint
     ledger = Ledger(site["root"] / "ledger.db", load_catalog())

@@ -100,6 +100,9 @@ class FakeRunner:
             self._settle(job_id)
             del self.runs[job_id]
 
+    def advance(self):
+        return []  # a fake stop ends at once
+
     def _settle(self, job_id: str) -> None:
         run = self.runs[job_id]
         now = self.clock.now()

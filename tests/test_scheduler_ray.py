@@ -24,12 +24,12 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from costsched.config.scheduler import SchedulerConfig  # noqa: E402
 from costsched.cost.ledger import Ledger  # noqa: E402
 from costsched.cost.prices import load_catalog  # noqa: E402
+from costsched.ray_layer.channel import progress as read_progress  # noqa: E402
 from costsched.ray_layer.scheduler.cluster import RayClusterClient  # noqa: E402
 from costsched.ray_layer.scheduler.runner import RayJobRunner  # noqa: E402
 from costsched.scheduler.controller import SchedulerController  # noqa: E402
 from costsched.scheduler.interfaces import SystemClock  # noqa: E402
 from costsched.scheduler.state import TERMINAL  # noqa: E402
-from costsched.training.state import read_progress  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
 from tests.support.faults import wait_for_checkpoint  # noqa: E402
 
@@ -84,7 +84,7 @@ def test_a_job_on_a_lost_node_resumes_from_its_checkpoint_on_the_rest(cluster, t
             time.sleep(TICK_S)
 
     checkpoint = {}
-    tick_until(lambda: (read_progress(f"{storage}/{job_id}") or {}).get("global_step", 0) >= 10,
+    tick_until(lambda: (read_progress(job_id) or {}).get("global_step", 0) >= 10,
                180, "no checkpoint")
     checkpoint["step"] = wait_for_checkpoint(f"{storage}/{job_id}", 10, timeout_s=30)
     # Not the node this test's driver process is attached to: the driver must outlive it.
@@ -98,7 +98,7 @@ def test_a_job_on_a_lost_node_resumes_from_its_checkpoint_on_the_rest(cluster, t
     job = controller.store.get(job_id)
     assert job.state == "COMPLETED", controller.logs(job_id)
     assert (job.spot_restarts, job.failures) == (1, 0)  # max_failures 0 was not used up
-    progress = read_progress(f"{storage}/{job_id}")
+    progress = read_progress(job_id)
     assert progress["resumed_from_step"] >= checkpoint["step"]  # not from scratch
     assert progress["world_size"] == 2
     intervals = Ledger(ledger_path, catalog).intervals(job_id)

@@ -12,14 +12,7 @@ import pytest
 from costsched.cli.jobs import format_status
 from costsched.scheduler.interfaces import JobStatus, NodeRecord
 from costsched.scheduler.metrics import measure
-from costsched.training.state import (
-    clear_stop_request,
-    eta_s,
-    read_progress,
-    read_stop_request,
-    request_stop,
-    write_progress,
-)
+from costsched.training.state import checkpoint_name, checkpoint_sequence, eta_s, progress_record
 from tests.conftest import REPO
 
 
@@ -92,11 +85,9 @@ def test_status_shows_an_eta_only_while_a_job_holds_workers(state, eta):
     assert status_cells(state=state, eta_s=245.0)["ETA"] == eta
 
 
-def test_progress_file_gives_an_eta_from_this_attempts_step_rate(tmp_path):
-    assert read_progress(tmp_path) is None
-    write_progress(tmp_path, {"global_step": 60, "total_steps": 160, "resumed_from_step": 40,
-                              "first_step_at": 1000.0, "loss": 0.5}, now=1010.0)
-    progress = read_progress(tmp_path)
+def test_progress_record_gives_an_eta_from_this_attempts_step_rate():
+    progress = progress_record({"global_step": 60, "total_steps": 160, "resumed_from_step": 40,
+                                "first_step_at": 1000.0, "loss": 0.5}, now=1010.0)
     assert "loss" not in progress and progress["reported_at"] == 1010.0
     # 20 steps in 10 s since the resume at step 40: 100 steps to go take 50 s
     assert eta_s(progress) == pytest.approx(50.0)
@@ -113,14 +104,12 @@ def test_no_eta_without_progress(progress):
     assert eta_s(progress) is None
 
 
-def test_a_stop_request_round_trips_and_clears(tmp_path):
-    run_dir = tmp_path / "job-1"
-    assert read_stop_request(run_dir) is None
-    request_stop(run_dir, "PREEMPTED")
-    assert read_stop_request(run_dir) == "PREEMPTED"
-    clear_stop_request(run_dir)
-    clear_stop_request(run_dir)  # idempotent
-    assert read_stop_request(run_dir) is None
+def test_checkpoint_names_sort_by_sequence_and_parse_back():
+    names = [checkpoint_name(n) for n in (2, 10, 1)]
+    assert sorted(names) == [checkpoint_name(1), checkpoint_name(2), checkpoint_name(10)]
+    assert checkpoint_sequence("bucket/runs/job-1/" + checkpoint_name(10)) == 10
+    assert checkpoint_sequence(None) == -1
+    assert checkpoint_sequence("checkpoint_2026-11-30_19-00-00") == -1
 
 
 def test_workers_are_pinned_one_node_each_by_the_placement():

@@ -285,7 +285,8 @@ class FakeSession:
     def latest_checkpoint(self) -> Iterator[str | None]:
         yield None if self.resume_from is None else str(self.resume_from)
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None,
+               name: str | None = None) -> None:
         self.reports.append(dict(metrics))
         if checkpoint_dir is not None:
             dest = self.saved_root / f"ckpt-{len(self.saved):03d}"

@@ -86,6 +86,19 @@ def restart_seconds(restarts: Iterable[Mapping[str, float]]) -> float | None:
     return statistics.median(totals) if totals else None
 
 
+STOP_RESERVE_MARGIN = 1.5
+"""The budget's stop reserve is this multiple of the slowest measured stop."""
+
+
+def stop_reserve_s(restarts: Iterable[Mapping[str, float]], prior: float) -> float:
+    """Seconds to keep in reserve for a stop (checkpoint, then the run ending) before
+    a budget cap: the job's slowest measured stop (its high percentile: with the few
+    stops a job has, the maximum) times :data:`STOP_RESERVE_MARGIN`; ``prior`` (the
+    job's ``cost.stop_reserve_s``) until a stop is measured."""
+    stops = [float(p["stop"]) for p in restarts if p.get("stop", 0.0) > 0.0]
+    return STOP_RESERVE_MARGIN * max(stops) if stops else prior
+
+
 def describe(phases: Mapping[str, float]) -> str:
     """One line for the job's log: ``41.2 s: stop 8.1, scheduling 0.5, ...``."""
     parts = ", ".join(f"{phase.replace('_', ' ')} {phases[phase]:.1f}"

@@ -1,14 +1,14 @@
 """The scheduler controller: a plain class driving a policy over live jobs.
 
-One :meth:`SchedulerController.tick` is one round: poll every running job (keeping
-what it measured: steps, restart costs), stop jobs about to overrun their budget,
-ask the policy for a decision on a snapshot of the cluster, turn the difference
-into actions (start, resume, resize, preempt), and ask the autoscaler for what the
-queue still lacks. The Ray layer makes it an actor and supplies the collaborators;
-tests supply fakes and a scripted clock. Crash safety: every state change is one
-transaction. A start is written before the runner is called (a crash in between
-leaves a RUNNING job whose run is gone, which recovery restarts from its
-checkpoint); a stop or resize is written after (a repeated runner call is idempotent).
+One :meth:`SchedulerController.tick` is one round: finish the stops in flight, poll
+every running job (keeping what it measured: steps, restart costs), stop jobs about
+to overrun their budget, ask the policy for a decision on a snapshot of the cluster,
+turn the difference into actions (start, resume, resize, preempt; a stop never
+blocks: the runner finishes it in later rounds), and ask the autoscaler for what the
+queue still lacks. The Ray layer makes it an actor; tests supply fakes and a scripted
+clock. Every state change is one transaction: a start is written before the runner
+is called (recovery restarts a RUNNING job whose run is gone from its checkpoint); a
+stop or resize after (a repeated runner call is idempotent).
 """
 
 from __future__ import annotations
@@ -115,20 +115,16 @@ class SchedulerController:
                               spent_usd=spent, workers=0, placement={}, usd_per_hour=0.0)
 
     def status(self) -> list[JobStatus]:
-        now = self.clock.now()
-        return [self._status_row(job, now) for job in self.store.jobs()]
+        return [self._status_row(job, self.clock.now()) for job in self.store.jobs()]
 
-    def logs(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's events, oldest first (``at``, ``kind``, ``detail``)."""
+    def logs(self, job_id: str) -> list[dict[str, Any]]:  # at, kind, detail; oldest first
         return self.store.events(job_id)
 
     # -- scheduling -----------------------------------------------------------
     def recover(self) -> list[Action]:
         """After a (re)start: re-adopt running jobs whose run is alive; requeue the rest
         (they resume from their checkpoint). Runs once; ``tick`` calls it first."""
-        self._recovered = True
-        now = self.clock.now()
-        actions = []
+        self._recovered, now, actions = True, self.clock.now(), []
         for job in self.store.jobs(RUNNING):
             if (progress := self._poll(job)) is not None:
                 if progress.state == "running":
@@ -140,6 +136,7 @@ class SchedulerController:
     def tick(self) -> TickReport:
         """One scheduling round."""
         now = self.clock.now()
+        self.finish_stops()
         actions = self.recover() if not self._recovered else self._poll_running(now)
         self._account(now)
         actions += self._stop_over_budget(now)
@@ -156,6 +153,11 @@ class SchedulerController:
         actions += self._apply(decision, now)
         self._autoscale(len(nodes))
         return self._report(now, actions)
+
+    def finish_stops(self) -> None:
+        """Let the runner finish the stops that are due; keep each one's final charge."""
+        for job_id, spent in self.runner.advance():
+            self.store.update(job_id, spent_usd=max(self.store.get(job_id).spent_usd, spent))
 
     # -- polling ----------------------------------------------------------------
     def _poll(self, job: JobRecord) -> JobProgress | None:
@@ -242,7 +244,7 @@ class SchedulerController:
                 now, spent)
         return actions
 
-    def _spent_after_stop(self, job: JobRecord) -> float:
+    def _spent_after_stop(self, job: JobRecord) -> float:  # final once the stop finishes
         return getattr(self._poll(job), "spent_usd", 0.0)
 
     def _account(self, now: float) -> None:
@@ -255,16 +257,17 @@ class SchedulerController:
 
     # -- budget -------------------------------------------------------------------
     def _stop_over_budget(self, now: float) -> list[Action]:
-        """Stop any job whose spend would pass its budget before the next round ends
-        (spent + usd_per_hour * (round_s + stop_reserve_s) / 3600 > budget);
-        a waiting job is priced at its min_workers."""
+        """Stop any job whose spend would pass its budget before the next round ends and
+        it stops (spent + usd_per_hour * (round_s + its measured stop latency) / 3600 >
+        budget); a waiting job is priced at its min_workers."""
         actions = []
         for job in self.store.jobs(ACTIVE):
             config = self._config(job)
             running = job.state in RUNNING
             rate = (job.usd_per_hour or self._rate(job, job.workers)) if running \
                 else self._rate(job, job.min_workers)
-            horizon_s = self.config.round_s + config.cost.stop_reserve_s
+            horizon_s = self.config.round_s + self.restarts.stop_reserve_s(
+                job.job_id, prior=config.cost.stop_reserve_s)
             projected = self.spent_now(job, now) + usd_over(rate, horizon_s)
             if projected <= job.budget_usd:
                 continue
@@ -280,16 +283,14 @@ class SchedulerController:
             actions.append(Action(kind="stop_budget", job_id=job.job_id, detail=detail))
         return actions
 
-    def spent_now(self, job: JobRecord, now: float) -> float:
-        """Dollars the job has spent as of ``now`` (see :func:`spend.spent_now`)."""
+    def spent_now(self, job: JobRecord, now: float) -> float:  # see spend.spent_now
         return spend.spent_now(job, self.job_rate(job),
                                models.gpus_per_worker(self._config(job)), now)
 
     def job_config(self, job_id: str) -> JobConfig:
         return self._config(self.store.get(job_id))  # validated when submitted
 
-    def job_rate(self, job: JobRecord) -> JobRate:
-        """The job's price, from the one price function family (:mod:`costsched.cost.prices`)."""
+    def job_rate(self, job: JobRecord) -> JobRate:  # the one price family: cost.prices
         return rate_of_job(self._config(job), self.catalog)
 
     def _rate(self, job: JobRecord, num_workers: int) -> float:
@@ -402,8 +403,7 @@ class SchedulerController:
 
     # -- autoscaling -------------------------------------------------------------------
     def _autoscale(self, num_nodes: int) -> None:
-        """Send this round's capacity request (see :func:`resource_request`); it is sent
-        again every round, and cleared once nothing needs capacity."""
+        """Send this round's capacity request (see :func:`resource_request`), or clear it."""
         request = resource_request(
             waiting=[(j, self._config(j)) for j in self.store.jobs(WAITING)],
             running=[(j, self._config(j)) for j in self.store.jobs(RUNNING)],

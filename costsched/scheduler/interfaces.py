@@ -145,7 +145,12 @@ class JobRunner(Protocol):
         ...
 
     def stop(self, job_id: str, reason: str) -> None:
-        """Stop the run at a checkpoint; ``reason``: preempted, budget or cancelled."""
+        """Ask the run to stop at a checkpoint, without waiting for it; ``reason``:
+        preempted, budget, cancelled, resize, node_lost or stalled."""
+        ...
+
+    def advance(self) -> list[tuple[str, float]]:
+        """Finish the stops that are due; (job id, dollars finally charged) for each."""
         ...
 
     def poll(self, job_id: str) -> JobProgress:

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from costsched.goodput.restart import PHASES, restart_seconds
+from costsched.goodput.restart import PHASES, restart_seconds, stop_reserve_s
 from costsched.sqlite_file import SqliteFile
 
 SCHEMA = """
@@ -51,3 +51,8 @@ class RestartCosts:
         """The restart penalty to plan the job with (median measured restart); None
         before its first measured restart."""
         return restart_seconds(self.phases(job_id))
+
+    def stop_reserve_s(self, job_id: str, *, prior: float) -> float:
+        """Seconds of the job's budget kept for stopping it (its measured stops, else
+        ``prior``; see :func:`costsched.goodput.restart.stop_reserve_s`)."""
+        return stop_reserve_s(self.phases(job_id), prior)

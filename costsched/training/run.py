@@ -32,7 +32,7 @@ from costsched.cost.accounting import ATTEMPT_KEY, CHECKPOINTED_KEY, WORLD_SIZE_
 from costsched.cost.prices import JobRate
 from costsched.goodput.restart import PHASE_KEYS, StartMarks, worker_phases
 from costsched.training.schedule import lr_scale
-from costsched.training.state import RUN_META_KEY, STATE_FILE
+from costsched.training.state import RUN_META_KEY, STATE_FILE, checkpoint_name
 
 STOP_POLL_STEPS = 5
 """Calls of :meth:`Run.should_stop` between checks for an outside stop request (a
@@ -61,7 +61,10 @@ class Session(Protocol):
     def dataset_shard(self, name: str) -> Any: ...
     def train_batches(self, epoch: int, batch_size: int) -> Iterator[tuple[Any, Any]]: ...
     def latest_checkpoint(self) -> contextlib.AbstractContextManager[str | None]: ...
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None,
+               name: str | None = None) -> None:
+        """Report; with ``checkpoint_dir``, persist it as the run's checkpoint ``name``."""
+        ...
     def broadcast(self, value: int) -> int: ...
     def stop_requested(self) -> str | None:
         """The outcome an outside stop request asks for (read on rank 0), or None."""
@@ -275,7 +278,7 @@ class Run:
                 if self.session.rank == 0:
                     save_checkpoint(tmp, checkpoint, self.meta)
                     directory = tmp
-                self.session.report(metrics, directory)
+                self.session.report(metrics, directory, checkpoint_name(self.meta.sequence))
             if self.meter is not None and self.meter.enabled:
                 self.meter.discard_step()  # the save is not a training step
         self._gaps_s.append(max(now - self._last_report_at, 0.0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -137,62 +136,35 @@ def newest_checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path | None:
     return best
 
 
-STOP_FILE = "STOP_REQUESTED"
-"""A file in a run's folder asking its workers to checkpoint and stop; it holds the
-outcome the run should end with (e.g. PREEMPTED). Every rank sees the folder, as
-for checkpoints, though only rank 0 reads it."""
+CHECKPOINT_PREFIX = "checkpoint_"
 
 
-def request_stop(run_dir: str | os.PathLike[str], outcome: str) -> None:
-    """Ask the run in ``run_dir`` to checkpoint and end with ``outcome``."""
-    path = Path(run_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / f".{STOP_FILE}.tmp"
-    tmp.write_text(outcome)
-    tmp.replace(path / STOP_FILE)  # atomic: a reader never sees a half-written outcome
+def checkpoint_name(sequence: int) -> str:
+    """The storage folder name of a run's ``sequence``-th checkpoint: names sort by
+    sequence, so the newest is found from a listing or a name alone."""
+    return f"{CHECKPOINT_PREFIX}{sequence:06d}"
 
 
-def read_stop_request(run_dir: str | os.PathLike[str]) -> str | None:
-    """The outcome a pending stop request asks for, or None."""
-    try:
-        return (Path(run_dir) / STOP_FILE).read_text().strip() or "STOPPED"
-    except FileNotFoundError:
-        return None
-
-
-def clear_stop_request(run_dir: str | os.PathLike[str]) -> None:
-    """Withdraw a stop request (before the run starts again)."""
-    (Path(run_dir) / STOP_FILE).unlink(missing_ok=True)
+def checkpoint_sequence(name: str | None) -> int:
+    """The sequence a checkpoint folder name carries (see :func:`checkpoint_name`);
+    -1 for None or a name without one."""
+    tail = (name or "").rstrip("/").rsplit("/", 1)[-1]
+    digits = tail.removeprefix(CHECKPOINT_PREFIX)
+    return int(digits) if tail.startswith(CHECKPOINT_PREFIX) and digits.isdigit() else -1
 
 
 MEASUREMENT_KEYS = ("num_nodes", "local_bsz", "accum_steps", "step_time_s", "sync_time_s",
                     "samples_per_s", "grad_sqr", "grad_var")
 """A report's step measurements (see ``costsched.goodput.measure``), kept with progress."""
-PROGRESS_FILE = "progress.json"
-"""The run's latest report (step, total steps, step rate), rewritten at each report,
-so a scheduler can show progress and an ETA without talking to the workers."""
+PROGRESS_KEYS = ("global_step", "total_steps", "epoch", "resumed_from_step", "first_step_at",
+                 "cost_usd", "world_size", "val_accuracy", "global_batch_size", ATTEMPT_KEY,
+                 *MEASUREMENT_KEYS, *PHASE_KEYS.values())
 
 
-def write_progress(run_dir: str | os.PathLike[str], metrics: dict[str, Any], *,
-                   now: float) -> None:
-    """Record a report's progress fields in ``run_dir`` (atomically)."""
-    keys = ("global_step", "total_steps", "epoch", "resumed_from_step", "first_step_at",
-            "cost_usd", "world_size", "val_accuracy", "global_batch_size", ATTEMPT_KEY,
-            *MEASUREMENT_KEYS, *PHASE_KEYS.values())
-    record = {k: metrics[k] for k in keys if k in metrics} | {"reported_at": now}
-    path = Path(run_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / f".{PROGRESS_FILE}.tmp"
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path / PROGRESS_FILE)
-
-
-def read_progress(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The last progress record, or None when there is none (or it is unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / PROGRESS_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+def progress_record(metrics: dict[str, Any], *, now: float) -> dict[str, Any]:
+    """A report's progress fields (step, total steps, step rate, measurements), so a
+    scheduler can show progress and an ETA without talking to the workers."""
+    return {k: metrics[k] for k in PROGRESS_KEYS if k in metrics} | {"reported_at": now}
 
 
 def eta_s(progress: dict[str, Any]) -> float | None:

@@ -13,13 +13,19 @@ workers and placement group are scoped to it, so killing it frees them all.
 Workers are pinned to the nodes the policy granted (a ``ray.io/node-id`` label
 selector per worker), so a job's placement is where it really runs.
 
-Stopping (a preemption, a resize, a budget stop, a cancel) checkpoints first:
-the runner writes a stop request into the run's folder, the workers see it
-within a few steps (``training.loop.STOP_POLL_STEPS``), save a checkpoint and
-end, and the run's ledger interval closes there. A run that has not ended
-within ``stop_grace_s`` (or whose storage is a URI, where no request can be
-written, or whose node was lost) is killed: work since its newest checkpoint is
-lost and the ledger's open interval is closed at its last heartbeat.
+Stopping (a preemption, a resize, a budget stop, a cancel) checkpoints first and
+never blocks the caller: :meth:`RayJobRunner.stop` posts a stop request on the
+run's channel (Ray's key-value store, :mod:`costsched.ray_layer.channel`; nodes
+share no disk) and returns; the workers see it within a few steps
+(``training.run.STOP_POLL_STEPS``), save a checkpoint to the job's storage and
+end. :meth:`RayJobRunner.advance`, called every round (and every second while
+stops are in flight), finishes each stop: once the run has ended, or at its
+deadline (``stop_grace_s``, or sooner when the job would reach its budget cap),
+it kills the driver, frees what it held and closes its ledger interval at the
+kill. A start on slots a stopping run still holds (a resize, or another job
+given a preempted job's slots) waits until that stop has finished, so nothing
+is charged for waiting. A run still starting (nothing to checkpoint), one whose
+node was lost and a stalled one are killed at once.
 """
 
 from __future__ import annotations
@@ -36,13 +42,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from costsched.config.job import JobConfig
 from costsched.cost.accounting import ATTEMPT_KEY, RunAccount
 from costsched.cost.ledger import Ledger
-from costsched.cost.prices import PriceCatalog
+from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.goodput.restart import StartMarks, phases_from_report
+from costsched.ray_layer import channel
 from costsched.ray_layer.scheduler.cluster import head_node_id, remove_orphaned_placement_groups
 from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE
 from costsched.scheduler.interfaces import JobProgress, RunHandle
 from costsched.scheduler.job_models import Measurement, measurement_from_report
-from costsched.training.state import clear_stop_request, eta_s, read_progress, request_stop
+from costsched.training.state import eta_s
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +113,7 @@ class RunDriver:
 
     def run(self) -> dict:
         from costsched.config.entrypoint import import_entrypoint
+        from costsched.ray_layer.ledger import ledger_for
         from costsched.ray_layer.train.trainer import run_job
         from costsched.training.data import prepare
 
@@ -118,7 +126,7 @@ class RunDriver:
             marks = StartMarks(requested_at=requested_at, driver_started_at=driver_started_at,
                                prepare_s=time.time() - driver_started_at)
             result = run_job(job, splits, catalog=catalog,
-                             ledger=Ledger(ledger_path, catalog), run_id=run_id, verbose=False,
+                             ledger=ledger_for(ledger_path, catalog), run_id=run_id, verbose=False,
                              worker_nodes=worker_nodes, batch_size=batch_size,
                              start_marks=marks)
             self.outcome = (result.outcome, {"global_step": result.metrics.get("global_step")})
@@ -142,6 +150,36 @@ def worker_nodes(placement: Mapping[str, int], num_workers: int,
     return nodes[:num_workers] if len(nodes) >= num_workers else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """A run this runner started: when, on how many workers, on which nodes."""
+
+    started_at: float
+    workers: int
+    nodes: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stopping:
+    """A stop in flight (see :meth:`RayJobRunner.advance`)."""
+
+    ref: ray.ObjectRef
+    outcome: str
+    started_at: float
+    deadline: float
+    graceful: bool
+    attempt: Attempt | None
+    starting: bool
+
+
+ORPHAN_SWEEP_S = 15.0
+"""After a run ends, placement groups whose creator is dead are freed for this long
+(the Train controller dies a moment after its driver)."""
+KILL_MARGIN_S = 3.0
+"""A budget stop's deadline is this long before the job's cap: the kill, and the
+round that notices the deadline, take time that is charged too."""
+
+
 class RayJobRunner:
     """One detached ``RunDriver`` actor per job id; see the module docstring."""
 
@@ -154,19 +192,21 @@ class RayJobRunner:
         self.stop_grace_s = stop_grace_s
         self._refs: dict[str, ray.ObjectRef] = {}
         self._configs: dict[str, JobConfig] = {}
-        self._attempts: dict[str, tuple[float, int]] = {}
-        """Job id -> (when this runner started its current attempt, its workers)."""
+        self._attempts: dict[str, Attempt] = {}
+        self._stopping: dict[str, Stopping] = {}
+        self._pending: dict[str, tuple] = {}
+        """Job id -> start arguments, waiting for stops that hold its slots to finish."""
+        self._orphan_sweep_until = 0.0
         self._stop_s: dict[str, float] = {}
         """Seconds the job's last stop took, until the next start takes it as its first
         phase (a start after a failure or a node loss had no stop: 0)."""
         self._attempt_stop_s: dict[str, float] = {}
         """The stop phase of the job's current attempt."""
 
-    def _run_dir(self, job_id: str) -> str | None:
-        return None if "://" in self.storage_path else os.path.join(self.storage_path, job_id)
-
     def _ledger(self) -> Ledger:
-        return Ledger(self.ledger_path, self.catalog)
+        from costsched.ray_layer.ledger import ledger_for
+
+        return ledger_for(self.ledger_path, self.catalog)
 
     @staticmethod
     def _driver(job_id: str) -> ray.actor.ActorHandle | None:
@@ -176,32 +216,52 @@ class RayJobRunner:
             return None
 
     def _ref(self, job_id: str) -> ray.ObjectRef | None:
-        """The run's result reference; after a scheduler restart, reattached by name."""
+        """The run's result reference; after a scheduler restart, reattached by name
+        (never that of a run being stopped)."""
         ref = self._refs.get(job_id)
-        if ref is None:
+        if ref is None and job_id not in self._stopping:
             driver = self._driver(job_id)
             if driver is not None:
                 ref = self._refs[job_id] = driver.result.remote()
         return ref
 
+    @property
+    def busy(self) -> bool:
+        """Whether stops (or starts waiting for them) are in flight."""
+        return bool(self._stopping or self._pending)
+
     def start(self, job_id: str, config: JobConfig, num_workers: int,
               placement: Mapping[str, int], batch_size: int | None = None) -> RunHandle:
         """Start (or resume) the job's run on ``num_workers`` workers, pinned to
-        ``placement``'s nodes, at global ``batch_size`` (None: the config's);
-        idempotent while its run is alive."""
-        requested_at = time.time()
+        ``placement``'s nodes, at global ``batch_size`` (None: the config's), as soon
+        as no stopping run holds those nodes; idempotent while its run is alive."""
         self._configs[job_id] = config
         handle = RunHandle(run_id=job_id,
                            checkpoint_path=f"{self.storage_path.rstrip('/')}/{job_id}")
         ref = self._ref(job_id)
         if ref is not None and not ray.wait([ref], timeout=0)[0]:
             return handle
+        self._pending[job_id] = (num_workers, dict(placement), batch_size, time.time())
+        self._start_pending()
+        return handle
+
+    def _start_pending(self) -> None:
+        held = {node for s in self._stopping.values() if s.attempt for node in s.attempt.nodes}
+        for job_id, (num_workers, placement, batch_size, requested_at) in list(
+                self._pending.items()):
+            if job_id in self._stopping or held & set(placement) or (
+                    self._stopping and not placement):
+                continue
+            del self._pending[job_id]
+            self._launch(job_id, num_workers, placement, batch_size, requested_at)
+
+    def _launch(self, job_id: str, num_workers: int, placement: Mapping[str, int],
+                batch_size: int | None, requested_at: float) -> None:
+        config = self._configs[job_id]
         self._attempt_stop_s[job_id] = self._stop_s.pop(job_id, 0.0)
         self._remove(job_id)
         remove_orphaned_placement_groups()  # slots a run killed while starting still holds
-        run_dir = self._run_dir(job_id)
-        if run_dir is not None:
-            clear_stop_request(run_dir)  # an old request must not end the new attempt
+        channel.clear_stop(job_id)  # an old request must not end the new attempt
         scaling = dataclasses.replace(config.scaling, min_workers=num_workers,
                                       max_workers=num_workers)
         job = dataclasses.replace(config, scaling=scaling, storage_path=self.storage_path,
@@ -215,12 +275,12 @@ class RayJobRunner:
                 head_node_id(), soft=False), runtime_env=code_env(job),
         ).remote(job, self.catalog, self.ledger_path, job_id, nodes, batch_size, requested_at)
         self._refs[job_id] = driver.run.remote()
-        self._attempts[job_id] = (time.time(), num_workers)
-        return handle
+        self._attempts[job_id] = Attempt(time.time(), num_workers, frozenset(placement))
 
     def resize(self, job_id: str, num_workers: int, placement: Mapping[str, int],
                batch_size: int | None = None) -> None:
-        """Stop at a fresh checkpoint, then resume on ``num_workers`` workers."""
+        """Stop at a fresh checkpoint, then resume on ``num_workers`` workers (the start
+        waits for the stop; see :meth:`advance`)."""
         config = self._configs.get(job_id)
         if config is None:
             raise KeyError(f"job {job_id} was never started by this runner")
@@ -228,63 +288,110 @@ class RayJobRunner:
         self.start(job_id, config, num_workers, placement, batch_size)
 
     def stop(self, job_id: str, reason: str) -> None:
-        """Checkpoint and end the run (idempotent); see the module docstring.
-        It resumes from that checkpoint when started again."""
+        """Ask the run to checkpoint and end (idempotent); returns at once, and
+        :meth:`advance` finishes the stop. It resumes from that checkpoint when
+        started again."""
+        self._pending.pop(job_id, None)  # a start still waiting is withdrawn
         ref = self._ref(job_id)
         self._refs.pop(job_id, None)
-        if ref is None:
+        if ref is None or job_id in self._stopping:
             return
-        stop_started = time.time()
+        now = time.time()
         outcome = STOP_OUTCOMES.get(reason, "STOPPED")
-        run_dir = self._run_dir(job_id)
         attempt = self._attempts.pop(job_id, None)
         # Still starting (no report yet this attempt): nothing to checkpoint, so waiting
         # for a step would only spend money.
-        starting = attempt is not None and not self._reported_since(job_id, attempt[0])
-        graceful = run_dir is not None and reason not in ("node_lost", "stalled") \
-            and not starting
-        if graceful and not ray.wait([ref], timeout=0)[0]:
-            request_stop(run_dir, outcome)
-            ray.wait([ref], timeout=self.stop_grace_s)
-        if not ray.wait([ref], timeout=0)[0] and graceful:
-            log.warning("run %s did not stop within %.0f s; killing it (work since its "
-                        "newest checkpoint is lost)", job_id, self.stop_grace_s)
-        self._remove(job_id)
-        if starting:  # its Train controller dies with the driver: free what it reserved
-            deadline = time.monotonic() + 5.0
-            while not remove_orphaned_placement_groups() and time.monotonic() < deadline:
-                time.sleep(0.5)
-        self._stop_s[job_id] = time.time() - stop_started
-        account = RunAccount(self._ledger(), job_id)
+        starting = attempt is not None and not self._reported_since(job_id, attempt.started_at)
+        graceful = reason not in ("node_lost", "stalled") and not starting \
+            and not ray.wait([ref], timeout=0)[0]
+        if graceful:
+            channel.request_stop(job_id, outcome)
+        self._stopping[job_id] = Stopping(
+            ref=ref, outcome=outcome, started_at=now, graceful=graceful, attempt=attempt,
+            starting=starting,
+            deadline=now + (min(self.stop_grace_s, self._until_cap_s(job_id, attempt, now))
+                            if graceful else 0.0))
+        if not graceful:
+            self._finish_stop(job_id)
+
+    def _until_cap_s(self, job_id: str, attempt: Attempt | None, now: float) -> float:
+        """Seconds until the job, running on, reaches its budget cap (less a margin)."""
         config = self._configs.get(job_id)
-        if starting and config is not None:
+        if config is None or attempt is None or config.cost.budget_usd == float("inf"):
+            return float("inf")
+        usd_per_s = rate_of_job(config, self.catalog).usd_per_hour(attempt.workers) / 3600.0
+        ledger = self._ledger()
+        beats = [i["ended_at"] for i in ledger.intervals(job_id) if i["outcome"] == "RUNNING"]
+        left = config.cost.budget_usd - ledger.run_cost_usd(job_id)
+        since = now - max(beats) if beats else 0.0
+        return (left / usd_per_s - since - KILL_MARGIN_S) if usd_per_s > 0 else float("inf")
+
+    def advance(self) -> list[tuple[str, float]]:
+        """Finish the stops that are due (the run ended, or its deadline passed) and
+        start the runs that waited for them; returns (job id, dollars charged) per
+        finished stop."""
+        now, done = time.time(), []
+        for job_id, stopping in list(self._stopping.items()):
+            if now >= stopping.deadline or ray.wait([stopping.ref], timeout=0)[0]:
+                done.append((job_id, self._finish_stop(job_id)))
+        if now < self._orphan_sweep_until:
+            remove_orphaned_placement_groups()
+        self._start_pending()
+        return done
+
+    def drain(self, timeout_s: float) -> None:
+        """Finish every stop in flight (``shutdown``), waiting at most ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self._stopping and time.monotonic() < deadline:
+            self.advance()
+            time.sleep(0.2)
+        for job_id in list(self._stopping):
+            self._finish_stop(job_id)
+
+    def _finish_stop(self, job_id: str) -> float:
+        stopping = self._stopping.pop(job_id)
+        if stopping.graceful and not ray.wait([stopping.ref], timeout=0)[0]:
+            log.warning("run %s did not stop within %.0f s; killing it (work since its "
+                        "newest checkpoint is lost)", job_id, time.time() - stopping.started_at)
+        self._remove(job_id)
+        channel.clear_stop(job_id)
+        self._stop_s[job_id] = time.time() - stopping.started_at
+        account = RunAccount(self._ledger(), job_id)
+        config, attempt = self._configs.get(job_id), stopping.attempt
+        if stopping.starting and config is not None and attempt is not None:
             if not account.exists():  # killed before its driver opened the run: charge it
-                account.open(config, now=attempt[0])
+                account.open(config, now=attempt.started_at)
             account.charge_start_up(
-                attempt_started_at=attempt[0], now=time.time(), num_workers=attempt[1],
+                attempt_started_at=attempt.started_at, now=time.time(),
+                num_workers=attempt.workers,
                 accelerators_per_worker=config.scaling.accelerators_per_worker,
                 resources=config.scaling.resources_per_worker())
         # Charged until the kill freed its workers; a run that failed under the stop
         # ended as the stop says (a cancel is CANCELLED), not FAILED.
-        account.abandon(outcome=outcome, relabel_failed=True, now=time.time())
+        account.abandon(outcome=stopping.outcome, relabel_failed=True, now=time.time())
+        return account.cost_usd()
 
     def _reported_since(self, job_id: str, since: float) -> bool:
-        run_dir = self._run_dir(job_id)
-        if run_dir is None:
-            return True  # cannot tell: assume it has work to lose
-        progress = read_progress(run_dir)
+        progress = channel.progress(job_id)
         return progress is not None and float(progress.get("reported_at", 0.0)) >= since
 
     def _remove(self, job_id: str) -> None:
-        """Kill the job's driver actor (and with it its Train run), if any."""
+        """Kill the job's driver actor (and with it its Train run), if any, and free the
+        placement group its Train controller held: Ray Train's own cleaner may miss it
+        (a controller killed while its workers start, or the cleaner failing), and
+        slots left reserved would keep every later job from starting."""
         self._refs.pop(job_id, None)
         driver = self._driver(job_id)
         if driver is not None:
             ray.kill(driver, no_restart=True)
+        self._orphan_sweep_until = time.time() + ORPHAN_SWEEP_S
+        remove_orphaned_placement_groups()
 
     def poll(self, job_id: str) -> JobProgress:
         """running / finished (outcome from the run) / failed / lost."""
         spent = self._ledger().run_cost_usd(job_id)
+        if job_id in self._pending:  # waiting for the slots a stopping run frees
+            return JobProgress(state="running", spent_usd=spent)
         ref = self._ref(job_id)
         if ref is None:
             return JobProgress(state="lost", spent_usd=spent, message="no live run")
@@ -309,11 +416,12 @@ class RayJobRunner:
 
     def _running(self, job_id: str, spent: float) -> JobProgress:
         """A live run's progress: step, when it was reported and the ETA come from the
-        run's progress file (written at every report); without one (a URI storage, or
-        before the first report) the open interval's last heartbeat dates the progress."""
-        run_dir = self._run_dir(job_id)
-        progress = read_progress(run_dir) if run_dir is not None else None
-        if progress is not None and "global_step" in progress:
+        run's channel (written at every report); before the first report the open
+        interval's last heartbeat dates the progress."""
+        progress = channel.progress(job_id)
+        attempt = self._attempts.get(job_id)
+        if progress is not None and "global_step" in progress and (
+                attempt is None or float(progress["reported_at"]) >= attempt.started_at):
             phases = phases_from_report(progress)
             return JobProgress(state="running", spent_usd=spent,
                                last_step=int(progress["global_step"]),

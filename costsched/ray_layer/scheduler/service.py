@@ -40,6 +40,8 @@ from costsched.scheduler.metrics import measure
 from costsched.scheduler.state import RUNNING
 
 log = logging.getLogger("costsched.scheduler")
+STOP_POLL_S = 1.0
+"""How often stops in flight are checked between rounds."""
 
 
 def _user_errors(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -85,8 +87,22 @@ class SchedulerService:
     def _loop(self) -> None:
         while not self._stopping:
             self._round()
-            self._wake.wait(self.config.round_s)
+            next_round = time.monotonic() + self.config.round_s
+            # While stops are in flight, finish each within a second of its run ending
+            # (a resize's new start waits for it), without a whole round.
+            while not self._wake.wait(min(STOP_POLL_S, max(next_round - time.monotonic(), 0))):
+                if time.monotonic() >= next_round:
+                    break
+                if self.controller.runner.busy:
+                    self._finish_stops()
             self._wake.clear()
+
+    def _finish_stops(self) -> None:
+        try:
+            with self._lock:
+                self.controller.finish_stops()
+        except Exception:  # noqa: BLE001 - retried next time
+            log.exception("finishing stops failed; retrying")
 
     def _round(self) -> None:
         try:
@@ -164,6 +180,8 @@ class SchedulerService:
                     detail="scheduler stopped; resumes when a scheduler runs again",
                     workers=0, placement={}, usd_per_hour=0.0)
                 stopped.append(job.job_id)
+            self.controller.runner.drain(self.config.stop_grace_s)
+            self.controller.finish_stops()
         return {"stopped": stopped}
 
 

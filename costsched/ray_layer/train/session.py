@@ -13,20 +13,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from costsched.training.state import checkpoint_step, newest_checkpoint_dir, read_stop_request
+from costsched.ray_layer import channel
+from costsched.training.state import checkpoint_sequence
 
 TRAIN_SPLIT = "train"
-
-
-def _ray_checkpoint_step(checkpoint: ray.train.Checkpoint) -> int:
-    with checkpoint.as_directory() as directory:
-        return checkpoint_step(directory)
 
 
 class RayTrainSession:
     """Dataset shards, reports and checkpoints through ``ray.train``; DDP through Ray."""
 
-    def __init__(self, shuffle_seed: int, run_dir: str | None = None, cache_shard: bool = True,
+    def __init__(self, shuffle_seed: int, cache_shard: bool = True,
                  strategy: str = "ddp", train_arrays: ray.ObjectRef | None = None):
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
@@ -37,7 +33,8 @@ class RayTrainSession:
         self._strategy = strategy
         self._shard_cache: Any = None
         self._shuffle_seed = shuffle_seed
-        self._run_dir = run_dir
+        self._run_id = context.get_experiment_name()
+        self._storage = context.get_storage()
         self._cache_shard = cache_shard
         self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
         self._train_arrays = train_arrays
@@ -93,31 +90,35 @@ class RayTrainSession:
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[str | None]:
-        """The newest checkpoint: Ray's latest registered one, or a newer one on disk.
+        """The newest checkpoint: Ray's latest registered one, or a newer one whose
+        upload finished (noted in the run's channel) but that Ray never registered.
 
-        Ray registers a checkpoint when its controller next polls the workers
-        (every 2 s); a worker killed in between leaves a persisted but
-        unregistered checkpoint. On a filesystem path every rank sees the same
-        folder, so all ranks pick the same newest complete ``state.pt``.
+        Ray registers a checkpoint when its controller next polls the workers; a
+        worker killed in between leaves it persisted but unregistered. Every rank
+        reads the same names, so all ranks pick the same checkpoint, which is
+        downloaded from the run's storage (a mount or an object store).
         """
-        on_disk = newest_checkpoint_dir(self._run_dir) if self._run_dir else None
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None and on_disk is None:
+        noted = channel.noted_checkpoint(self._run_id)
+        if checkpoint_sequence(noted) > checkpoint_sequence(
+                checkpoint.path if checkpoint is not None else None):
+            checkpoint = ray.train.Checkpoint(
+                path=f"{self._storage.experiment_fs_path.rstrip('/')}/{noted}",
+                filesystem=self._storage.storage_filesystem)
+        if checkpoint is None:
             yield None
-            return
-        if checkpoint is None or (
-            on_disk is not None and checkpoint_step(on_disk) > _ray_checkpoint_step(checkpoint)
-        ):
-            yield str(on_disk)
             return
         with checkpoint.as_directory() as directory:
             yield directory
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None,
+               name: str | None = None) -> None:
         checkpoint = None
         if checkpoint_dir is not None:
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+        if checkpoint is not None and name is not None:  # uploaded: report returns after
+            channel.note_checkpoint(self._run_id, name)
 
     def broadcast(self, value: int) -> int:
         if self.world_size == 1 or not dist.is_initialized():
@@ -127,5 +128,5 @@ class RayTrainSession:
         return int(tensor.item())
 
     def stop_requested(self) -> str | None:
-        """A stop request in the run's folder (see ``training.state.request_stop``)."""
-        return read_stop_request(self._run_dir) if self._run_dir else None
+        """A stop request in the run's channel (see ``ray_layer.channel``)."""
+        return channel.stop_request(self._run_id)

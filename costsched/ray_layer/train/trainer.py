@@ -30,13 +30,15 @@ from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.errors import CostschedError
 from costsched.goodput.restart import StartMarks
+from costsched.ray_layer import channel
 from costsched.ray_layer.console import MARKER
+from costsched.ray_layer.ledger import RemoteLedger, ledger_for
 from costsched.ray_layer.train.session import TRAIN_SPLIT, RayTrainSession
 from costsched.training.data import Splits
 from costsched.training.loop import builtin_config
 from costsched.training.model_factory import JobModelFactory
 from costsched.training.run import RUN_METRIC_KEYS, Run, RunSpec
-from costsched.training.state import write_progress
+from costsched.training.state import progress_record
 
 # Worker-group start-ups that may time out (60 s each) before the run fails, so a
 # request the cluster can never hold ends with an error instead of waiting forever,
@@ -59,7 +61,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Each worker: bind a :class:`Run` to :mod:`costsched.api` and call the entrypoint."""
     spec: RunSpec = config["spec"]
     job = spec.job
-    session = RayTrainSession(shuffle_seed=job.training.seed, run_dir=config["run_dir"],
+    session = RayTrainSession(shuffle_seed=job.training.seed,
                               cache_shard=job.dataset.cache_shard if job.dataset else True,
                               strategy=job.scaling.strategy,
                               train_arrays=config.get("train_arrays"))
@@ -73,29 +75,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 class LedgerCallback(UserCallback):
     """Runs in the Train controller (on the driver's node) and writes the ledger."""
 
-    def __init__(self, *, ledger_path: str, catalog: PriceCatalog, run_id: str,
+    def __init__(self, *, ledger: Ledger | RemoteLedger, run_id: str,
                  run_started_at: float, accelerators_per_worker: float,
                  resources: dict[str, float], verbose: bool = True,
-                 run_dir: str | None = None, step_lines: bool = False):
-        self._args = (ledger_path, catalog, run_id, run_started_at, accelerators_per_worker,
+                 step_lines: bool = False):
+        self._args = (ledger, run_id, run_started_at, accelerators_per_worker,
                       resources)
-        self._run_dir = run_dir
+        self._run_id = run_id
         self._accountant: RunAccountant | None = None
         self._verbose = verbose
         self._step_lines = step_lines  # a line per checkpoint (entrypoints: no epochs)
 
     def _get(self) -> RunAccountant:
         if self._accountant is None:
-            path, catalog, run_id, started, accel, resources = self._args
-            self._accountant = RunAccount(Ledger(path, catalog), run_id).accountant(
+            ledger, run_id, started, accel, resources = self._args
+            self._accountant = RunAccount(ledger, run_id).accountant(
                 run_started_at=started, accelerators_per_worker=accel, resources=resources)
         return self._accountant
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         now = time.time()
         self._get().on_report(metrics[0], now=now)
-        if self._run_dir is not None:
-            write_progress(self._run_dir, metrics[0], now=now)
+        channel.publish_progress(self._run_id, progress_record(metrics[0], now=now))
         m = metrics[0]
         if not self._verbose or m.get("final"):
             return
@@ -161,7 +162,8 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
                   verbose: bool = True, callbacks: list[UserCallback] | None = None,
                   worker_nodes: list[str] | None = None,
                   batch_size: int | None = None,
-                  start_marks: StartMarks | None = None) -> TorchTrainer:
+                  start_marks: StartMarks | None = None,
+                  ledger: RemoteLedger | None = None) -> TorchTrainer:
     scaling = job.scaling
     entrypoint = job.entrypoint or BUILTIN_ENTRYPOINT
     if job.entrypoint:
@@ -180,16 +182,15 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
         num_workers = (scaling.min_workers, scaling.max_workers)
     resources = scaling.resources_per_worker()
     callback = LedgerCallback(
-        ledger_path=job.resolved_ledger_path(), catalog=catalog, run_id=run_id,
+        ledger=ledger or ledger_for(job.resolved_ledger_path(), catalog), run_id=run_id,
         run_started_at=run_started_at, accelerators_per_worker=scaling.accelerators_per_worker,
-        resources=resources, verbose=verbose, run_dir=local_run_dir(job, run_id),
+        resources=resources, verbose=verbose,
         step_lines=job.entrypoint is not None,
     )
     in_memory = in_memory_train_split(job, splits)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec, "entrypoint": entrypoint,
-                           "run_dir": local_run_dir(job, run_id),
                            "train_arrays": ray.put((splits.x_train, splits.y_train))
                            if in_memory else None},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=scaling.use_gpu,
@@ -215,17 +216,12 @@ def _pinned(worker_nodes: list[str] | None) -> list[dict[str, str]] | None:
     return [{NODE_ID_LABEL: node} for node in worker_nodes] if worker_nodes else None
 
 
-def local_run_dir(job: JobConfig, run_id: str) -> str | None:
-    """The run's checkpoint folder when storage is a filesystem path (not a URI)."""
-    storage = job.resolved_storage_path()
-    return None if "://" in storage else os.path.join(storage, run_id)
-
-
 def new_run_id(job: JobConfig) -> str:
     return f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog, ledger: Ledger,
+def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog,
+            ledger: Ledger | RemoteLedger,
             run_id: str | None = None,
             verbose: bool = True, callbacks: list[UserCallback] | None = None,
             worker_nodes: list[str] | None = None, batch_size: int | None = None,
@@ -244,6 +240,8 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog, led
     # Polling faster keeps frequent checkpoints cheap and loses fewer of them to a crash.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     started = time.time()
+    if not isinstance(ledger, RemoteLedger):  # every write goes through the ledger's actor
+        ledger = ledger_for(ledger.path, catalog)
     account = RunAccount(ledger, run_id)
     usd_before_start = account.open(job, now=started)
     try:
@@ -251,7 +249,7 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog, led
                                 catalog=catalog, verbose=verbose,
                                 usd_before_start=usd_before_start, callbacks=callbacks,
                                 worker_nodes=worker_nodes, batch_size=batch_size,
-                                start_marks=start_marks)
+                                start_marks=start_marks, ledger=ledger)
         result = trainer.fit()
     except Exception as exc:  # the run failed beyond max_failures: record it, then say why
         account.finish(outcome="FAILED", now=time.time(), metrics={"error": str(exc)[:500]})

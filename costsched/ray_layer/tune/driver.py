@@ -14,6 +14,7 @@ from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog
 from costsched.cost.report import intervals_frame
 from costsched.ray_layer.cluster import ensure_ray
+from costsched.ray_layer.ledger import ledger_for
 from costsched.ray_layer.tune.trial import (
     ACCURACY,
     OBJECTIVE,
@@ -46,8 +47,8 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
     cfg = sweep.config
     root = cfg.resolved_storage_path() / cfg.name
     ledger_path = root / "ledger.db"
-    ledger = Ledger(ledger_path, catalog)
     ensure_ray(sweep.base_job, address)
+    ledger = ledger_for(ledger_path, catalog)  # the head's one writer
     splits = prepare(sweep.base_job.dataset)
     ctx = TrialContext(sweep=sweep, splits=splits, catalog=catalog,
                        ledger_path=str(ledger_path), trials_storage=str(root / "trials"))

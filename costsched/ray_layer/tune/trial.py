@@ -24,6 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 from costsched.cost.accounting import RunAccount
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog
+from costsched.ray_layer.ledger import ledger_for
 from costsched.ray_layer.train.trainer import run_job
 from costsched.sweep.config import LoadedSweep, can_launch, job_for
 from costsched.sweep.objective import objective_usd
@@ -99,7 +100,7 @@ def run_trial(point: dict[str, Any], ctx: TrialContext) -> None:
                   cost=replace(job.cost, budget_usd=cfg.trial_budget_usd),
                   training=replace(job.training, target_metric="val_accuracy",
                                    target_value=cfg.target_value))
-    ledger = Ledger(job.resolved_ledger_path(), ctx.catalog)
+    ledger = ledger_for(job.resolved_ledger_path(), ctx.catalog)  # the head's one writer
     run_id = trial_run_id(cfg.name, trial_id)
     finished = next((r for r in ledger.runs() if r["run_id"] == run_id
                      and r["outcome"] != "RUNNING"), None)
