@@ -42,6 +42,7 @@ from costsched.ray_layer.channel import progress as read_progress  # noqa: E402
 from costsched.ray_layer.cluster import ensure_auth_token  # noqa: E402
 from costsched.ray_layer.scheduler.service import NAMESPACE, SERVICE_NAME  # noqa: E402
 from tests.conftest import REPO, quickstart_dict  # noqa: E402
+from tests.support.charges import recomputed_usd  # noqa: E402
 from tests.support.faults import kill_train_worker, train_worker_pids  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -203,21 +204,6 @@ def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site)
     metrics = _wait("the scheduler's metrics on Ray's Prometheus endpoint",
                     lambda: _scrape(site, "ray_costsched_job_spent_usd"), 60, poll_s=3.0)
     assert f'job_id="{urgent}"' in metrics and "ray_costsched_queue_length" in metrics
-
-
-def recomputed_usd(ledger: Ledger, job_id: str) -> float:
-    """What the job should have been charged, recomputed from its intervals' raw start,
-    end and slots at the shipped catalog's price for ``local-cpu`` read as plain YAML
-    (not through costsched's price code); its intervals must not overlap."""
-    row = yaml.safe_load((REPO / "configs" / "prices.yaml").read_text())[
-        "instance_types"]["local-cpu"]
-    usd_per_slot_s = row["on_demand_usd_per_hour"] / row["num_gpus_per_node"] / 3600.0
-    spans = sorted((i["started_at"], i["ended_at"],
-                    i["num_workers"] * i["accelerators_per_worker"])
-                   for i in ledger.intervals(job_id))
-    assert all(later[0] >= earlier[1] - 1e-6
-               for earlier, later in zip(spans, spans[1:], strict=False))
-    return sum((end - start) * slots for start, end, slots in spans) * usd_per_slot_s
 
 
 def user_folder(site: dict[str, Any]) -> Path:

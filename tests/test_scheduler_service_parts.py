@@ -133,7 +133,7 @@ def test_cli_rejects_a_missing_file_before_contacting_a_cluster(args):
 
 
 @pytest.mark.parametrize(("spot", "markers"), [
-    (False, {"instance_g5.xlarge": 0.001}),
+    (False, {"instance_g5.xlarge": 0.001, "on_demand": 0.001}),
     (True, {"instance_g5.xlarge": 0.001, "spot": 0.001}),
 ])
 def test_autoscaler_requests_name_the_chosen_node_type_and_market(spot, markers):

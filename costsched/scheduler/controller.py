@@ -303,7 +303,9 @@ class SchedulerController:
                                  self.job_rate(j), elastic=self._elastic,
                                  model=self.job_models.model(j.job_id)
                                  if self.config.use_measured_models else None,
-                                 restart_s=self.restarts.seconds(j.job_id)) for j in jobs]
+                                 restart_s=self.restarts.seconds(j.job_id),
+                                 running_since_s=self.store.run_started_at(j.job_id)
+                                 if j.state in RUNNING else None) for j in jobs]
         placements = {j.job_id: j.placement for j in jobs if j.state in RUNNING}
         return models.build_snapshot(now=now, round_index=self._round, views=views, nodes=nodes,
                                      placements=placements, round_s=self.config.round_s,
@@ -329,8 +331,7 @@ class SchedulerController:
         return driven.decision
 
     def _reject_once(self, line: str) -> None:
-        if line not in self._logged_rejections:
-            self._logged_rejections.add(line)
+        if line not in self._logged_rejections and not self._logged_rejections.add(line):
             log.warning("decision not executed: %s", line)
 
     def plan(self, decision: Decision) -> list[Action]:

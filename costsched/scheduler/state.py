@@ -245,6 +245,13 @@ class JobStore:
         records = [_record(r) for r in rows]
         return [r for r in records if states is None or r.state in states]
 
+    def run_started_at(self, job_id: str) -> float | None:
+        """When the job's current run began: its last start, resume or resize event."""
+        with self._connect() as db:
+            row = db.execute("SELECT MAX(at) AS at FROM events WHERE job_id=? AND kind IN "
+                             "('started', 'resumed', 'resizing')", (job_id,)).fetchone()
+        return None if row is None else row["at"]
+
     def events(self, job_id: str) -> list[dict[str, Any]]:
         """The job's log, oldest first: dicts of at, kind, detail."""
         self.get(job_id)

@@ -40,8 +40,9 @@ def marked_bundle(bundle: ResourceBundle) -> dict[str, float]:
     """A worker's resources plus the markers of the node type and market it needs."""
     marked = dict(bundle.resources)
     marked[INSTANCE_PREFIX + bundle.instance_type] = MARKER_SHARE
-    if bundle.spot:
-        marked["spot"] = MARKER_SHARE
+    # The market is named either way: an on-demand request met by a spot node would
+    # give a node that on-demand jobs may never use (the policy keeps them off spot).
+    marked["spot" if bundle.spot else "on_demand"] = MARKER_SHARE
     return marked
 
 
