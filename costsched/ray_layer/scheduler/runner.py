@@ -226,6 +226,10 @@ class RayJobRunner:
         return ref
 
     @property
+    def stops_in_flight(self) -> int:
+        return len(self._stopping)
+
+    @property
     def busy(self) -> bool:
         """Whether stops (or starts waiting for them) are in flight."""
         return bool(self._stopping or self._pending)

@@ -164,6 +164,7 @@ class SchedulerService:
         return {"policy": self.config.policy, "round_s": self.config.round_s,
                 "state_path": self.config.state_path, "ledger_path": self.config.ledger_path,
                 "rounds": self.rounds, "last_round_at": self.last_round_at,
+                "stops_in_flight": getattr(self.controller.runner, "stops_in_flight", 0),
                 "started_at": self.started_at}
 
     def shutdown(self) -> dict[str, Any]:

@@ -1,0 +1,174 @@
+"""A multi-node cluster whose nodes share no folder for run state, storage on S3.
+
+A local S3-compatible server (``moto`` in server mode, its own process) holds the
+job's storage: ``storage_path`` is ``s3://``. ``ray.cluster_utils.Cluster`` starts a
+head and three one-slot nodes, each with its own temp folder; the ledger and the
+scheduler's files live on the head alone. One job is driven through the real job
+runner (driver actor, Ray Train, the run channel) across every kind of stop:
+
+- resize 2 -> 1 worker onto another node, a preemption, a restart on a third
+  node, a node loss, and a budget stop;
+- each graceful stop saves a checkpoint first: the next attempt resumes at or
+  after the step the run had reached when the stop was asked;
+- after the node loss, no more than one checkpoint interval is lost;
+- every checkpoint is in the bucket, none on any local disk; the ledger's charge
+  equals one recomputed from its intervals and the catalog read as plain YAML.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray")
+
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from costsched.config.scheduler import parse_submission  # noqa: E402
+from costsched.cost.prices import load_catalog  # noqa: E402
+from costsched.ray_layer import channel  # noqa: E402
+from costsched.ray_layer.ledger import ledger_for  # noqa: E402
+from costsched.ray_layer.scheduler.runner import RayJobRunner  # noqa: E402
+from costsched.training.state import checkpoint_sequence  # noqa: E402
+from tests.conftest import quickstart_dict  # noqa: E402
+from tests.support.charges import recomputed_usd  # noqa: E402
+from tests.support.s3 import keys, s3_server  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+BUCKET = "costsched-runs"
+INTERVAL = 10
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("no-shared-disk")
+    # Each node's own temp folder (short: Ray's socket paths must fit 107 bytes).
+    temp = Path(tempfile.mkdtemp(prefix="cs-"))
+    with s3_server(BUCKET):
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "temp_dir": str(temp / "head")})
+        nodes = [cluster.add_node(num_cpus=1, resources={"cpu_slot": 1},
+                                  temp_dir=str(temp / f"n{i}")) for i in range(3)]
+        ray.init(address=cluster.address, logging_level="WARNING")
+        try:
+            yield {"root": root, "cluster": cluster, "nodes": nodes, "temp": temp}
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _job(catalog):
+    data = quickstart_dict()
+    data["name"] = "s3job"
+    data["dataset"]["num_samples"] = 3000
+    data["training"].update(num_epochs=40, target_metric=None)
+    data["scaling"].update(min_workers=1, max_workers=2)
+    data["checkpoint"].update(interval_steps=INTERVAL, max_failures=0)
+    data["cost"].update(budget_usd=1.0)
+    config, _ = parse_submission(yaml.safe_dump(data), {}, catalog, "cpu_slot")
+    return config
+
+
+def _worker_nodes() -> set[str]:
+    from ray.util.state import list_actors
+
+    return {a.node_id for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
+                                                    ("state", "=", "ALIVE")])}
+
+
+def test_every_stop_checkpoints_to_s3_and_resumes_on_another_node(site):
+    catalog = load_catalog()
+    root, cluster = site["root"], site["cluster"]
+    a, b, c = (n.node_id for n in site["nodes"])
+    ledger_path = str(root / "head" / "ledger.db")
+    runner = RayJobRunner(catalog, ledger_path, f"s3://{BUCKET}/runs", stop_grace_s=90.0)
+    job_id, config = "s3job-1", _job(catalog)
+
+    def wait(done, timeout_s: float, what: str):
+        deadline = time.monotonic() + timeout_s
+        while not (value := done()):
+            assert runner.poll(job_id).state == "running", (what, runner.poll(job_id))
+            assert time.monotonic() < deadline, what
+            runner.advance()
+            time.sleep(0.5)
+        return value
+
+    def attempt_stepping(world_size: int, since: float):
+        """This attempt's progress, once it has stepped on ``world_size`` workers."""
+        def stepped():
+            p = channel.progress(job_id) or {}
+            return p if (p.get("world_size") == world_size and p.get("reported_at", 0) > since
+                         and p.get("global_step", 0) > max(p.get("resumed_from_step", 0), 0)
+                         ) else None
+        return wait(stepped, 240, f"no step on {world_size} workers")
+
+    def stop(reason: str) -> int:
+        """Ask for a stop; return the step reached when it was asked, once it ended."""
+        step = channel.progress(job_id)["global_step"]
+        runner.stop(job_id, reason)
+        deadline = time.monotonic() + 120
+        while job_id not in {j for j, _ in runner.advance()}:
+            assert time.monotonic() < deadline, f"{reason} stop did not finish"
+            time.sleep(0.5)
+        return step
+
+    started = time.time()
+    runner.start(job_id, config, 2, {a: 1, b: 1})
+    attempt_stepping(2, started)
+    wait(lambda: (channel.progress(job_id) or {}).get("global_step", 0) >= INTERVAL, 240,
+         "no checkpoint")
+
+    # Resize 2 -> 1 onto node c: checkpoint first, resume from S3 there.
+    asked = time.time()
+    runner.resize(job_id, 1, {c: 1})
+    step = channel.progress(job_id)["global_step"]
+    progress = attempt_stepping(1, asked)
+    assert progress["resumed_from_step"] >= step
+    assert _worker_nodes() == {c}
+
+    # Preempt, then resume on node a.
+    step = stop("preempted")
+    restarted = time.time()
+    runner.start(job_id, config, 1, {a: 1})
+    progress = attempt_stepping(1, restarted)
+    assert progress["resumed_from_step"] >= step
+    assert _worker_nodes() == {a}
+
+    # Node a is lost after its attempt checkpointed: resume on b and c, losing at most
+    # one checkpoint interval.
+    noted = channel.noted_checkpoint(job_id)
+    wait(lambda: checkpoint_sequence(channel.noted_checkpoint(job_id))
+         > checkpoint_sequence(noted), 120, "no new checkpoint on node a")
+    reached = channel.progress(job_id)["global_step"]
+    cluster.remove_node(site["nodes"][0])
+    runner.stop(job_id, "node_lost")  # what the scheduler does on seeing the node gone
+    runner.advance()
+    restarted = time.time()
+    runner.start(job_id, config, 2, {b: 1, c: 1})
+    progress = attempt_stepping(2, restarted)
+    assert progress["resumed_from_step"] >= reached - INTERVAL
+
+    # A budget stop checkpoints first too.
+    sequence = checkpoint_sequence(channel.noted_checkpoint(job_id))
+    stop("budget")
+    assert checkpoint_sequence(channel.noted_checkpoint(job_id)) > sequence
+
+    # Every checkpoint went to the bucket; none to a local disk.
+    stored = keys(BUCKET, f"runs/{job_id}/")
+    assert any("/checkpoint_" in k and k.endswith("state.pt") for k in stored), stored
+    local = [p for folder in (root, site["temp"]) for p in Path(folder).rglob("checkpoint_0*")] + \
+        [p for p in (Path.home() / ".costsched" / "runs" / job_id).rglob("*")]
+    assert local == []
+
+    ledger = ledger_for(ledger_path, catalog)
+    intervals = ledger.intervals(job_id)
+    assert [i["num_workers"] for i in intervals] == [2, 1, 1, 2]
+    assert ledger.run_cost_usd(job_id) == pytest.approx(recomputed_usd(ledger, job_id),
+                                                        rel=1e-6)
