@@ -248,3 +248,29 @@ def test_a_job_that_holds_slots_but_takes_no_step_is_killed_and_requeued(tmp_pat
     assert job.failures == 1 and "stalled: no step for 6 min" in job.message
     assert job.state in ("QUEUED", "RUNNING")  # requeued, and started again at once
     assert h.runner.kinds(job_id).count("start") == 2
+
+
+def test_a_cancel_returns_at_once_and_its_final_charge_lands_when_the_stop_ends(tmp_path):
+    """Stops never block the controller: the runner finishes them in a later round, and
+    the job's recorded spend becomes what its stop finally cost."""
+    h = harness(tmp_path, node("n0", slots=2))
+    job_id = h.controller.submit(job_text("mnist", min_workers=1, max_workers=2))
+    h.tick()
+    finished: list[tuple[str, float]] = []
+    h.runner.advance = lambda: [finished.pop()] if finished else []
+    h.controller.cancel(job_id)
+    assert h.state(job_id) == "CANCELLED"
+    spent_at_cancel = h.job(job_id).spent_usd
+    finished.append((job_id, spent_at_cancel + 0.25))  # the stop took a while, charged
+    h.tick()
+    assert h.job(job_id).spent_usd == pytest.approx(spent_at_cancel + 0.25)
+    assert h.state(job_id) == "CANCELLED"
+
+
+def test_the_budget_reserve_is_the_jobs_measured_stop_latency(tmp_path):
+    from costsched.goodput.restart import stop_reserve_s
+
+    assert stop_reserve_s([], prior=5.0) == 5.0  # nothing measured: the prior
+    assert stop_reserve_s([{"stop": 0.0, "scheduling": 3.0}], prior=5.0) == 5.0
+    assert stop_reserve_s([{"stop": 4.0}, {"stop": 20.0}, {"stop": 6.0}],
+                          prior=5.0) == pytest.approx(30.0)  # 1.5 x the slowest
