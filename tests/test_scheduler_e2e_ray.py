@@ -179,7 +179,7 @@ def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site)
     assert final[low]["state"] == "COMPLETED", cli(site, "logs", low).stdout
     assert final[urgent]["state"] == "COMPLETED", cli(site, "logs", urgent).stdout
     assert final[capped]["state"] == "BUDGET_EXHAUSTED", cli(site, "logs", capped).stdout
-    assert final[capped]["spent_usd"] <= 0.0003 * 1.05
+    assert final[capped]["spent_usd"] <= 0.0003  # no slack: the stop's cost included
 
     assert final[low]["preemptions"] == 1 and final[low]["restarts"] == 1
     low_progress = read_progress(low)
@@ -201,9 +201,13 @@ def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site)
     assert report.returncode == 0, report.stderr
     assert {r["run_id"] for r in json.loads(report.stdout)} == {low, capped, urgent}
 
-    metrics = _wait("the scheduler's metrics on Ray's Prometheus endpoint",
-                    lambda: _scrape(site, "ray_costsched_job_spent_usd"), 60, poll_s=3.0)
-    assert f'job_id="{urgent}"' in metrics and "ray_costsched_queue_length" in metrics
+    # The scheduler's metrics are on Ray's Prometheus endpoint; an ended job's series
+    # leave it (every job here has ended).
+    metrics = _wait("the scheduler's metrics on Ray's Prometheus endpoint, without the "
+                    "ended jobs' series",
+                    lambda: (text := _scrape(site, "ray_costsched_queue_length"))
+                    and f'job_id="{urgent}"' not in text and text, 90, poll_s=3.0)
+    assert "ray_costsched_slots_allocated" in metrics
 
 
 def user_folder(site: dict[str, Any]) -> Path:
