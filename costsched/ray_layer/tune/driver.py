@@ -42,6 +42,16 @@ def baseline_point(sweep: LoadedSweep) -> dict[str, Any]:
     return {key: value_in_job(sweep.base_job, key) for key in sweep.config.space}
 
 
+def trials_storage(sweep: LoadedSweep, root: Path) -> str:
+    """Where trials checkpoint: under the base job's ``storage_path`` when it is a URI
+    (an object store every node reaches: a trial may resume on another node), else in
+    the sweep's folder."""
+    base = sweep.base_job.storage_path
+    if "://" in base:
+        return f"{base.rstrip('/')}/sweeps/{sweep.config.name}/trials"
+    return str(root / "trials")
+
+
 def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
               address: str | None, out_dir: str | None, verbose: bool = False) -> str:
     cfg = sweep.config
@@ -51,7 +61,7 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
     ledger = ledger_for(ledger_path, catalog)  # the head's one writer
     splits = prepare(sweep.base_job.dataset)
     ctx = TrialContext(sweep=sweep, splits=splits, catalog=catalog,
-                       ledger_path=str(ledger_path), trials_storage=str(root / "trials"))
+                       ledger_path=str(ledger_path), trials_storage=trials_storage(sweep, root))
     # The trial function only drives its TorchTrainer; the workers reserve the CPUs.
     # It reserves a token of memory, not CPU: a CPU fraction would keep a worker out.
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
