@@ -44,6 +44,26 @@ def train_worker_pids(session: str | None = None) -> list[int]:
     return sorted(pids)
 
 
+def train_workers_by_node(session: str | None = None) -> dict[str, list[int]]:
+    """node id -> PIDs of the Ray Train workers there, for the cluster under test (read
+    from each worker's raylet command line; no dashboard needed)."""
+    session = session or ray_session_name()
+    found: dict[str, list[int]] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if WORKER_TITLE not in cmdline or "ray::" not in cmdline:
+            continue
+        try:
+            raylet = proc.parent().cmdline()
+        except (psutil.Error, AttributeError):
+            continue
+        node = next((arg.split("=", 1)[1] for arg in raylet if arg.startswith("--node_id=")),
+                    None)
+        if node and any(f"/{session}/" in arg for arg in raylet):
+            found.setdefault(node, []).append(proc.pid)
+    return found
+
+
 def kill_train_worker(rank_hint: int = -1) -> int:
     """SIGKILL one Ray Train worker of the cluster under test (the last by PID by
     default); return its PID."""
