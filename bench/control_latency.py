@@ -101,7 +101,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ray.init(num_cpus=3, resources={"cpu_slot": 3}, namespace=NAMESPACE,
+        ray.init(address="local", num_cpus=3, resources={"cpu_slot": 3}, namespace=NAMESPACE,
                  logging_level="ERROR", log_to_driver=False)
         config = SchedulerConfig(policy="fifo", round_s=2.0, restart_s=5.0,
                                  state_path=str(root / "scheduler.db"),

@@ -93,7 +93,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ray.init(num_cpus=2, resources={"cpu_slot": 2}, namespace=NAMESPACE,
+        ray.init(address="local", num_cpus=2, resources={"cpu_slot": 2}, namespace=NAMESPACE,
                  logging_level="ERROR", log_to_driver=False)
         direct_2 = baseline(root, 2)
         direct_1 = baseline(root, 1)

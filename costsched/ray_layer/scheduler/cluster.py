@@ -141,3 +141,11 @@ def remove_orphaned_placement_groups() -> int:
             except Exception as exc:  # noqa: BLE001 - removed meanwhile
                 log.warning("cannot remove orphaned placement group: %s", exc)
     return removed
+
+
+
+def free_orphans() -> None:
+    """Free what dead Train controllers left: their placement groups. (A controller
+    killed while it starts may also leave Ray Train's detached placement-group cleaner
+    idle on the head; it holds no slot, and is not removed.)"""
+    remove_orphaned_placement_groups()

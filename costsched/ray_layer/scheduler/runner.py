@@ -45,7 +45,7 @@ from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.goodput.restart import StartMarks, phases_from_report
 from costsched.ray_layer import channel
-from costsched.ray_layer.scheduler.cluster import head_node_id, remove_orphaned_placement_groups
+from costsched.ray_layer.scheduler.cluster import free_orphans, head_node_id
 from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE
 from costsched.scheduler.interfaces import JobProgress, RunHandle
 from costsched.scheduler.job_models import Measurement, measurement_from_report
@@ -264,7 +264,7 @@ class RayJobRunner:
         config = self._configs[job_id]
         self._attempt_stop_s[job_id] = self._stop_s.pop(job_id, 0.0)
         self._remove(job_id)
-        remove_orphaned_placement_groups()  # slots a run killed while starting still holds
+        free_orphans()  # slots a run killed while starting still holds
         channel.clear_stop(job_id)  # an old request must not end the new attempt
         scaling = dataclasses.replace(config.scaling, min_workers=num_workers,
                                       max_workers=num_workers)
@@ -339,7 +339,7 @@ class RayJobRunner:
             if now >= stopping.deadline or ray.wait([stopping.ref], timeout=0)[0]:
                 done.append((job_id, self._finish_stop(job_id)))
         if now < self._orphan_sweep_until:
-            remove_orphaned_placement_groups()
+            free_orphans()
         self._start_pending()
         return done
 
@@ -389,7 +389,7 @@ class RayJobRunner:
         if driver is not None:
             ray.kill(driver, no_restart=True)
         self._orphan_sweep_until = time.time() + ORPHAN_SWEEP_S
-        remove_orphaned_placement_groups()
+        free_orphans()
 
     def poll(self, job_id: str) -> JobProgress:
         """running / finished (outcome from the run) / failed / lost."""
