@@ -85,15 +85,15 @@ def test_a_job_on_a_lost_node_resumes_from_its_checkpoint_on_the_rest(cluster, t
 
     checkpoint = {}
     tick_until(lambda: (read_progress(job_id) or {}).get("global_step", 0) >= 10,
-               180, "no checkpoint")
+               600, "no checkpoint")
     checkpoint["step"] = wait_for_checkpoint(f"{storage}/{job_id}", 10, timeout_s=30)
     # Not the node this test's driver process is attached to: the driver must outlive it.
     here = ray.get_runtime_context().get_node_id()
     cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id != here))
 
-    tick_until(lambda: controller.store.get(job_id).spot_restarts >= 1, 120,
+    tick_until(lambda: controller.store.get(job_id).spot_restarts >= 1, 300,
                "node loss not noticed")
-    tick_until(lambda: controller.store.get(job_id).state in TERMINAL, 300, "did not finish")
+    tick_until(lambda: controller.store.get(job_id).state in TERMINAL, 900, "did not finish")
 
     job = controller.store.get(job_id)
     assert job.state == "COMPLETED", controller.logs(job_id)
