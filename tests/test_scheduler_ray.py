@@ -99,7 +99,10 @@ def test_a_job_on_a_lost_node_resumes_from_its_checkpoint_on_the_rest(cluster, t
     assert job.state == "COMPLETED", controller.logs(job_id)
     assert (job.spot_restarts, job.failures) == (1, 0)  # max_failures 0 was not used up
     progress = read_progress(job_id)
-    assert progress["resumed_from_step"] >= checkpoint["step"]  # not from scratch
+    # Not from scratch, and at most one checkpoint interval (10 steps) behind the newest
+    # checkpoint on disk: one whose report never returned (its node went away
+    # mid-report) was never confirmed uploaded, so the run resumes from the one before.
+    assert progress["resumed_from_step"] >= max(checkpoint["step"] - 10, 1)
     assert progress["world_size"] == 2
     intervals = Ledger(ledger_path, catalog).intervals(job_id)
     assert [i["num_workers"] for i in intervals][0] == 3
