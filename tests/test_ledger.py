@@ -15,7 +15,7 @@ import pytest
 
 from costsched.cli.main import main as cli_main
 from costsched.cost.accounting import RunAccountant, cost_so_far_usd
-from costsched.cost.ledger import Ledger
+from costsched.cost.ledger import SCHEMA, Ledger
 from costsched.cost.prices import JobRate, load_catalog
 from costsched.cost.report import intervals_frame, plot_costs, render, runs_frame
 from costsched.errors import CostschedError
@@ -367,3 +367,40 @@ def test_a_run_killed_from_outside_is_charged_until_the_kill_with_the_stops_outc
     assert ledger.run_cost_usd("job-1") == pytest.approx(
         price.on_demand_usd_per_hour / price.num_gpus_per_node * 2 * 60 / 3600)
     assert [r["outcome"] for r in ledger.runs()] == ["CANCELLED"]
+
+
+def test_an_interval_is_billed_at_the_node_type_it_ran_on(ledger):
+    start(ledger)  # declared g4dn.12xlarge, on-demand
+    first = open_at(ledger, 1000.0)
+    ledger.close_interval(first, now=1900.0, outcome="RESIZED")
+    second = ledger.open_interval("run-1", started_at=1900.0, num_workers=2,
+                                  accelerators_per_worker=1.0, resources=RESOURCES,
+                                  node_type="g5.12xlarge", node_spot=True)
+    ledger.close_interval(second, now=2800.0, outcome="COMPLETED")
+    declared, moved = ledger.intervals("run-1")
+    # Independent arithmetic from the catalog's list prices: node price x share x hours.
+    assert declared["cost_usd"] == pytest.approx(3.912 * 2 / 4 * 0.25)
+    assert (moved["instance_type"], moved["spot"]) == ("g5.12xlarge", 1)
+    assert moved["cost_usd"] == pytest.approx(2.2688 * 2 / 4 * 0.25)
+    with pytest.raises(Exception, match="nope"):
+        ledger.open_interval("run-1", started_at=2800.0, num_workers=1,
+                             accelerators_per_worker=1.0, resources=RESOURCES,
+                             node_type="nope")
+
+
+def test_a_ledger_file_from_before_node_pricing_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "old.db"
+    old_schema = SCHEMA.replace("    node_type TEXT,\n    node_spot INTEGER,\n", "")
+    assert "node_type" not in old_schema
+    with sqlite3.connect(path) as db:
+        db.executescript(old_schema)
+        db.execute("INSERT INTO runs (run_id, job_name, config_hash, instance_type, spot,"
+                   " utilisation, budget_usd, started_at) VALUES"
+                   " ('old', 'j', 'h', 'g4dn.12xlarge', 0, 0.5, 10, 0)")
+        db.execute("INSERT INTO intervals (run_id, attempt, started_at, ended_at, num_workers,"
+                   " accelerators_per_worker, resources, outcome) VALUES"
+                   " ('old', 1, 0, 3600, 4, 1, '{}', 'COMPLETED')")
+    upgraded = Ledger(path, CATALOG)
+    (row,) = upgraded.intervals("old")
+    assert row["cost_usd"] == pytest.approx(3.912)  # the run's declared type
+    assert row["node_type"] is None

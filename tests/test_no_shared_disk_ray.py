@@ -12,7 +12,8 @@ runner (driver actor, Ray Train, the run channel) across every kind of stop:
   after the step the run had reached when the stop was asked;
 - after the node loss, no more than one checkpoint interval is lost;
 - every checkpoint is in the bucket, none on any local disk; the ledger's charge
-  equals one recomputed from its intervals and the catalog read as plain YAML.
+  equals one recomputed from its intervals and the catalog read as plain YAML,
+  the attempt placed on the spot node at the spot price.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def site(tmp_path_factory):
     with s3_server(BUCKET):
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "temp_dir": str(temp / "head")})
-        nodes = [cluster.add_node(num_cpus=1, resources={"cpu_slot": 1},
+        # Node 0 is spot capacity of a known type: a run placed there is billed so.
+        markers = [{"instance_local-cpu": 1, "spot": 1}, {}, {}]
+        nodes = [cluster.add_node(num_cpus=1, resources={"cpu_slot": 1} | markers[i],
                                   temp_dir=str(temp / f"n{i}")) for i in range(3)]
         ray.init(address=cluster.address, logging_level="WARNING")
         try:
@@ -170,5 +173,6 @@ def test_every_stop_checkpoints_to_s3_and_resumes_on_another_node(site):
     ledger = ledger_for(ledger_path, catalog)
     intervals = ledger.intervals(job_id)
     assert [i["num_workers"] for i in intervals] == [2, 1, 1, 2]
-    assert ledger.run_cost_usd(job_id) == pytest.approx(recomputed_usd(ledger, job_id),
-                                                        rel=1e-6)
+    # The third attempt ran on node a, spot capacity: billed at the spot price.
+    assert ledger.run_cost_usd(job_id) == pytest.approx(
+        recomputed_usd(ledger, job_id, spot_attempts=frozenset({3})), rel=1e-6)

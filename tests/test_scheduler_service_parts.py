@@ -143,3 +143,24 @@ def test_autoscaler_requests_name_the_chosen_node_type_and_market(spot, markers)
     bundle = ResourceBundle(resources={"CPU": 1, "GPU": 1}, instance_type="g5.xlarge",
                             spot=spot)
     assert marked_bundle(bundle) == {"CPU": 1, "GPU": 1} | markers
+
+
+def test_a_run_is_billed_at_the_node_type_and_market_it_is_placed_on():
+    from costsched.config.job import CostSection
+    from costsched.cost.prices import load_catalog
+    from costsched.ray_layer.scheduler.cluster import billed_cost
+
+    catalog = load_catalog()
+    declared = CostSection(instance_type="g4dn.12xlarge", spot=False)
+    nodes = {"t4-spot": {"GPU": 4, "instance_g4dn.12xlarge": 1, "spot": 1},
+             "a10": {"GPU": 4, "instance_g5.12xlarge": 1, "on_demand": 1},
+             "laptop": {"CPU": 2}}
+    on_spot = billed_cost(declared, {"t4-spot": 2}, catalog, nodes)
+    assert (on_spot.instance_type, on_spot.spot) == ("g4dn.12xlarge", True)
+    moved = billed_cost(declared, {"a10": 1}, catalog, nodes)
+    assert (moved.instance_type, moved.spot, moved.budget_usd) == (
+        "g5.12xlarge", False, declared.budget_usd)
+    assert billed_cost(declared, {"laptop": 2}, catalog, nodes) == declared  # no marker
+    # Spread over two types: the dearest per accelerator, never less than used.
+    assert billed_cost(declared, {"t4-spot": 1, "a10": 1}, catalog,
+                       nodes).instance_type == "g5.12xlarge"

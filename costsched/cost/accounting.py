@@ -43,11 +43,13 @@ class RunAccountant:
     """Feeds one run's events into the ledger. Clock values are passed in."""
 
     def __init__(self, ledger: Ledger, run_id: str, *, run_started_at: float,
-                 accelerators_per_worker: float, resources: dict[str, float]):
+                 accelerators_per_worker: float, resources: dict[str, float],
+                 node_type: str | None = None, node_spot: bool | None = None):
         self.ledger = ledger
         self.run_id = run_id
         self.accelerators_per_worker = accelerators_per_worker
         self.resources = resources
+        self.priced_at = {"node_type": node_type, "node_spot": node_spot}
         self._next_start = run_started_at
         self._open: _OpenInterval | None = None
 
@@ -61,7 +63,7 @@ class RunAccountant:
                 self.run_id, started_at=self._next_start,
                 num_workers=int(metrics[WORLD_SIZE_KEY]),
                 accelerators_per_worker=self.accelerators_per_worker,
-                resources=self.resources,
+                resources=self.resources, **self.priced_at,
             )
             self._open = _OpenInterval(interval_id, attempt)
         self.ledger.heartbeat(
@@ -98,11 +100,13 @@ class RunAccount:
         return self.ledger.run_cost_usd(self.run_id)
 
     def accountant(self, *, run_started_at: float, accelerators_per_worker: float,
-                   resources: dict[str, float]) -> RunAccountant:
-        """The feed of this run's reports and failures into intervals."""
+                   resources: dict[str, float], node_type: str | None = None,
+                   node_spot: bool | None = None) -> RunAccountant:
+        """The feed of this run's reports and failures into intervals, each priced at
+        ``node_type`` and ``node_spot`` (None: the run's declared type and market)."""
         return RunAccountant(self.ledger, self.run_id, run_started_at=run_started_at,
                              accelerators_per_worker=accelerators_per_worker,
-                             resources=resources)
+                             resources=resources, node_type=node_type, node_spot=node_spot)
 
     def finish(self, *, outcome: str, now: float, metrics: dict[str, Any]) -> None:
         """Record the run's end: its open interval closes and dollars to target are kept."""
@@ -128,10 +132,13 @@ class RunAccount:
             self.ledger.close_abandoned_run(self.run_id, outcome=outcome, now=now)
 
     def charge_start_up(self, *, attempt_started_at: float, now: float, num_workers: int,
-                        accelerators_per_worker: float, resources: dict[str, float]) -> None:
+                        accelerators_per_worker: float, resources: dict[str, float],
+                        node_type: str | None = None, node_spot: bool | None = None,
+                        ) -> None:
         """An attempt killed before its first report held its workers all the same:
-        charge them from its start (or the end of the last interval) to ``now``, all of
-        it as lost work. Nothing happens if the run is unknown or an interval is open."""
+        charge them (at ``node_type``, ``node_spot`` as :meth:`accountant`) from its
+        start (or the end of the last interval) to ``now``, all of it as lost work.
+        Nothing happens if the run is unknown or an interval is open."""
         if not self.exists():
             return
         if self.outcome() != "RUNNING":
@@ -142,7 +149,8 @@ class RunAccount:
         started = max([attempt_started_at] + [i["ended_at"] for i in previous])
         interval = self.ledger.open_interval(
             self.run_id, started_at=started, num_workers=num_workers,
-            accelerators_per_worker=accelerators_per_worker, resources=resources)
+            accelerators_per_worker=accelerators_per_worker, resources=resources,
+            node_type=node_type, node_spot=node_spot)
         self.ledger.close_interval(interval, now=now, outcome="FAILED")
 
     def cost_usd(self) -> float:

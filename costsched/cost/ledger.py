@@ -2,7 +2,9 @@
 
 A run is one training job from submission to its end. An interval is one
 stretch of it at a fixed worker count: the first attempt, and one more after
-each restart (failure, resize). Intervals are contiguous and never overlap,
+each restart (failure, resize). An interval is priced at the node type and market
+it ran on (``node_type``, ``node_spot``), or at the run's declared ones when that
+was not known. Intervals are contiguous and never overlap,
 so summing them counts every second once, including the time a failure
 wasted (``lost_s``: from the last checkpoint to the failure), which users pay
 for and which reports show separately.
@@ -52,12 +54,16 @@ CREATE TABLE IF NOT EXISTS intervals (
     last_checkpoint_at REAL,
     outcome TEXT NOT NULL DEFAULT 'RUNNING',
     lost_s REAL NOT NULL DEFAULT 0,
+    node_type TEXT,
+    node_spot INTEGER,
     UNIQUE (run_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS intervals_by_run ON intervals(run_id);
 """
 
 TERMINAL_INTERVAL_OUTCOMES = ("COMPLETED", "FAILED", "RESIZED", "STOPPED")
+ADDED_COLUMNS = {"intervals": ("node_type TEXT", "node_spot INTEGER")}
+"""Columns newer than the first schema, added to a ledger file that lacks them."""
 
 
 class Ledger:
@@ -68,6 +74,15 @@ class Ledger:
         self.path = self._file.path
         self._connect = self._file.transaction
         self.catalog = catalog
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        with self._connect() as db:
+            for table, columns in ADDED_COLUMNS.items():
+                have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     # -- writing ------------------------------------------------------------
     def start_run(
@@ -86,8 +101,13 @@ class Ledger:
     def open_interval(
         self, run_id: str, *, started_at: float, num_workers: int,
         accelerators_per_worker: float, resources: dict[str, float],
+        node_type: str | None = None, node_spot: bool | None = None,
     ) -> int:
-        """Start the next interval of ``run_id``; it must follow the last one."""
+        """Start the next interval of ``run_id``; it must follow the last one. It is
+        priced at ``node_type`` (and ``node_spot``), the nodes it runs on; None: the
+        run's declared instance type (and market)."""
+        if node_type is not None:
+            self.catalog.instance(node_type)  # an unknown type fails before a write
         with self._connect() as db:
             last = db.execute(
                 "SELECT attempt, ended_at, outcome FROM intervals WHERE run_id=?"
@@ -100,9 +120,11 @@ class Ledger:
             attempt = 1 if last is None else last["attempt"] + 1
             cursor = db.execute(
                 "INSERT INTO intervals (run_id, attempt, started_at, ended_at, num_workers,"
-                " accelerators_per_worker, resources) VALUES (?,?,?,?,?,?,?)",
+                " accelerators_per_worker, resources, node_type, node_spot)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
                 (run_id, attempt, started_at, started_at, num_workers,
-                 accelerators_per_worker, json.dumps(resources, sort_keys=True)),
+                 accelerators_per_worker, json.dumps(resources, sort_keys=True), node_type,
+                 None if node_spot is None else int(node_spot)),
             )
             return int(cursor.lastrowid)
 
@@ -205,9 +227,11 @@ class Ledger:
             return [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY started_at")]
 
     def intervals(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Intervals with their charges: accelerator_s, cost_usd, energy_kwh, lost_usd."""
+        """Intervals with their charges: accelerator_s, cost_usd, energy_kwh, lost_usd;
+        ``instance_type`` and ``spot`` are what each was priced at."""
         query = (
-            "SELECT i.*, r.instance_type, r.spot, r.utilisation FROM intervals i"
+            "SELECT i.*, COALESCE(i.node_type, r.instance_type) AS instance_type,"
+            " COALESCE(i.node_spot, r.spot) AS spot, r.utilisation FROM intervals i"
             " JOIN runs r USING (run_id)"
         )
         args: tuple[Any, ...] = ()

@@ -8,12 +8,14 @@ and is priced as the catalog's ``local-cpu``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 
 import ray
 from ray.autoscaler.sdk import request_resources
 
+from costsched.config.job import CostSection
 from costsched.cost.prices import PriceCatalog
 from costsched.errors import SchedulerUnavailable
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
@@ -44,6 +46,37 @@ def marked_bundle(bundle: ResourceBundle) -> dict[str, float]:
     # give a node that on-demand jobs may never use (the policy keeps them off spot).
     marked["spot" if bundle.spot else "on_demand"] = MARKER_SHARE
     return marked
+
+
+def billed_cost(cost: CostSection, placement: Mapping[str, int], catalog: PriceCatalog,
+                node_resources: Mapping[str, Mapping[str, float]]) -> CostSection:
+    """``cost`` priced at the node type and market (spot or not) of ``placement``'s
+    nodes, known from their ``instance_<type>`` marker (a node without one, such as a
+    local machine, counts as the declared type and market). A placement across types
+    is billed at its dearest type per accelerator, never at less than it used.
+    ``node_resources``: each node's resources by node id (:func:`node_resources`)."""
+    declared = (catalog.instance(cost.instance_type).gpu_usd_per_hour(cost.spot),
+                cost.instance_type, cost.spot)
+    priced = []
+    for node_id in placement:
+        resources = node_resources.get(node_id, {})
+        names = [k[len(INSTANCE_PREFIX):] for k in resources if k.startswith(INSTANCE_PREFIX)
+                 and k[len(INSTANCE_PREFIX):] in catalog.instance_types]
+        if not names:
+            priced.append(declared)  # a node of unknown type: as declared
+            continue
+        spot = bool(resources.get("spot", 0))
+        priced.append((catalog.instance(names[0]).gpu_usd_per_hour(spot), names[0], spot))
+    if len(set(priced)) > 1:
+        log.warning("placement spans node types %s; billed at the dearest",
+                    sorted({name for _, name, _ in priced}))
+    _, name, spot = max(priced, default=declared)
+    return dataclasses.replace(cost, instance_type=name, spot=spot)
+
+
+def node_resources() -> dict[str, Mapping[str, float]]:
+    """Each node's total resources, by node id."""
+    return {n["NodeID"]: n.get("Resources") or {} for n in ray.nodes()}
 
 
 def _available_per_node() -> Mapping[str, Mapping[str, float]] | None:

@@ -39,13 +39,18 @@ from collections.abc import Mapping
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from costsched.config.job import JobConfig
+from costsched.config.job import CostSection, JobConfig
 from costsched.cost.accounting import ATTEMPT_KEY, RunAccount
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.goodput.restart import StartMarks, phases_from_report
 from costsched.ray_layer import channel
-from costsched.ray_layer.scheduler.cluster import free_orphans, head_node_id
+from costsched.ray_layer.scheduler.cluster import (
+    billed_cost,
+    free_orphans,
+    head_node_id,
+    node_resources,
+)
 from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE
 from costsched.scheduler.interfaces import JobProgress, RunHandle
 from costsched.scheduler.job_models import Measurement, measurement_from_report
@@ -157,6 +162,8 @@ class Attempt:
     started_at: float
     workers: int
     nodes: frozenset[str]
+    cost: CostSection
+    """Its cost section, priced at the nodes it runs on."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,8 +275,10 @@ class RayJobRunner:
         channel.clear_stop(job_id)  # an old request must not end the new attempt
         scaling = dataclasses.replace(config.scaling, min_workers=num_workers,
                                       max_workers=num_workers)
+        # Billed at the nodes it runs on, not the type it declared.
+        cost = billed_cost(config.cost, placement, self.catalog, node_resources())
         job = dataclasses.replace(config, scaling=scaling, storage_path=self.storage_path,
-                                  ledger_path=self.ledger_path)
+                                  ledger_path=self.ledger_path, cost=cost)
         nodes = worker_nodes(placement, num_workers, round(scaling.accelerators_per_worker))
         driver = ray.remote(RunDriver).options(
             name=DRIVER_PREFIX + job_id, namespace=NAMESPACE, lifetime="detached",
@@ -279,7 +288,8 @@ class RayJobRunner:
                 head_node_id(), soft=False), runtime_env=code_env(job),
         ).remote(job, self.catalog, self.ledger_path, job_id, nodes, batch_size, requested_at)
         self._refs[job_id] = driver.run.remote()
-        self._attempts[job_id] = Attempt(time.time(), num_workers, frozenset(placement))
+        self._attempts[job_id] = Attempt(time.time(), num_workers, frozenset(placement),
+                                         cost)
 
     def resize(self, job_id: str, num_workers: int, placement: Mapping[str, int],
                batch_size: int | None = None) -> None:
@@ -323,7 +333,8 @@ class RayJobRunner:
         config = self._configs.get(job_id)
         if config is None or attempt is None or config.cost.budget_usd == float("inf"):
             return float("inf")
-        usd_per_s = rate_of_job(config, self.catalog).usd_per_hour(attempt.workers) / 3600.0
+        billed = dataclasses.replace(config, cost=attempt.cost)
+        usd_per_s = rate_of_job(billed, self.catalog).usd_per_hour(attempt.workers) / 3600.0
         ledger = self._ledger()
         beats = [i["ended_at"] for i in ledger.intervals(job_id) if i["outcome"] == "RUNNING"]
         left = config.cost.budget_usd - ledger.run_cost_usd(job_id)
@@ -369,7 +380,8 @@ class RayJobRunner:
                 attempt_started_at=attempt.started_at, now=time.time(),
                 num_workers=attempt.workers,
                 accelerators_per_worker=config.scaling.accelerators_per_worker,
-                resources=config.scaling.resources_per_worker())
+                resources=config.scaling.resources_per_worker(),
+                node_type=attempt.cost.instance_type, node_spot=attempt.cost.spot)
         # Charged until the kill freed its workers; a run that failed under the stop
         # ended as the stop says (a cancel is CANCELLED), not FAILED.
         account.abandon(outcome=stopping.outcome, relabel_failed=True, now=time.time())

@@ -78,9 +78,11 @@ class LedgerCallback(UserCallback):
     def __init__(self, *, ledger: Ledger | RemoteLedger, run_id: str,
                  run_started_at: float, accelerators_per_worker: float,
                  resources: dict[str, float], verbose: bool = True,
-                 step_lines: bool = False):
+                 step_lines: bool = False, priced_at: tuple[str, bool] | None = None):
         self._args = (ledger, run_id, run_started_at, accelerators_per_worker,
                       resources)
+        self._priced_at = dict(zip(("node_type", "node_spot"), priced_at or (None, None),
+                                   strict=True))
         self._run_id = run_id
         self._accountant: RunAccountant | None = None
         self._verbose = verbose
@@ -90,7 +92,8 @@ class LedgerCallback(UserCallback):
         if self._accountant is None:
             ledger, run_id, started, accel, resources = self._args
             self._accountant = RunAccount(ledger, run_id).accountant(
-                run_started_at=started, accelerators_per_worker=accel, resources=resources)
+                run_started_at=started, accelerators_per_worker=accel, resources=resources,
+                **self._priced_at)
         return self._accountant
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
@@ -186,6 +189,7 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
         run_started_at=run_started_at, accelerators_per_worker=scaling.accelerators_per_worker,
         resources=resources, verbose=verbose,
         step_lines=job.entrypoint is not None,
+        priced_at=(job.cost.instance_type, job.cost.spot),
     )
     in_memory = in_memory_train_split(job, splits)
     return TorchTrainer(
