@@ -116,9 +116,10 @@ def test_runs_table_shows_small_costs_and_unknowns_readably(ledger):
     lines = render(runs_frame(ledger), "table").splitlines()
     quick = next(line for line in lines if line.startswith("quick"))
     assert "0.000744" in quick.split()
-    assert quick.split()[-3:] == ["-", "1.00", "-"]  # no target reached, budget, no accuracy
+    # No target reached, budget, no accuracy; then no forecast: four unknowns.
+    assert quick.split()[-7:] == ["-", "1.00", "-", "-", "-", "-", "-"]
     trial = next(line for line in lines if line.startswith(RUN_ID))
-    assert trial.split()[-3:] == ["0.00345", "1.00", "-"]
+    assert trial.split()[-7:-4] == ["0.00345", "1.00", "-"]
 
 
 def test_csv_keeps_raw_epoch_seconds_for_machines(ledger):

@@ -527,7 +527,7 @@ def test_cli_train_dry_run_prints_the_estimate_and_writes_nothing(tmp_path, caps
     data["storage_path"] = str(tmp_path / "runs")
     path = tmp_path / "quick.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert cli_main(["train", str(path), "--dry-run"]) == 0
+    assert cli_main(["train", str(path), "--dry-run", "--no-profile"]) == 0
     out = capsys.readouterr().out
     assert "estimate" in out and "budget $1" in out
     assert "data: 1000 rows read" in out

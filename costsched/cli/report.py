@@ -21,7 +21,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="output format (default: table)")
     parser.add_argument("--intervals", action="store_true",
                         help="one row per interval (attempt) instead of per run")
-    parser.add_argument("--run", default=None, help="only this run id (with --intervals)")
+    parser.add_argument("--forecasts", action="store_true",
+                        help="every stored forecast (before launch, and refreshed each "
+                             "epoch from the run's learning curve) instead of runs")
+    parser.add_argument("--run", default=None,
+                        help="only this run id (with --intervals or --forecasts)")
     parser.add_argument("--plot", default=None, metavar="PNG",
                         help="also write cumulative dollars per run to this PNG")
     parser.add_argument("--prices", default=None,
@@ -36,10 +40,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"no ledger at {path}; run a job first or pass --ledger")
     from costsched.cost.ledger import Ledger
     from costsched.cost.prices import load_catalog
-    from costsched.cost.report import intervals_frame, plot_costs, render, runs_frame
+    from costsched.cost.report import (
+        forecasts_frame,
+        intervals_frame,
+        plot_costs,
+        render,
+        runs_frame,
+    )
 
     ledger = Ledger(path, load_catalog(args.prices))
-    frame = intervals_frame(ledger, args.run) if args.intervals else runs_frame(ledger)
+    frame = (intervals_frame(ledger, args.run) if args.intervals
+             else forecasts_frame(ledger, args.run) if args.forecasts else runs_frame(ledger))
     print(render(frame, args.format))
     if args.plot:
         print(f"plot: {plot_costs(ledger, args.plot)}")

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="training-job YAML (see configs/)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan and estimated cost; do not start Ray")
+                        help="print the plan and its forecast from a short real profile on "
+                             "the job's workers (starts Ray; the forecast goes in the ledger)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="with --dry-run: time a few steps in this process instead "
+                             "(no Ray, nothing written; ignores start-up)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--prices", default=None,
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.prices)
     job = load_job_config(args.config, catalog)
     return train(job, catalog, dry_run=args.dry_run, address=args.address,
-                 verbose=args.verbose)
+                 verbose=args.verbose, profile=not getattr(args, "no_profile", False))
 
 
 def prepare_data(dataset: DatasetConfig) -> Splits:
@@ -63,8 +67,40 @@ def prepare_data(dataset: DatasetConfig) -> Splits:
     return prepare(dataset)
 
 
+def dry_run_plan(job: JobConfig, splits: Splits | None, catalog: PriceCatalog, *,
+                 profile: bool, address: str | None, verbose: bool) -> int:
+    """Print the plan; with ``profile``, run the job's short real profile on its workers
+    and print (and store) the forecast it gives."""
+    from costsched.cost.estimate import entrypoint_plan_lines, make_plan
+
+    if job.entrypoint is not None or splits is None:
+        for line in entrypoint_plan_lines(job, catalog):
+            print(line)
+        return 0
+    plan = make_plan(job, splits, catalog, measure=not profile)
+    for line in plan.lines(job):
+        print(line)
+    if not profile:
+        return 0
+    from costsched.cost.forecast import forecast_lines
+    from costsched.ray_layer.cluster import ensure_ray
+    from costsched.ray_layer.train.profile import PROFILE_EPOCHS, forecast_job
+
+    print(f"profiling      {PROFILE_EPOCHS} epochs on the job's workers ...", flush=True)
+    ensure_ray(job, address, verbose=verbose)
+    measured, forecast = forecast_job(job, splits, catalog)
+    target = (f"{job.training.target_metric} {job.training.target_value:g}"
+              if job.training.target_metric else None)
+    for line in forecast_lines(forecast, measured, num_epochs=job.training.num_epochs,
+                               target=target, budget_usd=job.cost.budget_usd):
+        print(line)
+    print(f"ledger         {job.resolved_ledger_path()} (the next run of this config "
+          "is compared with it: `costsched report`)")
+    return 0
+
+
 def train(job: JobConfig, catalog: PriceCatalog, *, dry_run: bool, address: str | None,
-          verbose: bool = False) -> int:
+          verbose: bool = False, profile: bool = True) -> int:
     if job.entrypoint:
         from costsched.config.entrypoint import import_entrypoint
 
@@ -75,13 +111,8 @@ def train(job: JobConfig, catalog: PriceCatalog, *, dry_run: bool, address: str 
         print(f"data: {cleaning.num_rows_in} rows read, {cleaning.num_non_finite} non-finite "
               f"and {cleaning.num_duplicates} duplicate rows dropped")
     if dry_run:
-        from costsched.cost.estimate import entrypoint_plan_lines, make_plan
-
-        lines = (make_plan(job, splits, catalog).lines(job) if job.entrypoint is None
-                 else entrypoint_plan_lines(job, catalog))
-        for line in lines:
-            print(line)
-        return 0
+        return dry_run_plan(job, splits, catalog, profile=profile, address=address,
+                            verbose=verbose)
     from costsched.cost.ledger import Ledger
     from costsched.ray_layer.cluster import ensure_ray, shortfall
     from costsched.ray_layer.train.trainer import run_job

@@ -27,6 +27,7 @@ from costsched.cost.prices import JobRate
 
 if TYPE_CHECKING:
     from costsched.config.job import JobConfig
+    from costsched.cost.forecast import Forecast
 
 ATTEMPT_KEY = "attempt_started_at"
 WORLD_SIZE_KEY = "world_size"
@@ -97,7 +98,26 @@ class RunAccount:
                 run_id=self.run_id, job_name=job.name, config_hash=job.config_hash(),
                 instance_type=job.cost.instance_type, spot=job.cost.spot,
                 utilisation=job.cost.utilisation, budget_usd=job.cost.budget_usd, now=now)
+            self._attach_plan_forecast(job)
         return self.ledger.run_cost_usd(self.run_id)
+
+    def _attach_plan_forecast(self, job: JobConfig) -> None:
+        """The newest before-launch forecast of this configuration becomes the run's own
+        (copied: one dry run may precede several runs)."""
+        plans = self.ledger.forecasts(config_hash=job.config_hash())
+        if plans:
+            plan = plans[-1]
+            self.ledger.add_forecast(
+                run_id=self.run_id, job_name=job.name, config_hash=job.config_hash(),
+                made_at=plan["made_at"], forecast=plan, detail=plan["detail"])
+
+    def record_forecast(self, forecast: Forecast, *, job: JobConfig, now: float,
+                        detail: dict[str, Any] | None = None) -> None:
+        """Store a forecast of this run made at ``now`` (a launch forecast, or one
+        refreshed from the run's own learning curve)."""
+        self.ledger.add_forecast(run_id=self.run_id, job_name=job.name,
+                                 config_hash=job.config_hash(), made_at=now,
+                                 forecast=forecast.as_record(), detail=detail)
 
     def accountant(self, *, run_started_at: float, accelerators_per_worker: float,
                    resources: dict[str, float], node_type: str | None = None,
@@ -155,6 +175,14 @@ class RunAccount:
 
     def cost_usd(self) -> float:
         return self.ledger.run_cost_usd(self.run_id)
+
+
+def record_plan_forecast(ledger: Ledger, job: JobConfig, forecast: Forecast, *, now: float,
+                         detail: dict[str, Any] | None = None) -> None:
+    """Store a before-launch forecast of ``job``; the next run of the same configuration
+    takes it as its own when it starts (:meth:`RunAccount.open`)."""
+    ledger.add_forecast(run_id=None, job_name=job.name, config_hash=job.config_hash(),
+                        made_at=now, forecast=forecast.as_record(), detail=detail)
 
 
 def cost_so_far_usd(

@@ -29,7 +29,8 @@ class CostEstimate:
     usd_per_hour: float
     """What the job's workers cost per hour together."""
     step_s: float
-    """Measured seconds per optimiser step here, on one process, at the per-worker batch."""
+    """Measured seconds per optimiser step here, on one process, at the per-worker batch
+    (0: not measured)."""
     estimated_hours: float
     estimated_usd: float
 
@@ -45,12 +46,20 @@ class CostEstimate:
             f"schedule       {job.training.num_epochs} epochs x {self.steps_per_epoch} steps, "
             f"global batch {job.training.global_batch_size}, checkpoint every "
             f"{job.checkpoint.interval_steps} steps, max_failures {job.checkpoint.max_failures}",
+            *self._price_lines(job),
+        ]
+
+    def _price_lines(self, job: JobConfig) -> list[str]:
+        lines = [
             f"price          {job.cost.instance_type} ({'spot' if job.cost.spot else 'on-demand'})"
             f": ${self.usd_per_hour:.4f}/h for {self.num_workers} worker(s)",
-            f"estimate       {self.estimated_hours * 3600:.0f} s, ${self.estimated_usd:.5f} "
-            f"(budget ${job.cost.budget_usd:g}; step time {self.step_s * 1e3:.1f} ms measured "
-            "on this machine, excluding start-up)",
         ]
+        if self.step_s > 0:
+            lines.append(
+                f"estimate       {self.estimated_hours * 3600:.0f} s, ${self.estimated_usd:.5f} "
+                f"(budget ${job.cost.budget_usd:g}; step time {self.step_s * 1e3:.1f} ms "
+                "measured in this process, excluding start-up; a rough guide only)")
+        return lines
 
 
 def entrypoint_plan_lines(job: JobConfig, catalog: PriceCatalog) -> list[str]:
@@ -87,7 +96,9 @@ def measure_step_seconds(job: JobConfig, model: torch.nn.Module, splits: Splits,
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
-def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> CostEstimate:
+def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
+              measure: bool = True) -> CostEstimate:
+    """The job's plan; with ``measure``, a rough estimate from steps timed here."""
     workers = job.scaling.max_workers
     batch = BatchPlan(global_batch_size=job.training.global_batch_size, world_size=workers,
                       rank=0, micro_batch_size=job.training.micro_batch_size)
@@ -97,7 +108,8 @@ def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> CostEsti
     model = JobModelFactory(job=job, input_shape=splits.input_shape,
                             num_classes=splits.num_classes)()
     num_params = sum(p.numel() for p in model.parameters())
-    step_s = measure_step_seconds(job, model, splits, batch.max_local_batch_size)
+    step_s = measure_step_seconds(job, model, splits, batch.max_local_batch_size) if measure \
+        else 0.0
     hours = total_steps * step_s / 3600.0
     rate = rate_of_job(job, catalog)
     return CostEstimate(

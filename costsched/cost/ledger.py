@@ -59,7 +59,27 @@ CREATE TABLE IF NOT EXISTS intervals (
     UNIQUE (run_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS intervals_by_run ON intervals(run_id);
+CREATE TABLE IF NOT EXISTS forecasts (
+    forecast_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT,
+    job_name TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    made_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    at_epoch INTEGER NOT NULL,
+    seconds_to_end REAL NOT NULL,
+    usd_to_end REAL NOT NULL,
+    seconds_to_target REAL,
+    usd_to_target REAL,
+    epochs_to_target REAL,
+    target_reachable INTEGER,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS forecasts_by_run ON forecasts(run_id);
 """
+FORECAST_FIELDS = ("source", "at_epoch", "seconds_to_end", "usd_to_end", "seconds_to_target",
+                   "usd_to_target", "epochs_to_target", "target_reachable")
+"""A forecast's figures (:class:`costsched.cost.forecast.Forecast`), one column each."""
 
 TERMINAL_INTERVAL_OUTCOMES = ("COMPLETED", "FAILED", "RESIZED", "STOPPED")
 ADDED_COLUMNS = {"intervals": ("node_type TEXT", "node_spot INTEGER")}
@@ -221,7 +241,38 @@ class Ledger:
                 (usd_to_target, run_id),
             )
 
+    def add_forecast(self, *, run_id: str | None, job_name: str, config_hash: str,
+                     made_at: float, forecast: dict[str, Any],
+                     detail: dict[str, Any] | None = None) -> int:
+        """Store a forecast of a run (``run_id`` None: made before launch, for any run of
+        ``config_hash``); ``forecast`` carries :data:`FORECAST_FIELDS`."""
+        values = [forecast.get(name) for name in FORECAST_FIELDS]
+        with self._connect() as db:
+            cursor = db.execute(
+                f"INSERT INTO forecasts (run_id, job_name, config_hash, made_at,"
+                f" {', '.join(FORECAST_FIELDS)}, detail) VALUES"
+                f" (?,?,?,?,{','.join('?' * len(FORECAST_FIELDS))},?)",
+                (run_id, job_name, config_hash, made_at, *values,
+                 json.dumps(detail or {}, default=float)))
+            return int(cursor.lastrowid)
+
     # -- reading ------------------------------------------------------------
+    def forecasts(self, run_id: str | None = None, *, config_hash: str | None = None,
+                  ) -> list[dict[str, Any]]:
+        """Forecasts, oldest first: of ``run_id``, or the before-launch ones of
+        ``config_hash`` (not yet attached to a run), or all."""
+        query, args = "SELECT * FROM forecasts", ()
+        if run_id is not None:
+            query, args = query + " WHERE run_id=?", (run_id,)
+        elif config_hash is not None:
+            query, args = query + " WHERE run_id IS NULL AND config_hash=?", (config_hash,)
+        with self._connect() as db:
+            rows = [dict(r) for r in db.execute(query + " ORDER BY made_at, forecast_id",
+                                                args)]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
+        return rows
+
     def runs(self) -> list[dict[str, Any]]:
         with self._connect() as db:
             return [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY started_at")]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from costsched.cost.forecast import relative_error
 from costsched.cost.formatting import format_local_time, format_usd
 from costsched.cost.ledger import Ledger
 
@@ -20,12 +21,17 @@ RUN_COLUMNS = [
     "run_id", "job_name", "outcome", "instance_type", "spot", "num_intervals", "num_restarts",
     "wall_s", "accelerator_hours", "cost_usd", "lost_s", "lost_usd", "energy_kwh",
     "usd_to_target", "budget_usd", "test_accuracy",
+    "forecast_s", "forecast_usd", "time_error_pct", "cost_error_pct",
+]
+FORECAST_COLUMNS = [
+    "run_id", "made_at", "source", "at_epoch", "seconds_to_end", "usd_to_end",
+    "seconds_to_target", "usd_to_target", "epochs_to_target", "target_reachable",
 ]
 INTERVAL_COLUMNS = [
     "run_id", "attempt", "started_at", "ended_at", "num_workers", "accelerators_per_worker",
     "outcome", "accelerator_s", "cost_usd", "lost_s", "lost_usd", "energy_kwh",
 ]
-NUMBER_SUFFIXES = ("_s", "_kwh", "_hours", "_accuracy")
+NUMBER_SUFFIXES = ("_s", "_kwh", "_hours", "_accuracy", "_pct", "_epoch", "_target")
 
 
 def intervals_frame(ledger: Ledger, run_id: str | None = None) -> pd.DataFrame:
@@ -61,7 +67,49 @@ def runs_frame(ledger: Ledger) -> pd.DataFrame:
     ]
     for column in ("cost_usd", "lost_s", "lost_usd", "energy_kwh"):
         frame[column] = frame[column].fillna(0.0)
+    frame = _with_forecast(frame, ledger)
     return frame[RUN_COLUMNS].reset_index(drop=True)
+
+
+def launch_forecast_vs_actual(run: dict[str, Any], forecast: dict[str, Any] | None,
+                              ) -> dict[str, float | None]:
+    """A run's before-launch forecast beside what it did: to the target for a run that
+    stopped there (when the forecast had a figure for it), else to its last epoch.
+    Errors are ``100 * |forecast - actual| / actual``; unknown while the run runs."""
+    empty: dict[str, float | None] = {"forecast_s": None, "forecast_usd": None,
+                                      "time_error_pct": None, "cost_error_pct": None}
+    if forecast is None:
+        return empty
+    to_target = run["outcome"] == "TARGET_REACHED"
+    if to_target and forecast["seconds_to_target"] is None:
+        return empty  # it forecast no figure for the target: nothing to compare
+    # To the target: its dollars as the ledger recorded them; its time to the run's
+    # end, the forecast's end (test evaluation, shutdown) measured by the profile.
+    seconds = (forecast["seconds_to_target"] + forecast["detail"].get("tail_s", 0.0)
+               if to_target else forecast["seconds_to_end"])
+    usd = forecast["usd_to_target" if to_target else "usd_to_end"]
+    done = run["outcome"] in ("COMPLETED", "TARGET_REACHED")
+    time_error = relative_error(seconds, run["wall_s"]) if done else None
+    cost_error = relative_error(usd, run["usd_to_target" if to_target else "cost_usd"]
+                                ) if done else None
+    return {"forecast_s": seconds, "forecast_usd": usd,
+            "time_error_pct": None if time_error is None else 100 * time_error,
+            "cost_error_pct": None if cost_error is None else 100 * cost_error}
+
+
+def _with_forecast(frame: pd.DataFrame, ledger: Ledger) -> pd.DataFrame:
+    launch: dict[str, dict[str, Any]] = {}
+    for forecast in ledger.forecasts():
+        if forecast["run_id"] and forecast["source"] == "profile":
+            launch[forecast["run_id"]] = forecast  # the newest, if a run has several
+    rows = [launch_forecast_vs_actual(run, launch.get(run["run_id"]))
+            for run in frame.to_dict("records")]
+    return frame.assign(**{c: [r[c] for r in rows] for c in rows[0]}) if rows else frame
+
+
+def forecasts_frame(ledger: Ledger, run_id: str | None = None) -> pd.DataFrame:
+    """Every stored forecast (of ``run_id``): before launch and each refresh after it."""
+    return pd.DataFrame(ledger.forecasts(run_id), columns=FORECAST_COLUMNS)
 
 
 def _is_usd(column: str) -> bool:

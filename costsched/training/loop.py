@@ -196,7 +196,11 @@ class Trainer:
             metrics |= {
                 "loss": loss_sum / samples, "train_accuracy": correct / samples,
                 "samples_per_s": samples * self.ctx.world_size / seconds,
+                "epoch_train_s": seconds, "epoch_steps": samples // max(
+                    1, self.plan.local_batch_size),
             }
+        # When the epoch ended, validation included: forecasts time epochs from it.
+        metrics["epoch_ended_at"] = time.time()
         self.progress.history.append(metrics | {"epoch": self.progress.epoch})
         self.report(metrics)
         return api.should_stop()

@@ -26,8 +26,9 @@ from costsched import api
 from costsched.config.entrypoint import BUILTIN_ENTRYPOINT, import_entrypoint
 from costsched.config.job import JobConfig
 from costsched.cost.accounting import CHECKPOINTED_KEY, RunAccount, RunAccountant
+from costsched.cost.forecast import CurveTracker
 from costsched.cost.ledger import Ledger
-from costsched.cost.prices import PriceCatalog, rate_of_job
+from costsched.cost.prices import JobRate, PriceCatalog, rate_of_job
 from costsched.errors import CostschedError
 from costsched.goodput.restart import StartMarks
 from costsched.ray_layer import channel
@@ -78,7 +79,8 @@ class LedgerCallback(UserCallback):
     def __init__(self, *, ledger: Ledger | RemoteLedger, run_id: str,
                  run_started_at: float, accelerators_per_worker: float,
                  resources: dict[str, float], verbose: bool = True,
-                 step_lines: bool = False, priced_at: tuple[str, bool] | None = None):
+                 step_lines: bool = False, priced_at: tuple[str, bool] | None = None,
+                 job: JobConfig | None = None, rate: JobRate | None = None):
         self._args = (ledger, run_id, run_started_at, accelerators_per_worker,
                       resources)
         self._priced_at = dict(zip(("node_type", "node_spot"), priced_at or (None, None),
@@ -87,6 +89,8 @@ class LedgerCallback(UserCallback):
         self._accountant: RunAccountant | None = None
         self._verbose = verbose
         self._step_lines = step_lines  # a line per checkpoint (entrypoints: no epochs)
+        self._job, self._rate = job, rate
+        self._curve: CurveTracker | None = None
 
     def _get(self) -> RunAccountant:
         if self._accountant is None:
@@ -96,9 +100,26 @@ class LedgerCallback(UserCallback):
                 **self._priced_at)
         return self._accountant
 
+    def _refresh_forecast(self, metrics: dict[str, Any], now: float) -> None:
+        """After an epoch of a built-in job: its forecast from its own curve, stored."""
+        if self._job is None or self._rate is None or self._job.entrypoint is not None:
+            return
+        ledger, run_id, started = self._args[0], self._run_id, self._args[2]
+        if self._curve is None:
+            plans = [f for f in ledger.forecasts(run_id) if f["source"] == "profile"]
+            training = self._job.training
+            self._curve = CurveTracker(
+                num_epochs=training.num_epochs, rate=self._rate, run_started_at=started,
+                target=training.target_value if training.target_metric else None,
+                tail_s=plans[-1]["detail"].get("tail_s", 0.0) if plans else 0.0)
+        forecast = self._curve.on_report(metrics)
+        if forecast is not None:
+            RunAccount(ledger, run_id).record_forecast(forecast, job=self._job, now=now)
+
     def after_report(self, run_context, metrics, checkpoint) -> None:
         now = time.time()
         self._get().on_report(metrics[0], now=now)
+        self._refresh_forecast(metrics[0], now)
         channel.publish_progress(self._run_id, progress_record(metrics[0], now=now))
         m = metrics[0]
         if not self._verbose or m.get("final"):
@@ -189,7 +210,7 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
         run_started_at=run_started_at, accelerators_per_worker=scaling.accelerators_per_worker,
         resources=resources, verbose=verbose,
         step_lines=job.entrypoint is not None,
-        priced_at=(job.cost.instance_type, job.cost.spot),
+        priced_at=(job.cost.instance_type, job.cost.spot), job=job, rate=spec.rate,
     )
     in_memory = in_memory_train_split(job, splits)
     return TorchTrainer(

@@ -1,0 +1,298 @@
+"""Forecasts of a run's time and dollars, from real measurements (pure; no Ray).
+
+Two sources, both measured on the job's own resources:
+
+* A **profile**: a short real run of the job (:mod:`costsched.ray_layer.train.profile`)
+  measures its start-up, the seconds of one training step and what each epoch adds
+  besides its steps (validation, the epoch-end checkpoint). A run of ``E`` epochs of
+  ``S`` steps then takes::
+
+      seconds_to_end = start_up_s + E * (S * step_s + epoch_overhead_s) + tail_s
+
+  and costs ``rate.usd(W, seconds_to_end)``, the ledger's own charge for ``W``
+  workers held that long.
+* A **learning curve**: a saturating power law fitted to the run's validation
+  accuracy per epoch (:func:`fit_curve`) says at which epoch it reaches its target;
+  the epoch time turns that into seconds and dollars to target. Refreshed at each
+  epoch of a live run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from costsched.cost.formatting import format_usd
+from costsched.cost.prices import JobRate
+
+MIN_CURVE_POINTS = 3
+"""Epochs of validation accuracy needed before a curve is fitted."""
+MAX_TARGET_EPOCHS = 10_000
+"""Beyond this many epochs the target counts as out of reach."""
+_EXPONENTS = np.geomspace(0.05, 4.0, 80)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunProfile:
+    """What a short real run of a job measured on its target resources."""
+
+    num_workers: int
+    """Workers the profile ran with (the job's maximum)."""
+    start_up_s: float
+    """Seconds from the run's start (the ledger's first charged second) until its
+    steady pace: worker start-up, data loading, first-step warm-up."""
+    step_s: float
+    """Seconds per training step at the steady pace, its periodic checkpoints included."""
+    epoch_overhead_s: float
+    """Seconds each epoch adds besides its steps: validation and the epoch-end report."""
+    tail_s: float
+    """Seconds after the last epoch's report until the run's charges end (test
+    evaluation, final report, shutdown)."""
+    profiled_s: float
+    """Wall seconds the profile itself ran (what it cost to measure)."""
+    val_accuracy: tuple[float, ...] = ()
+    """Validation accuracy after each profiled epoch (the curve's first points)."""
+
+    def epoch_s(self, steps_per_epoch: int) -> float:
+        """Seconds of one epoch of ``steps_per_epoch`` steps at the steady pace."""
+        return steps_per_epoch * self.step_s + self.epoch_overhead_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class Forecast:
+    """A forecast of one run: to its last epoch and, with a target, to the target."""
+
+    source: str
+    """``profile`` (before launch, from a real profile), ``curve`` (refreshed from the
+    run's own validation curve) or ``local`` (steps timed in-process: no start-up)."""
+    at_epoch: int
+    """Epochs the run had completed when this was made (0: before launch)."""
+    seconds_to_end: float
+    """Wall seconds from the run's start to the end of its last epoch."""
+    usd_to_end: float
+    """Dollars the run costs to the end of its last epoch."""
+    seconds_to_target: float | None = None
+    """Wall seconds from the run's start until it reaches its target (None: no target,
+    no curve yet, or out of reach)."""
+    usd_to_target: float | None = None
+    """Dollars spent by then."""
+    epochs_to_target: float | None = None
+    """Epoch at which the curve crosses the target (None as above)."""
+    target_reachable: bool | None = None
+    """False when the fitted curve levels off below the target; None when unknown."""
+
+    def as_record(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LearningCurve:
+    """``accuracy(epoch) = ceiling - scale * epoch ** -exponent`` (saturating power law)."""
+
+    ceiling: float
+    """Accuracy the curve levels off at."""
+    scale: float
+    """How far below the ceiling it starts (at epoch 1)."""
+    exponent: float
+    """How fast it closes the gap."""
+
+    def accuracy(self, epoch: float) -> float:
+        return self.ceiling - self.scale * epoch ** -self.exponent
+
+    def epochs_to(self, target: float) -> float | None:
+        """First (fractional) epoch at which the curve reaches ``target``; None if never."""
+        if self.ceiling <= target:
+            return None
+        epochs = (self.scale / (self.ceiling - target)) ** (1.0 / self.exponent)
+        return max(1.0, epochs) if epochs <= MAX_TARGET_EPOCHS else None
+
+
+def fit_curve(accuracy: Sequence[float]) -> LearningCurve | None:
+    """Least-squares fit of :class:`LearningCurve` to accuracy after epochs 1, 2, ...
+
+    For each exponent on a grid the ceiling and scale are linear least squares,
+    weighted by epoch (later epochs describe the approach to the ceiling best); the
+    ceiling is held at most 1. None with fewer than :data:`MIN_CURVE_POINTS` points.
+    """
+    y = np.asarray(accuracy, dtype=float)
+    if len(y) < MIN_CURVE_POINTS or not np.all(np.isfinite(y)):
+        return None
+    epochs = np.arange(1, len(y) + 1, dtype=float)
+    weights = np.sqrt(epochs)
+    best: tuple[float, LearningCurve] | None = None
+    for exponent in _EXPONENTS:
+        x = epochs ** -exponent
+        design = np.stack([np.ones_like(x), -x], axis=1) * weights[:, None]
+        (ceiling, scale), *_ = np.linalg.lstsq(design, y * weights, rcond=None)
+        if ceiling > 1.0:  # accuracy cannot exceed 1: refit the scale alone
+            ceiling = 1.0
+            scale = float(np.dot(x * weights, (1.0 - y) * weights) / np.dot(x * weights,
+                                                                              x * weights))
+        scale = max(float(scale), 0.0)
+        error = float(np.sum((weights * (ceiling - scale * x - y)) ** 2))
+        if best is None or error < best[0]:
+            best = (error, LearningCurve(ceiling=float(ceiling), scale=scale,
+                                         exponent=float(exponent)))
+    return best[1] if best else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pace:
+    """Where a run stands and how fast it goes, for what lies ahead of it."""
+
+    rate: JobRate
+    """The job's price."""
+    num_workers: int
+    """Workers it holds."""
+    epoch_s: float
+    """Seconds per epoch from here on."""
+
+    def usd(self, seconds: float) -> float:
+        return self.rate.usd(num_workers=self.num_workers, seconds=seconds)
+
+
+def _target_part(*, curve: LearningCurve | None, target: float | None, done_epochs: int,
+                 seconds_at: float, usd_at: float, pace: Pace,
+                 reached_at: tuple[float, float] | None) -> dict[str, object]:
+    """Seconds, dollars and epoch to the target, from the run's position now."""
+    if target is None:
+        return {}
+    if reached_at is not None:
+        return {"seconds_to_target": reached_at[0], "usd_to_target": reached_at[1],
+                "epochs_to_target": float(done_epochs), "target_reachable": True}
+    if curve is None:
+        return {}
+    epochs = curve.epochs_to(target)
+    if epochs is None:
+        return {"target_reachable": False}
+    epochs = max(math.ceil(epochs), done_epochs + 1)  # the target is checked per epoch
+    ahead_s = (epochs - done_epochs) * pace.epoch_s
+    return {"seconds_to_target": seconds_at + ahead_s,
+            "usd_to_target": usd_at + pace.usd(ahead_s),
+            "epochs_to_target": float(epochs), "target_reachable": True}
+
+
+def forecast_from_profile(profile: RunProfile, *, rate: JobRate, num_epochs: int,
+                          steps_per_epoch: int, target: float | None = None,
+                          prior_curve: Sequence[float] = ()) -> Forecast:
+    """The before-launch forecast of a run of ``num_epochs`` x ``steps_per_epoch``.
+
+    To the target: the curve fitted to ``prior_curve`` (a finished run of the same
+    configuration) or else to the profile's own epochs, when there are enough points.
+    """
+    pace = Pace(rate=rate, num_workers=profile.num_workers,
+                epoch_s=profile.epoch_s(steps_per_epoch))
+    total_s = profile.start_up_s + num_epochs * pace.epoch_s + profile.tail_s
+    curve = fit_curve(prior_curve or profile.val_accuracy)
+    to_target = _target_part(curve=curve, target=target, done_epochs=0,
+                             seconds_at=profile.start_up_s, usd_at=pace.usd(profile.start_up_s),
+                             pace=pace, reached_at=None)
+    if to_target.get("epochs_to_target", 0.0) > num_epochs:  # type: ignore[operator]
+        to_target = {"target_reachable": False}
+    return Forecast(source="profile", at_epoch=0, seconds_to_end=total_s,
+                    usd_to_end=pace.usd(total_s), **to_target)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochPoint:
+    """One epoch-end report of a live run."""
+
+    epoch: int
+    """Epochs completed."""
+    val_accuracy: float
+    """Validation accuracy after it."""
+    seconds: float
+    """Wall seconds since the run started."""
+    usd: float
+    """Dollars spent by then."""
+
+
+def refresh_forecast(points: Sequence[EpochPoint], *, num_epochs: int, rate: JobRate,
+                     num_workers: int, tail_s: float, target: float | None) -> Forecast:
+    """The forecast of a live run after its latest epoch, from its own pace and curve.
+
+    The epoch time is the median of its epochs after the first (the first carries the
+    start-up); to the end it adds the remaining epochs and ``tail_s``. Needs two epochs.
+    """
+    last = points[-1]
+    gaps = sorted(b.seconds - a.seconds for a, b in zip(points, points[1:], strict=False)
+                  if b.epoch == a.epoch + 1)
+    if not gaps:
+        raise ValueError("a refreshed forecast needs two consecutive epochs")
+    epoch_s = gaps[len(gaps) // 2]
+    pace = Pace(rate=rate, num_workers=num_workers, epoch_s=epoch_s)
+    ahead_s = max(0, num_epochs - last.epoch) * epoch_s + tail_s
+    reached = next(((p.seconds, p.usd) for p in points
+                    if target is not None and p.val_accuracy >= target), None)
+    curve = fit_curve([p.val_accuracy for p in points])
+    to_target = _target_part(curve=curve, target=target, done_epochs=last.epoch,
+                             seconds_at=last.seconds, usd_at=last.usd, pace=pace,
+                             reached_at=reached)
+    if to_target.get("epochs_to_target", 0.0) > num_epochs:  # type: ignore[operator]
+        to_target = {"target_reachable": False}
+    return Forecast(source="curve", at_epoch=last.epoch, seconds_to_end=last.seconds + ahead_s,
+                    usd_to_end=last.usd + pace.usd(ahead_s),
+                    **to_target)  # type: ignore[arg-type]
+
+
+class CurveTracker:
+    """A live run's epoch reports in, a refreshed :class:`Forecast` out (per epoch)."""
+
+    def __init__(self, *, num_epochs: int, target: float | None, rate: JobRate,
+                 run_started_at: float, tail_s: float = 0.0):
+        self.num_epochs, self.target, self.rate = num_epochs, target, rate
+        self.run_started_at, self.tail_s = run_started_at, tail_s
+        self.points: list[EpochPoint] = []
+
+    def on_report(self, metrics: dict[str, object]) -> Forecast | None:
+        """The refreshed forecast after an epoch-end report (with ``val_accuracy``,
+        ``epoch``, ``wall_time``, ``cost_usd``, ``world_size``); None for other reports."""
+        if "val_accuracy" not in metrics or "epoch" not in metrics or metrics.get("final"):
+            return None
+        epoch = int(metrics["epoch"])  # type: ignore[call-overload]
+        self.points = [p for p in self.points if p.epoch < epoch]  # a resume repeats epochs
+        self.points.append(EpochPoint(
+            epoch=epoch, val_accuracy=float(metrics["val_accuracy"]),  # type: ignore[arg-type]
+            seconds=float(metrics["wall_time"]) - self.run_started_at,  # type: ignore[arg-type]
+            usd=float(metrics["cost_usd"])))  # type: ignore[arg-type]
+        if len(self.points) < 2:
+            return None  # one epoch carries the start-up: no pace to go by yet
+        return refresh_forecast(self.points, num_epochs=self.num_epochs, rate=self.rate,
+                                num_workers=int(metrics["world_size"]),  # type: ignore[call-overload]
+                                tail_s=self.tail_s, target=self.target)
+
+
+def relative_error(forecast: float | None, actual: float | None) -> float | None:
+    """``|forecast - actual| / actual``; None when either is unknown or actual is 0."""
+    if forecast is None or actual is None or actual <= 0:
+        return None
+    return abs(forecast - actual) / actual
+
+
+def forecast_lines(forecast: Forecast, profile: RunProfile, *, num_epochs: int,
+                   target: str | None, budget_usd: float) -> list[str]:
+    """What a dry run prints about its profile and forecast."""
+    lines = [
+        f"profile        {profile.profiled_s:.0f} s real run on the job's workers: start-up "
+        f"{profile.start_up_s:.1f} s, {profile.step_s * 1e3:.1f} ms/step, "
+        f"{profile.epoch_overhead_s:.2f} s/epoch besides steps, end {profile.tail_s:.1f} s",
+        f"forecast       {num_epochs} epochs: {forecast.seconds_to_end:.0f} s, "
+        f"${format_usd(forecast.usd_to_end)} (budget ${budget_usd:g})"
+        + ("; over budget" if forecast.usd_to_end > budget_usd else ""),
+    ]
+    if target is None:
+        return lines
+    if forecast.seconds_to_target is not None:
+        lines.append(f"to target      {target} at epoch {forecast.epochs_to_target:.0f}: "
+                     f"{forecast.seconds_to_target:.0f} s, "
+                     f"${format_usd(forecast.usd_to_target)} (fitted learning curve)")
+    elif forecast.target_reachable is False:
+        lines.append(f"to target      {target}: not within {num_epochs} epochs by the fitted "
+                     "learning curve")
+    else:
+        lines.append(f"to target      {target}: forecast once a run of this configuration "
+                     f"has {MIN_CURVE_POINTS} epochs of validation accuracy")
+    return lines

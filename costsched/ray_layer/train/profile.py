@@ -1,0 +1,127 @@
+"""A short real run of a job on its target resources, measured for forecasts.
+
+The profile is the job itself, on the workers and resources it asks for, for
+:data:`PROFILE_EPOCHS` epochs with its target switched off, each epoch trimmed to
+at most :func:`profile_steps` steps. Its own temporary ledger and storage keep it
+out of the job's records. What it measures (:class:`~costsched.cost.forecast.RunProfile`):
+
+* start-up: the ledger's first charged second to the end of epoch 1, less one
+  steady epoch (worker group, data shard, first-step warm-up);
+* the steady pace: per step and per epoch beyond its steps, from epochs 2 on;
+* the tail: the last epoch's end to the ledger's last charged second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+
+from costsched.config.job import JobConfig
+from costsched.cost.accounting import record_plan_forecast
+from costsched.cost.forecast import Forecast, RunProfile, forecast_from_profile
+from costsched.cost.ledger import Ledger
+from costsched.cost.prices import PriceCatalog, rate_of_job
+from costsched.ray_layer.ledger import RemoteLedger, ledger_for
+from costsched.ray_layer.train.trainer import run_job
+from costsched.training.data import Splits
+from costsched.training.schedule import BatchPlan
+
+PROFILE_EPOCHS = 3
+"""Epochs a profile runs: the first carries the start-up, the rest give the pace."""
+MIN_PROFILE_STEPS = 100
+"""Fewest steps per profiled epoch (when the job's epoch has as many)."""
+
+
+def profile_steps(job: JobConfig, steps_per_epoch: int) -> int:
+    """Steps per profiled epoch: the job's own, up to two checkpoint intervals (at least
+    :data:`MIN_PROFILE_STEPS`), so periodic checkpoints weigh in the pace as in the run."""
+    return min(steps_per_epoch, max(2 * job.checkpoint.interval_steps, MIN_PROFILE_STEPS))
+
+
+def steps_per_epoch(job: JobConfig, num_train_rows: int) -> int:
+    plan = BatchPlan(global_batch_size=job.training.global_batch_size,
+                     world_size=job.scaling.max_workers, rank=0,
+                     micro_batch_size=job.training.micro_batch_size)
+    return plan.steps_per_epoch(num_train_rows)
+
+
+def profile_job(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> RunProfile:
+    """Run the profile on the connected Ray cluster and measure it (see the module)."""
+    steps = profile_steps(job, steps_per_epoch(job, len(splits.x_train)))
+    rows = min(len(splits.x_train), steps * job.training.global_batch_size)
+    trimmed = dataclasses.replace(splits, x_train=splits.x_train[:rows],
+                                  y_train=splits.y_train[:rows])
+    with tempfile.TemporaryDirectory(prefix="costsched-profile-") as tmp:
+        probe = dataclasses.replace(
+            job, name=f"{job.name}-profile", storage_path=str(Path(tmp) / "runs"),
+            ledger_path=str(Path(tmp) / "ledger.db"),
+            training=dataclasses.replace(job.training, num_epochs=PROFILE_EPOCHS,
+                                         target_metric=None))
+        ledger = ledger_for(probe.resolved_ledger_path(), catalog)
+        try:
+            result = run_job(probe, trimmed, catalog=catalog, ledger=ledger, verbose=False)
+            run = ledger.runs()[0]
+            charged_until = max(i["ended_at"] for i in ledger.intervals(result.run_id))
+        finally:
+            ray.kill(ledger.actor)  # a detached actor: it would outlive the profile
+    profile = measured_profile(result.metrics.get("history", []),
+                               num_workers=job.scaling.max_workers,
+                               started_at=run["started_at"], charged_until=charged_until)
+    # A trimmed epoch learns less than the job's: its curve says nothing of the job's.
+    return profile if rows == len(splits.x_train) else dataclasses.replace(
+        profile, val_accuracy=())
+
+
+def prior_curve(ledger: Ledger | RemoteLedger, job: JobConfig) -> list[float]:
+    """Validation accuracy per epoch of the newest finished run of the same
+    configuration in ``ledger`` (empty if none): its learning curve, measured."""
+    for run in reversed(ledger.runs()):
+        if run["config_hash"] == job.config_hash() and run["final_metrics"]:
+            history = json.loads(run["final_metrics"]).get("history", [])
+            curve = [float(h["val_accuracy"]) for h in history if "val_accuracy" in h]
+            if curve:
+                return curve
+    return []
+
+
+def forecast_job(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
+                 ledger: Ledger | RemoteLedger | None = None) -> tuple[RunProfile, Forecast]:
+    """Profile ``job``, forecast its run and store the forecast in the job's ledger
+    (``ledger``, else the job's own), where its next run picks it up."""
+    profile = profile_job(job, splits, catalog)
+    ledger = ledger or ledger_for(job.resolved_ledger_path(), catalog)
+    forecast = forecast_from_profile(
+        profile, rate=rate_of_job(job, catalog), num_epochs=job.training.num_epochs,
+        steps_per_epoch=steps_per_epoch(job, len(splits.x_train)),
+        target=job.training.target_value if job.training.target_metric else None,
+        prior_curve=prior_curve(ledger, job))
+    record_plan_forecast(ledger, job, forecast, now=time.time(),
+                         detail=dataclasses.asdict(profile))
+    return profile, forecast
+
+
+def measured_profile(history: list[dict], *, num_workers: int, started_at: float,
+                     charged_until: float) -> RunProfile:
+    """The profile's figures from its epoch history (``epoch_ended_at``, ``epoch_train_s``,
+    ``epoch_steps`` per epoch) and the ledger's first and last charged seconds."""
+    epochs = [h for h in history if "epoch_ended_at" in h and "epoch_steps" in h]
+    if len(epochs) < 2:
+        raise RuntimeError(f"the profile reported {len(epochs)} epoch(s); it needs 2")
+    steady = epochs[1:]
+    step_s = sum(h["epoch_train_s"] for h in steady) / sum(h["epoch_steps"] for h in steady)
+    overheads = [b["epoch_ended_at"] - a["epoch_ended_at"] - b["epoch_train_s"]
+                 for a, b in zip(epochs, steady, strict=False)]
+    overhead_s = max(0.0, sum(overheads) / len(overheads))
+    first_steady_s = epochs[0]["epoch_steps"] * step_s + overhead_s
+    return RunProfile(
+        num_workers=num_workers,
+        start_up_s=max(0.0, epochs[0]["epoch_ended_at"] - started_at - first_steady_s),
+        step_s=step_s, epoch_overhead_s=overhead_s,
+        tail_s=max(0.0, charged_until - epochs[-1]["epoch_ended_at"]),
+        profiled_s=charged_until - started_at,
+        val_accuracy=tuple(float(h["val_accuracy"]) for h in epochs))
