@@ -100,3 +100,15 @@ def test_best_job_yaml_is_a_job_costsched_can_load(tmp_path):
 
     job = load_job_config(path)
     assert (job.name, job.scaling.max_workers, job.optimizer.lr) == ("best", 1, 0.004)
+
+
+def test_best_job_yaml_says_when_no_trial_reached_the_target(tmp_path):
+    loaded = load_sweep(write_sweep(tmp_path))
+    path = write_best_job(loaded.base, {"scaling.workers": 1, "optimizer.lr": 0.004},
+                          "best", tmp_path / "best.yaml", reached_target=False,
+                          note="best so far: 0.81")
+    from costsched.config.job import load_job_config
+
+    text = path.read_text()
+    assert text.startswith("# NOT REACHED") and "# best so far: 0.81" in text
+    assert load_job_config(path).optimizer.lr == 0.004  # still a job costsched runs

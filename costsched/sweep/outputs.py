@@ -84,11 +84,17 @@ def plot_pareto(frame: pd.DataFrame, target: float, path: Path) -> Path:
     return path
 
 
-def write_best_job(base: dict[str, Any], point: dict[str, Any], name: str, path: Path) -> Path:
-    """The best trial as a training-job YAML that ``costsched train`` runs as is."""
+def write_best_job(base: dict[str, Any], point: dict[str, Any], name: str, path: Path,
+                   *, reached_target: bool = True, note: str = "") -> Path:
+    """The best trial as a training-job YAML that ``costsched train`` runs as is; its
+    first lines say whether it reached the sweep's target or is only the best so far."""
     job = apply_point(base, point)
     job["name"] = name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Best configuration found by the sweep; run with `costsched train`.\n"
-                    + yaml.safe_dump(job, sort_keys=False))
+    label = ("# Best configuration found by the sweep: the cheapest trial to reach the "
+             "target.\n" if reached_target else
+             "# NOT REACHED: no trial reached the sweep's target; this is the best so far "
+             "(highest validation accuracy).\n")
+    path.write_text(label + "".join(f"# {line}\n" for line in note.splitlines() if line)
+                    + "# Run with `costsched train`.\n" + yaml.safe_dump(job, sort_keys=False))
     return path

@@ -148,15 +148,19 @@ def write_outputs(frame: pd.DataFrame, sweep: LoadedSweep, ledger: Ledger, out: 
     lines = [f"sweep {cfg.name}: {len(frame)} trials, spent ${total:.6f} of "
              f"${cfg.budget_usd:g} budget",
              f"results: {csv}, {parquet}", f"pareto plot: {png}"]
-    reached = frame[frame["reached_target"]]
-    if not reached.empty:
-        best = reached.iloc[0]
-        best_yaml = write_best_job(sweep.base, json.loads(best["config"]), f"{cfg.name}-best",
-                                   out / "best_job.yaml")
-        lines.append(f"best: trial {best['trial_id']} reached {cfg.target_value:g} for "
-                     f"${best['usd_to_target']:.6f} (test accuracy {best['test_accuracy']:.4f})"
-                     f" with {best['config']}")
-        lines.append(f"best job: {best_yaml} (run it with `costsched train`)")
-    else:
-        lines.append("no trial reached the target; see results for the best accuracy")
+    if frame.empty:
+        lines.append("no trial ran; no best job written")
+        return "\n".join(lines)
+    best = frame.iloc[0]  # ranked: reached first, cheapest first; else best accuracy
+    reached = bool(best["reached_target"])
+    summary = (f"trial {best['trial_id']} reached {cfg.target_value:g} for "
+               f"${best['usd_to_target']:.6f}" if reached else
+               f"no trial reached {cfg.target_value:g}; best so far: trial {best['trial_id']}, "
+               f"best val accuracy {best['best_val_accuracy']:.4f} for ${best['cost_usd']:.6f}")
+    best_yaml = write_best_job(sweep.base, json.loads(best["config"]), f"{cfg.name}-best",
+                               out / "best_job.yaml", reached_target=reached,
+                               note=f"{summary}, with {best['config']}")
+    lines.append(f"best: {summary} with {best['config']}")
+    lines.append(f"best job: {best_yaml}" + ("" if reached else " (labelled NOT REACHED)")
+                 + " (run it with `costsched train`)")
     return "\n".join(lines)
