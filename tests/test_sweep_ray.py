@@ -52,7 +52,7 @@ def write_sweep(tmp: Path, **changes) -> Path:
         "max_concurrent_trials": 1, "search": {"algorithm": "random", "seed": 3},
         "scheduler": {"kind": "asha", "grace_usd": 0.0002, "reduction_factor": 2},
         "space": {"optimizer.lr": {"choice": [0.005, 0.000001]}},
-        "storage_path": str(tmp / "sweeps"),
+        "storage_path": str(tmp / "sweeps"), "profile": False,
     }
     sweep.update(changes)
     path = tmp / "sweep.yaml"

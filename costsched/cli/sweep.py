@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="sweep YAML (see configs/sweep_mnist1d.yaml)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan and the budget arithmetic; do not start Ray")
+                        help="print the plan and the budget arithmetic from a short real "
+                             "profile of the base job (starts Ray; the profile is stored "
+                             "in the sweep's ledger and the sweep uses it)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="with --dry-run: no profile, no Ray, nothing written")
     parser.add_argument("--resume", action="store_true",
                         help="continue a sweep whose driver died; finished trials are kept")
     parser.add_argument("--address", default=None,
@@ -35,26 +39,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_arguments(parser)
 
 
-def print_plan(sweep: LoadedSweep, catalog: PriceCatalog) -> None:
+def print_plan(sweep: LoadedSweep, catalog: PriceCatalog, *, profile: bool,
+               address: str | None = None, verbose: bool = False) -> None:
     from costsched.cli.train import prepare_data
     from costsched.cost.estimate import make_plan
 
     cfg = sweep.config
     splits = prepare_data(sweep.base_job.dataset)
-    plan = make_plan(sweep.base_job, splits, catalog)
     print(f"sweep          {cfg.name}: up to {cfg.num_trials} trials, "
           f"{cfg.max_concurrent_trials} at a time, search {cfg.search.algorithm}, "
           f"early stopping {cfg.scheduler.kind}")
     print(f"objective      dollars to val_accuracy >= {cfg.target_value:g}")
     print(f"budget         ${cfg.budget_usd:g} for the sweep, ${cfg.trial_budget_usd:g} per "
-          f"trial: at least {int(cfg.budget_usd // cfg.trial_budget_usd)} trial(s) fit "
-          "even if each spends its whole cap")
+          f"trial as configured")
     for key, dim in cfg.space.items():
         values = dim.choice or dim.uniform or dim.loguniform
         kind = "choice" if dim.choice else "uniform" if dim.uniform else "loguniform"
         print(f"space          {key}: {kind} {list(values)}")
-    print(f"base job       {sweep.base_job.name}: est. ${plan.estimated_usd:.5f} for "
-          f"{sweep.base_job.training.num_epochs} epochs at {plan.num_workers} worker(s)")
+    if not profile:
+        plan = make_plan(sweep.base_job, splits, catalog)
+        print(f"base job       {sweep.base_job.name}: est. ${plan.estimated_usd:.5f} for "
+              f"{sweep.base_job.training.num_epochs} epochs at {plan.num_workers} worker(s) "
+              "(steps timed in this process, start-up ignored: a rough guide only)")
+        return
+    from costsched.cost.forecast import forecast_lines
+    from costsched.ray_layer.cluster import ensure_ray
+    from costsched.ray_layer.ledger import ledger_for
+    from costsched.ray_layer.tune.plan import trial_plan
+    from costsched.sweep.plan import plan_lines
+
+    print("profiling      the base job for 3 short epochs on its workers ...", flush=True)
+    ensure_ray(sweep.base_job, address, verbose=verbose)
+    ledger = ledger_for(cfg.resolved_storage_path() / cfg.name / "ledger.db", catalog)
+    planned = trial_plan(sweep, splits, catalog, ledger, measure=True)
+    assert planned is not None
+    plan, measured, forecast = planned
+    for line in forecast_lines(forecast, measured, num_epochs=sweep.base_job.training.num_epochs,
+                               target=f"val_accuracy {cfg.target_value:g}",
+                               budget_usd=sweep.base_job.cost.budget_usd)[:-1] + plan_lines(
+                                   cfg, plan):
+        print(line)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     catalog = load_catalog()
     sweep = load_sweep(args.config, catalog)
     if args.dry_run:
-        print_plan(sweep, catalog)
+        print_plan(sweep, catalog, profile=not args.no_profile, address=args.address,
+                   verbose=args.verbose)
         return 0
     from costsched.ray_layer.cluster import ensure_ray
     from costsched.ray_layer.tune.driver import run_sweep

@@ -88,6 +88,12 @@ class SweepConfig:
     """Early stopping."""
     storage_path: str = "~/.costsched/sweeps"
     """Folder for the Tune experiment, trial checkpoints and outputs."""
+    profile: bool = True
+    """Before the first trial, measure the base job's start-up and pace with a short
+    real run (its dollars count against ``budget_usd``; skipped when ``sweep --dry-run``
+    already stored one): trial caps are raised to what a trial needs to reach ASHA's
+    first rung, and ASHA's last rung is the cap less the start-up. False: the caps
+    as configured."""
 
     def __post_init__(self) -> None:
         if not self.space:

@@ -50,8 +50,12 @@ def steps_per_epoch(job: JobConfig, num_train_rows: int) -> int:
     return plan.steps_per_epoch(num_train_rows)
 
 
-def profile_job(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> RunProfile:
-    """Run the profile on the connected Ray cluster and measure it (see the module)."""
+def profile_job(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
+                charge_to: tuple[RemoteLedger, str] | None = None) -> RunProfile:
+    """Run the profile on the connected Ray cluster and measure it (see the module).
+
+    ``charge_to`` (a ledger and a run id): record the profile there as that run, so
+    what it cost counts (a sweep's budget); else it goes to a throwaway ledger."""
     steps = profile_steps(job, steps_per_epoch(job, len(splits.x_train)))
     rows = min(len(splits.x_train), steps * job.training.global_batch_size)
     trimmed = dataclasses.replace(splits, x_train=splits.x_train[:rows],
@@ -62,13 +66,15 @@ def profile_job(job: JobConfig, splits: Splits, catalog: PriceCatalog) -> RunPro
             ledger_path=str(Path(tmp) / "ledger.db"),
             training=dataclasses.replace(job.training, num_epochs=PROFILE_EPOCHS,
                                          target_metric=None))
-        ledger = ledger_for(probe.resolved_ledger_path(), catalog)
+        ledger, run_id = charge_to or (ledger_for(probe.resolved_ledger_path(), catalog), None)
         try:
-            result = run_job(probe, trimmed, catalog=catalog, ledger=ledger, verbose=False)
-            run = ledger.runs()[0]
+            result = run_job(probe, trimmed, catalog=catalog, ledger=ledger, verbose=False,
+                             run_id=run_id)
+            run = next(r for r in ledger.runs() if r["run_id"] == result.run_id)
             charged_until = max(i["ended_at"] for i in ledger.intervals(result.run_id))
         finally:
-            ray.kill(ledger.actor)  # a detached actor: it would outlive the profile
+            if charge_to is None:
+                ray.kill(ledger.actor)  # a detached actor: it would outlive the profile
     profile = measured_profile(result.metrics.get("history", []),
                                num_workers=job.scaling.max_workers,
                                started_at=run["started_at"], charged_until=charged_until)
@@ -90,19 +96,38 @@ def prior_curve(ledger: Ledger | RemoteLedger, job: JobConfig) -> list[float]:
 
 
 def forecast_job(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
-                 ledger: Ledger | RemoteLedger | None = None) -> tuple[RunProfile, Forecast]:
+                 ledger: RemoteLedger | None = None, charge_as: str | None = None,
+                 ) -> tuple[RunProfile, Forecast]:
     """Profile ``job``, forecast its run and store the forecast in the job's ledger
-    (``ledger``, else the job's own), where its next run picks it up."""
-    profile = profile_job(job, splits, catalog)
+    (``ledger``, else the job's own), where its next run picks it up. ``charge_as``:
+    the profile is charged to ``ledger`` as that run."""
     ledger = ledger or ledger_for(job.resolved_ledger_path(), catalog)
-    forecast = forecast_from_profile(
-        profile, rate=rate_of_job(job, catalog), num_epochs=job.training.num_epochs,
-        steps_per_epoch=steps_per_epoch(job, len(splits.x_train)),
-        target=job.training.target_value if job.training.target_metric else None,
-        prior_curve=prior_curve(ledger, job))
+    profile = profile_job(job, splits, catalog,
+                          charge_to=(ledger, charge_as) if charge_as else None)
+    forecast = forecast_of(job, profile, splits, catalog, prior=prior_curve(ledger, job))
     record_plan_forecast(ledger, job, forecast, now=time.time(),
                          detail=dataclasses.asdict(profile))
     return profile, forecast
+
+
+def forecast_of(job: JobConfig, profile: RunProfile, splits: Splits, catalog: PriceCatalog,
+                *, prior: list[float] | None = None) -> Forecast:
+    """The before-launch forecast of ``job`` from its ``profile``."""
+    return forecast_from_profile(
+        profile, rate=rate_of_job(job, catalog), num_epochs=job.training.num_epochs,
+        steps_per_epoch=steps_per_epoch(job, len(splits.x_train)),
+        target=job.training.target_value if job.training.target_metric else None,
+        prior_curve=prior or [])
+
+
+def stored_profile(ledger: Ledger | RemoteLedger, job: JobConfig) -> RunProfile | None:
+    """The newest profile of ``job``'s configuration a dry run stored in ``ledger``."""
+    plans = ledger.forecasts(config_hash=job.config_hash())
+    if not plans:
+        return None
+    detail = dict(plans[-1]["detail"])
+    detail["val_accuracy"] = tuple(detail.get("val_accuracy", ()))
+    return RunProfile(**detail)
 
 
 def measured_profile(history: list[dict], *, num_workers: int, started_at: float,

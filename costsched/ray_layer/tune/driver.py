@@ -15,6 +15,7 @@ from costsched.cost.prices import PriceCatalog
 from costsched.cost.report import intervals_frame
 from costsched.ray_layer.cluster import ensure_ray
 from costsched.ray_layer.ledger import ledger_for
+from costsched.ray_layer.tune.plan import trial_plan
 from costsched.ray_layer.tune.trial import (
     ACCURACY,
     OBJECTIVE,
@@ -33,6 +34,7 @@ from costsched.sweep.outputs import (
     write_best_job,
     write_table,
 )
+from costsched.sweep.plan import plan_lines
 from costsched.sweep.trial_size import model_footprint
 from costsched.training.data import Splits, prepare
 
@@ -60,8 +62,15 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
     ensure_ray(sweep.base_job, address)
     ledger = ledger_for(ledger_path, catalog)  # the head's one writer
     splits = prepare(sweep.base_job.dataset)
+    planned = trial_plan(sweep, splits, catalog, ledger, measure=cfg.profile)
+    plan = planned[0] if planned else None
+    if plan is not None:
+        for line in plan_lines(cfg, plan):
+            print(line, flush=True)
+    cap = plan.trial_cap_usd if plan else cfg.trial_budget_usd
     ctx = TrialContext(sweep=sweep, splits=splits, catalog=catalog,
-                       ledger_path=str(ledger_path), trials_storage=trials_storage(sweep, root))
+                       ledger_path=str(ledger_path), trials_storage=trials_storage(sweep, root),
+                       trial_cap_usd=cap)
     # The trial function only drives its TorchTrainer; the workers reserve the CPUs.
     # It reserves a token of memory, not CPU: a CPU fraction would keep a worker out.
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
@@ -75,8 +84,10 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
         tuner = tune.Tuner(
             trainable, param_space=param_space(sweep),
             tune_config=tune.TuneConfig(
-                search_alg=build_search(sweep, ledger, [baseline_point(sweep)]),
-                scheduler=build_scheduler(sweep), num_samples=cfg.num_trials),
+                search_alg=build_search(sweep, ledger, [baseline_point(sweep)],
+                                        trial_cap_usd=cap),
+                scheduler=build_scheduler(sweep, plan.asha_max_usd if plan else None),
+                num_samples=cfg.num_trials),
             run_config=tune.RunConfig(name="tune", storage_path=str(root),
                                      verbose=1 if verbose else 0),
         )

@@ -47,6 +47,8 @@ class TrialContext:
     catalog: PriceCatalog
     ledger_path: str
     trials_storage: str
+    trial_cap_usd: float
+    """What one trial may spend (the configured cap, raised to reach the first rung)."""
 
 
 class SweepReportCallback(TuneReportCallback):
@@ -97,7 +99,7 @@ def run_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     job = job_for(ctx.sweep.base, point, ctx.catalog)
     job = replace(job, name=f"{cfg.name}-trial", storage_path=ctx.trials_storage,
                   ledger_path=ctx.ledger_path,
-                  cost=replace(job.cost, budget_usd=cfg.trial_budget_usd),
+                  cost=replace(job.cost, budget_usd=ctx.trial_cap_usd),
                   training=replace(job.training, target_metric="val_accuracy",
                                    target_value=cfg.target_value))
     ledger = ledger_for(job.resolved_ledger_path(), ctx.catalog)  # the head's one writer
@@ -107,11 +109,11 @@ def run_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     if finished is not None:
         # Finished before a resumed sweep's driver died, but after Tune last saved its
         # state: report the recorded result instead of training (and paying) again.
-        tune.report(recorded_result(finished, cfg.target_value, cfg.trial_budget_usd))
+        tune.report(recorded_result(finished, cfg.target_value, ctx.trial_cap_usd))
         return
     run_job(job, ctx.splits, catalog=ctx.catalog, ledger=ledger,
             run_id=run_id, verbose=False,
-            callbacks=[SweepReportCallback(cfg.target_value, cfg.trial_budget_usd)])
+            callbacks=[SweepReportCallback(cfg.target_value, ctx.trial_cap_usd)])
 
 
 class BudgetGate(Searcher):
@@ -200,7 +202,7 @@ def param_space(sweep: LoadedSweep) -> dict[str, Any]:
 
 
 def build_search(sweep: LoadedSweep, ledger: Ledger, first_points: list[dict[str, Any]],
-                 ) -> Searcher:
+                 trial_cap_usd: float | None = None) -> Searcher:
     """The search algorithm behind the budget gate, at most ``max_concurrent_trials`` at once.
 
     ``first_points`` are evaluated before the algorithm proposes its own (the baseline).
@@ -221,18 +223,22 @@ def build_search(sweep: LoadedSweep, ledger: Ledger, first_points: list[dict[str
         inner = OptunaSearch(metric=OBJECTIVE, mode="min", sampler=sampler,
                              points_to_evaluate=first_points)
     gate = BudgetGate(inner, ledger=ledger, sweep_name=cfg.name, budget_usd=cfg.budget_usd,
-                      trial_cap_usd=cfg.trial_budget_usd)
+                      trial_cap_usd=trial_cap_usd or cfg.trial_budget_usd)
     return ConcurrencyLimiter(gate, max_concurrent=cfg.max_concurrent_trials)
 
 
-def build_scheduler(sweep: LoadedSweep):
+def build_scheduler(sweep: LoadedSweep, max_training_usd: float | None = None):
+    """ASHA on the training-dollars axis (or FIFO); its last rung ``max_training_usd``,
+    what a trial may spend once started (default: the configured trial cap)."""
     cfg = sweep.config
     if cfg.scheduler.kind == "none":
         return FIFOScheduler()
     # Rungs on the dollar axis, counted from each trial's first report: at each, keep the
     # trials with the best accuracy so far. At the cap a trial's own budget stop ends it.
     return ASHAScheduler(time_attr=TRAINING_SPENT, metric=ACCURACY, mode="max",
-                         grace_period=cfg.scheduler.grace_usd, max_t=cfg.trial_budget_usd,
+                         grace_period=cfg.scheduler.grace_usd,
+                         max_t=max(max_training_usd or cfg.trial_budget_usd,
+                                   cfg.scheduler.grace_usd),
                          reduction_factor=cfg.scheduler.reduction_factor,
                          stop_last_trials=False)
 
