@@ -43,11 +43,15 @@ class Dimension:
 
 @dataclass(frozen=True, kw_only=True)
 class SearchSection:
-    algorithm: Literal["tpe", "nsga2", "random"] = "tpe"
+    algorithm: Literal["tpe", "nsga2", "random", "cfo"] = "tpe"
     """Optuna TPE (single objective: dollars to target), NSGA-II (Pareto front of
-    accuracy vs dollars), or random search."""
+    accuracy vs dollars), random search, or ``cfo``: cost-frugal local search from the
+    cheapest sensible point (:mod:`costsched.sweep.cfo`, after FLAML's CFO)."""
     seed: int = 0
     """Seed of the search algorithm."""
+    low_cost: dict[str, Any] = field(default_factory=dict)
+    """``cfo`` only: space values of the cheapest sensible point it starts from (the
+    rest: the base job's values; fewest workers when workers are searched)."""
 
 
 @dataclass(frozen=True, kw_only=True)

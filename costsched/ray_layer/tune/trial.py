@@ -205,10 +205,19 @@ def build_search(sweep: LoadedSweep, ledger: Ledger, first_points: list[dict[str
                  trial_cap_usd: float | None = None) -> Searcher:
     """The search algorithm behind the budget gate, at most ``max_concurrent_trials`` at once.
 
-    ``first_points`` are evaluated before the algorithm proposes its own (the baseline).
+    ``first_points`` are evaluated before the algorithm proposes its own (the baseline);
+    ``cfo`` starts from the cheapest sensible point near the first of them instead.
     """
     cfg = sweep.config
-    if cfg.search.algorithm == "nsga2":
+    if cfg.search.algorithm == "cfo":
+        from costsched.ray_layer.tune.cfo_search import CostFrugalSearcher
+        from costsched.sweep.cfo import CostFrugalSearch, cheapest_start
+
+        start = cheapest_start(cfg.space, first_points[0] if first_points else {},
+                               cfg.search.low_cost)
+        inner = CostFrugalSearcher(CostFrugalSearch(cfg.space, start=start,
+                                                    seed=cfg.search.seed), metric=OBJECTIVE)
+    elif cfg.search.algorithm == "nsga2":
         import optuna
 
         inner = OptunaSearch(metric=[ACCURACY, SPENT], mode=["max", "min"],
