@@ -90,7 +90,36 @@ def run_submit(args: argparse.Namespace) -> int:
             f"{exc}; the job may still be queued: retry with --request-id {request_id} "
             "to get it rather than a second one") from None
     print(result["job_id"])
+    print_stored_forecast(args.config)
     return 0
+
+
+def print_stored_forecast(config: str) -> None:
+    """On stderr (stdout is the job id): the forecast a dry run of this config stored in
+    its ledger, or how to get one."""
+    from costsched.config.job import load_job_config
+    from costsched.cost.ledger import Ledger
+    from costsched.cost.prices import load_catalog
+
+    try:
+        catalog = load_catalog()
+        job = load_job_config(config, catalog)
+        path = Path(job.resolved_ledger_path())
+        plans = Ledger(path, catalog).forecasts(config_hash=job.config_hash()) \
+            if path.is_file() else []
+    except Exception:  # noqa: BLE001 - the job is queued; a forecast is only a nicety
+        return
+    if not plans:
+        print(f"forecast: none yet; `costsched train {config} --dry-run` measures one",
+              file=sys.stderr)
+        return
+    plan = plans[-1]
+    to_target = (f"; to target {format_duration(plan['seconds_to_target'])}, "
+                 f"${format_usd(plan['usd_to_target'])}" if plan["seconds_to_target"] else "")
+    print(f"forecast: {format_duration(plan['seconds_to_end'])}, "
+          f"${format_usd(plan['usd_to_end'])} to the last epoch{to_target} (profiled "
+          f"{format_local_time(plan['made_at'])}; once running it is less the queueing)",
+          file=sys.stderr)
 
 
 def entrypoint_code_dir(path: Path, text: str) -> Path | None:
