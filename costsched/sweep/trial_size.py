@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from costsched.config.job import JobConfig
 from costsched.training.data import Splits
 from costsched.training.model_factory import JobModelFactory
+from costsched.training.state import STATE_FILE
 
 
 def model_footprint(job: JobConfig, splits: Splits) -> dict[str, Any]:
@@ -16,7 +18,8 @@ def model_footprint(job: JobConfig, splits: Splits) -> dict[str, Any]:
 
     Measured on a freshly built model: parameter count, bytes, FLOPs and
     latency depend on the architecture and the compression settings, not on
-    the trained values (nonzero counts reflect the configured sparsity).
+    the trained values (nonzero counts reflect the configured sparsity). The best
+    trial's trained model is measured again by :func:`export_trained_model`.
     """
     torch.manual_seed(job.training.seed)
     factory = JobModelFactory(job=job, input_shape=splits.input_shape,
@@ -24,3 +27,33 @@ def model_footprint(job: JobConfig, splits: Splits) -> dict[str, Any]:
     footprint = factory.footprint(torch.as_tensor(splits.x_test[:1]))
     return {key: footprint[key] for key in
             ("num_params", "model_bytes", "flops_per_sample", "cpu_latency_ms")}
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``checkpoint_*`` folder of a run that holds a ``state.pt``."""
+    found = sorted(p for p in run_dir.glob("checkpoint_*") if (p / STATE_FILE).is_file())
+    return found[-1] if found else None
+
+
+def export_trained_model(job: JobConfig, splits: Splits, checkpoint: Path,
+                         out: Path) -> dict[str, Any]:
+    """The trial's trained weights in their inference form (pruning made permanent,
+    int8 converted), saved as ``out`` (``{"job": ..., "state_dict": ...}``), with the
+    footprint and CPU latency measured on that model and its accuracy on the test
+    split (the check that the export is the model that was trained)."""
+    from costsched.compression import finalize_compression, measure_footprint
+    from costsched.training.loop import evaluate
+
+    state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    torch.manual_seed(job.training.seed)
+    model = JobModelFactory(job=job, input_shape=splits.input_shape,
+                            num_classes=splits.num_classes)()
+    model.load_state_dict(state["model"])
+    model = finalize_compression(model, job.compression)
+    footprint = measure_footprint(model, torch.as_tensor(splits.x_test[:1]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"job": job.name, "state_dict": model.state_dict()}, out)
+    return {"path": str(out), "test_accuracy": evaluate(model, splits.x_test, splits.y_test,
+                                                         torch.device("cpu")),
+            **{k: getattr(footprint, k) for k in
+               ("num_params", "num_nonzero_params", "model_bytes", "cpu_latency_ms")}}

@@ -35,7 +35,11 @@ from costsched.sweep.outputs import (
     write_table,
 )
 from costsched.sweep.plan import plan_lines
-from costsched.sweep.trial_size import model_footprint
+from costsched.sweep.trial_size import (
+    export_trained_model,
+    model_footprint,
+    newest_checkpoint,
+)
 from costsched.training.data import Splits, prepare
 
 
@@ -93,7 +97,28 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
         )
     grid = tuner.fit()
     frame = results_frame(grid, sweep, ledger, splits, catalog)
-    return write_outputs(frame, sweep, ledger, Path(out_dir) if out_dir else root / "outputs")
+    out = Path(out_dir) if out_dir else root / "outputs"
+    summary = write_outputs(frame, sweep, ledger, out)
+    return "\n".join([summary, *export_best(frame, sweep, ctx, out)])
+
+
+def export_best(frame: pd.DataFrame, sweep: LoadedSweep, ctx: TrialContext,
+                out: Path) -> list[str]:
+    """The best trial's trained model, exported and measured (trials checkpointed to
+    this machine's disk only; an object store is left as it is)."""
+    if frame.empty or "://" in ctx.trials_storage:
+        return []
+    best = frame.iloc[0]
+    run_dir = Path(ctx.trials_storage) / trial_run_id(sweep.config.name, best["trial_id"])
+    checkpoint = newest_checkpoint(run_dir)
+    if checkpoint is None:
+        return [f"best model: no checkpoint of trial {best['trial_id']} to export"]
+    job = job_for(sweep.base, json.loads(best["config"]), ctx.catalog)
+    model = export_trained_model(job, ctx.splits, checkpoint, out / "best_model.pt")
+    return [f"best model: {model['path']} (trained weights, inference form): "
+            f"{model['num_params']:,} parameters ({model['num_nonzero_params']:,} nonzero), "
+            f"{model['model_bytes']:,} bytes, {model['cpu_latency_ms']:.3f} ms per sample on "
+            f"this CPU, test accuracy {model['test_accuracy']:.4f}"]
 
 
 def results_frame(grid, sweep: LoadedSweep, ledger: Ledger, splits: Splits,
