@@ -81,19 +81,26 @@ def entrypoint_plan_lines(job: JobConfig, catalog: PriceCatalog) -> list[str]:
 
 
 def measure_step_seconds(job: JobConfig, model: torch.nn.Module, splits: Splits,
-                         batch_size: int, steps: int = 5) -> float:
-    """Median wall time of a forward+backward+step at ``batch_size``, on this process's CPU."""
+                         batch_size: int, steps: int = 20) -> float:
+    """Median wall time of a forward+backward+step at ``batch_size``, on this process's CPU,
+    with as many torch threads as a worker has CPUs (as Ray sets them on a worker: with
+    every core's thread instead, a loaded machine made steps 30x slower)."""
     optimizer = build_optimizer(job.optimizer, model.parameters())
     x = torch.as_tensor(splits.x_train[:batch_size])
     y = torch.as_tensor(splits.y_train[:batch_size])
     times = []
-    for _ in range(steps + 1):
-        started = time.perf_counter()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        times.append(time.perf_counter() - started)
-    return sorted(times[1:])[len(times[1:]) // 2]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(job.scaling.cpus_per_worker)))
+    try:
+        for _ in range(steps + 3):  # the first steps warm up kernels and allocator
+            started = time.perf_counter()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            times.append(time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    return sorted(times[3:])[len(times[3:]) // 2]
 
 
 def make_plan(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
