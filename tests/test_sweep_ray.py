@@ -97,6 +97,25 @@ def test_budget_binds_and_is_never_crossed(local_ray, tmp_path):
     assert (results["stop_reason"] == "BUDGET_EXHAUSTED").any()
 
 
+def test_profiled_sweep_lifts_a_cap_below_start_up_and_writes_the_best_so_far(
+        local_ray, tmp_path, capsys):
+    # A trial cap below what start-up alone costs: no trial could reach ASHA's first rung.
+    path = write_sweep(tmp_path, profile=True, trial_budget_usd=0.0001, num_trials=2)
+    summary = run_sweep(load_sweep(path), load_catalog(), resume=False, address=None,
+                        out_dir=None)
+    assert "raised from $0.0001" in capsys.readouterr().out
+    runs = runs_frame(ledger_of(tmp_path))
+    profiles = runs[runs["run_id"].str.contains("-profile-")]
+    assert len(profiles) == 1  # measured once, charged to the sweep
+    assert runs["cost_usd"].sum() <= 0.01
+    plan = [f for f in ledger_of(tmp_path).forecasts() if f["source"] == "profile"][-1]["detail"]
+    results = pd.read_csv(outputs(tmp_path) / "results.csv")
+    assert (results["epochs"] >= 1).all(), "a trial ended before its first epoch"
+    best = (outputs(tmp_path) / "best_job.yaml").read_text()
+    assert best.startswith("# NOT REACHED") and "labelled NOT REACHED" in summary
+    assert plan["start_up_s"] > 0
+
+
 def test_killed_trial_worker_resumes_and_is_charged_once(local_ray, tmp_path):
     path = write_sweep(tmp_path, num_trials=1, scheduler={"kind": "none"},
                        space={"optimizer.lr": {"choice": [0.005]}})

@@ -123,3 +123,22 @@ def test_killed_worker_resumes_from_latest_checkpoint(uninterrupted, job_dir, sp
     assert intervals[0]["lost_s"] > 0
     assert intervals[1]["started_at"] == pytest.approx(intervals[0]["ended_at"])
     assert result.cost_usd == pytest.approx(sum(i["cost_usd"] for i in intervals))
+
+
+def test_profiled_forecast_is_taken_by_the_run_refreshed_and_compared(local_ray, job_dir,
+                                                                       splits):
+    from costsched.cost.report import runs_frame
+    from costsched.ray_layer.train.profile import forecast_job
+
+    job = _job(job_dir, "forecast")
+    profile, forecast = forecast_job(job, splits, load_catalog())
+    assert profile.start_up_s > 0 and profile.step_s > 0
+    _, ledger = _run(job, splits, "forecast-run")
+    row = runs_frame(ledger).set_index("run_id").loc["forecast-run"]
+    assert row["forecast_s"] == pytest.approx(forecast.seconds_to_end)
+    assert row["forecast_usd"] == pytest.approx(forecast.usd_to_end)
+    assert row["time_error_pct"] >= 0 and row["cost_error_pct"] >= 0
+    refreshed = [f for f in ledger.forecasts("forecast-run") if f["source"] == "curve"]
+    assert [f["at_epoch"] for f in refreshed] == list(range(2, job.training.num_epochs + 1))
+    # After the last epoch only the run's end remains: forecast and charge meet closely.
+    assert refreshed[-1]["usd_to_end"] == pytest.approx(row["cost_usd"], rel=0.25)
