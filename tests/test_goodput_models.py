@@ -184,7 +184,10 @@ def test_the_policy_scales_out_a_compute_bound_job_and_not_a_sync_bound_one():
                                   alpha_n=4.0, beta_n=0.4, gamma=1.0)
     assert speedup(compute_bound, 4) > 3.0
     assert speedup(compute_bound, 8) > speedup(compute_bound, 4)
-    assert speedup(sync_bound, 4) <= 1.0
+    # Accumulating 8 micro-batches per all-reduce buys the sync-bound job a little at 4
+    # GPUs (its 2 s all-reduce is paid once per 1,024-example step), never near linear.
+    assert 1.0 < speedup(sync_bound, 4) < 1.5
+    assert speedup(sync_bound, 8) < speedup(sync_bound, 4)
 
 
 def test_points_round_trip_through_placements_csv_into_the_simulator(tmp_path):

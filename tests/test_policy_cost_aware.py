@@ -40,9 +40,21 @@ def test_goodput_respects_the_max_batch_size():
 def test_the_scalable_job_gets_the_spare_gpus():
     snap = snapshot([job("scales"), job("flat", throughput=FakeThroughput(no_scaling))],
                     nodes(2))
-    decision = CostAwarePolicy().decide(snap)
+    decision = CostAwarePolicy(node_shapes=False).decide(snap)
     assert gpus(decision, "flat") == 1
     assert gpus(decision, "scales") == 7
+    check_decision(snap, decision, elastic=True)
+
+
+def test_node_shapes_never_split_a_job_over_nodes():
+    # 1 GPU is held by a job that does not scale; the scalable one may take a whole
+    # node (4), not the 7 that would straddle both nodes, nor 3 on the shared node.
+    snap = snapshot([job("scales"), job("flat", throughput=FakeThroughput(no_scaling))],
+                    nodes(3))
+    decision = CostAwarePolicy().decide(snap)
+    assert gpus(decision, "flat") == 1
+    assert gpus(decision, "scales") == 8
+    assert sorted(decision.placements["scales"].values()) == [4, 4]
     check_decision(snap, decision, elastic=True)
 
 

@@ -41,6 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--instance-type", default="g4dn.12xlarge", metavar="T",
                         help="node type from the price catalog (default g4dn.12xlarge)")
     parser.add_argument("--spot", action="store_true", help="price nodes as spot capacity")
+    parser.add_argument("--oracle", action="store_true",
+                        help="show elastic policies every job's measured profile at every "
+                             "placement (default: only models fitted to the steps simulated "
+                             "so far, as a live scheduler would have)")
     parser.add_argument("--out", default="sim-out", metavar="DIR",
                         help="output folder (default sim-out)")
     parser.add_argument("--profiles", default=None, metavar="DIR",
@@ -113,10 +117,11 @@ def run(args: argparse.Namespace) -> int:
         for name in policies:
             resizes = autoscale is not None and name in ELASTIC
             tag = f"{name} (autoscale {autoscale[0]}:{autoscale[1]})" if resizes else name
+            tag += " (oracle)" if args.oracle and name in ELASTIC else ""
             config = SimConfig(instance=instance, instance_name=args.instance_type,
                                num_nodes=args.nodes, spot=args.spot,
                                autoscale=autoscale if resizes else None,
-                               elastic=name in ELASTIC)
+                               elastic=name in ELASTIC, oracle=args.oracle)
             sim = Simulator(config=config, profiles=profiles, workload=jobs,
                             policy=make_policy(name))
             result = sim.run(on_round=_progress(f"{tag} {label}"))

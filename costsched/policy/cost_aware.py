@@ -10,10 +10,15 @@ Each round:
    (:mod:`~costsched.policy.hysteresis`).
 2. Growth. The remaining GPUs go one move at a time to the job whose utility
    rises most per dollar. A job's utility at k GPUs is its speedup over one
-   GPU, weighted by 2**priority, and discounted by (1 - restart_s / horizon)
-   unless k is what it holds now: a resize must pay back its restart
-   (horizon = max(restart_horizon_s, the job's age); restart_s is the job's own
-   measured restart cost when it has one, else the snapshot's).
+   GPU (goodput with the best batch size and gradient accumulation,
+   :mod:`~costsched.policy.goodput`), weighted by 2**priority x
+   (tau / (tau + attained service)) ** service_power, and, unless k is what it
+   holds now, multiplied by Pollux's restart factor
+   max(H - restarts x restart_s, 0) / (H + restart_s), H = max(restart_horizon_s,
+   age): a resize must pay back its restart, and each restart makes the next
+   dearer (restart_s is the job's own measured restart cost when it has one, else
+   the snapshot's). Sizes are 1, 2, 4, ... GPUs within a node or whole nodes
+   (``node_shapes``), which packing places without splitting a job.
 3. Autoscaling (optional). Growth is first run on ``max_nodes``; the cluster
    keeps the GPUs whose marginal speedup per GPU is at least
    ``min_marginal_speedup`` (plus all admitted minimums), rounded up to nodes.
@@ -54,13 +59,19 @@ class CostAwarePolicy:
     name: str = "cost-aware"
     """Name in outputs."""
     restart_horizon_s: float = 600.0
-    """Least look-ahead over which a resize must repay its restart (the job's
-    age when larger): a new size wins only if its speedup beats the held one's
-    by a factor 1 / (1 - restart_s / horizon)."""
+    """Least age a restart is judged over: a resize multiplies the job's utility by
+    Pollux's restart factor max(H - restarts x restart_s, 0) / (H + restart_s) with
+    H = max(restart_horizon_s, age), which shrinks with every restart the job has had."""
     service_scale_gpu_s: float = 3600.0 * 16
-    """tau of the attained-service weight tau / (tau + attained): how fast a
-    job's claim on extra GPUs fades as it ages, GPU-seconds. 16 GPU-hours is
-    the service at which the Tiresias baseline demotes a job (see ``las``)."""
+    """tau of the attained-service weight (tau / (tau + attained)) ** service_power:
+    how fast a job's claim on extra GPUs fades as it ages, GPU-seconds. 16 GPU-hours
+    is the service at which the Tiresias baseline demotes a job (see ``las``)."""
+    service_power: float = 1.0
+    """Exponent of the attained-service weight: 1 ranks extra GPUs like LAS, 0 ignores
+    service (pure speedup); between, long jobs keep a claim and are not starved."""
+    node_shapes: bool = True
+    """Allocation shapes that avoid split placements: 1, 2, 4, ... GPUs within one node,
+    or whole nodes (as Sia restricts them). False: any count."""
     min_marginal_speedup: float = 0.25
     """Autoscaling: a GPU is worth paying for if it adds at least this much
     speedup (a waiting job's first GPU adds 1)."""
@@ -74,6 +85,8 @@ class CostAwarePolicy:
             raise ConfigError("restart_horizon_s must be positive")
         if self.min_marginal_speedup < 0:
             raise ConfigError("min_marginal_speedup must be >= 0")
+        if self.service_power < 0:
+            raise ConfigError("service_power must be >= 0")
         check_min_run_s(self.min_run_s)
 
     def decide(self, snapshot: ClusterSnapshot) -> Decision:
@@ -155,7 +168,8 @@ class _Growth:
         less (the reasoning behind LAS and the Gittins index).
         """
         tau = self.policy.service_scale_gpu_s
-        return (2.0 ** job.priority) * tau / (tau + job.attained_service_gpu_s)
+        share = tau / (tau + job.attained_service_gpu_s)
+        return (2.0 ** job.priority) * share ** self.policy.service_power
 
     def speedup(self, job: JobView, count: int) -> float:
         """Goodput at ``count`` GPUs over goodput at one (at its min if one is unusable)."""
@@ -169,29 +183,49 @@ class _Growth:
         held = num_gpus(self.snapshot.placements.get(job.name))
         if count <= 0 or held in (0, count):
             return value
-        # A job that has run long is likely to run long still, so a restart
-        # is repaid over its age when that exceeds the configured horizon.
+        return value * self.restart_factor(job)
+
+    def restart_factor(self, job: JobView) -> float:
+        """Pollux's max(H - restarts x restart_s, 0) / (H + restart_s), H = max(horizon, age):
+        a job that has run long is likely to run long still, so a restart is repaid over
+        its age; every restart it has had already makes the next one dearer."""
         age_s = max(self.snapshot.time_s - job.arrival_time_s, 0.0)
         horizon_s = max(self.policy.restart_horizon_s, age_s)
         restart_s = self.snapshot.restart_s if job.restart_s is None else job.restart_s
-        return value * (1.0 - min(restart_s / horizon_s, 1.0))
+        return max(horizon_s - job.num_restarts * restart_s, 0.0) / (horizon_s + restart_s)
 
     def best_move(self, job: JobView, count: int, top: int) -> tuple[float, int] | None:
-        """The best next step up from ``count``: one GPU, or a jump to a node
+        """The best next step up from ``count``: the next allowed size, a jump to a node
         boundary, to twice as many, or to the held size. Step time is not concave in
         GPUs (a replica on a new node adds a network hop that many replicas
-        amortise), so one-GPU steps alone would stall short of a good size."""
+        amortise), so one-size steps alone would stall short of a good size."""
         held = num_gpus(self.snapshot.placements.get(job.name))
         per_node = self.gpus_per_node
         boundary = -(-(count + 1) // per_node) * per_node
         best = None
         now = self.utility(job, count)
-        for target in {count + 1, boundary, boundary + per_node, 2 * count, held}:
-            if count < target <= top:
+        for target in {self.next_size(count), boundary, boundary + per_node, 2 * count, held}:
+            if count < target <= top and (target == held or self.allowed(target)):
                 ratio = (self.utility(job, target) - now) / (target - count)
                 if best is None or ratio > best[0]:
                     best = (ratio, target)
         return best
+
+    def allowed(self, count: int) -> bool:
+        """1, 2, 4, ... within a node, or whole nodes (any count without ``node_shapes``)."""
+        per_node = self.gpus_per_node
+        if not self.policy.node_shapes or per_node <= 0:
+            return True
+        if count % per_node == 0:
+            return True
+        return count < per_node and count & (count - 1) == 0
+
+    def next_size(self, count: int) -> int:
+        """The smallest allowed size above ``count``."""
+        target = count + 1
+        while not self.allowed(target):
+            target += 1
+        return target
 
     def run(self, capacity: Capacity) -> dict[str, int]:
         """GPUs per job out of ``capacity`` (used up as it goes)."""

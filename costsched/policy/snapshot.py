@@ -109,6 +109,10 @@ class JobView:
     began less than a policy's ``min_run_s`` ago keeps its GPUs against jobs of equal
     or lower priority (:mod:`~costsched.policy.hysteresis`)."""
 
+    num_restarts: int = 0
+    """Times the job was restarted on a new placement so far (Pollux's restart penalty
+    grows with it; 0 when not known)."""
+
     def __post_init__(self) -> None:
         if not 1 <= self.min_gpus <= self.max_gpus:
             raise ConfigError(f"job {self.name}: need 1 <= min_gpus <= max_gpus")

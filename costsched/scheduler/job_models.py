@@ -4,7 +4,8 @@ Workers measure their steps (time, gradient sync, noise scale) and report them; 
 runner passes the latest :class:`Measurement` up with each poll. This store keeps one
 mean step per configuration (workers, nodes, local batch, accumulation) in the
 scheduler's SQLite file, refits Pollux's throughput model
-(:func:`~costsched.goodput.throughput.fit_throughput`) when a configuration is new,
+(:func:`~costsched.goodput.throughput.fit_throughput`) when a configuration is new or
+moved (:func:`~costsched.goodput.online.needs_refit`, the simulator's rule too),
 and keeps the fitted constants beside it, so a restarted scheduler plans with what
 its jobs measured. :class:`FixedBatchThroughput` turns a fit into what the policy
 needs for a job whose global batch is fixed.
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from costsched.cost.prices import usd_over
+from costsched.goodput.online import REFIT_CHANGE, needs_refit  # noqa: F401 (re-exported)
 from costsched.goodput.throughput import (
     DEFAULT_PRIOR,
     ThroughputParams,
@@ -73,8 +75,6 @@ CREATE TABLE IF NOT EXISTS job_curve (
 CURVE_METRIC = "val_accuracy"
 """The report key kept as a curve row's metric: the built-in loop's per-epoch validation
 accuracy (``test_accuracy`` comes only once, at the end)."""
-REFIT_CHANGE = 0.10
-"""A known configuration whose mean step time moved by more than this refits the model."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,8 +191,7 @@ class JobModels:
                        " WHERE job_id=?", (m.samples_per_s, m.grad_sqr, m.grad_var, now, job_id))
             if m.epoch is not None and m.global_step is not None:
                 _record_curve(db, job_id, m, now)
-        moved = old is None or abs(m.step_time_s - old[0]) > REFIT_CHANGE * old[0]
-        if moved:
+        if needs_refit(None if old is None else old[0], m.step_time_s):
             self._refit(job_id, now)
 
     def points(self, job_id: str) -> list[ThroughputPoint]:

@@ -198,6 +198,17 @@ class AppProfile:
             return per_level[0]
         return _interp_clamped(n_eff, [lo, hi], per_level)
 
+    def accumulated_step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> float:
+        """Seconds per optimizer step at per-GPU ``local_bsz``, as the simulator runs it: a
+        batch above :attr:`max_local_bsz` runs as ``a = ceil(l / max_local_bsz)`` micro-batches
+        of ``l / a``, and only the last synchronises:
+
+            T = step(l / a) + (a - 1) * (step(l / a) - sync(l / a)).
+        """
+        accum = max(1, math.ceil(local_bsz / self.max_local_bsz - 1e-9))
+        step, sync = self.step_time_s(placement, local_bsz / accum)
+        return step + (accum - 1) * (step - sync)
+
     def epoch_at(self, progress: float) -> float:
         """Fractional epoch reached at ``progress`` on the initial-batch curve."""
         prog = self.curves[self.init_batch_size].progress.to_numpy(float)

@@ -23,9 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from costsched.cost.prices import SECONDS_PER_HOUR, InstanceType, usd_over
 from costsched.errors import ConfigError
+from costsched.goodput.online import OnlineThroughput, exploration_limit
+from costsched.goodput.throughput import ThroughputPoint
 from costsched.policy.drive import drive, gpu_range
 from costsched.policy.registry import Policy
 from costsched.policy.snapshot import (
@@ -62,6 +65,11 @@ class SimConfig:
     """Seconds of no progress after each change of a job's placement."""
     max_time_s: float = 90 * 24 * 3600.0
     """Give up (error) if jobs are still running after this much simulated time."""
+    oracle: bool = False
+    """Show the policy each job's measured profile at every placement. False (the
+    honest default): the policy sees only what a live job would have measured, Pollux's
+    model fitted to the steps simulated so far (:mod:`costsched.goodput.online`), the
+    noise scale at the batch it last ran, and sizes up to twice the most it has tried."""
 
     def __post_init__(self) -> None:
         if self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0:
@@ -83,6 +91,8 @@ class _Job:
     restart_left_s: float = 0.0
     num_placements: int = 0
     finish_time_s: float | None = None
+    learned: OnlineThroughput | None = None
+    measured_batch_size: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,16 +134,20 @@ class SimResult:
 
 
 class ProfileThroughput:
-    """The policy's throughput model backed by the measured profile."""
+    """The policy's throughput model backed by the measured profile (the ``--oracle`` view).
+
+    A per-GPU batch above the app's cap accumulates micro-batches exactly as the
+    simulator runs it (:meth:`AppProfile.accumulated_step_time_s`)."""
 
     def __init__(self, app: AppProfile) -> None:
         self._app = app
+        self.max_atomic_bsz = app.max_local_bsz
 
     def local_bsz_choices(self) -> np.ndarray:
         return self._app.local_bsz_choices
 
     def step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> float:
-        return self._app.step_time_s(placement, local_bsz)[0]
+        return self._app.accumulated_step_time_s(placement, local_bsz)
 
 
 def max_useful_gpus(app: AppProfile) -> int:
@@ -152,6 +166,10 @@ class Simulator:
         self.config = config
         self.policy = policy
         self.jobs = [_Job(spec=s, app=profiles[s.application]) for s in workload]
+        if not config.oracle:
+            for job in self.jobs:
+                job.learned = OnlineThroughput(job.app.local_bsz_choices.tolist(),
+                                               job.app.max_local_bsz)
         self._throughput = {name: ProfileThroughput(app) for name, app in profiles.items()}
         self.node_usd_per_hour = config.instance.node_usd_per_hour(config.spot)
         self.gpu_usd_per_hour = config.instance.gpu_usd_per_hour(config.spot)
@@ -173,6 +191,11 @@ class Simulator:
 
     def run(self, on_round: Callable[[float, int, int], None] | None = None) -> SimResult:
         """Simulate to the last completion; ``on_round(time_s, done, total)`` reports progress."""
+        # The fits are many small problems: BLAS threads only contend on a shared machine.
+        with threadpool_limits(limits=1):
+            return self._run(on_round)
+
+    def _run(self, on_round: Callable[[float, int, int], None] | None) -> SimResult:
         cfg = self.config
         pending = sorted(self.jobs, key=lambda j: (j.spec.submit_time_s, j.spec.name))
         active: list[_Job] = []
@@ -205,23 +228,38 @@ class Simulator:
 
     def _view(self, job: _Job, time_s: float) -> JobView:
         app, spec = job.app, job.spec
-        epoch = math.floor(app.epoch_at(job.progress))
-        sqr, var = app.grad_stats(job.batch_size or spec.batch_size, epoch)
         lo, hi = gpu_range(elastic=self.config.elastic,
                            elastic_range=(1, max(max_useful_gpus(app), spec.num_replicas)),
                            requested_gpus=spec.num_replicas)
+        throughput, (sqr, var) = self._models(job)
+        if job.learned is not None and self.config.elastic:
+            hi = max(lo, exploration_limit(hi, job.learned.most_replicas_tried))
         return JobView(
             name=spec.name, arrival_time_s=spec.submit_time_s,
             attained_service_gpu_s=job.gpu_s, min_gpus=lo, max_gpus=hi,
             requested_gpus=spec.num_replicas, requested_batch_size=spec.batch_size,
-            throughput=self._throughput[app.name],
+            throughput=throughput,
             efficiency=EfficiencyModel(init_batch_size=app.init_batch_size,
                                        max_batch_size=app.max_batch_size,
                                        grad_sqr=max(sqr, 1e-12), grad_var=var),
             priority=spec.priority, budget_usd=spec.budget_usd,
             spent_usd=usd_over(self.gpu_usd_per_hour, job.gpu_s),
             usd_per_gpu_hour=self.gpu_usd_per_hour,
+            num_restarts=max(job.num_placements - 1, 0),
         )
+
+    def _models(self, job: _Job) -> tuple[object, tuple[float, float]]:
+        """(throughput model, (grad_sqr, grad_var)) the policy sees for ``job``: the
+        profile and the statistics at its batch now (oracle), or the fit to its measured
+        steps and the statistics at the batch it last ran (flat before its first step)."""
+        app = job.app
+        epoch = math.floor(app.epoch_at(job.progress))
+        if job.learned is None:
+            batch = job.batch_size or job.spec.batch_size
+            return self._throughput[app.name], app.grad_stats(batch, epoch)
+        if not job.measured_batch_size:
+            return job.learned.model, (1.0, 0.0)
+        return job.learned.model, app.grad_stats(job.measured_batch_size, epoch)
 
     def _snapshot(self, active: list[_Job], time_s: float, round_index: int) -> ClusterSnapshot:
         cfg = self.config
@@ -279,14 +317,27 @@ class Simulator:
                     break
         held_s = self.config.round_s - left
         job.gpu_s += replicas * held_s
+        if job.learned is not None and held_s > pause:
+            job.learned.record(self._measured_point(job))
+            job.measured_batch_size = job.batch_size
+
+    def _measured_point(self, job: _Job) -> ThroughputPoint:
+        """The mean step ``job`` measured on its placement this round, as a live job
+        reports it (micro-batch, accumulation, step and sync time)."""
+        shape = placement_shape(job.placement)
+        replicas = sum(shape)
+        local = job.batch_size / replicas
+        accum = max(1, math.ceil(local / job.app.max_local_bsz - 1e-9))
+        step, sync = job.app.step_time_s(shape, local / accum)
+        return ThroughputPoint(num_nodes=len(shape), num_replicas=replicas,
+                               local_bsz=local / accum, accum_steps=accum,
+                               step_time_s=step + (accum - 1) * (step - sync),
+                               sync_time_s=sync, placement=shape)
 
     def _step_time_s(self, job: _Job) -> float:
         replicas = sum(job.placement.values())
-        local = job.batch_size / replicas
-        accum = max(1, math.ceil(local / job.app.max_local_bsz - 1e-9))
-        atomic = local / accum
-        step, sync = job.app.step_time_s(placement_shape(job.placement), atomic)
-        return step + (accum - 1) * (step - sync)
+        return job.app.accumulated_step_time_s(placement_shape(job.placement),
+                                               job.batch_size / replicas)
 
     def _result(self, timeline: list, node_s: float) -> SimResult:
         records = tuple(

@@ -1,0 +1,66 @@
+"""Mean JCT of cost-aware (with given constants) against published Pollux, per workload.
+
+    python bench/policy_tuning.py [--oracle] [--loads 0.5 1.0] [--workloads 1 2 3 4]
+                                  [--set service_power=0.5 ...]
+
+The constants of ``CostAwarePolicy`` were tuned with this script on workloads 1-4 of
+``../shared/data/pollux`` at loads 0.5 and 1.0 only (see the README). Runs one
+simulation at a time; prints one line per run and the mean ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from costsched.cost.prices import load_catalog
+from costsched.policy.cost_aware import CostAwarePolicy
+from costsched.sim.compare import load_published
+from costsched.sim.profiles import load_profiles, pollux_dir
+from costsched.sim.simulator import SimConfig, Simulator
+from costsched.sim.workload import load_workload
+
+
+def _value(text: str):
+    if text in ("true", "false"):
+        return text == "true"
+    return float(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--oracle", action="store_true")
+    parser.add_argument("--loads", nargs="+", default=["0.5", "1.0"])
+    parser.add_argument("--workloads", nargs="+", type=int, default=[1, 2, 3, 4])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    policy = CostAwarePolicy(**overrides)
+    data = pollux_dir()
+    profiles, published = load_profiles(data), load_published(data)
+    instance = load_catalog().instance("g4dn.12xlarge")
+    ratios = {}
+    for load in args.loads:
+        for number in args.workloads:
+            jobs = load_workload(data / "workloads" / f"load-{load}" / f"workload-{number}.csv")
+            config = SimConfig(instance=instance, elastic=True, oracle=args.oracle)
+            started = time.monotonic()
+            result = Simulator(config=config, profiles=profiles, workload=jobs,
+                               policy=policy).run()
+            mean = float(np.mean([j.jct_s for j in result.jobs]))
+            ratio = mean / published[f"load-{load}"]["pollux"][f"workload-{number}"]
+            ratios[(load, number)] = ratio
+            restarts = np.mean([j.restarts for j in result.jobs])
+            print(f"load {load} workload {number}: mean JCT {mean:.0f} s, {ratio:.3f} x "
+                  f"Pollux, {restarts:.1f} restarts/job ({time.monotonic() - started:.0f} s)",
+                  flush=True)
+    print(json.dumps({"set": overrides, "oracle": args.oracle,
+                      "mean_ratio": round(float(np.mean(list(ratios.values()))), 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""A job's throughput model learned online: the steps measured so far and Pollux's fit.
+
+The live scheduler (:class:`~costsched.scheduler.job_models.JobModels`, which keeps
+its points in SQLite) and the simulator's no-oracle mode both learn this way:
+
+* one mean step per configuration (nodes, replicas, micro-batch, accumulation);
+* a refit (:func:`~costsched.goodput.throughput.fit_throughput`, from the same
+  :data:`~costsched.goodput.throughput.DEFAULT_PRIOR`) when a measured step differs by
+  more than :data:`REFIT_CHANGE` from what the model predicted for it (the live store
+  refits on every new configuration and on a known one that moved by as much);
+* exploration of sizes not yet measured by Pollux's rule: at most twice the most
+  replicas tried (one before any step), :func:`exploration_limit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from costsched.goodput.throughput import (
+    DEFAULT_PRIOR,
+    FittedThroughput,
+    ThroughputParams,
+    ThroughputPoint,
+    fit_throughput,
+    predict_step_time_s,
+)
+
+REFIT_CHANGE = 0.10
+"""A known configuration whose mean step time moved by more than this refits the model."""
+
+
+def needs_refit(old_step_s: float | None, new_step_s: float) -> bool:
+    """Whether a measurement changes the fit: a new configuration, or one that moved."""
+    return old_step_s is None or abs(new_step_s - old_step_s) > REFIT_CHANGE * old_step_s
+
+
+def exploration_limit(max_gpus: int, most_replicas_tried: int) -> int:
+    """Most GPUs a policy may try for a job: ``min(max_gpus, max(2 x tried, 1))`` (Pollux)."""
+    return max(1, min(max_gpus, max(2 * most_replicas_tried, 1)))
+
+
+class OnlineThroughput:
+    """Measured configurations of one job, in memory, and the model fitted to them."""
+
+    def __init__(self, local_bsz_choices: Sequence[int], max_local_bsz: int,
+                 prior: ThroughputParams = DEFAULT_PRIOR) -> None:
+        self.prior = prior
+        self.params = prior
+        self._choices = list(local_bsz_choices)
+        self._max_local_bsz = max_local_bsz
+        self._points: dict[tuple[int, int, float, int], ThroughputPoint] = {}
+        self.model = FittedThroughput(prior, self._choices, max_local_bsz)
+        """What the policy sees: the fit so far (the prior before any step)."""
+        self.num_fits = 0
+
+    @property
+    def most_replicas_tried(self) -> int:
+        return max((key[1] for key in self._points), default=0)
+
+    @property
+    def num_points(self) -> int:
+        return len(self._points)
+
+    def record(self, point: ThroughputPoint) -> bool:
+        """Keep ``point`` as its configuration's mean; refit if it changes the fit.
+        Returns whether it refitted."""
+        key = (point.num_nodes, point.num_replicas, float(point.local_bsz), point.accum_steps)
+        self._points[key] = point
+        predicted = None
+        if self.num_fits:
+            predicted = predict_step_time_s(self.params, point.num_nodes, point.num_replicas,
+                                            point.local_bsz, point.accum_steps)
+        if not needs_refit(predicted, point.step_time_s):
+            return False
+        self.params = fit_throughput(list(self._points.values()), prior=self.prior,
+                                     start=self.params if self.num_fits else None)
+        self.model = FittedThroughput(self.params, self._choices, self._max_local_bsz)
+        self.num_fits += 1
+        return True
