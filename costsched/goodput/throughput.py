@@ -297,8 +297,9 @@ def fit_throughput(points: Sequence[ThroughputPoint],
     any sync. The rest come from ``prior`` (see :func:`_fill_in`); no points: ``prior``.
 
     The search starts from a guess made from the data, once at gamma 1 and once at 3;
-    ``start`` (a previous fit, when refitting after one more point) replaces both with
-    one start there: a third of the work, near the answer.
+    ``start`` (a previous fit, when refitting after one more point) replaces the second:
+    near the answer it converges in a few iterations, and the data's own guess still
+    finds a constant the new point moved far from the previous fit.
     """
     if not points:
         return prior
@@ -308,7 +309,7 @@ def fit_throughput(points: Sequence[ThroughputPoint],
     starts = [guess | ({"gamma": gamma} if "gamma" in free.names else {})
               for gamma in (1.0, 3.0)]
     if start is not None:
-        starts = [asdict(start) | free.fixed]
+        starts = [starts[0], asdict(start) | free.fixed]
     best = None
     for first in starts:
         x0 = [math.log(max(first[n], _MIN_PARAM)) for n in free.names]
