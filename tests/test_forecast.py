@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from costsched.config.job import parse_job
@@ -132,3 +133,19 @@ def test_forecast_is_stored_before_launch_taken_by_the_next_run_and_compared(tmp
 def test_relative_error_is_unknown_without_an_actual():
     assert relative_error(110.0, 100.0) == pytest.approx(0.1)
     assert relative_error(None, 100.0) is None and relative_error(1.0, 0.0) is None
+
+
+def test_a_running_run_shows_its_newest_refreshed_forecast(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", CATALOG)
+    account = RunAccount(ledger, "live")
+    account.open(JOB, now=100.0)
+    tracker = CurveTracker(num_epochs=10, target=None, rate=RATE, run_started_at=100.0)
+    for epoch in (1, 2, 3):
+        forecast = tracker.on_report({"epoch": epoch, "val_accuracy": 0.5 + 0.1 * epoch,
+                                      "wall_time": 130.0 + 3.0 * epoch, "cost_usd": 0.001,
+                                      "world_size": 2})
+        if forecast is not None:
+            account.record_forecast(forecast, job=JOB, now=130.0 + 3.0 * epoch)
+    row = runs_frame(ledger).set_index("run_id").loc["live"]
+    assert row["forecast_s"] == pytest.approx(30.0 + 3.0 * 10)  # ETA from the run's start
+    assert pd.isna(row["time_error_pct"])  # nothing to compare with yet

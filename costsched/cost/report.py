@@ -97,12 +97,29 @@ def launch_forecast_vs_actual(run: dict[str, Any], forecast: dict[str, Any] | No
             "cost_error_pct": None if cost_error is None else 100 * cost_error}
 
 
+def _live_forecast(forecast: dict[str, Any] | None) -> dict[str, float | None]:
+    """A running run's newest refreshed forecast: to its target when the curve gives
+    one, else to its last epoch; no error yet."""
+    to_target = forecast is not None and forecast["seconds_to_target"] is not None
+    return {"forecast_s": None if forecast is None else forecast[
+                "seconds_to_target" if to_target else "seconds_to_end"],
+            "forecast_usd": None if forecast is None else forecast[
+                "usd_to_target" if to_target else "usd_to_end"],
+            "time_error_pct": None, "cost_error_pct": None}
+
+
 def _with_forecast(frame: pd.DataFrame, ledger: Ledger) -> pd.DataFrame:
+    """Finished runs: the launch forecast and its error; running ones: the newest
+    refreshed forecast (their ETA and dollars, from the start of the run)."""
     launch: dict[str, dict[str, Any]] = {}
+    newest: dict[str, dict[str, Any]] = {}
     for forecast in ledger.forecasts():
         if forecast["run_id"] and forecast["source"] == "profile":
             launch[forecast["run_id"]] = forecast  # the newest, if a run has several
-    rows = [launch_forecast_vs_actual(run, launch.get(run["run_id"]))
+        if forecast["run_id"]:
+            newest[forecast["run_id"]] = forecast
+    rows = [_live_forecast(newest.get(run["run_id"])) if run["outcome"] == "RUNNING"
+            else launch_forecast_vs_actual(run, launch.get(run["run_id"]))
             for run in frame.to_dict("records")]
     return frame.assign(**{c: [r[c] for r in rows] for c in rows[0]}) if rows else frame
 
