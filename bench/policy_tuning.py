@@ -30,12 +30,25 @@ def _value(text: str):
     return float(text)
 
 
+def by_app(jobs) -> str:
+    """``app: mean JCT s / restarts per job`` for each app."""
+    apps = sorted({j.application for j in jobs})
+    parts = []
+    for app in apps:
+        mine = [j for j in jobs if j.application == app]
+        parts.append(f"{app} {np.mean([j.jct_s for j in mine]):.0f} s/"
+                     f"{np.mean([j.restarts for j in mine]):.1f}")
+    return ", ".join(parts)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--oracle", action="store_true")
     parser.add_argument("--loads", nargs="+", default=["0.5", "1.0"])
     parser.add_argument("--workloads", nargs="+", type=int, default=[1, 2, 3, 4])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--by-app", action="store_true",
+                        help="also print mean JCT and restarts per job of each app")
     args = parser.parse_args(argv)
     overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
     policy = CostAwarePolicy(**overrides)
@@ -57,6 +70,8 @@ def main(argv=None) -> int:
             print(f"load {load} workload {number}: mean JCT {mean:.0f} s, {ratio:.3f} x "
                   f"Pollux, {restarts:.1f} restarts/job ({time.monotonic() - started:.0f} s)",
                   flush=True)
+            if args.by_app:
+                print("  " + by_app(result.jobs), flush=True)
     print(json.dumps({"set": overrides, "oracle": args.oracle,
                       "mean_ratio": round(float(np.mean(list(ratios.values()))), 3)}))
     return 0

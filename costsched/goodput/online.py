@@ -43,8 +43,11 @@ class OnlineThroughput:
     """Measured configurations of one job, in memory, and the model fitted to them."""
 
     def __init__(self, local_bsz_choices: Sequence[int], max_local_bsz: int,
-                 prior: ThroughputParams = DEFAULT_PRIOR) -> None:
+                 prior: ThroughputParams = DEFAULT_PRIOR, fit_cache: dict | None = None) -> None:
+        """``fit_cache``: a memo of fits shared between models (jobs of one app in a
+        simulation measure the same steps, so many fits repeat exactly)."""
         self.prior = prior
+        self._cache = fit_cache
         self.params = prior
         self._choices = list(local_bsz_choices)
         self._max_local_bsz = max_local_bsz
@@ -72,8 +75,19 @@ class OnlineThroughput:
                                             point.local_bsz, point.accum_steps)
         if not needs_refit(predicted, point.step_time_s):
             return False
-        self.params = fit_throughput(list(self._points.values()), prior=self.prior,
-                                     start=self.params if self.num_fits else None)
+        self.params = self._fit()
         self.model = FittedThroughput(self.params, self._choices, self._max_local_bsz)
         self.num_fits += 1
         return True
+
+    def _fit(self) -> ThroughputParams:
+        points = sorted(self._points.values(), key=lambda p: (
+            p.num_nodes, p.num_replicas, p.local_bsz, p.accum_steps))
+        start = self.params if self.num_fits else None
+        key = (tuple(points), self.prior, start)
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
+        params = fit_throughput(points, prior=self.prior, start=start)
+        if self._cache is not None:
+            self._cache[key] = params
+        return params

@@ -167,9 +167,10 @@ class Simulator:
         self.policy = policy
         self.jobs = [_Job(spec=s, app=profiles[s.application]) for s in workload]
         if not config.oracle:
+            fits: dict = {}  # a memo: jobs of one app often measure the very same steps
             for job in self.jobs:
                 job.learned = OnlineThroughput(job.app.local_bsz_choices.tolist(),
-                                               job.app.max_local_bsz)
+                                               job.app.max_local_bsz, fit_cache=fits)
         self._throughput = {name: ProfileThroughput(app) for name, app in profiles.items()}
         self.node_usd_per_hour = config.instance.node_usd_per_hour(config.spot)
         self.gpu_usd_per_hour = config.instance.gpu_usd_per_hour(config.spot)
