@@ -55,7 +55,7 @@ def test_dry_run_says_no_trial_reaches_the_target_and_the_budget_it_would_need(t
     text = "\n".join(plan_lines(cfg, plan))
     needed = (0.01 + 2.0 * 2 * USD_PER_WORKER_S) * 1.25
     assert plan.needed_trial_usd == pytest.approx(needed)
-    assert "NO TRIAL       reaches the target" in text
+    assert "NO TRIAL       is sure to reach the target" in text
     assert f"trial_budget_usd >= ${needed:.3g}"[:-1] in text
 
 

@@ -100,8 +100,10 @@ def plan_lines(cfg: SweepConfig, plan: TrialPlan) -> list[str]:
                      f"forecast to its last epoch is ${format_usd(plan.usd_to_end)}")
     elif needed > plan.trial_cap_usd:
         cap = format_usd(plan.trial_cap_usd)
-        lines.append(f"NO TRIAL       reaches the target within its ${cap}"
-                     f" cap: the base job needs ${format_usd(plan.usd_to_target)} (forecast); "
+        lines.append(f"NO TRIAL       is sure to reach the target within its ${cap} cap: the "
+                     f"base job needs ${format_usd(plan.usd_to_target)} by forecast, "
+                     f"${format_usd(needed)} with its end and a "
+                     f"{TARGET_MARGIN - 1:.0%} margin; "
                      f"set trial_budget_usd >= ${format_usd(needed)} and budget_usd >= "
                      f"${format_usd(needed)} (one trial), ${format_usd(needed * cfg.num_trials)}"
                      f" for all {cfg.num_trials}")
