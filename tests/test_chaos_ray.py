@@ -49,7 +49,7 @@ from tests.conftest import quickstart_dict  # noqa: E402
 from tests.support.charges import recomputed_usd  # noqa: E402
 from tests.support.faults import train_workers_by_node  # noqa: E402
 
-pytestmark = [pytest.mark.ray, pytest.mark.chaos]
+pytestmark = [pytest.mark.ray, pytest.mark.chaos, pytest.mark.timeout(3600)]
 
 INTERVAL = 5
 KILLS, NODE_REMOVALS = 10, 2

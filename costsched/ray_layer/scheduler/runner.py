@@ -43,7 +43,7 @@ from costsched.config.job import CostSection, JobConfig
 from costsched.cost.accounting import ATTEMPT_KEY, RunAccount
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
-from costsched.goodput.restart import StartMarks, phases_from_report
+from costsched.goodput.restart import phases_from_report
 from costsched.ray_layer import channel
 from costsched.ray_layer.scheduler.cluster import (
     billed_cost,
@@ -51,6 +51,7 @@ from costsched.ray_layer.scheduler.cluster import (
     head_node_id,
     node_resources,
 )
+from costsched.ray_layer.scheduler.driver import RunDriver, code_env
 from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE
 from costsched.scheduler.interfaces import JobProgress, RunHandle
 from costsched.scheduler.job_models import Measurement, measurement_from_report
@@ -64,86 +65,10 @@ STOP_OUTCOMES = {"preempted": "PREEMPTED", "budget": "BUDGET_EXHAUSTED",
                  "stalled": "STALLED"}
 
 
-CODE_PIN_S = 30 * 24 * 3600
-"""How long a submitted job's code package is kept on the cluster without a running
-job using it (Ray deletes unreferenced packages)."""
-
-
-def code_env(job: JobConfig) -> dict | None:
-    """The runtime environment of a job's driver (and so its workers): the job's code
-    package as working directory, when ``costsched submit`` shipped one."""
-    uri = job.working_dir
-    return {"working_dir": uri} if uri and "://" in uri else None
-
-
-def keep_code(job: JobConfig) -> None:
-    """Keep the job's code package on the cluster while the job may still run."""
-    if code_env(job) is not None:
-        from ray._private.runtime_env.packaging import pin_runtime_env_uri
-
-        pin_runtime_env_uri(job.working_dir, expiration_s=CODE_PIN_S)
-
-
 def measurement_of(progress: dict) -> Measurement | None:
     """The step measurement a run's last report carried, if it measured its steps, with
     its epoch, global step, validation metric and global batch for the job's curve."""
     return measurement_from_report(progress)
-
-
-ERROR_LINES = 40
-"""Lines kept of a failed run's error: the user's traceback, innermost frames last."""
-
-
-def error_text(exc: BaseException) -> str:
-    """A run's error for ``costsched logs``: the message and the traceback's last lines."""
-    text = str(exc).strip() or type(exc).__name__
-    cause = exc.__cause__
-    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
-        text += "\n" + str(cause).strip()
-    lines = text.splitlines()
-    return "\n".join(lines[:2] + (["..."] if len(lines) > ERROR_LINES else [])
-                     + lines[max(2, len(lines) - ERROR_LINES + 2):])
-
-
-class RunDriver:
-    """Drives one run of one job; ``run`` once, then ``result`` any number of times
-    (a call queues behind ``run``, so its reference is ready when the run ends)."""
-
-    def __init__(self, job: JobConfig, catalog: PriceCatalog, ledger_path: str, run_id: str,
-                 worker_nodes: list[str] | None, batch_size: int | None = None,
-                 requested_at: float | None = None):
-        self.args = (job, catalog, ledger_path, run_id, worker_nodes, batch_size, requested_at)
-        self.outcome: tuple[str, dict] | None = None
-        self.error: str | None = None
-
-    def run(self) -> dict:
-        from costsched.config.entrypoint import import_entrypoint
-        from costsched.ray_layer.ledger import ledger_for
-        from costsched.ray_layer.train.trainer import run_job
-        from costsched.training.data import prepare
-
-        job, catalog, ledger_path, run_id, worker_nodes, batch_size, requested_at = self.args
-        driver_started_at = time.time()
-        try:
-            if job.entrypoint:
-                import_entrypoint(job.entrypoint)  # fails here, before workers are asked for
-            splits = prepare(job.dataset) if job.dataset is not None else None
-            marks = StartMarks(requested_at=requested_at, driver_started_at=driver_started_at,
-                               prepare_s=time.time() - driver_started_at)
-            result = run_job(job, splits, catalog=catalog,
-                             ledger=ledger_for(ledger_path, catalog), run_id=run_id, verbose=False,
-                             worker_nodes=worker_nodes, batch_size=batch_size,
-                             start_marks=marks)
-            self.outcome = (result.outcome, {"global_step": result.metrics.get("global_step")})
-        except Exception as exc:  # noqa: BLE001 - reported to the scheduler by result()
-            self.error = error_text(exc)
-        return self.result()
-
-    def result(self) -> dict:
-        if self.error is not None:
-            return {"error": self.error}
-        outcome, metrics = self.outcome or ("FAILED", {})
-        return {"outcome": outcome, "metrics": metrics}
 
 
 def worker_nodes(placement: Mapping[str, int], num_workers: int,

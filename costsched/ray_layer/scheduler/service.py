@@ -31,9 +31,10 @@ from costsched.config.scheduler import SchedulerConfig
 from costsched.cost.prices import load_catalog
 from costsched.errors import CostschedError
 from costsched.ray_layer.scheduler.cluster import RayClusterClient, head_node_id
+from costsched.ray_layer.scheduler.driver import keep_code
 from costsched.ray_layer.scheduler.metrics import MetricsExporter
 from costsched.ray_layer.scheduler.names import NAMESPACE, SERVICE_NAME
-from costsched.ray_layer.scheduler.runner import RayJobRunner, keep_code
+from costsched.ray_layer.scheduler.runner import RayJobRunner
 from costsched.scheduler.controller import SchedulerController
 from costsched.scheduler.interfaces import SystemClock, TickReport
 from costsched.scheduler.metrics import measure

@@ -16,6 +16,7 @@ from costsched.cost.report import intervals_frame
 from costsched.ray_layer.cluster import ensure_ray
 from costsched.ray_layer.ledger import ledger_for
 from costsched.ray_layer.tune.plan import trial_plan
+from costsched.ray_layer.tune.release import FreeOrphanedSlots
 from costsched.ray_layer.tune.trial import (
     ACCURACY,
     OBJECTIVE,
@@ -93,7 +94,8 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
                 scheduler=build_scheduler(sweep, plan.asha_max_usd if plan else None),
                 num_samples=cfg.num_trials),
             run_config=tune.RunConfig(name="tune", storage_path=str(root),
-                                     verbose=1 if verbose else 0),
+                                     verbose=1 if verbose else 0,
+                                     callbacks=[FreeOrphanedSlots()]),
         )
     grid = tuner.fit()
     frame = results_frame(grid, sweep, ledger, splits, catalog)
