@@ -95,3 +95,17 @@ def test_online_model_refits_only_on_a_misprediction():
                          [(64, 0, 1), (64, 1, 2), (64, 3, 6), (4, 8, 4), (1, 0, 1)])
 def test_exploration_limit_is_pollux_rule(max_gpus, tried, limit):
     assert exploration_limit(max_gpus, tried) == limit
+
+
+def test_cli_oracle_switch_runs_the_profile_view_under_its_own_name(tmp_path, capsys):
+    from costsched.cli.main import main
+    from tests.support.sim_fixture import FIXTURE
+
+    out = tmp_path / "out"
+    args = ["simulate", "--workload", str(FIXTURE_WORKLOAD), "--policy", "cost-aware",
+            "--policy", "las", "--nodes", "2", "--profiles", str(FIXTURE), "--out", str(out)]
+    assert main(args + ["--oracle"]) == 0
+    printed = capsys.readouterr().out
+    assert "cost-aware (oracle) on load-1.0/workload-9" in printed
+    assert "las on load-1.0/workload-9" in printed  # fixed-size policies learn nothing
+    assert (out / "load-1.0_workload-9" / "cost-aware-oracle" / "summary.json").is_file()
