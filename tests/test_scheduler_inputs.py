@@ -69,12 +69,12 @@ def test_bad_input_is_one_line_and_changes_nothing(busy, call, error, words):
 def test_overrides_replace_the_config_and_are_stored(tmp_path):
     h = harness(tmp_path, node("n0", slots=4))
     job_id = h.controller.submit(job_text("tuned"), {
-        "priority": 3, "budget_usd": 7.5, "min_workers": 2, "max_workers": 3})
+        "priority": 3, "budget_usd": 7.5, "min_workers": 2, "max_workers": 4})
     job = h.job(job_id)
-    assert (job.priority, job.budget_usd, job.min_workers, job.max_workers) == (3, 7.5, 2, 3)
+    assert (job.priority, job.budget_usd, job.min_workers, job.max_workers) == (3, 7.5, 2, 4)
     assert "budget_usd: 7.5" in job.config_yaml
     h.tick()
-    assert h.job(job_id).workers == 3
+    assert h.job(job_id).workers == 4  # a whole node: a shape the policy allows
 
 
 def test_a_job_asking_for_another_accelerator_resource_is_refused(tmp_path):
