@@ -18,7 +18,7 @@ from costsched.cost.accounting import RunAccountant, cost_so_far_usd
 from costsched.cost.ledger import SCHEMA, Ledger
 from costsched.cost.prices import JobRate, load_catalog
 from costsched.cost.report import intervals_frame, plot_costs, render, runs_frame
-from costsched.errors import CostschedError
+from costsched.errors import ConfigError, CostschedError
 
 CATALOG = load_catalog()
 USD_PER_GPU_S = 0.978 / 3600
@@ -382,7 +382,7 @@ def test_an_interval_is_billed_at_the_node_type_it_ran_on(ledger):
     assert declared["cost_usd"] == pytest.approx(3.912 * 2 / 4 * 0.25)
     assert (moved["instance_type"], moved["spot"]) == ("g5.12xlarge", 1)
     assert moved["cost_usd"] == pytest.approx(2.2688 * 2 / 4 * 0.25)
-    with pytest.raises(Exception, match="nope"):
+    with pytest.raises(ConfigError, match="unknown instance type `nope`"):
         ledger.open_interval("run-1", started_at=2800.0, num_workers=1,
                              accelerators_per_worker=1.0, resources=RESOURCES,
                              node_type="nope")

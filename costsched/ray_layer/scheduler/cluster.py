@@ -48,25 +48,32 @@ def marked_bundle(bundle: ResourceBundle) -> dict[str, float]:
     return marked
 
 
+def marked_type(resources: Mapping[str, float], catalog: PriceCatalog) -> str | None:
+    """The catalog instance type a node's ``instance_<type>`` marker names; None without one."""
+    for key in resources:
+        if key.startswith(INSTANCE_PREFIX) and key[len(INSTANCE_PREFIX):] in catalog.instance_types:
+            return key[len(INSTANCE_PREFIX):]
+    return None
+
+
 def billed_cost(cost: CostSection, placement: Mapping[str, int], catalog: PriceCatalog,
-                node_resources: Mapping[str, Mapping[str, float]]) -> CostSection:
+                resources_by_node: Mapping[str, Mapping[str, float]]) -> CostSection:
     """``cost`` priced at the node type and market (spot or not) of ``placement``'s
     nodes, known from their ``instance_<type>`` marker (a node without one, such as a
     local machine, counts as the declared type and market). A placement across types
     is billed at its dearest type per accelerator, never at less than it used.
-    ``node_resources``: each node's resources by node id (:func:`node_resources`)."""
+    ``resources_by_node``: each node's resources by node id (:func:`node_resources`)."""
     declared = (catalog.instance(cost.instance_type).gpu_usd_per_hour(cost.spot),
                 cost.instance_type, cost.spot)
     priced = []
     for node_id in placement:
-        resources = node_resources.get(node_id, {})
-        names = [k[len(INSTANCE_PREFIX):] for k in resources if k.startswith(INSTANCE_PREFIX)
-                 and k[len(INSTANCE_PREFIX):] in catalog.instance_types]
-        if not names:
+        resources = resources_by_node.get(node_id, {})
+        name = marked_type(resources, catalog)
+        if name is None:
             priced.append(declared)  # a node of unknown type: as declared
             continue
         spot = bool(resources.get("spot", 0))
-        priced.append((catalog.instance(names[0]).gpu_usd_per_hour(spot), names[0], spot))
+        priced.append((catalog.instance(name).gpu_usd_per_hour(spot), name, spot))
     if len(set(priced)) > 1:
         log.warning("placement spans node types %s; billed at the dearest",
                     sorted({name for _, name, _ in priced}))
@@ -123,12 +130,7 @@ class RayClusterClient:
         return records
 
     def _node_type(self, resources: Mapping[str, float]) -> str:
-        for key in resources:
-            if key.startswith(INSTANCE_PREFIX):
-                name = key[len(INSTANCE_PREFIX):]
-                if name in self.catalog.instance_types:
-                    return name
-        return LOCAL_TYPE
+        return marked_type(resources, self.catalog) or LOCAL_TYPE
 
     def request_resources(self, bundles: Sequence[ResourceBundle]) -> None:
         """Replace the standing autoscaler request with ``bundles`` (one per worker).
