@@ -155,9 +155,10 @@ class Pace:
 
 
 def _target_part(*, curve: LearningCurve | None, target: float | None, done_epochs: int,
-                 seconds_at: float, usd_at: float, pace: Pace,
+                 num_epochs: int, seconds_at: float, usd_at: float, pace: Pace,
                  reached_at: tuple[float, float] | None) -> dict[str, object]:
-    """Seconds, dollars and epoch to the target, from the run's position now."""
+    """Seconds, dollars and epoch to the target, from the run's position now; out of
+    reach when the curve crosses it after the last of ``num_epochs``."""
     if target is None:
         return {}
     if reached_at is not None:
@@ -169,6 +170,8 @@ def _target_part(*, curve: LearningCurve | None, target: float | None, done_epoc
     if epochs is None:
         return {"target_reachable": False}
     epochs = max(math.ceil(epochs), done_epochs + 1)  # the target is checked per epoch
+    if epochs > num_epochs:
+        return {"target_reachable": False}
     ahead_s = (epochs - done_epochs) * pace.epoch_s
     return {"seconds_to_target": seconds_at + ahead_s,
             "usd_to_target": usd_at + pace.usd(ahead_s),
@@ -187,11 +190,9 @@ def forecast_from_profile(profile: RunProfile, *, rate: JobRate, num_epochs: int
                 epoch_s=profile.epoch_s(steps_per_epoch))
     total_s = profile.start_up_s + num_epochs * pace.epoch_s + profile.tail_s
     curve = fit_curve(prior_curve or profile.val_accuracy)
-    to_target = _target_part(curve=curve, target=target, done_epochs=0,
+    to_target = _target_part(curve=curve, target=target, done_epochs=0, num_epochs=num_epochs,
                              seconds_at=profile.start_up_s, usd_at=pace.usd(profile.start_up_s),
                              pace=pace, reached_at=None)
-    if to_target.get("epochs_to_target", 0.0) > num_epochs:  # type: ignore[operator]
-        to_target = {"target_reachable": False}
     return Forecast(source="profile", at_epoch=0, seconds_to_end=total_s,
                     usd_to_end=pace.usd(total_s), **to_target)  # type: ignore[arg-type]
 
@@ -229,10 +230,8 @@ def refresh_forecast(points: Sequence[EpochPoint], *, num_epochs: int, rate: Job
                     if target is not None and p.val_accuracy >= target), None)
     curve = fit_curve([p.val_accuracy for p in points])
     to_target = _target_part(curve=curve, target=target, done_epochs=last.epoch,
-                             seconds_at=last.seconds, usd_at=last.usd, pace=pace,
-                             reached_at=reached)
-    if to_target.get("epochs_to_target", 0.0) > num_epochs:  # type: ignore[operator]
-        to_target = {"target_reachable": False}
+                             num_epochs=num_epochs, seconds_at=last.seconds, usd_at=last.usd,
+                             pace=pace, reached_at=reached)
     return Forecast(source="curve", at_epoch=last.epoch, seconds_to_end=last.seconds + ahead_s,
                     usd_to_end=last.usd + pace.usd(ahead_s),
                     **to_target)  # type: ignore[arg-type]
