@@ -74,10 +74,10 @@ def print_plan(sweep: LoadedSweep, catalog: PriceCatalog, *, profile: bool,
     planned = trial_plan(sweep, splits, catalog, ledger, measure=True)
     assert planned is not None
     plan, measured, forecast = planned
+    # The target is the plan's to say (per trial, against its cap), not the forecast's.
     for line in forecast_lines(forecast, measured, num_epochs=sweep.base_job.training.num_epochs,
-                               target=f"val_accuracy {cfg.target_value:g}",
-                               budget_usd=sweep.base_job.cost.budget_usd)[:-1] + plan_lines(
-                                   cfg, plan):
+                               target=None, budget_usd=sweep.base_job.cost.budget_usd,
+                               ) + plan_lines(cfg, plan):
         print(line)
 
 
