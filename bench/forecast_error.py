@@ -18,10 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from costsched.cost.forecast import relative_error  # noqa: E402
 from costsched.cost.ledger import Ledger  # noqa: E402
 from costsched.cost.prices import load_catalog  # noqa: E402
-from costsched.cost.report import launch_forecast_vs_actual, runs_frame  # noqa: E402
+from costsched.cost.report import forecast_vs_actual, runs_frame  # noqa: E402
 
 
 def quarter_way(run: dict, forecasts: list[dict]) -> dict | None:
@@ -46,22 +45,18 @@ def main() -> int:
         launch = [f for f in forecasts if f["source"] == "profile"]
         if not launch or row["outcome"] not in ("COMPLETED", "TARGET_REACHED"):
             continue
-        cmp = launch_forecast_vs_actual(row.to_dict() | {"run_id": run_id}, launch[-1])
         to_target = row["outcome"] == "TARGET_REACHED"
         actual_usd = row["usd_to_target"] if to_target else row["cost_usd"]
         q = quarter_way(runs[run_id], forecasts)
-        q_s = q_usd = None
-        if q is not None:
-            q_s = (q["seconds_to_target"] + launch[-1]["detail"].get("tail_s", 0.0)
-                   if to_target and q["seconds_to_target"] else
-                   None if to_target else q["seconds_to_end"])
-            q_usd = q["usd_to_target"] if to_target else q["usd_to_end"]
-        q_err_s, q_err_usd = relative_error(q_s, row["wall_s"]), relative_error(q_usd, actual_usd)
-        print(f"{run_id:44} {row['outcome']:15} {row['wall_s']:9.1f} {cmp['forecast_s']:8.1f} "
-              f"{cmp['time_error_pct']:5.1f}% {actual_usd:9.5f} {cmp['forecast_usd']:9.5f} "
-              f"{cmp['cost_error_pct']:5.1f}% | {q['at_epoch'] if q else '-':>7} "
-              + (f"{100 * q_err_s:6.1f}%" if q_err_s is not None else f"{'-':>7}") + " "
-              + (f"{100 * q_err_usd:6.1f}%" if q_err_usd is not None else f"{'-':>7}"))
+        # The launch comparison is the report's own (runs_frame's columns); the quarter-way
+        # one by the same rules, its run's end timed by the launch profile's tail.
+        q_cmp = forecast_vs_actual(row.to_dict(), q | {"detail": launch[-1]["detail"]}
+                                   if q else None)
+        print(f"{run_id:44} {row['outcome']:15} {row['wall_s']:9.1f} {row['forecast_s']:8.1f} "
+              f"{row['time_error_pct']:5.1f}% {actual_usd:9.5f} {row['forecast_usd']:9.5f} "
+              f"{row['cost_error_pct']:5.1f}% | {q['at_epoch'] if q else '-':>7} "
+              + " ".join(f"{q_cmp[c]:6.1f}%" if q_cmp[c] is not None else f"{'-':>7}"
+                         for c in ("time_error_pct", "cost_error_pct")))
     return 0
 
 

@@ -71,11 +71,12 @@ def runs_frame(ledger: Ledger) -> pd.DataFrame:
     return frame[RUN_COLUMNS].reset_index(drop=True)
 
 
-def launch_forecast_vs_actual(run: dict[str, Any], forecast: dict[str, Any] | None,
-                              ) -> dict[str, float | None]:
-    """A run's before-launch forecast beside what it did: to the target for a run that
-    stopped there (when the forecast had a figure for it), else to its last epoch.
-    Errors are ``100 * |forecast - actual| / actual``; unknown while the run runs."""
+def forecast_vs_actual(run: dict[str, Any], forecast: dict[str, Any] | None,
+                       ) -> dict[str, float | None]:
+    """A forecast of a run (before launch, or refreshed) beside what it did: to the
+    target for a run that stopped there (when the forecast had a figure for it), else to
+    its last epoch. Errors are ``100 * |forecast - actual| / actual``; unknown while the
+    run runs."""
     empty: dict[str, float | None] = {"forecast_s": None, "forecast_usd": None,
                                       "time_error_pct": None, "cost_error_pct": None}
     if forecast is None:
@@ -119,7 +120,7 @@ def _with_forecast(frame: pd.DataFrame, ledger: Ledger) -> pd.DataFrame:
         if forecast["run_id"]:
             newest[forecast["run_id"]] = forecast
     rows = [_live_forecast(newest.get(run["run_id"])) if run["outcome"] == "RUNNING"
-            else launch_forecast_vs_actual(run, launch.get(run["run_id"]))
+            else forecast_vs_actual(run, launch.get(run["run_id"]))
             for run in frame.to_dict("records")]
     return frame.assign(**{c: [r[c] for r in rows] for c in rows[0]}) if rows else frame
 
