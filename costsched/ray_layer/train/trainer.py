@@ -79,12 +79,9 @@ class LedgerCallback(UserCallback):
     def __init__(self, *, ledger: Ledger | RemoteLedger, run_id: str,
                  run_started_at: float, accelerators_per_worker: float,
                  resources: dict[str, float], verbose: bool = True,
-                 step_lines: bool = False, priced_at: tuple[str, bool] | None = None,
-                 job: JobConfig | None = None, rate: JobRate | None = None):
+                 step_lines: bool = False, job: JobConfig, rate: JobRate):
         self._args = (ledger, run_id, run_started_at, accelerators_per_worker,
                       resources)
-        self._priced_at = dict(zip(("node_type", "node_spot"), priced_at or (None, None),
-                                   strict=True))
         self._run_id = run_id
         self._accountant: RunAccountant | None = None
         self._verbose = verbose
@@ -97,12 +94,12 @@ class LedgerCallback(UserCallback):
             ledger, run_id, started, accel, resources = self._args
             self._accountant = RunAccount(ledger, run_id).accountant(
                 run_started_at=started, accelerators_per_worker=accel, resources=resources,
-                **self._priced_at)
+                node_type=self._job.cost.instance_type, node_spot=self._job.cost.spot)
         return self._accountant
 
     def _refresh_forecast(self, metrics: dict[str, Any], now: float) -> None:
         """After an epoch of a built-in job: its forecast from its own curve, stored."""
-        if self._job is None or self._rate is None or self._job.entrypoint is not None:
+        if self._job.entrypoint is not None:
             return
         ledger, run_id, started = self._args[0], self._run_id, self._args[2]
         if self._curve is None:
@@ -210,7 +207,7 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
         run_started_at=run_started_at, accelerators_per_worker=scaling.accelerators_per_worker,
         resources=resources, verbose=verbose,
         step_lines=job.entrypoint is not None,
-        priced_at=(job.cost.instance_type, job.cost.spot), job=job, rate=spec.rate,
+        job=job, rate=spec.rate,
     )
     in_memory = in_memory_train_split(job, splits)
     return TorchTrainer(
