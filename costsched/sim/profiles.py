@@ -198,16 +198,21 @@ class AppProfile:
             return per_level[0]
         return _interp_clamped(n_eff, [lo, hi], per_level)
 
-    def accumulated_step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> float:
-        """Seconds per optimizer step at per-GPU ``local_bsz``, as the simulator runs it: a
-        batch above :attr:`max_local_bsz` runs as ``a = ceil(l / max_local_bsz)`` micro-batches
-        of ``l / a``, and only the last synchronises:
+    def accumulated_step(self, placement: tuple[int, ...],
+                         local_bsz: float) -> tuple[int, float, float]:
+        """``(a, T, sync)`` of one optimizer step at per-GPU ``local_bsz``, as the simulator
+        runs it: a batch above :attr:`max_local_bsz` runs as ``a = ceil(l / max_local_bsz)``
+        micro-batches of ``l / a``, and only the last synchronises:
 
             T = step(l / a) + (a - 1) * (step(l / a) - sync(l / a)).
         """
         accum = max(1, math.ceil(local_bsz / self.max_local_bsz - 1e-9))
         step, sync = self.step_time_s(placement, local_bsz / accum)
-        return step + (accum - 1) * (step - sync)
+        return accum, step + (accum - 1) * (step - sync), sync
+
+    def accumulated_step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> float:
+        """Seconds per optimizer step at per-GPU ``local_bsz`` (:meth:`accumulated_step`)."""
+        return self.accumulated_step(placement, local_bsz)[1]
 
     def epoch_at(self, progress: float) -> float:
         """Fractional epoch reached at ``progress`` on the initial-batch curve."""

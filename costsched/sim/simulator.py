@@ -328,12 +328,10 @@ class Simulator:
         shape = placement_shape(job.placement)
         replicas = sum(shape)
         local = job.batch_size / replicas
-        accum = max(1, math.ceil(local / job.app.max_local_bsz - 1e-9))
-        step, sync = job.app.step_time_s(shape, local / accum)
+        accum, step, sync = job.app.accumulated_step(shape, local)
         return ThroughputPoint(num_nodes=len(shape), num_replicas=replicas,
                                local_bsz=local / accum, accum_steps=accum,
-                               step_time_s=step + (accum - 1) * (step - sync),
-                               sync_time_s=sync, placement=shape)
+                               step_time_s=step, sync_time_s=sync, placement=shape)
 
     def _step_time_s(self, job: _Job) -> float:
         replicas = sum(job.placement.values())
