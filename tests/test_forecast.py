@@ -18,12 +18,13 @@ from costsched.cost.forecast import (
     fit_curve,
     forecast_from_profile,
     forecast_lines,
+    measured_profile,
+    profile_steps,
     relative_error,
 )
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import load_catalog, rate_of_job
 from costsched.cost.report import forecasts_frame, runs_frame
-from costsched.ray_layer.train.profile import measured_profile, profile_steps
 
 CATALOG = load_catalog()
 LOCAL_CPU_USD_PER_WORKER_S = 0.0893 / 2 / 3600  # the catalog's local-cpu row, per slot

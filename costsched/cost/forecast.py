@@ -22,17 +22,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from costsched.cost.formatting import format_usd
 from costsched.cost.prices import JobRate
 
+if TYPE_CHECKING:
+    from costsched.config.job import JobConfig
+
 MIN_CURVE_POINTS = 3
 """Epochs of validation accuracy needed before a curve is fitted."""
 MAX_TARGET_EPOCHS = 10_000
 """Beyond this many epochs the target counts as out of reach."""
 _EXPONENTS = np.geomspace(0.05, 4.0, 80)
+MIN_PROFILE_STEPS = 100
+"""Fewest steps per profiled epoch (when the job's epoch has as many)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +65,34 @@ class RunProfile:
     def epoch_s(self, steps_per_epoch: int) -> float:
         """Seconds of one epoch of ``steps_per_epoch`` steps at the steady pace."""
         return steps_per_epoch * self.step_s + self.epoch_overhead_s
+
+
+def profile_steps(job: JobConfig, steps_per_epoch: int) -> int:
+    """Steps per profiled epoch: the job's own, up to two checkpoint intervals (at least
+    :data:`MIN_PROFILE_STEPS`), so periodic checkpoints weigh in the pace as in the run."""
+    return min(steps_per_epoch, max(2 * job.checkpoint.interval_steps, MIN_PROFILE_STEPS))
+
+
+def measured_profile(history: list[dict], *, num_workers: int, started_at: float,
+                     charged_until: float) -> RunProfile:
+    """The profile's figures from its epoch history (``epoch_ended_at``, ``epoch_train_s``,
+    ``epoch_steps`` per epoch) and the ledger's first and last charged seconds."""
+    epochs = [h for h in history if "epoch_ended_at" in h and "epoch_steps" in h]
+    if len(epochs) < 2:
+        raise RuntimeError(f"the profile reported {len(epochs)} epoch(s); it needs 2")
+    steady = epochs[1:]
+    step_s = sum(h["epoch_train_s"] for h in steady) / sum(h["epoch_steps"] for h in steady)
+    overheads = [b["epoch_ended_at"] - a["epoch_ended_at"] - b["epoch_train_s"]
+                 for a, b in zip(epochs, steady, strict=False)]
+    overhead_s = max(0.0, sum(overheads) / len(overheads))
+    first_steady_s = epochs[0]["epoch_steps"] * step_s + overhead_s
+    return RunProfile(
+        num_workers=num_workers,
+        start_up_s=max(0.0, epochs[0]["epoch_ended_at"] - started_at - first_steady_s),
+        step_s=step_s, epoch_overhead_s=overhead_s,
+        tail_s=max(0.0, charged_until - epochs[-1]["epoch_ended_at"]),
+        profiled_s=charged_until - started_at,
+        val_accuracy=tuple(float(h["val_accuracy"]) for h in epochs))
 
 
 @dataclass(frozen=True, kw_only=True)

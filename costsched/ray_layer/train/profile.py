@@ -23,7 +23,13 @@ import ray
 
 from costsched.config.job import JobConfig
 from costsched.cost.accounting import record_plan_forecast
-from costsched.cost.forecast import Forecast, RunProfile, forecast_from_profile
+from costsched.cost.forecast import (
+    Forecast,
+    RunProfile,
+    forecast_from_profile,
+    measured_profile,
+    profile_steps,
+)
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.ray_layer.ledger import RemoteLedger, ledger_for
@@ -33,14 +39,6 @@ from costsched.training.schedule import BatchPlan
 
 PROFILE_EPOCHS = 3
 """Epochs a profile runs: the first carries the start-up, the rest give the pace."""
-MIN_PROFILE_STEPS = 100
-"""Fewest steps per profiled epoch (when the job's epoch has as many)."""
-
-
-def profile_steps(job: JobConfig, steps_per_epoch: int) -> int:
-    """Steps per profiled epoch: the job's own, up to two checkpoint intervals (at least
-    :data:`MIN_PROFILE_STEPS`), so periodic checkpoints weigh in the pace as in the run."""
-    return min(steps_per_epoch, max(2 * job.checkpoint.interval_steps, MIN_PROFILE_STEPS))
 
 
 def steps_per_epoch(job: JobConfig, num_train_rows: int) -> int:
@@ -128,25 +126,3 @@ def stored_profile(ledger: Ledger | RemoteLedger, job: JobConfig) -> RunProfile 
     detail = dict(plans[-1]["detail"])
     detail["val_accuracy"] = tuple(detail.get("val_accuracy", ()))
     return RunProfile(**detail)
-
-
-def measured_profile(history: list[dict], *, num_workers: int, started_at: float,
-                     charged_until: float) -> RunProfile:
-    """The profile's figures from its epoch history (``epoch_ended_at``, ``epoch_train_s``,
-    ``epoch_steps`` per epoch) and the ledger's first and last charged seconds."""
-    epochs = [h for h in history if "epoch_ended_at" in h and "epoch_steps" in h]
-    if len(epochs) < 2:
-        raise RuntimeError(f"the profile reported {len(epochs)} epoch(s); it needs 2")
-    steady = epochs[1:]
-    step_s = sum(h["epoch_train_s"] for h in steady) / sum(h["epoch_steps"] for h in steady)
-    overheads = [b["epoch_ended_at"] - a["epoch_ended_at"] - b["epoch_train_s"]
-                 for a, b in zip(epochs, steady, strict=False)]
-    overhead_s = max(0.0, sum(overheads) / len(overheads))
-    first_steady_s = epochs[0]["epoch_steps"] * step_s + overhead_s
-    return RunProfile(
-        num_workers=num_workers,
-        start_up_s=max(0.0, epochs[0]["epoch_ended_at"] - started_at - first_steady_s),
-        step_s=step_s, epoch_overhead_s=overhead_s,
-        tail_s=max(0.0, charged_until - epochs[-1]["epoch_ended_at"]),
-        profiled_s=charged_until - started_at,
-        val_accuracy=tuple(float(h["val_accuracy"]) for h in epochs))
