@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     catalog = load_catalog(args.prices)
     job = load_job_config(args.config, catalog)
     return train(job, catalog, dry_run=args.dry_run, address=args.address,
-                 verbose=args.verbose, profile=not getattr(args, "no_profile", False))
+                 verbose=args.verbose, profile=not args.no_profile)
 
 
 def prepare_data(dataset: DatasetConfig) -> Splits:
