@@ -5,10 +5,10 @@ runner passes the latest :class:`Measurement` up with each poll. This store keep
 mean step per configuration (workers, nodes, local batch, accumulation) in the
 scheduler's SQLite file, refits Pollux's throughput model
 (:func:`~costsched.goodput.throughput.fit_throughput`) when a configuration is new or
-moved (:func:`~costsched.goodput.online.needs_refit`, the simulator's rule too),
-and keeps the fitted constants beside it, so a restarted scheduler plans with what
-its jobs measured. :class:`FixedBatchThroughput` turns a fit into what the policy
-needs for a job whose global batch is fixed.
+its mean moved (:func:`~costsched.goodput.online.needs_refit`; the simulator's learner
+applies it to its prediction instead), and keeps the fitted constants beside it, so a
+restarted scheduler plans with what its jobs measured. :class:`FixedBatchThroughput`
+turns a fit into what the policy needs for a job whose global batch is fixed.
 
 It also keeps each job's training curve, one row per completed epoch (``job_curve``):
 the first report seen with that epoch count (the one closest to the epoch's end, as
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from costsched.cost.prices import usd_over
-from costsched.goodput.online import REFIT_CHANGE, needs_refit  # noqa: F401 (re-exported)
+from costsched.goodput.online import needs_refit
 from costsched.goodput.throughput import (
     DEFAULT_PRIOR,
     ThroughputParams,
@@ -176,7 +176,7 @@ class JobModels:
 
     def record(self, job_id: str, m: Measurement, *, now: float) -> None:
         """Keep ``m`` as its configuration's mean; refit when the configuration is new or
-        its step time moved by more than :data:`REFIT_CHANGE`."""
+        its step time moved by more than :data:`~costsched.goodput.online.REFIT_CHANGE`."""
         key = (job_id, m.num_workers, m.num_nodes, float(m.local_bsz), m.accum_steps)
         with self._connect() as db:
             old = db.execute("SELECT step_time_s FROM measurements WHERE job_id=? AND "
