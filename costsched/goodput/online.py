@@ -35,8 +35,8 @@ def needs_refit(old_step_s: float | None, new_step_s: float) -> bool:
 
 
 def exploration_limit(max_gpus: int, most_replicas_tried: int) -> int:
-    """Most GPUs a policy may try for a job: ``min(max_gpus, max(2 x tried, 1))`` (Pollux)."""
-    return max(1, min(max_gpus, max(2 * most_replicas_tried, 1)))
+    """Most GPUs a policy may try for a job: ``min(max_gpus, 2 x tried)``, at least 1 (Pollux)."""
+    return max(1, min(max_gpus, 2 * most_replicas_tried))
 
 
 class OnlineThroughput:
