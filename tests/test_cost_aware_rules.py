@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 from costsched.goodput.throughput import FittedThroughput, ThroughputParams
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.goodput import best_goodput
 from costsched.policy.snapshot import EfficiencyModel
-from costsched.sim.simulator import ProfileThroughput, _Job
+from costsched.sim.simulator import ProfileThroughput, Simulator, _Job
 from costsched.sim.workload import JobSpec
 from tests.support.policy_fakes import FakeThroughput, gpus, job, nodes, snapshot
 from tests.support.sim_fixture import fixture_profiles
@@ -44,8 +43,7 @@ def test_goodput_is_timed_exactly_as_the_simulator_runs_the_batch(count):
                    batch_size=chosen.batch_size)
     placement = {f"n{i}": min(4, count - 4 * i) for i in range(-(-count // 4))}
     running = _Job(spec=spec, app=app, placement=placement, batch_size=chosen.batch_size)
-    from costsched.sim.simulator import Simulator  # the simulator's own step timing
-    step_s = Simulator._step_time_s(None, running)
+    step_s = Simulator._step_time_s(None, running)  # the simulator's own step timing
     assert chosen.goodput == pytest.approx(float(view.efficiency.gain(chosen.batch_size))
                                            / step_s, rel=1e-9)
 
@@ -76,4 +74,4 @@ def test_service_power_decides_whether_a_long_job_keeps_its_claim(power, long_ge
             job("new", throughput=slow)]
     decision = CostAwarePolicy(service_power=power).decide(snapshot(jobs, nodes(4)))
     assert (gpus(decision, "long") > gpus(decision, "new")) is long_gets_more
-    assert np.isclose(gpus(decision, "long") + gpus(decision, "new"), 16)
+    assert gpus(decision, "long") + gpus(decision, "new") == 16
