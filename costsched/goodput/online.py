@@ -1,15 +1,19 @@
 """A job's throughput model learned online: the steps measured so far and Pollux's fit.
 
-The live scheduler (:class:`~costsched.scheduler.job_models.JobModels`, which keeps
-its points in SQLite) and the simulator's no-oracle mode both learn this way:
+The simulator's no-oracle mode learns this way (:class:`OnlineThroughput`):
 
 * one mean step per configuration (nodes, replicas, micro-batch, accumulation);
-* a refit (:func:`~costsched.goodput.throughput.fit_throughput`, from the same
-  :data:`~costsched.goodput.throughput.DEFAULT_PRIOR`) when a measured step differs by
-  more than :data:`REFIT_CHANGE` from what the model predicted for it (the live store
-  refits on every new configuration and on a known one that moved by as much);
+* a refit (:func:`~costsched.goodput.throughput.fit_throughput`, from
+  :data:`~costsched.goodput.throughput.DEFAULT_PRIOR`, starting also from the previous
+  fit) when a measured step differs by more than :data:`REFIT_CHANGE` from what the
+  model predicted for it;
 * exploration of sizes not yet measured by Pollux's rule: at most twice the most
   replicas tried (one before any step), :func:`exploration_limit`.
+
+The live scheduler (:class:`~costsched.scheduler.job_models.JobModels`, which keeps
+its points in SQLite) shares the prior, the fit and :func:`needs_refit`, but not yet
+the rest: it refits from scratch on every new configuration and on a known one whose
+mean moved by :data:`REFIT_CHANGE`, and does not limit exploration.
 """
 
 from __future__ import annotations
