@@ -48,10 +48,12 @@ def write_sweep(tmp: Path, **changes) -> Path:
     (tmp / "base.yaml").write_text(yaml.safe_dump(base))
     sweep = {
         "name": "tiny", "base_job": "base.yaml", "target_value": 0.99,
-        "budget_usd": 0.01, "trial_budget_usd": 0.002, "num_trials": 3,
+        "budget_usd": 0.01, "trial_budget_usd": 0.004, "num_trials": 2,
         "max_concurrent_trials": 1, "search": {"algorithm": "random", "seed": 3},
         "scheduler": {"kind": "asha", "grace_usd": 0.0002, "reduction_factor": 2},
-        "space": {"optimizer.lr": {"choice": [0.005, 0.000001]}},
+        # The baseline (the base job's lr, 0.005) first, then a learning rate too small
+        # to learn: ASHA's first rung compares the two and stops the second.
+        "space": {"optimizer.lr": {"choice": [0.000001]}},
         "storage_path": str(tmp / "sweeps"), "profile": False,
     }
     sweep.update(changes)
@@ -72,8 +74,8 @@ def test_sweep_completes_stops_a_bad_trial_early_and_writes_outputs(local_ray, t
     sweep = load_sweep(write_sweep(tmp_path))
     summary = run_sweep(sweep, load_catalog(), resume=False, address=None, out_dir=None)
     results = pd.read_csv(outputs(tmp_path) / "results.csv")
-    assert len(results) == 3
-    assert results["is_baseline"].sum() >= 1
+    assert len(results) == 2
+    assert results["is_baseline"].sum() == 1
     stopped = results[results["stop_reason"] == "STOPPED_EARLY"]
     assert not stopped.empty, f"ASHA stopped nothing: {results[['config', 'stop_reason']]}"
     assert (stopped["best_val_accuracy"] < results["best_val_accuracy"].max()).all()
@@ -81,7 +83,7 @@ def test_sweep_completes_stops_a_bad_trial_early_and_writes_outputs(local_ray, t
     assert (outputs(tmp_path) / "pareto.png").stat().st_size > 0
     assert "spent $" in summary
     runs = runs_frame(ledger_of(tmp_path))
-    assert len(runs) == 3 and (runs["outcome"] != "RUNNING").all()
+    assert len(runs) == 2 and (runs["outcome"] != "RUNNING").all()
     assert results["cost_usd"].sum() == pytest.approx(runs["cost_usd"].sum())
 
 
@@ -93,12 +95,16 @@ def test_budget_binds_and_is_never_crossed(local_ray, tmp_path):
     spent = intervals_frame(ledger_of(tmp_path))["cost_usd"].sum()
     results = pd.read_csv(outputs(tmp_path) / "results.csv")
     assert spent <= 0.0011
+    # Each trial within its own cap, recomputed from its intervals and the price row.
+    row = load_catalog().instance("local-cpu")
+    usd_per_slot_s = row.on_demand_usd_per_hour / row.num_gpus_per_node / 3600
+    for run_id, group in intervals_frame(ledger_of(tmp_path)).groupby("run_id"):
+        held = ((group["ended_at"] - group["started_at"]) * group["num_workers"]).sum()
+        assert held * usd_per_slot_s <= 0.0005 * (1 + 1e-9), f"{run_id} crossed its cap"
     assert len(results) < 5, "the budget should have stopped the sweep launching trials"
     assert (results["stop_reason"] == "BUDGET_EXHAUSTED").any()
 
 
-@pytest.mark.skip(reason="known failure: a trial's start-up can outrun its raised cap, so a trial "
-                  "ends before its first epoch; the cap needs a margin over measured start-up")
 def test_profiled_sweep_lifts_a_cap_below_start_up_and_writes_the_best_so_far(
         local_ray, tmp_path, capsys):
     # A trial cap below what start-up alone costs: no trial could reach ASHA's first rung.
@@ -144,8 +150,8 @@ def test_killed_trial_worker_resumes_and_is_charged_once(local_ray, tmp_path):
 
 
 def test_resume_after_the_driver_is_killed(local_ray, tmp_path):
-    path = write_sweep(tmp_path, num_trials=3, scheduler={"kind": "none"},
-                       space={"optimizer.lr": {"choice": [0.005, 0.004, 0.003]}})
+    path = write_sweep(tmp_path, num_trials=2, scheduler={"kind": "none"},
+                       space={"optimizer.lr": {"choice": [0.004]}})
     cmd = [sys.executable, "-m", "costsched.cli.main", "sweep", str(path), "--address", local_ray]
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -169,9 +175,9 @@ def test_resume_after_the_driver_is_killed(local_ray, tmp_path):
     after = {r["run_id"]: r for r in ledger_of(tmp_path).runs()}
     done_first = finished[0]["run_id"]
     assert after[done_first]["ended_at"] == before[done_first]["ended_at"], "finished trial rerun"
-    assert len(after) == 3
+    assert len(after) == 2
     assert all(r["outcome"] != "RUNNING" for r in after.values())
     results = pd.read_csv(outputs(tmp_path) / "results.csv")
-    assert len(results) == 3
+    assert len(results) == 2
     assert results["cost_usd"].sum() == pytest.approx(
         intervals_frame(ledger_of(tmp_path))["cost_usd"].sum())

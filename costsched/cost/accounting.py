@@ -185,6 +185,19 @@ def record_plan_forecast(ledger: Ledger, job: JobConfig, forecast: Forecast, *, 
                         made_at=now, forecast=forecast.as_record(), detail=detail)
 
 
+def seconds_to_cap(*, budget_usd: float, spent_usd: float, usd_per_s: float,
+                   since_s: float = 0.0, margin_s: float = 0.0) -> float:
+    """Seconds until a run that has ``spent_usd`` (charged up to ``since_s`` ago) and
+    runs on at ``usd_per_s`` reaches ``budget_usd``, less ``margin_s`` (the time its kill
+    takes, also charged); inf without a budget or a price, never below 0.
+
+        t = (budget_usd - spent_usd) / usd_per_s - since_s - margin_s
+    """
+    if budget_usd == float("inf") or usd_per_s <= 0:
+        return float("inf")
+    return max((budget_usd - spent_usd) / usd_per_s - since_s - margin_s, 0.0)
+
+
 def cost_so_far_usd(
     *, usd_at_checkpoint: float, checkpoint_wall_time: float, now: float,
     world_size: int, rate: JobRate,

@@ -123,12 +123,17 @@ class Ledger:
         accelerators_per_worker: float, resources: dict[str, float],
         node_type: str | None = None, node_spot: bool | None = None,
     ) -> int:
-        """Start the next interval of ``run_id``; it must follow the last one. It is
-        priced at ``node_type`` (and ``node_spot``), the nodes it runs on; None: the
-        run's declared instance type (and market)."""
+        """Start the next interval of ``run_id``, a running run; it must follow the last
+        one. It is priced at ``node_type`` (and ``node_spot``), the nodes it runs on;
+        None: the run's declared instance type (and market)."""
         if node_type is not None:
             self.catalog.instance(node_type)  # an unknown type fails before a write
         with self._connect() as db:
+            run = db.execute("SELECT outcome FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if run is not None and run["outcome"] != "RUNNING":
+                # Ended from outside (killed at its cap, stopped early): a late report
+                # of its dying workers charges nothing more.
+                raise CostschedError(f"run {run_id} has ended ({run['outcome']})")
             last = db.execute(
                 "SELECT attempt, ended_at, outcome FROM intervals WHERE run_id=?"
                 " ORDER BY attempt DESC LIMIT 1", (run_id,),

@@ -3,10 +3,13 @@
 A trial pays its start-up before it learns anything, and ASHA first compares trials
 after ``grace_usd`` of training. So a trial's cap must hold, at least::
 
-    start_up_usd + grace_usd + epoch_usd + end_usd
+    START_UP_MARGIN * start_up_usd + grace_usd + epoch_usd + end_usd
 
 (start-up, the first rung, one epoch to report past it, the run's end), all priced
-at the base job's workers from its profile. The cap used is the larger of that and
+at the base job's workers from its profile. Start-up varies most from run to run
+(process and library start, placement; several-fold on a loaded machine), so the
+cap holds a multiple of the measured one: a trial that starts slower than that is
+ended at its cap before it learns anything. The cap used is the larger of that and
 the configured ``trial_budget_usd``; ASHA's last rung is the cap less the start-up.
 The forecast dollars to the target say whether a trial like the base job reaches it
 inside the cap, and what budget it would need if not.
@@ -21,6 +24,8 @@ from costsched.cost.formatting import format_usd
 from costsched.cost.prices import JobRate
 from costsched.sweep.config import SweepConfig
 
+START_UP_MARGIN = 2.0
+"""Multiple of the measured start-up a trial's cap holds."""
 TARGET_MARGIN = 1.25
 """Headroom over the forecast dollars to target when saying what a trial needs."""
 
@@ -68,7 +73,7 @@ def plan_trials(cfg: SweepConfig, profile: RunProfile, forecast: Forecast, *,
 
     start_up, epoch = usd(profile.start_up_s), usd(profile.epoch_s(steps_per_epoch))
     end = usd(profile.tail_s)
-    min_cap = start_up + cfg.scheduler.grace_usd + epoch + end
+    min_cap = START_UP_MARGIN * start_up + cfg.scheduler.grace_usd + epoch + end
     return TrialPlan(start_up_usd=start_up, epoch_usd=epoch, end_usd=end,
                      min_cap_usd=min_cap,
                      trial_cap_usd=max(cfg.trial_budget_usd, min_cap),

@@ -6,7 +6,8 @@ forwards rank 0's reports to Tune. Here that callback also adds the sweep's
 objective. The hard budget is enforced twice: a searcher gate launches a trial
 only if what was spent, plus what running trials may still spend, plus the new
 trial's cap fits the budget; and each trial runs with ``budget_usd`` = its cap,
-so its own loop stops before crossing it.
+so its own loop stops before crossing it, and a watchdog ends it at the cap when
+it cannot stop itself (still starting, or stuck between reports).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog
 from costsched.ray_layer.ledger import ledger_for
 from costsched.ray_layer.train.trainer import run_job
+from costsched.ray_layer.tune.cap import CapWatchdog
 from costsched.sweep.config import LoadedSweep, can_launch, job_for
 from costsched.sweep.objective import objective_usd
 from costsched.training.data import Splits
@@ -111,9 +113,10 @@ def run_trial(point: dict[str, Any], ctx: TrialContext) -> None:
         # state: report the recorded result instead of training (and paying) again.
         tune.report(recorded_result(finished, cfg.target_value, ctx.trial_cap_usd))
         return
-    run_job(job, ctx.splits, catalog=ctx.catalog, ledger=ledger,
-            run_id=run_id, verbose=False,
-            callbacks=[SweepReportCallback(cfg.target_value, ctx.trial_cap_usd)])
+    with CapWatchdog(job, run_id, ledger=ledger, catalog=ctx.catalog):
+        run_job(job, ctx.splits, catalog=ctx.catalog, ledger=ledger,
+                run_id=run_id, verbose=False,
+                callbacks=[SweepReportCallback(cfg.target_value, ctx.trial_cap_usd)])
 
 
 class BudgetGate(Searcher):
