@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     submit.set_defaults(func=run_submit)
 
     status = subparsers.add_parser("status", help="the scheduler's jobs: state, workers, "
-                                   "dollars, $/h, ETA, alerts")
+                                   "dollars, $/h, ETA and forecast dollars, alerts")
     status.add_argument("--format", choices=("table", "json"), default="table",
                         help="a table for people (default) or JSON for scripts")
     _address(status)
@@ -173,7 +173,10 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
 
     Dollars keep three significant digits under $1 (a $0.004 budget is not
     ``0.00``); the ETA shows only while a job holds workers, since a finished or
-    waiting job's last estimate is stale.
+    waiting job's last estimate is stale: to its target (its last epoch without one) by
+    its run's refreshed forecast, with the dollars it will have spent by then, else to
+    its last step at its step rate; ``unreachable`` when the fitted curve levels off
+    below the target.
     """
     # Here, not at the top: `costsched --help` must not pay for the scheduler's imports.
     from costsched.scheduler.state import RUNNING
@@ -181,12 +184,12 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "no jobs"
     header = ("JOB", "NAME", "STATE", "PRI", "WORKERS", "GPUS", "SPENT $", "BUDGET $",
-              "$/H", "ETA", "RESTARTS")
+              "$/H", "ETA", "FORECAST $", "RESTARTS")
     table = [header] + [(
         r["job_id"], r["name"], r["state"], str(r["priority"]), str(r["workers"]),
         str(r["gpus"]), format_usd(r["spent_usd"]), format_usd(r["budget_usd"]),
         format_usd(r["usd_per_hour"]),
-        format_duration(r["eta_s"]) if r["state"] in RUNNING else "-",
+        *(forecast_cells(r) if r["state"] in RUNNING else ("-", "-")),
         f"{r['restarts']} ({r['preemptions']}p {r['spot_restarts']}s {r['failures']}f)",
     ) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -195,6 +198,15 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
     lines += [measured_line(r) for r in rows if r.get("samples_per_s") is not None]
     lines += [f"ALERT {alert}" for r in rows for alert in r["alerts"]]
     return "\n".join(lines)
+
+
+def forecast_cells(row: dict[str, Any]) -> tuple[str, str]:
+    """A running job's ETA and forecast dollars (see :func:`format_status`)."""
+    if row.get("target_reachable") is False:
+        return "unreachable", "unreachable"
+    if row.get("forecast_eta_s") is not None:
+        return format_duration(row["forecast_eta_s"]), format_usd(row["forecast_usd"])
+    return format_duration(row["eta_s"]), "-"
 
 
 def measured_line(row: dict[str, Any]) -> str:

@@ -20,9 +20,9 @@ Two sources, both measured on the job's own resources:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -144,8 +144,10 @@ class LearningCurve:
         return max(1.0, epochs) if epochs <= MAX_TARGET_EPOCHS else None
 
 
-def fit_curve(accuracy: Sequence[float]) -> LearningCurve | None:
-    """Least-squares fit of :class:`LearningCurve` to accuracy after epochs 1, 2, ...
+def fit_curve(accuracy: Sequence[float],
+              epochs: Sequence[int] | None = None) -> LearningCurve | None:
+    """Least-squares fit of :class:`LearningCurve` to accuracy after ``epochs`` (default
+    1, 2, ...; a resumed run's points start later).
 
     For each exponent on a grid the ceiling and scale are linear least squares,
     weighted by epoch (later epochs describe the approach to the ceiling best); the
@@ -154,7 +156,7 @@ def fit_curve(accuracy: Sequence[float]) -> LearningCurve | None:
     y = np.asarray(accuracy, dtype=float)
     if len(y) < MIN_CURVE_POINTS or not np.all(np.isfinite(y)):
         return None
-    epochs = np.arange(1, len(y) + 1, dtype=float)
+    epochs = np.asarray(epochs if epochs is not None else range(1, len(y) + 1), dtype=float)
     weights = np.sqrt(epochs)
     best: tuple[float, LearningCurve] | None = None
     for exponent in _EXPONENTS:
@@ -262,7 +264,7 @@ def refresh_forecast(points: Sequence[EpochPoint], *, num_epochs: int, rate: Job
     ahead_s = max(0, num_epochs - last.epoch) * epoch_s + tail_s
     reached = next(((p.seconds, p.usd) for p in points
                     if target is not None and p.val_accuracy >= target), None)
-    curve = fit_curve([p.val_accuracy for p in points])
+    curve = fit_curve([p.val_accuracy for p in points], [p.epoch for p in points])
     to_target = _target_part(curve=curve, target=target, done_epochs=last.epoch,
                              num_epochs=num_epochs, seconds_at=last.seconds, usd_at=last.usd,
                              pace=pace, reached_at=reached)
@@ -296,6 +298,28 @@ class CurveTracker:
         return refresh_forecast(self.points, num_epochs=self.num_epochs, rate=self.rate,
                                 num_workers=int(metrics["world_size"]),  # type: ignore[call-overload]
                                 tail_s=self.tail_s, target=self.target)
+
+
+def current_forecast(forecasts: Sequence[Mapping[str, Any]],
+                     intervals: Sequence[Mapping[str, Any]],
+                     ) -> tuple[Mapping[str, Any], float] | None:
+    """A run's newest forecast refreshed by its driver session now running (a ledger
+    row of ``source`` ``curve``), and when that session started, the origin of the
+    row's seconds; None when no interval is open or the session has refreshed none.
+
+    A session's intervals are contiguous and its first starts when the session did
+    (:class:`~costsched.cost.accounting.RunAccountant`); an earlier session ended
+    before a gap. ``intervals`` are the run's, in attempt order.
+    """
+    if not intervals or intervals[-1]["outcome"] != "RUNNING":
+        return None
+    started_at = intervals[-1]["started_at"]
+    for earlier in reversed(intervals[:-1]):
+        if earlier["ended_at"] != started_at:
+            break
+        started_at = earlier["started_at"]
+    refreshed = [f for f in forecasts if f["source"] == "curve" and f["made_at"] >= started_at]
+    return (refreshed[-1], started_at) if refreshed else None
 
 
 def relative_error(forecast: float | None, actual: float | None) -> float | None:

@@ -41,18 +41,12 @@ from costsched.scheduler.interfaces import (
     JobRunner,
     JobStatus,
     ResourceBundle,
+    RunLedger,
     TickReport,
 )
 from costsched.scheduler.job_models import JobModels
 from costsched.scheduler.restarts import RestartCosts
-from costsched.scheduler.state import (
-    ACTIVE,
-    RUNNING,
-    TERMINAL,
-    WAITING,
-    JobRecord,
-    JobStore,
-)
+from costsched.scheduler.state import ACTIVE, RUNNING, TERMINAL, WAITING, JobRecord, JobStore
 from costsched.scheduler.status import status_row
 
 log = logging.getLogger(__name__)
@@ -64,10 +58,11 @@ class SchedulerController:
 
     def __init__(self, *, store: JobStore, policy: Policy, cluster: ClusterClient,
                  runner: JobRunner, clock: Clock, catalog: PriceCatalog,
-                 config: SchedulerConfig):
+                 config: SchedulerConfig, ledger: RunLedger | None = None):
         config.check_catalog(catalog)
         self.store, self.policy, self.cluster, self.runner = store, policy, cluster, runner
         self.clock, self.catalog, self.config = clock, catalog, config
+        self.ledger = ledger  # status reads each running job's refreshed forecast from it
         self._round = 0
         self._recovered = False
         self._requested: tuple[ResourceBundle, ...] | None = None
@@ -80,11 +75,11 @@ class SchedulerController:
 
     @classmethod
     def from_config(cls, config: SchedulerConfig, *, cluster: ClusterClient, runner: JobRunner,
-                    clock: Clock) -> SchedulerController:
+                    clock: Clock, ledger: RunLedger | None = None) -> SchedulerController:
         """The usual wiring: state file, policy and catalog as ``config`` names them."""
         return cls(store=JobStore(config.state_path), policy=make_policy(config.policy),
                    cluster=cluster, runner=runner, clock=clock,
-                   catalog=load_catalog(config.prices_path), config=config)
+                   catalog=load_catalog(config.prices_path), config=config, ledger=ledger)
 
     # -- user commands --------------------------------------------------------
     def submit(self, config_text: str, overrides: Mapping[str, Any] | None = None,
@@ -429,7 +424,8 @@ class SchedulerController:
         config = self._config(job)
         return status_row(job, config, now=now, stall_minutes=self.config.stall_minutes,
                           spent_usd=self.spent_now(job, now) if job.state in ACTIVE
-                          else job.spent_usd, model=self.job_models.model(job.job_id))
+                          else job.spent_usd, model=self.job_models.model(job.job_id),
+                          ledger=self.ledger)
 
     def _report(self, now: float, actions: list[Action]) -> TickReport:
         alerts = all_alerts(self.store.jobs(RUNNING), now=now,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from costsched.config.job import JobConfig
 from costsched.scheduler.job_models import Measurement
@@ -158,6 +158,19 @@ class JobRunner(Protocol):
         ...
 
 
+class RunLedger(Protocol):
+    """What ``status`` reads of the cost ledger: a :class:`~costsched.cost.ledger.Ledger`,
+    or the Ray layer's proxy to the ledger's actor."""
+
+    def forecasts(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The run's forecasts, oldest first."""
+        ...
+
+    def intervals(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The run's intervals, in attempt order."""
+        ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class Action:
     """One thing a scheduling round did to a job (decisions are data)."""
@@ -197,7 +210,7 @@ class JobStatus:
     usd_per_hour: float
     """Burn rate now."""
     eta_s: float | None
-    """Seconds to its target or last epoch, if known."""
+    """Seconds to its last step at this attempt's step rate, if known."""
     restarts: int
     """Restarts from a checkpoint (any cause)."""
     preemptions: int
@@ -220,6 +233,15 @@ class JobStatus:
     """Statistical efficiency of the batch it runs (1 for a fixed batch)."""
     samples_per_usd: float | None = None
     """Goodput per dollar: useful examples per dollar at the current size."""
+    forecast_eta_s: float | None = None
+    """Seconds from now until it reaches its target (its last epoch without one), by the
+    forecast its run last refreshed from its own learning curve; None before one exists
+    or when the target is out of reach."""
+    forecast_usd: float | None = None
+    """Dollars it will have spent in all by then, by the same forecast."""
+    target_reachable: bool | None = None
+    """False when that forecast's fitted curve levels off below the target (or crosses it
+    after the last epoch); None without a target or a forecast to say."""
 
 
 @dataclass(frozen=True, kw_only=True)

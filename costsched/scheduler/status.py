@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from costsched.config.job import JobConfig
+from costsched.cost.forecast import current_forecast
 from costsched.scheduler.alerts import job_alerts
-from costsched.scheduler.interfaces import JobStatus
+from costsched.scheduler.interfaces import JobStatus, RunLedger
 from costsched.scheduler.job_models import JobModel, status_figures
 from costsched.scheduler.policy_view import fixed_batch_throughput, gpus_per_worker
 from costsched.scheduler.state import RUNNING, JobRecord
 
+log = logging.getLogger(__name__)
+
 
 def status_row(job: JobRecord, config: JobConfig, *, now: float, stall_minutes: float,
-               spent_usd: float, model: JobModel | None) -> JobStatus:
-    """The job's status: a running job's rate, ETA and measured figures; alerts."""
+               spent_usd: float, model: JobModel | None,
+               ledger: RunLedger | None) -> JobStatus:
+    """The job's status: a running job's rate, ETAs, forecast and measured figures; alerts."""
     per_worker = gpus_per_worker(config)
     running = job.state in RUNNING
     measured = {}
@@ -21,6 +28,10 @@ def status_row(job: JobRecord, config: JobConfig, *, now: float, stall_minutes: 
             model, fixed_batch_throughput(model, config), gpus=job.workers * per_worker,
             gpus_per_worker=per_worker, min_gpus=job.min_workers * per_worker,
             max_gpus=job.max_workers * per_worker, usd_per_hour=job.usd_per_hour)
+    forecast = {}
+    if running and ledger is not None and job.run_id:
+        forecast = forecast_figures(ledger, job.run_id, now=now,
+                                    has_target=config.training.target_metric is not None)
     return JobStatus(
         job_id=job.job_id, name=job.name, state=job.state, priority=job.priority,
         workers=job.workers, gpus=job.workers * per_worker, spent_usd=spent_usd,
@@ -28,4 +39,30 @@ def status_row(job: JobRecord, config: JobConfig, *, now: float, stall_minutes: 
         eta_s=job.eta_s if running else None, restarts=job.restarts,
         preemptions=job.preemptions, spot_restarts=job.spot_restarts, failures=job.failures,
         alerts=tuple(str(a) for a in job_alerts(job, now=now, stall_minutes=stall_minutes)),
-        **measured)
+        **measured, **forecast)
+
+
+def forecast_figures(ledger: RunLedger, run_id: str, *, has_target: bool,
+                     now: float) -> dict[str, Any]:
+    """What the run's newest refreshed forecast (:func:`current_forecast`) says from
+    ``now``: seconds left and dollars in all, to the target (to the last epoch without
+    one), or that the target is out of reach; nothing before there is one.
+
+        forecast_eta_s = session_started_at + seconds_to_target - now   (at least 0)
+    """
+    try:
+        current = current_forecast(ledger.forecasts(run_id), ledger.intervals(run_id))
+    except Exception as exc:  # noqa: BLE001 - a forecast is a nicety; status must answer
+        log.warning("reading the forecast of run %s failed: %s", run_id, exc)
+        return {}
+    if current is None:
+        return {}
+    row, session_started_at = current
+    if has_target and row["target_reachable"] == 0:  # the ledger stores booleans as 0/1
+        return {"target_reachable": False}
+    to = "target" if has_target else "end"
+    if row[f"seconds_to_{to}"] is None:
+        return {}  # too few epochs for a curve yet
+    return {"forecast_eta_s": max(session_started_at + row[f"seconds_to_{to}"] - now, 0.0),
+            "forecast_usd": row[f"usd_to_{to}"],
+            "target_reachable": True if has_target else None}

@@ -30,6 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from costsched.config.scheduler import SchedulerConfig
 from costsched.cost.prices import load_catalog
 from costsched.errors import CostschedError
+from costsched.ray_layer.ledger import ledger_for
 from costsched.ray_layer.scheduler.cluster import RayClusterClient, head_node_id
 from costsched.ray_layer.scheduler.driver import keep_code
 from costsched.ray_layer.scheduler.metrics import MetricsExporter
@@ -71,7 +72,7 @@ class SchedulerService:
             cluster=RayClusterClient(config.accelerator_resource, catalog),
             runner=RayJobRunner(catalog, config.ledger_path, config.storage_path,
                                 stop_grace_s=config.stop_grace_s),
-            clock=SystemClock())
+            clock=SystemClock(), ledger=ledger_for(config.ledger_path, catalog))
         self.started_at = time.time()
         self.rounds = 0
         self.last_round_at: float | None = None
