@@ -62,7 +62,7 @@ def test_the_learned_view_is_the_fit_to_what_the_job_ran():
     assert first_views["solo"].efficiency.grad_var == 0.0
     learned = sim.jobs[0].learned
     assert learned.num_points >= 2 and learned.num_fits >= 1
-    for point in learned._points.values():  # the fit explains what was measured
+    for point in learned.points:  # the fit explains what was measured
         predicted = predict_step_time_s(learned.params, point.num_nodes, point.num_replicas,
                                         point.local_bsz, point.accum_steps)
         assert predicted == pytest.approx(point.step_time_s, rel=0.25)
@@ -80,7 +80,7 @@ def test_oracle_and_learned_runs_both_complete_and_the_oracle_is_not_slower():
 
 
 def test_online_model_refits_only_on_a_misprediction():
-    model = OnlineThroughput([8, 16], max_local_bsz=16)
+    model = OnlineThroughput()
     point = ThroughputPoint(num_nodes=1, num_replicas=1, local_bsz=16, step_time_s=0.5,
                             sync_time_s=0.0)
     assert model.record(point)  # first measurement: the prior is replaced
@@ -88,7 +88,7 @@ def test_online_model_refits_only_on_a_misprediction():
     far = ThroughputPoint(num_nodes=1, num_replicas=2, local_bsz=16, step_time_s=5.0,
                           sync_time_s=4.5)
     assert model.record(far) and model.most_replicas_tried == 2
-    assert model.model.step_time_s((2,), 16) == pytest.approx(5.0, rel=0.15)
+    assert predict_step_time_s(model.params, 1, 2, 16) == pytest.approx(5.0, rel=0.15)
 
 
 @pytest.mark.parametrize(("max_gpus", "tried", "limit"),

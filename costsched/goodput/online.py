@@ -1,28 +1,27 @@
 """A job's throughput model learned online: the steps measured so far and Pollux's fit.
 
-The simulator's no-oracle mode learns this way (:class:`OnlineThroughput`):
+One learner, :class:`OnlineThroughput`, for the simulator's no-oracle mode and the live
+scheduler (:class:`~costsched.scheduler.job_models.JobModels`, which keeps its points
+and fit in SQLite and rebuilds the learner from them with :meth:`OnlineThroughput.restore`):
 
-* one mean step per configuration (nodes, replicas, micro-batch, accumulation);
-* a refit (:func:`~costsched.goodput.throughput.fit_throughput`, from
-  :data:`~costsched.goodput.throughput.DEFAULT_PRIOR`, starting also from the previous
-  fit) when a measured step differs by more than :data:`REFIT_CHANGE` from what the
-  model predicted for it;
+* one mean step per configuration (nodes, replicas, micro-batch, accumulation), the
+  latest replacing the one before;
+* a refit (:func:`~costsched.goodput.throughput.fit_throughput`, from the prior,
+  :data:`~costsched.goodput.throughput.DEFAULT_PRIOR` unless given) on the first
+  measurement, and later when a measured step differs by more than :data:`REFIT_CHANGE`
+  from what the fit predicted for it (:func:`needs_refit`); a refit starts also from
+  the previous fit (warm start);
 * exploration of sizes not yet measured by Pollux's rule: at most twice the most
-  replicas tried (one before any step), :func:`exploration_limit`.
-
-The live scheduler (:class:`~costsched.scheduler.job_models.JobModels`, which keeps
-its points in SQLite) shares the prior, the fit and :func:`needs_refit`, but not yet
-the rest: it refits from scratch on every new configuration and on a known one whose
-mean moved by :data:`REFIT_CHANGE`, and does not limit exploration.
+  replicas tried (one before any step), never below the job's minimum,
+  :func:`explored_max_gpus`; applied only where the policy sizes jobs itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 from costsched.goodput.throughput import (
     DEFAULT_PRIOR,
-    FittedThroughput,
     ThroughputParams,
     ThroughputPoint,
     fit_throughput,
@@ -30,12 +29,16 @@ from costsched.goodput.throughput import (
 )
 
 REFIT_CHANGE = 0.10
-"""A known configuration whose mean step time moved by more than this refits the model."""
+"""A measured step more than this far (relative) from the fit's prediction refits the model."""
+
+ConfigKey = tuple[int, int, float, int]
+"""(num_nodes, num_replicas, local_bsz, accum_steps): one measured configuration."""
 
 
-def needs_refit(old_step_s: float | None, new_step_s: float) -> bool:
-    """Whether a measurement changes the fit: a new configuration, or one that moved."""
-    return old_step_s is None or abs(new_step_s - old_step_s) > REFIT_CHANGE * old_step_s
+def needs_refit(predicted_step_s: float | None, new_step_s: float) -> bool:
+    """Whether a measurement changes the fit: nothing fitted yet, or a misprediction."""
+    return (predicted_step_s is None
+            or abs(new_step_s - predicted_step_s) > REFIT_CHANGE * predicted_step_s)
 
 
 def exploration_limit(max_gpus: int, most_replicas_tried: int) -> int:
@@ -43,22 +46,50 @@ def exploration_limit(max_gpus: int, most_replicas_tried: int) -> int:
     return max(1, min(max_gpus, 2 * most_replicas_tried))
 
 
+def explored_max_gpus(min_gpus: int, max_gpus: int, most_gpus_tried: int) -> int:
+    """The largest size a learning job is offered: Pollux's :func:`exploration_limit`,
+    but never below its ``min_gpus`` (a job cannot run smaller than that)."""
+    return max(min_gpus, exploration_limit(max_gpus, most_gpus_tried))
+
+
+def config_key(point: ThroughputPoint) -> ConfigKey:
+    return (point.num_nodes, point.num_replicas, float(point.local_bsz), point.accum_steps)
+
+
 class OnlineThroughput:
     """Measured configurations of one job, in memory, and the model fitted to them."""
 
-    def __init__(self, local_bsz_choices: Sequence[int], max_local_bsz: int,
-                 prior: ThroughputParams = DEFAULT_PRIOR, fit_cache: dict | None = None) -> None:
-        """``fit_cache``: a memo of fits shared between models (jobs of one app in a
+    def __init__(self, prior: ThroughputParams = DEFAULT_PRIOR,
+                 fit_cache: dict | None = None) -> None:
+        """``fit_cache``: a memo of fits shared between learners (jobs of one app in a
         simulation measure the same steps, so many fits repeat exactly)."""
         self.prior = prior
         self._cache = fit_cache
         self.params = prior
-        self._choices = list(local_bsz_choices)
-        self._max_local_bsz = max_local_bsz
-        self._points: dict[tuple[int, int, float, int], ThroughputPoint] = {}
-        self.model = FittedThroughput(prior, self._choices, max_local_bsz)
-        """What the policy sees: the fit so far (the prior before any step)."""
+        """The fit so far (the prior before any step)."""
+        self._points: dict[ConfigKey, ThroughputPoint] = {}
         self.num_fits = 0
+        """Refits made by this learner (a restored fit counts as one)."""
+        self.num_points_fitted = 0
+        """Configurations the current fit used (0: the prior only)."""
+
+    @classmethod
+    def restore(cls, points: Iterable[ThroughputPoint], params: ThroughputParams | None, *,
+                num_points_fitted: int, prior: ThroughputParams = DEFAULT_PRIOR
+                ) -> OnlineThroughput:
+        """A learner as a store left it: its measured ``points`` and its last fit
+        (``None``: not fitted yet), from which the next refit starts."""
+        learner = cls(prior)
+        learner._points = {config_key(p): p for p in points}
+        if params is not None:
+            learner.params, learner.num_fits = params, 1
+            learner.num_points_fitted = num_points_fitted
+        return learner
+
+    @property
+    def points(self) -> list[ThroughputPoint]:
+        """Every configuration's latest mean, in a fixed order (the fit's input)."""
+        return [self._points[key] for key in sorted(self._points)]
 
     @property
     def most_replicas_tried(self) -> int:
@@ -68,25 +99,30 @@ class OnlineThroughput:
     def num_points(self) -> int:
         return len(self._points)
 
+    def max_gpus(self, min_gpus: int, max_gpus: int, gpus_per_replica: int = 1) -> int:
+        """The largest size to offer the job now (:func:`explored_max_gpus`)."""
+        return explored_max_gpus(min_gpus, max_gpus, self.most_replicas_tried * gpus_per_replica)
+
+    def predict_step_time_s(self, point: ThroughputPoint) -> float | None:
+        """The fit's step time at ``point``'s configuration; None before any fit."""
+        if not self.num_fits:
+            return None
+        return predict_step_time_s(self.params, point.num_nodes, point.num_replicas,
+                                   point.local_bsz, point.accum_steps)
+
     def record(self, point: ThroughputPoint) -> bool:
         """Keep ``point`` as its configuration's mean; refit if it changes the fit.
         Returns whether it refitted."""
-        key = (point.num_nodes, point.num_replicas, float(point.local_bsz), point.accum_steps)
-        self._points[key] = point
-        predicted = None
-        if self.num_fits:
-            predicted = predict_step_time_s(self.params, point.num_nodes, point.num_replicas,
-                                            point.local_bsz, point.accum_steps)
-        if not needs_refit(predicted, point.step_time_s):
+        self._points[config_key(point)] = point
+        if not needs_refit(self.predict_step_time_s(point), point.step_time_s):
             return False
         self.params = self._fit()
-        self.model = FittedThroughput(self.params, self._choices, self._max_local_bsz)
         self.num_fits += 1
+        self.num_points_fitted = len(self._points)
         return True
 
     def _fit(self) -> ThroughputParams:
-        points = sorted(self._points.values(), key=lambda p: (
-            p.num_nodes, p.num_replicas, p.local_bsz, p.accum_steps))
+        points = self.points
         start = self.params if self.num_fits else None
         key = (tuple(points), self.prior, start)
         if self._cache is not None and key in self._cache:

@@ -3,11 +3,13 @@
 Workers measure their steps (time, gradient sync, noise scale) and report them; the
 runner passes the latest :class:`Measurement` up with each poll. This store keeps one
 mean step per configuration (workers, nodes, local batch, accumulation) in the
-scheduler's SQLite file, refits Pollux's throughput model
-(:func:`~costsched.goodput.throughput.fit_throughput`) when a configuration is new or
-its mean moved (:func:`~costsched.goodput.online.needs_refit`; the simulator's learner
-applies it to its prediction instead), and keeps the fitted constants beside it, so a
-restarted scheduler plans with what its jobs measured. :class:`FixedBatchThroughput`
+scheduler's SQLite file, and the constants of Pollux's throughput model fitted to them,
+so a restarted scheduler plans with what its jobs measured. When to refit, from where
+and with which prior is the simulator's learner's
+(:class:`~costsched.goodput.online.OnlineThroughput`, rebuilt from the file for each
+measurement): a first measurement, or a step more than
+:data:`~costsched.goodput.online.REFIT_CHANGE` off the fit's prediction, refits, starting
+also from the previous fit. :class:`FixedBatchThroughput`
 turns a fit into what the policy needs for a job whose global batch is fixed.
 
 It also keeps each job's training curve, one row per completed epoch (``job_curve``):
@@ -20,6 +22,7 @@ steps and curve into a simulator profile (:mod:`costsched.goodput.profile`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -29,12 +32,12 @@ from typing import Any
 import numpy as np
 
 from costsched.cost.prices import usd_over
-from costsched.goodput.online import needs_refit
+from costsched.errors import ConfigError
+from costsched.goodput.online import OnlineThroughput
 from costsched.goodput.throughput import (
     DEFAULT_PRIOR,
     ThroughputParams,
     ThroughputPoint,
-    fit_throughput,
     predict_step_time_s,
 )
 from costsched.sqlite_file import SqliteFile
@@ -72,6 +75,8 @@ CREATE TABLE IF NOT EXISTS job_curve (
     PRIMARY KEY (job_id, epoch)
 );
 """
+log = logging.getLogger(__name__)
+
 CURVE_METRIC = "val_accuracy"
 """The report key kept as a curve row's metric: the built-in loop's per-epoch validation
 accuracy (``test_accuracy`` comes only once, at the end)."""
@@ -156,6 +161,8 @@ class JobModel:
     params: ThroughputParams
     num_points: int
     """Configurations the fit used (0: the prior only)."""
+    most_replicas_tried: int
+    """Most workers of any measured configuration (the exploration cap doubles it)."""
     samples_per_s: float | None
     grad_sqr: float | None
     grad_var: float | None
@@ -175,15 +182,16 @@ class JobModels:
         self.prior = prior
 
     def record(self, job_id: str, m: Measurement, *, now: float) -> None:
-        """Keep ``m`` as its configuration's mean; refit when the configuration is new or
-        its step time moved by more than :data:`~costsched.goodput.online.REFIT_CHANGE`."""
-        key = (job_id, m.num_workers, m.num_nodes, float(m.local_bsz), m.accum_steps)
+        """Keep ``m`` as its configuration's mean; refit as the shared learner says
+        (:meth:`~costsched.goodput.online.OnlineThroughput.record`). A step no model can
+        use (say, zero seconds) is logged and left out; the rest of ``m`` is kept."""
+        point = _point(m)
         with self._connect() as db:
-            old = db.execute("SELECT step_time_s FROM measurements WHERE job_id=? AND "
-                             "num_workers=? AND num_nodes=? AND local_bsz=? AND accum_steps=?",
-                             key).fetchone()
-            db.execute("INSERT OR REPLACE INTO measurements VALUES (?,?,?,?,?,?,?,?)",
-                       (*key, m.step_time_s, min(m.sync_time_s, m.step_time_s), now))
+            learner = self._learner(db, job_id)
+            if point is not None:
+                db.execute("INSERT OR REPLACE INTO measurements VALUES (?,?,?,?,?,?,?,?)",
+                           (job_id, m.num_workers, m.num_nodes, point.local_bsz, m.accum_steps,
+                            point.step_time_s, point.sync_time_s, now))
             db.execute("INSERT OR IGNORE INTO job_models (job_id, at) VALUES (?, ?)",
                        (job_id, now))
             db.execute("UPDATE job_models SET samples_per_s=COALESCE(?, samples_per_s),"
@@ -191,17 +199,29 @@ class JobModels:
                        " WHERE job_id=?", (m.samples_per_s, m.grad_sqr, m.grad_var, now, job_id))
             if m.epoch is not None and m.global_step is not None:
                 _record_curve(db, job_id, m, now)
-        if needs_refit(None if old is None else old[0], m.step_time_s):
-            self._refit(job_id, now)
+        if point is not None and learner.record(point):  # a fit takes a while: no lock held
+            with self._connect() as db:
+                db.execute("UPDATE job_models SET params=?, num_points=?, at=? WHERE job_id=?",
+                           (json.dumps(asdict(learner.params)), learner.num_points_fitted,
+                            now, job_id))
+
+    def learner(self, job_id: str) -> OnlineThroughput:
+        """The job's learner as the file holds it: its measured points and last fit."""
+        with self._connect() as db:
+            return self._learner(db, job_id)
+
+    def _learner(self, db, job_id: str) -> OnlineThroughput:
+        row = db.execute("SELECT params, num_points FROM job_models WHERE job_id=?",
+                         (job_id,)).fetchone()
+        fitted = row is not None and row["params"] is not None
+        return OnlineThroughput.restore(
+            _points(db, job_id),
+            ThroughputParams(**json.loads(row["params"])) if fitted else None,
+            num_points_fitted=row["num_points"] if fitted else 0, prior=self.prior)
 
     def points(self, job_id: str) -> list[ThroughputPoint]:
         with self._connect() as db:
-            rows = db.execute("SELECT * FROM measurements WHERE job_id=? ORDER BY num_workers,"
-                              " local_bsz, accum_steps", (job_id,)).fetchall()
-        return [ThroughputPoint(num_nodes=r["num_nodes"], num_replicas=r["num_workers"],
-                                local_bsz=r["local_bsz"], accum_steps=r["accum_steps"],
-                                step_time_s=r["step_time_s"], sync_time_s=r["sync_time_s"])
-                for r in rows]
+            return _points(db, job_id)
 
     def curve(self, job_id: str) -> list[CurvePoint]:
         """The job's training curve, one point per epoch count reported, by epoch."""
@@ -216,18 +236,34 @@ class JobModels:
         """The job's fitted model, or None before its first measurement."""
         with self._connect() as db:
             row = db.execute("SELECT * FROM job_models WHERE job_id=?", (job_id,)).fetchone()
-        if row is None or row["params"] is None:
-            return None
-        return JobModel(params=ThroughputParams(**json.loads(row["params"])),
-                        num_points=row["num_points"], samples_per_s=row["samples_per_s"],
-                        grad_sqr=row["grad_sqr"], grad_var=row["grad_var"])
+            if row is None or row["params"] is None:
+                return None
+            learner = self._learner(db, job_id)
+        return JobModel(params=learner.params, num_points=learner.num_points_fitted,
+                        most_replicas_tried=learner.most_replicas_tried,
+                        samples_per_s=row["samples_per_s"], grad_sqr=row["grad_sqr"],
+                        grad_var=row["grad_var"])
 
-    def _refit(self, job_id: str, now: float) -> None:
-        points = self.points(job_id)
-        params = fit_throughput(points, prior=self.prior)
-        with self._connect() as db:
-            db.execute("UPDATE job_models SET params=?, num_points=?, at=? WHERE job_id=?",
-                       (json.dumps(asdict(params)), len(points), now, job_id))
+
+def _point(m: Measurement) -> ThroughputPoint | None:
+    """``m``'s step as the learner takes it (sync at most the step); None if invalid."""
+    try:
+        return ThroughputPoint(num_nodes=m.num_nodes, num_replicas=m.num_workers,
+                               local_bsz=float(m.local_bsz), accum_steps=m.accum_steps,
+                               step_time_s=m.step_time_s,
+                               sync_time_s=min(m.sync_time_s, m.step_time_s))
+    except ConfigError as err:
+        log.warning("measured step left out of the job's model: %s", err)
+        return None
+
+
+def _points(db, job_id: str) -> list[ThroughputPoint]:
+    rows = db.execute("SELECT * FROM measurements WHERE job_id=? ORDER BY num_workers,"
+                      " local_bsz, accum_steps", (job_id,)).fetchall()
+    return [ThroughputPoint(num_nodes=r["num_nodes"], num_replicas=r["num_workers"],
+                            local_bsz=r["local_bsz"], accum_steps=r["accum_steps"],
+                            step_time_s=r["step_time_s"], sync_time_s=r["sync_time_s"])
+            for r in rows]
 
 
 def _record_curve(db, job_id: str, m: Measurement, now: float) -> None:

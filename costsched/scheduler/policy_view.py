@@ -6,7 +6,11 @@
   ``step_time_s(k GPUs) = step_s * (1 + sync_penalty_per_gpu * (k - 1))`` at a fixed
   total batch, so the speedup over one GPU is ``k / (1 + p * (k - 1))``;
 * efficiency: flat (every batch size makes the same progress per sample), the
-  job's own ``training.global_batch_size`` being fixed whatever its size.
+  job's own ``training.global_batch_size`` being fixed whatever its size;
+* size: once measured, under an elastic policy, at most twice the GPUs of the most
+  workers measured (Pollux's exploration rule, as in simulation); before the first
+  measurement the whole min..max range (``model`` is None then, as it is for every
+  job when ``use_measured_models`` is off).
 
 A job with ``training.adaptive_batch`` is seen as Pollux sees it instead: the fitted
 model at every per-GPU batch (:class:`~costsched.goodput.throughput.FittedThroughput`)
@@ -26,6 +30,7 @@ import numpy as np
 
 from costsched.config.job import JobConfig
 from costsched.cost.prices import JobRate, PriceCatalog
+from costsched.goodput.online import explored_max_gpus
 from costsched.goodput.throughput import DEFAULT_PRIOR, FittedThroughput
 from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
@@ -68,15 +73,23 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
     Every policy sees the range the user declared, min..max workers, and the max as
     the size asked for: an elastic policy sizes the job within the range each round;
     a fixed-size one starts it at the largest whole number of workers that fits (so
-    ``elastic`` does not change the view; unlike the simulator's trace jobs, whose
-    ask is one size, see :func:`~costsched.policy.drive.gpu_range`). A job priced
+    ``elastic`` changes the view only by the exploration cap below; unlike the
+    simulator's trace jobs, whose ask is one size, see
+    :func:`~costsched.policy.drive.gpu_range`). A job priced
     on-demand (``cost.spot: false``) is kept off spot nodes. ``running_since_s``: when
     the job's current run began (its last start, resume or resize) if it runs; it
-    shields the job from preemption by its equals for the policy's ``min_run_s``."""
+    shields the job from preemption by its equals for the policy's ``min_run_s``.
+
+    A measured job (``model``) under an elastic policy is offered at most twice the
+    GPUs of the most workers it has measured, never below its minimum, as in
+    simulation (:func:`~costsched.goodput.online.explored_max_gpus`): it grows by
+    doubling until its fit has seen the sizes it is offered."""
     per_worker = gpus_per_worker(config)
     batch = config.training.global_batch_size
     max_gpus = record.max_workers * per_worker
     lo, hi = record.min_workers * per_worker, max_gpus
+    if model is not None and elastic:
+        hi = explored_max_gpus(lo, hi, model.most_replicas_tried * per_worker)
     if config.training.adaptive_batch:
         throughput, efficiency = adaptive_models(config, model, max_gpus)
     else:

@@ -27,8 +27,8 @@ from threadpoolctl import threadpool_limits
 
 from costsched.cost.prices import SECONDS_PER_HOUR, InstanceType, usd_over
 from costsched.errors import ConfigError
-from costsched.goodput.online import OnlineThroughput, exploration_limit
-from costsched.goodput.throughput import ThroughputPoint
+from costsched.goodput.online import OnlineThroughput
+from costsched.goodput.throughput import FittedThroughput, ThroughputPoint
 from costsched.policy.drive import drive, gpu_range
 from costsched.policy.registry import Policy
 from costsched.policy.snapshot import (
@@ -92,6 +92,8 @@ class _Job:
     num_placements: int = 0
     finish_time_s: float | None = None
     learned: OnlineThroughput | None = None
+    fitted: FittedThroughput | None = None
+    """What the policy sees of ``learned``: its fit (the prior before any step)."""
     measured_batch_size: int = 0
 
 
@@ -169,8 +171,8 @@ class Simulator:
         if not config.oracle:
             fits: dict = {}  # a memo: jobs of one app often measure the very same steps
             for job in self.jobs:
-                job.learned = OnlineThroughput(job.app.local_bsz_choices.tolist(),
-                                               job.app.max_local_bsz, fit_cache=fits)
+                job.learned = OnlineThroughput(fit_cache=fits)
+                job.fitted = self._fitted(job)
         self._throughput = {name: ProfileThroughput(app) for name, app in profiles.items()}
         self.node_usd_per_hour = config.instance.node_usd_per_hour(config.spot)
         self.gpu_usd_per_hour = config.instance.gpu_usd_per_hour(config.spot)
@@ -234,7 +236,7 @@ class Simulator:
                            requested_gpus=spec.num_replicas)
         throughput, (sqr, var) = self._models(job)
         if job.learned is not None and self.config.elastic:
-            hi = max(lo, exploration_limit(hi, job.learned.most_replicas_tried))
+            hi = job.learned.max_gpus(lo, hi)
         return JobView(
             name=spec.name, arrival_time_s=spec.submit_time_s,
             attained_service_gpu_s=job.gpu_s, min_gpus=lo, max_gpus=hi,
@@ -259,8 +261,14 @@ class Simulator:
             batch = job.batch_size or job.spec.batch_size
             return self._throughput[app.name], app.grad_stats(batch, epoch)
         if not job.measured_batch_size:
-            return job.learned.model, (1.0, 0.0)
-        return job.learned.model, app.grad_stats(job.measured_batch_size, epoch)
+            return job.fitted, (1.0, 0.0)
+        return job.fitted, app.grad_stats(job.measured_batch_size, epoch)
+
+    @staticmethod
+    def _fitted(job: _Job) -> FittedThroughput:
+        """The policy's model of a learning job: its learner's fit at the app's batches."""
+        return FittedThroughput(job.learned.params, job.app.local_bsz_choices.tolist(),
+                                job.app.max_local_bsz)
 
     def _snapshot(self, active: list[_Job], time_s: float, round_index: int) -> ClusterSnapshot:
         cfg = self.config
@@ -319,7 +327,8 @@ class Simulator:
         held_s = self.config.round_s - left
         job.gpu_s += replicas * held_s
         if job.learned is not None and held_s > pause:
-            job.learned.record(self._measured_point(job))
+            if job.learned.record(self._measured_point(job)):
+                job.fitted = self._fitted(job)
             job.measured_batch_size = job.batch_size
 
     def _measured_point(self, job: _Job) -> ThroughputPoint:
