@@ -150,3 +150,21 @@ def test_a_running_run_shows_its_newest_refreshed_forecast(tmp_path):
     row = runs_frame(ledger).set_index("run_id").loc["live"]
     assert row["forecast_s"] == pytest.approx(30.0 + 3.0 * 10)  # ETA from the run's start
     assert pd.isna(row["time_error_pct"])  # nothing to compare with yet
+
+
+def test_a_restart_that_skips_an_epoch_waits_for_two_consecutive_ones():
+    # Epoch 2 was never reported (the worker died in it; the restart resumed from a
+    # checkpoint in epoch 2 and next reported epoch 3): no pace yet, and no error,
+    # which in the Train controller would have failed the run.
+    tracker = CurveTracker(num_epochs=10, target=0.9, rate=RATE, run_started_at=0.0)
+
+    def report(epoch: int, wall: float):
+        return tracker.on_report({"epoch": epoch, "val_accuracy": 0.5 + 0.05 * epoch,
+                                  "wall_time": wall, "cost_usd": wall * 1e-5,
+                                  "world_size": 2})
+
+    assert report(1, 40.0) is None
+    assert report(3, 95.0) is None
+    forecast = report(4, 100.0)
+    assert forecast is not None and forecast.at_epoch == 4
+    assert forecast.seconds_to_end == pytest.approx(100.0 + 6 * 5.0)  # 5 s an epoch

@@ -190,9 +190,8 @@ def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site)
     ledger = Ledger(site["root"] / "ledger.db", load_catalog())
     urgent_intervals = ledger.intervals(urgent)
     assert any(i["outcome"] == "FAILED" for i in urgent_intervals)  # the killed worker
-    # Recovered from its checkpoint: by Ray Train within the run, or (when that restart
-    # fails too, as on a slow machine) by the scheduler requeuing it, counted once.
-    assert final[urgent]["failures"] <= 1, cli(site, "logs", urgent).stdout
+    # Ray Train recovered it within the run, from its checkpoint: no scheduler restart.
+    assert final[urgent]["failures"] == 0, cli(site, "logs", urgent).stdout
     assert read_progress(urgent)["resumed_from_step"] >= 20, cli(site, "logs", urgent).stdout
     assert sorted(r["run_id"] for r in ledger.runs()) == sorted([low, capped, urgent])
     for job_id, row in final.items():  # charged = slot-seconds held x the catalog's price

@@ -293,8 +293,10 @@ class CurveTracker:
             epoch=epoch, val_accuracy=float(metrics["val_accuracy"]),  # type: ignore[arg-type]
             seconds=float(metrics["wall_time"]) - self.run_started_at,  # type: ignore[arg-type]
             usd=float(metrics["cost_usd"])))  # type: ignore[arg-type]
-        if len(self.points) < 2:
-            return None  # one epoch carries the start-up: no pace to go by yet
+        if not any(b.epoch == a.epoch + 1 for a, b in zip(self.points, self.points[1:],
+                                                           strict=False)):
+            # One epoch carries the start-up (or a restart skipped one): no pace yet.
+            return None
         return refresh_forecast(self.points, num_epochs=self.num_epochs, rate=self.rate,
                                 num_workers=int(metrics["world_size"]),  # type: ignore[call-overload]
                                 tail_s=self.tail_s, target=self.target)

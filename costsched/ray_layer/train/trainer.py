@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -44,6 +45,8 @@ from costsched.training.state import progress_record
 # Worker-group start-ups that may time out (60 s each) before the run fails, so a
 # request the cluster can never hold ends with an error instead of waiting forever,
 # while an autoscaler still has ~10 minutes to add nodes.
+log = logging.getLogger(__name__)
+
 CONTROLLER_FAILURE_LIMIT = 10
 NODE_ID_LABEL = "ray.io/node-id"
 
@@ -116,7 +119,10 @@ class LedgerCallback(UserCallback):
     def after_report(self, run_context, metrics, checkpoint) -> None:
         now = time.time()
         self._get().on_report(metrics[0], now=now)
-        self._refresh_forecast(metrics[0], now)
+        try:
+            self._refresh_forecast(metrics[0], now)
+        except Exception:  # noqa: BLE001 - advice only: it must never end the run
+            log.warning("run %s: forecast not refreshed", self._run_id, exc_info=True)
         channel.publish_progress(self._run_id, progress_record(metrics[0], now=now))
         m = metrics[0]
         if not self._verbose or m.get("final"):
