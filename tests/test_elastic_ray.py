@@ -25,7 +25,7 @@ from costsched.training.data import prepare  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
 from tests.support.faults import wait_for_checkpoint  # noqa: E402
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.extended]
 
 
 @pytest.fixture(scope="module")

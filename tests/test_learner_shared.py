@@ -143,3 +143,17 @@ def test_a_live_job_grows_by_doubling_what_it_measured(tmp_path):
         if workers == 8:
             break
     assert sizes[-1] == 8 and {2, 4} <= set(sizes)
+
+
+def test_the_same_measurement_read_again_does_not_refit():
+    # The live scheduler reads each job's last measurement every round: a point the fit
+    # cannot match (here, far off any sensible model) must not cost a refit each time.
+    learner = OnlineThroughput()
+    one = ThroughputPoint(num_nodes=1, num_replicas=1, local_bsz=64, accum_steps=1,
+                          step_time_s=1.0, sync_time_s=0.0)
+    # Two replicas ten times faster at the same local batch: no model fits both.
+    two = ThroughputPoint(num_nodes=1, num_replicas=2, local_bsz=64, accum_steps=1,
+                          step_time_s=0.1, sync_time_s=0.05)
+    assert learner.record(one) and learner.record(two)
+    assert abs(learner.predict_step_time_s(two) - 0.1) > 0.01  # still off by over 10%
+    assert not any(learner.record(two) for _ in range(4)) and learner.num_fits == 2

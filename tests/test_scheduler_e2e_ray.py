@@ -151,14 +151,14 @@ def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site)
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
     assert "scheduler costsched-scheduler running: policy fifo" in submitted.stdout
 
-    low = cli(site, "submit", job_file(site, "low", workers=2, epochs=8)).stdout.strip()
+    low = cli(site, "submit", job_file(site, "low", workers=2, epochs=5)).stdout.strip()
     capped = cli(site, "submit", job_file(site, "capped", workers=1, epochs=40),
                  "--budget-usd", "0.0003", "--priority", "1").stdout.strip()
     assert low and capped
     _wait("the low-priority job to checkpoint", lambda: step(site, low) >= 10, 180,
           detail=lambda: rows())
 
-    urgent = cli(site, "submit", job_file(site, "urgent", workers=2, epochs=6,
+    urgent = cli(site, "submit", job_file(site, "urgent", workers=2, epochs=4,
                                           priority=10)).stdout.strip()
     _wait("the urgent job to preempt the low one",
           lambda: rows()[low]["state"] == "PREEMPTED" and rows()[urgent]["state"] == "RUNNING",
@@ -316,6 +316,7 @@ def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(
     assert len(ledger.intervals(job_id)) >= 2  # before and after the preemption
 
 
+@pytest.mark.extended  # a failed run frees its slots: also test_orphans_ray
 def test_a_user_entrypoint_that_raises_fails_frees_its_slots_and_blocks_nothing(site):
     folder = user_folder(site)
     user_job(folder, "broken", "userloop:broken", workers=2, max_failures=0, priority=5)

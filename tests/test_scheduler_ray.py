@@ -33,7 +33,7 @@ from costsched.scheduler.state import TERMINAL  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
 from tests.support.faults import wait_for_checkpoint  # noqa: E402
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.extended]  # node loss: also test_no_shared_disk_ray
 
 TICK_S = 2.0
 

@@ -51,9 +51,9 @@ def write_sweep(tmp: Path, **changes) -> Path:
         "budget_usd": 0.01, "trial_budget_usd": 0.004, "num_trials": 2,
         "max_concurrent_trials": 1, "search": {"algorithm": "random", "seed": 3},
         "scheduler": {"kind": "asha", "grace_usd": 0.0002, "reduction_factor": 2},
-        # The baseline (the base job's lr, 0.005) first, then a learning rate too small
-        # to learn: ASHA's first rung compares the two and stops the second.
-        "space": {"optimizer.lr": {"choice": [0.000001]}},
+        # The baseline (the base job's lr, 0.005) first, then (seed 3's draw) a learning
+        # rate too small to learn: ASHA's first rung compares the two, stops the second.
+        "space": {"optimizer.lr": {"choice": [0.005, 0.000001]}},
         "storage_path": str(tmp / "sweeps"), "profile": False,
     }
     sweep.update(changes)
@@ -124,6 +124,7 @@ def test_profiled_sweep_lifts_a_cap_below_start_up_and_writes_the_best_so_far(
     assert plan["start_up_s"] > 0
 
 
+@pytest.mark.extended  # charged once across a worker kill: also the scheduler tests
 def test_killed_trial_worker_resumes_and_is_charged_once(local_ray, tmp_path):
     path = write_sweep(tmp_path, num_trials=1, scheduler={"kind": "none"},
                        space={"optimizer.lr": {"choice": [0.005]}})
@@ -151,7 +152,7 @@ def test_killed_trial_worker_resumes_and_is_charged_once(local_ray, tmp_path):
 
 def test_resume_after_the_driver_is_killed(local_ray, tmp_path):
     path = write_sweep(tmp_path, num_trials=2, scheduler={"kind": "none"},
-                       space={"optimizer.lr": {"choice": [0.004]}})
+                       space={"optimizer.lr": {"choice": [0.005, 0.004]}})
     cmd = [sys.executable, "-m", "costsched.cli.main", "sweep", str(path), "--address", local_ray]
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,

@@ -94,6 +94,7 @@ def test_two_worker_run_completes_and_is_charged(uninterrupted, job_dir):
     assert 1 <= len(kept) <= 2, "only the newest num_to_keep checkpoints stay"
 
 
+@pytest.mark.extended  # a killed worker: also the scheduler end-to-end test
 def test_killed_worker_resumes_from_latest_checkpoint(uninterrupted, job_dir, splits):
     job = _job(job_dir, "killed")
     run_dir = job_dir / "runs" / "killed-run"

@@ -176,6 +176,33 @@ class RunAccount:
     def cost_usd(self) -> float:
         return self.ledger.run_cost_usd(self.run_id)
 
+    def end_at_cap(self, *, attempt_started_at: float, now: float, num_workers: int,
+                   accelerators_per_worker: float, resources: dict[str, float]) -> bool:
+        """End the run ``BUDGET_EXHAUSTED`` at ``now`` (see :meth:`Ledger.end_at_cap`);
+        False if it had already ended."""
+        return bool(self.ledger.end_at_cap(
+            self.run_id, attempt_started_at=attempt_started_at, now=now,
+            num_workers=num_workers, accelerators_per_worker=accelerators_per_worker,
+            resources=resources))
+
+    def seconds_to_cap(self, *, budget_usd: float, usd_per_worker_s: float, now: float,
+                       attempt_started_at: float, num_workers: int, margin_s: float) -> float:
+        """Seconds until the run reaches ``budget_usd``, less ``margin_s``: its charges so
+        far, then its open interval's workers from that interval's last heartbeat on; an
+        attempt that has not reported yet runs ``num_workers`` workers, charged from its
+        start (or the last interval's end) once it reports."""
+        intervals = self.ledger.intervals(self.run_id)
+        open_ = [i for i in intervals if i["outcome"] == "RUNNING"
+                 and i["ended_at"] >= attempt_started_at]
+        if open_:
+            workers, since = open_[-1]["num_workers"], now - open_[-1]["ended_at"]
+        else:
+            ends = [i["ended_at"] for i in intervals if i["outcome"] != "RUNNING"]
+            workers, since = num_workers, now - max([attempt_started_at, *ends])
+        return seconds_to_cap(budget_usd=budget_usd, spent_usd=self.cost_usd(),
+                              usd_per_s=usd_per_worker_s * workers, since_s=max(since, 0.0),
+                              margin_s=margin_s)
+
 
 def record_plan_forecast(ledger: Ledger, job: JobConfig, forecast: Forecast, *, now: float,
                          detail: dict[str, Any] | None = None) -> None:

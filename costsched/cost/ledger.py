@@ -238,6 +238,40 @@ class Ledger:
             db.execute("UPDATE runs SET outcome=?, ended_at=COALESCE(?, started_at)"
                        " WHERE run_id=?", (outcome, ended, run_id))
 
+    def end_at_cap(self, run_id: str, *, attempt_started_at: float, now: float,
+                   num_workers: int, accelerators_per_worker: float,
+                   resources: dict[str, float]) -> bool:
+        """End a running run at its cap, at ``now``, in one step (nothing else writes
+        between the check and the end). An open interval of this attempt ends ``now``;
+        one a dead earlier attempt left open ends at its last heartbeat; an attempt that
+        never reported is charged from ``attempt_started_at`` (or the last interval's
+        end) as ``num_workers`` workers. All of it is lost work (FAILED); the run ends
+        ``BUDGET_EXHAUSTED``. False, and nothing written, if the run is not running.
+        One step because the ledger has one writer, which runs one call at a time."""
+        with self._connect() as db:
+            row = db.execute("SELECT outcome FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None or row["outcome"] != "RUNNING":
+            return False
+        reported = False
+        for interval in self.intervals(run_id):
+            if interval["outcome"] != "RUNNING":
+                continue
+            mine = interval["ended_at"] >= attempt_started_at
+            reported = reported or mine
+            self.close_interval(interval["interval_id"], now=now if mine else 0.0,
+                                outcome="FAILED")
+        if not reported:
+            ends = [i["ended_at"] for i in self.intervals(run_id)]
+            self.close_interval(self.open_interval(
+                run_id, started_at=max([attempt_started_at, *ends]), num_workers=num_workers,
+                accelerators_per_worker=accelerators_per_worker, resources=resources),
+                now=now, outcome="FAILED")
+        ended = max(i["ended_at"] for i in self.intervals(run_id))
+        with self._connect() as db:
+            db.execute("UPDATE runs SET outcome='BUDGET_EXHAUSTED', ended_at=? WHERE run_id=?",
+                       (ended, run_id))
+        return True
+
     def record_target(self, run_id: str, *, usd_to_target: float) -> None:
         """Dollars spent when the run first reached its target (kept if already set)."""
         with self._connect() as db:

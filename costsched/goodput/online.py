@@ -112,8 +112,12 @@ class OnlineThroughput:
 
     def record(self, point: ThroughputPoint) -> bool:
         """Keep ``point`` as its configuration's mean; refit if it changes the fit.
-        Returns whether it refitted."""
-        self._points[config_key(point)] = point
+        Returns whether it refitted. The same point again changes nothing (a live
+        scheduler reads a job's last measurement every round)."""
+        key = config_key(point)
+        if self.num_fits and self._points.get(key) == point:
+            return False
+        self._points[key] = point
         if not needs_refit(self.predict_step_time_s(point), point.step_time_s):
             return False
         self.params = self._fit()

@@ -40,7 +40,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from costsched.config.job import CostSection, JobConfig
-from costsched.cost.accounting import ATTEMPT_KEY, RunAccount, seconds_to_cap
+from costsched.cost.accounting import ATTEMPT_KEY, RunAccount
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.goodput.restart import phases_from_report
@@ -259,13 +259,10 @@ class RayJobRunner:
         if config is None or attempt is None or config.cost.budget_usd == float("inf"):
             return float("inf")
         billed = dataclasses.replace(config, cost=attempt.cost)
-        usd_per_s = rate_of_job(billed, self.catalog).usd_per_hour(attempt.workers) / 3600.0
-        ledger = self._ledger()
-        beats = [i["ended_at"] for i in ledger.intervals(job_id) if i["outcome"] == "RUNNING"]
-        return seconds_to_cap(budget_usd=config.cost.budget_usd,
-                              spent_usd=ledger.run_cost_usd(job_id), usd_per_s=usd_per_s,
-                              since_s=now - max(beats) if beats else 0.0,
-                              margin_s=KILL_MARGIN_S)
+        return RunAccount(self._ledger(), job_id).seconds_to_cap(
+            budget_usd=config.cost.budget_usd, now=now, attempt_started_at=attempt.started_at,
+            usd_per_worker_s=rate_of_job(billed, self.catalog).usd_per_worker_second,
+            num_workers=attempt.workers, margin_s=KILL_MARGIN_S)
 
     def advance(self) -> list[tuple[str, float]]:
         """Finish the stops that are due (the run ended, or its deadline passed) and

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from costsched.cost.accounting import RunAccount, seconds_to_cap
+from costsched.cost.accounting import RunAccount
 from costsched.cost.prices import PriceCatalog, rate_of_job
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 KILL_MARGIN_S = 2.0
 """The watchdog fires this long before the cap: writing the charge and exiting take time."""
+POLL_S = 2.0
+"""Longest wait between two looks at the run's spend (its size can change: elastic)."""
 
 
 class CapWatchdog:
@@ -37,20 +39,23 @@ class CapWatchdog:
 
     def __init__(self, job: JobConfig, run_id: str, *, ledger: Ledger | object,
                  catalog: PriceCatalog, exit=os._exit):
-        self.job, self.run_id, self.ledger, self._exit = job, run_id, ledger, exit
+        self.job, self.run_id, self._exit = job, run_id, exit
         self.account = RunAccount(ledger, run_id)  # type: ignore[arg-type]
-        self.workers = job.scaling.max_workers
-        self.usd_per_s = rate_of_job(job, catalog).usd_per_hour(self.workers) / 3600.0
+        self.usd_per_worker_s = rate_of_job(job, catalog).usd_per_worker_second
         self.started = time.time()  # before the run opens: its charges start later
-        spent = self.account.cost_usd() if self.account.exists() else 0.0
-        self.deadline = self.started + seconds_to_cap(
-            budget_usd=job.cost.budget_usd, spent_usd=spent, usd_per_s=self.usd_per_s,
-            margin_s=KILL_MARGIN_S)
         self._done = threading.Event()
         self.fired = False
 
+    def seconds_left(self, now: float) -> float:
+        """Seconds until the run reaches its cap, less the kill's margin: at its open
+        interval's size once it reports, at ``max_workers`` before (the most it holds)."""
+        return self.account.seconds_to_cap(
+            budget_usd=self.job.cost.budget_usd, usd_per_worker_s=self.usd_per_worker_s,
+            now=now, attempt_started_at=self.started,
+            num_workers=self.job.scaling.max_workers, margin_s=KILL_MARGIN_S)
+
     def __enter__(self) -> CapWatchdog:
-        if self.deadline != float("inf"):
+        if self.job.cost.budget_usd != float("inf"):
             threading.Thread(target=self._watch, name="costsched-cap", daemon=True).start()
         return self
 
@@ -58,25 +63,23 @@ class CapWatchdog:
         self._done.set()
 
     def _watch(self) -> None:
-        if self._done.wait(max(self.deadline - time.time(), 0.0)):
-            return  # the run ended on its own
-        if self.stop_at_cap(now=time.time()):
-            self._exit(1)
+        while not self._done.is_set():
+            left = self.seconds_left(time.time()) if self.account.exists() else POLL_S
+            if left <= 0.0:
+                if self.stop_at_cap(now=time.time()):
+                    self._exit(1)
+                return
+            self._done.wait(min(left, POLL_S))
 
     def stop_at_cap(self, *, now: float) -> bool:
-        """Charge the run to ``now`` and mark it ``BUDGET_EXHAUSTED``; False if it had
-        already ended (its own stop won the race)."""
-        if self.account.outcome() != "RUNNING":
-            return False
-        if not any(i["outcome"] == "RUNNING" for i in self.ledger.intervals(self.run_id)):
-            # Killed before its first report: its workers were held all the same.
-            scaling = self.job.scaling
-            self.account.charge_start_up(
-                attempt_started_at=self.started, now=now, num_workers=self.workers,
-                accelerators_per_worker=scaling.accelerators_per_worker,
-                resources=scaling.resources_per_worker())
-        self.account.abandon(outcome="BUDGET_EXHAUSTED", now=now)
-        self.fired = True
-        log.warning("run %s reached its $%g cap before it could stop itself; ended at the "
-                    "cap", self.run_id, self.job.cost.budget_usd)
-        return True
+        """Charge the run to ``now`` and mark it ``BUDGET_EXHAUSTED``, in one ledger
+        call; False if it had already ended (its own stop won the race)."""
+        scaling = self.job.scaling
+        self.fired = self.account.end_at_cap(
+            attempt_started_at=self.started, now=now, num_workers=scaling.max_workers,
+            accelerators_per_worker=scaling.accelerators_per_worker,
+            resources=scaling.resources_per_worker())
+        if self.fired:
+            log.warning("run %s reached its $%g cap before it could stop itself; ended at "
+                        "the cap", self.run_id, self.job.cost.budget_usd)
+        return self.fired
