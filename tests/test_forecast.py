@@ -25,6 +25,7 @@ from costsched.cost.forecast import (
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import load_catalog, rate_of_job
 from costsched.cost.report import forecasts_frame, runs_frame
+from costsched.scheduler.status import forecast_figures
 
 CATALOG = load_catalog()
 LOCAL_CPU_USD_PER_WORKER_S = 0.0893 / 2 / 3600  # the catalog's local-cpu row, per slot
@@ -141,15 +142,21 @@ def test_a_running_run_shows_its_newest_refreshed_forecast(tmp_path):
     account = RunAccount(ledger, "live")
     account.open(JOB, now=100.0)
     tracker = CurveTracker(num_epochs=10, target=None, rate=RATE, run_started_at=100.0)
+    feed = account.accountant(run_started_at=100.0, accelerators_per_worker=1.0, resources={})
     for epoch in (1, 2, 3):
-        forecast = tracker.on_report({"epoch": epoch, "val_accuracy": 0.5 + 0.1 * epoch,
-                                      "wall_time": 130.0 + 3.0 * epoch, "cost_usd": 0.001,
-                                      "world_size": 2})
+        report = {"epoch": epoch, "val_accuracy": 0.5 + 0.1 * epoch,
+                  "wall_time": 130.0 + 3.0 * epoch, "cost_usd": 0.001, "world_size": 2,
+                  "attempt_started_at": 100.0}
+        feed.on_report(report, now=130.0 + 3.0 * epoch)  # as the run's driver writes it
+        forecast = tracker.on_report(report)
         if forecast is not None:
             account.record_forecast(forecast, job=JOB, now=130.0 + 3.0 * epoch)
     row = runs_frame(ledger).set_index("run_id").loc["live"]
     assert row["forecast_s"] == pytest.approx(30.0 + 3.0 * 10)  # ETA from the run's start
     assert pd.isna(row["time_error_pct"])  # nothing to compare with yet
+    # `costsched status` says the same: 60 s from the start, 20 s of them left at 140.
+    assert forecast_figures(ledger, "live", has_target=False, now=140.0)[
+        "forecast_eta_s"] == pytest.approx(20.0)
 
 
 def test_a_restart_that_skips_an_epoch_waits_for_two_consecutive_ones():

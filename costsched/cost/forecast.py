@@ -324,6 +324,40 @@ def current_forecast(forecasts: Sequence[Mapping[str, Any]],
     return (refreshed[-1], started_at) if refreshed else None
 
 
+@dataclass(frozen=True, kw_only=True)
+class LiveFigures:
+    """What a running run's current forecast says, for ``status`` and ``report``."""
+
+    session_started_at: float
+    """When the driver session that made it started: the origin of ``seconds``."""
+    seconds: float | None
+    """Seconds from then to the target (to the last epoch without one); None: out of
+    reach, or too few epochs for a curve yet."""
+    usd: float | None
+    """Dollars in all by then (None as ``seconds``)."""
+    target_reachable: bool | None
+    """False when the curve levels off below the target; None without a target."""
+
+
+def live_figures(forecasts: Sequence[Mapping[str, Any]],
+                 intervals: Sequence[Mapping[str, Any]], *, has_target: bool,
+                 ) -> LiveFigures | None:
+    """The figures of a running run's :func:`current_forecast`: to the target, or to
+    the last epoch without one; None before its session refreshed one."""
+    current = current_forecast(forecasts, intervals)
+    if current is None:
+        return None
+    row, started_at = current
+    if has_target and row["target_reachable"] == 0:  # the ledger stores booleans as 0/1
+        return LiveFigures(session_started_at=started_at, seconds=None, usd=None,
+                           target_reachable=False)
+    to = "target" if has_target else "end"
+    return LiveFigures(session_started_at=started_at, seconds=row[f"seconds_to_{to}"],
+                       usd=row[f"usd_to_{to}"],
+                       target_reachable=(row[f"seconds_to_{to}"] is not None) or None
+                       if has_target else None)
+
+
 def relative_error(forecast: float | None, actual: float | None) -> float | None:
     """``|forecast - actual| / actual``; None when either is unknown or actual is 0."""
     if forecast is None or actual is None or actual <= 0:

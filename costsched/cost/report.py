@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from costsched.cost.forecast import relative_error
+from costsched.cost.forecast import live_figures, relative_error
 from costsched.cost.formatting import format_local_time, format_usd
 from costsched.cost.ledger import Ledger
 
@@ -98,28 +98,30 @@ def forecast_vs_actual(run: dict[str, Any], forecast: dict[str, Any] | None,
             "cost_error_pct": None if cost_error is None else 100 * cost_error}
 
 
-def _live_forecast(forecast: dict[str, Any] | None) -> dict[str, float | None]:
-    """A running run's newest refreshed forecast: to its target when the curve gives
-    one, else to its last epoch; no error yet."""
-    to_target = forecast is not None and forecast["seconds_to_target"] is not None
-    return {"forecast_s": None if forecast is None else forecast[
-                "seconds_to_target" if to_target else "seconds_to_end"],
-            "forecast_usd": None if forecast is None else forecast[
-                "usd_to_target" if to_target else "usd_to_end"],
+def _live_forecast(run: dict[str, Any], forecasts: list[dict[str, Any]],
+                   intervals: list[dict[str, Any]]) -> dict[str, float | None]:
+    """A running run's current forecast (:func:`live_figures`, as ``costsched status``
+    shows it), counted from the run's start; no error yet."""
+    has_target = any(f["target_reachable"] is not None for f in forecasts)
+    figures = live_figures(forecasts, intervals, has_target=has_target)
+    seconds = None if figures is None or figures.seconds is None else (
+        figures.session_started_at - run["started_at"] + figures.seconds)
+    return {"forecast_s": seconds, "forecast_usd": None if seconds is None else figures.usd,
             "time_error_pct": None, "cost_error_pct": None}
 
 
 def _with_forecast(frame: pd.DataFrame, ledger: Ledger) -> pd.DataFrame:
-    """Finished runs: the launch forecast and its error; running ones: the newest
-    refreshed forecast (their ETA and dollars, from the start of the run)."""
+    """Finished runs: the launch forecast and its error; running ones: their current
+    forecast (their ETA and dollars, from the start of the run)."""
     launch: dict[str, dict[str, Any]] = {}
-    newest: dict[str, dict[str, Any]] = {}
+    of_run: dict[str, list[dict[str, Any]]] = {}
     for forecast in ledger.forecasts():
         if forecast["run_id"] and forecast["source"] == "profile":
             launch[forecast["run_id"]] = forecast  # the newest, if a run has several
         if forecast["run_id"]:
-            newest[forecast["run_id"]] = forecast
-    rows = [_live_forecast(newest.get(run["run_id"])) if run["outcome"] == "RUNNING"
+            of_run.setdefault(forecast["run_id"], []).append(forecast)
+    rows = [_live_forecast(run, of_run.get(run["run_id"], []), ledger.intervals(run["run_id"]))
+            if run["outcome"] == "RUNNING"
             else forecast_vs_actual(run, launch.get(run["run_id"]))
             for run in frame.to_dict("records")]
     return frame.assign(**{c: [r[c] for r in rows] for c in rows[0]}) if rows else frame

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from costsched.config.job import JobConfig
-from costsched.cost.forecast import current_forecast
+from costsched.cost.forecast import live_figures
 from costsched.scheduler.alerts import job_alerts
 from costsched.scheduler.interfaces import JobStatus, RunLedger
 from costsched.scheduler.job_models import JobModel, status_figures
@@ -44,25 +44,23 @@ def status_row(job: JobRecord, config: JobConfig, *, now: float, stall_minutes: 
 
 def forecast_figures(ledger: RunLedger, run_id: str, *, has_target: bool,
                      now: float) -> dict[str, Any]:
-    """What the run's newest refreshed forecast (:func:`current_forecast`) says from
+    """What the run's newest refreshed forecast (:func:`live_figures`) says from
     ``now``: seconds left and dollars in all, to the target (to the last epoch without
     one), or that the target is out of reach; nothing before there is one.
 
         forecast_eta_s = session_started_at + seconds_to_target - now   (at least 0)
     """
     try:
-        current = current_forecast(ledger.forecasts(run_id), ledger.intervals(run_id))
+        figures = live_figures(ledger.forecasts(run_id), ledger.intervals(run_id),
+                               has_target=has_target)
     except Exception as exc:  # noqa: BLE001 - a forecast is a nicety; status must answer
         log.warning("reading the forecast of run %s failed: %s", run_id, exc)
         return {}
-    if current is None:
+    if figures is None:
         return {}
-    row, session_started_at = current
-    if has_target and row["target_reachable"] == 0:  # the ledger stores booleans as 0/1
+    if figures.target_reachable is False:
         return {"target_reachable": False}
-    to = "target" if has_target else "end"
-    if row[f"seconds_to_{to}"] is None:
+    if figures.seconds is None:
         return {}  # too few epochs for a curve yet
-    return {"forecast_eta_s": max(session_started_at + row[f"seconds_to_{to}"] - now, 0.0),
-            "forecast_usd": row[f"usd_to_{to}"],
-            "target_reachable": True if has_target else None}
+    return {"forecast_eta_s": max(figures.session_started_at + figures.seconds - now, 0.0),
+            "forecast_usd": figures.usd, "target_reachable": figures.target_reachable}
