@@ -175,3 +175,16 @@ def test_a_restart_that_skips_an_epoch_waits_for_two_consecutive_ones():
     forecast = report(4, 100.0)
     assert forecast is not None and forecast.at_epoch == 4
     assert forecast.seconds_to_end == pytest.approx(100.0 + 6 * 5.0)  # 5 s an epoch
+
+
+def test_the_pace_leaves_out_a_gap_across_a_restart():
+    # Epochs 1-2 at 5 s each; a worker dies in epoch 3, whose report comes 60 s later
+    # from the restarted group. The pace stays 5 s, not the 60 s across the restart.
+    tracker = CurveTracker(num_epochs=10, target=None, rate=RATE, run_started_at=0.0)
+    forecast = None
+    for epoch, wall, attempt in ((1, 40.0, 0.0), (2, 45.0, 0.0), (3, 105.0, 80.0)):
+        forecast = tracker.on_report({"epoch": epoch, "val_accuracy": 0.5 + 0.05 * epoch,
+                                      "wall_time": wall, "cost_usd": wall * 1e-5,
+                                      "world_size": 2, "attempt_started_at": attempt})
+    assert forecast is not None
+    assert forecast.seconds_to_end == pytest.approx(105.0 + 7 * 5.0)

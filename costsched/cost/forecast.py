@@ -245,21 +245,30 @@ class EpochPoint:
     """Wall seconds since the run started."""
     usd: float
     """Dollars spent by then."""
+    attempt: float | None = None
+    """When the worker group that ran it started: an epoch gap across a restart is no
+    pace."""
+
+
+def epoch_gaps(points: Sequence[EpochPoint]) -> list[float]:
+    """Seconds between consecutive epochs run by the same worker group, sorted."""
+    return sorted(b.seconds - a.seconds for a, b in zip(points, points[1:], strict=False)
+                  if b.epoch == a.epoch + 1 and b.attempt == a.attempt)
 
 
 def refresh_forecast(points: Sequence[EpochPoint], *, num_epochs: int, rate: JobRate,
                      num_workers: int, tail_s: float, target: float | None) -> Forecast:
     """The forecast of a live run after its latest epoch, from its own pace and curve.
 
-    The epoch time is the median of its epochs after the first (the first carries the
-    start-up); to the end it adds the remaining epochs and ``tail_s``. Needs two epochs.
+    The epoch time is the (lower) median of its epochs after the first of each worker
+    group (that one carries the start-up or the restart); to the end it adds the
+    remaining epochs and ``tail_s``. Needs two consecutive epochs of one group.
     """
     last = points[-1]
-    gaps = sorted(b.seconds - a.seconds for a, b in zip(points, points[1:], strict=False)
-                  if b.epoch == a.epoch + 1)
+    gaps = epoch_gaps(points)
     if not gaps:
         raise ValueError("a refreshed forecast needs two consecutive epochs")
-    epoch_s = gaps[len(gaps) // 2]
+    epoch_s = gaps[(len(gaps) - 1) // 2]
     pace = Pace(rate=rate, num_workers=num_workers, epoch_s=epoch_s)
     ahead_s = max(0, num_epochs - last.epoch) * epoch_s + tail_s
     reached = next(((p.seconds, p.usd) for p in points
@@ -292,10 +301,10 @@ class CurveTracker:
         self.points.append(EpochPoint(
             epoch=epoch, val_accuracy=float(metrics["val_accuracy"]),  # type: ignore[arg-type]
             seconds=float(metrics["wall_time"]) - self.run_started_at,  # type: ignore[arg-type]
-            usd=float(metrics["cost_usd"])))  # type: ignore[arg-type]
-        if not any(b.epoch == a.epoch + 1 for a, b in zip(self.points, self.points[1:],
-                                                           strict=False)):
-            # One epoch carries the start-up (or a restart skipped one): no pace yet.
+            usd=float(metrics["cost_usd"]),  # type: ignore[arg-type]
+            attempt=metrics.get("attempt_started_at")))  # type: ignore[arg-type]
+        if not epoch_gaps(self.points):
+            # One epoch carries the start-up (or a restart): no pace yet.
             return None
         return refresh_forecast(self.points, num_epochs=self.num_epochs, rate=self.rate,
                                 num_workers=int(metrics["world_size"]),  # type: ignore[call-overload]
