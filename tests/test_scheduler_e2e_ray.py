@@ -142,13 +142,29 @@ def ray_job_submit(site: dict[str, Any], working_dir: Path, *command: str,
         time.sleep(3.0)
 
 
-def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site):
+def submit_scheduler(site: dict[str, Any]) -> subprocess.CompletedProcess:
+    """``ray job submit --working-dir <repo> -- python jobs/scheduler.py``, as a user
+    starts the scheduler."""
     submitted = ray_job_submit(
         site, REPO, sys.executable, "jobs/scheduler.py", "--config",
         str(site["root"] / "scheduler.yaml"),
         extra=("--runtime-env-json", json.dumps(
             {"excludes": [".venv", ".git", "**/__pycache__", ".pytest_cache"]})))
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
+    return submitted
+
+
+def started_scheduler(site: dict[str, Any]) -> None:
+    """The scheduler the first end-to-end test started; started here when that test
+    did not run (a test selected alone, or the extended tier)."""
+    try:
+        ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
+    except ValueError:
+        submit_scheduler(site)
+
+
+def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site):
+    submitted = submit_scheduler(site)
     assert "scheduler costsched-scheduler running: policy fifo" in submitted.stdout
 
     low = cli(site, "submit", job_file(site, "low", workers=2, epochs=5)).stdout.strip()
@@ -291,6 +307,7 @@ def submit_with_working_dir(site: dict[str, Any], folder: Path, job_yaml: str) -
 
 
 def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(site):
+    started_scheduler(site)
     folder = user_folder(site)
     user_job(folder, "userjob", "userloop:train_loop", workers=2)
     job_id = submit_with_working_dir(site, folder, "userjob.yaml")
@@ -318,6 +335,7 @@ def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(
 
 @pytest.mark.extended  # a failed run frees its slots: also test_orphans_ray
 def test_a_user_entrypoint_that_raises_fails_frees_its_slots_and_blocks_nothing(site):
+    started_scheduler(site)
     folder = user_folder(site)
     user_job(folder, "broken", "userloop:broken", workers=2, max_failures=0, priority=5)
     broken = submit_with_working_dir(site, folder, "broken.yaml")
@@ -334,6 +352,7 @@ def test_a_user_entrypoint_that_raises_fails_frees_its_slots_and_blocks_nothing(
 
 
 def test_a_killed_scheduler_restarts_and_its_job_finishes_once(site):
+    started_scheduler(site)
     job_id = cli(site, "submit", job_file(site, "survivor", workers=2, epochs=8)).stdout.strip()
     _wait("the job to checkpoint", lambda: step(site, job_id) >= 10, 180, detail=lambda: rows())
     ray.kill(ray.get_actor(SERVICE_NAME, namespace=NAMESPACE), no_restart=False)
