@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from costsched.cost.ledger import Ledger
+from costsched.cost.ledger import Ledger, attempt_charged_from
 from costsched.cost.prices import JobRate
 
 if TYPE_CHECKING:
@@ -166,9 +166,9 @@ class RunAccount:
         previous = self.ledger.intervals(self.run_id)
         if any(i["outcome"] == "RUNNING" for i in previous):
             return  # the run reported after all; abandon() ends its open interval
-        started = max([attempt_started_at] + [i["ended_at"] for i in previous])
         interval = self.ledger.open_interval(
-            self.run_id, started_at=started, num_workers=num_workers,
+            self.run_id, started_at=attempt_charged_from(previous, attempt_started_at),
+            num_workers=num_workers,
             accelerators_per_worker=accelerators_per_worker, resources=resources,
             node_type=node_type, node_spot=node_spot)
         self.ledger.close_interval(interval, now=now, outcome="FAILED")
@@ -197,8 +197,8 @@ class RunAccount:
         if open_:
             workers, since = open_[-1]["num_workers"], now - open_[-1]["ended_at"]
         else:
-            ends = [i["ended_at"] for i in intervals if i["outcome"] != "RUNNING"]
-            workers, since = num_workers, now - max([attempt_started_at, *ends])
+            workers = num_workers
+            since = now - attempt_charged_from(intervals, attempt_started_at)
         return seconds_to_cap(budget_usd=budget_usd, spent_usd=self.cost_usd(),
                               usd_per_s=usd_per_worker_s * workers, since_s=max(since, 0.0),
                               margin_s=margin_s)

@@ -361,10 +361,9 @@ def live_figures(forecasts: Sequence[Mapping[str, Any]],
         return LiveFigures(session_started_at=started_at, seconds=None, usd=None,
                            target_reachable=False)
     to = "target" if has_target else "end"
-    return LiveFigures(session_started_at=started_at, seconds=row[f"seconds_to_{to}"],
-                       usd=row[f"usd_to_{to}"],
-                       target_reachable=(row[f"seconds_to_{to}"] is not None) or None
-                       if has_target else None)
+    seconds = row[f"seconds_to_{to}"]
+    return LiveFigures(session_started_at=started_at, seconds=seconds, usd=row[f"usd_to_{to}"],
+                       target_reachable=True if has_target and seconds is not None else None)
 
 
 def relative_error(forecast: float | None, actual: float | None) -> float | None:

@@ -86,6 +86,13 @@ ADDED_COLUMNS = {"intervals": ("node_type TEXT", "node_spot INTEGER")}
 """Columns newer than the first schema, added to a ledger file that lacks them."""
 
 
+def attempt_charged_from(intervals: list[dict[str, Any]], attempt_started_at: float) -> float:
+    """Where an attempt that has not reported yet is charged from: its start, or the end
+    of the run's last closed interval if later (intervals never overlap)."""
+    return max([attempt_started_at,
+                *(i["ended_at"] for i in intervals if i["outcome"] != "RUNNING")])
+
+
 class Ledger:
     """Read and write the ledger file at ``path`` (created on first use)."""
 
@@ -261,9 +268,10 @@ class Ledger:
             self.close_interval(interval["interval_id"], now=now if mine else 0.0,
                                 outcome="FAILED")
         if not reported:
-            ends = [i["ended_at"] for i in self.intervals(run_id)]
             self.close_interval(self.open_interval(
-                run_id, started_at=max([attempt_started_at, *ends]), num_workers=num_workers,
+                run_id, started_at=attempt_charged_from(self.intervals(run_id),
+                                                        attempt_started_at),
+                num_workers=num_workers,
                 accelerators_per_worker=accelerators_per_worker, resources=resources),
                 now=now, outcome="FAILED")
         ended = max(i["ended_at"] for i in self.intervals(run_id))

@@ -42,11 +42,11 @@ from costsched.training.model_factory import JobModelFactory
 from costsched.training.run import RUN_METRIC_KEYS, Run, RunSpec
 from costsched.training.state import progress_record
 
+log = logging.getLogger(__name__)
+
 # Worker-group start-ups that may time out (60 s each) before the run fails, so a
 # request the cluster can never hold ends with an error instead of waiting forever,
 # while an autoscaler still has ~10 minutes to add nodes.
-log = logging.getLogger(__name__)
-
 CONTROLLER_FAILURE_LIMIT = 10
 NODE_ID_LABEL = "ray.io/node-id"
 
