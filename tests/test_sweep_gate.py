@@ -8,7 +8,7 @@ from ray.tune.search import Searcher
 
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import load_catalog
-from costsched.ray_layer.tune.trial import BudgetGate
+from costsched.ray_layer.tune.trial import TRIAL_CAP_KEY, BudgetGate
 
 CATALOG = load_catalog()
 ROW = CATALOG.instance("local-cpu")
@@ -51,7 +51,7 @@ def test_trials_at_their_cap_leave_room_for_a_third_when_two_were_cheap(tmp_path
     g, ledger = gate(tmp_path)
     charge(ledger, "sw-a", 0.0002, finished=True)
     charge(ledger, "sw-b", 0.0002, finished=True)
-    assert g.suggest("c") == {"i": 1}  # 0.0004 spent + 0.0005 for c <= 0.0011
+    assert g.suggest("c") == {"i": 1, TRIAL_CAP_KEY: 0.0005}  # 0.0004 spent + 0.0005 for c <= 0.0011
 
 
 def test_a_running_trial_is_reserved_at_what_the_worst_trial_cost(tmp_path):
@@ -71,7 +71,7 @@ def test_the_gate_launches_at_the_cap_and_refuses_at_the_overrun(tmp_path):
     fits, ledger = gate(tmp_path / "fits")
     charge(ledger, "sw-a", 0.00050, finished=True)
     charge(ledger, "sw-x", 0.00004, finished=True)
-    assert fits.suggest("c") == {"i": 1}  # 0.00054 + 0.0005 <= 0.0011
+    assert fits.suggest("c") == {"i": 1, TRIAL_CAP_KEY: 0.0005}  # 0.00054 + 0.0005 <= 0.0011
     overran, ledger = gate(tmp_path / "overran")
     charge(ledger, "sw-a", 0.00058, finished=True)
     charge(ledger, "sw-x", 0.00004, finished=True)

@@ -43,13 +43,14 @@ def print_plan(sweep: LoadedSweep, catalog: PriceCatalog, *, profile: bool,
                address: str | None = None, verbose: bool = False) -> None:
     from costsched.cli.train import prepare_data
     from costsched.cost.estimate import make_plan
+    from costsched.sweep.objective import objective_line
 
     cfg = sweep.config
     splits = prepare_data(sweep.base_job.dataset)
     print(f"sweep          {cfg.name}: up to {cfg.num_trials} trials, "
           f"{cfg.max_concurrent_trials} at a time, search {cfg.search.algorithm}, "
           f"early stopping {cfg.scheduler.kind}")
-    print(f"objective      dollars to val_accuracy >= {cfg.target_value:g}")
+    print(objective_line(cfg.target_value, cfg.objective.serving, catalog))
     print(f"budget         ${cfg.budget_usd:g} for the sweep, ${cfg.trial_budget_usd:g} per "
           f"trial as configured")
     for key, dim in cfg.space.items():
@@ -61,6 +62,8 @@ def print_plan(sweep: LoadedSweep, catalog: PriceCatalog, *, profile: bool,
         print(f"base job       {sweep.base_job.name}: est. ${plan.estimated_usd:.5f} for "
               f"{sweep.base_job.training.num_epochs} epochs at {plan.num_workers} worker(s) "
               "(steps timed in this process, start-up ignored: a rough guide only)")
+        print("gate           cap: no profile, no forecast; a trial launches while the budget "
+              "left holds its whole cap")
         return
     from costsched.cost.forecast import forecast_lines
     from costsched.ray_layer.cluster import ensure_ray

@@ -130,9 +130,14 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> float:
     return total
 
 
-def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, num_runs: int = 50) -> float:
-    """Median batch-1 latency on one thread; the caller's thread count is restored."""
-    sample = example_input[:1]
+def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, num_runs: int = 50,
+                   batch_size: int = 1) -> float:
+    """Median latency of one batch of ``batch_size`` (the first rows of
+    ``example_input``) on one thread; the caller's thread count is restored."""
+    if example_input.shape[0] < batch_size:
+        raise ValueError(f"example_input has {example_input.shape[0]} rows; "
+                         f"batch_size {batch_size} needs as many")
+    sample = example_input[:batch_size]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: comparable numbers on a shared machine
     try:

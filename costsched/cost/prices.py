@@ -6,6 +6,7 @@ functions; units are in the names (``_s`` seconds, ``_usd`` dollars, ``_w`` watt
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -166,6 +167,20 @@ def storage_cost_usd(catalog: PriceCatalog, *, num_bytes: float, seconds: float)
     if num_bytes < 0 or seconds < 0:
         raise ValueError("num_bytes and seconds must be >= 0")
     return num_bytes / BYTES_PER_GB * catalog.storage_usd_per_gb_month * seconds / SECONDS_PER_MONTH
+
+
+def serving_cost_usd(instance: InstanceType, *, spot: bool, num_predictions: float,
+                     batch_size: int, batch_latency_s: float) -> float:
+    """Dollars to serve ``num_predictions`` on one node of ``instance``, one replica
+    serving batches back to back (no idle time, no queueing, no cold starts):
+
+        usd = ceil(num_predictions / batch_size) * batch_latency_s
+              * node_usd_per_hour(spot) / 3600
+    """
+    if num_predictions < 0 or batch_size < 1 or batch_latency_s < 0:
+        raise ValueError("num_predictions and batch_latency_s must be >= 0, batch_size >= 1")
+    num_batches = math.ceil(num_predictions / batch_size)
+    return instance.node_usd_per_hour(spot) * num_batches * batch_latency_s / SECONDS_PER_HOUR
 
 
 @dataclass(frozen=True, kw_only=True)

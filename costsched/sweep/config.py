@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 from costsched.config.job import JobConfig, load_job_config, parse_job
 from costsched.config.strict import build, read_yaml_mapping
-from costsched.cost.prices import PriceCatalog
+from costsched.cost.prices import PriceCatalog, load_catalog
 from costsched.errors import ConfigError
+from costsched.sweep.objective import ObjectiveSection
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +100,16 @@ class SweepConfig:
     first rung, and ASHA's last rung is the cap less the start-up. False: the caps
     as configured."""
 
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    """What trials rank by: dollars to target, plus serving dollars when
+    ``objective.serving`` is given."""
+    forecast_gate: bool = True
+    """With a profile: the budget gate launches a trial while the budget left holds the
+    forecast dollars of a trial (plus a margin) rather than a whole cap, and gives
+    that trial a cap shrunk to fit (:mod:`costsched.sweep.gate`); every trial still runs
+    under a hard cap, so the budget holds even if each runs to it. False: every trial
+    needs room for a whole cap."""
+
     def __post_init__(self) -> None:
         if not self.space:
             raise ConfigError("`space` is empty; give at least one field to search")
@@ -133,6 +144,12 @@ def load_sweep(path: str | Path, catalog: PriceCatalog | None = None) -> LoadedS
     if base_job.entrypoint is not None:
         raise ConfigError(f"{path}: `base_job` {config.base_job} names an entrypoint; sweeps "
                           "search the built-in loop's settings only")
+    serving = config.objective.serving
+    if serving is not None:
+        try:
+            (catalog or load_catalog()).instance(serving.instance_type)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: `objective.serving.instance_type`: {exc}") from None
     base = read_yaml_mapping(base_path)
     for key, dim in config.space.items():
         sample = dim.choice[0] if dim.choice else (dim.uniform or dim.loguniform)[0]

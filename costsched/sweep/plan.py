@@ -23,6 +23,7 @@ from costsched.cost.forecast import Forecast, RunProfile
 from costsched.cost.formatting import format_usd
 from costsched.cost.prices import JobRate
 from costsched.sweep.config import SweepConfig
+from costsched.sweep.gate import trials_held
 
 START_UP_MARGIN = 2.0
 """Multiple of the measured start-up a trial's cap holds."""
@@ -64,6 +65,20 @@ class TrialPlan:
             return None
         return max(self.min_cap_usd, (self.usd_to_target + self.end_usd) * TARGET_MARGIN)
 
+    @property
+    def forecast_usd(self) -> float:
+        """Forecast dollars of a trial like the base job to where it stops: the target
+        and the run's end when the curve reaches it, else its last epoch."""
+        if self.usd_to_target is not None and self.target_reachable is not False:
+            return self.usd_to_target + self.end_usd
+        return self.usd_to_end
+
+    @property
+    def forecast_cap_usd(self) -> float:
+        """The smallest cap the forecast gate gives a trial (:mod:`costsched.sweep.gate`):
+        the forecast with :data:`TARGET_MARGIN`, at least ``min_cap_usd``, at most the cap."""
+        return min(self.trial_cap_usd, max(self.min_cap_usd, self.forecast_usd * TARGET_MARGIN))
+
 
 def plan_trials(cfg: SweepConfig, profile: RunProfile, forecast: Forecast, *,
                 rate: JobRate, steps_per_epoch: int) -> TrialPlan:
@@ -96,6 +111,7 @@ def plan_lines(cfg: SweepConfig, plan: TrialPlan) -> list[str]:
     if fits == 0:
         lines.append(f"NO TRIAL FITS  the budget is below one trial's cap: budget_usd needs "
                      f"at least ${format_usd(plan.trial_cap_usd)}")
+    lines.extend(gate_lines(cfg, plan))
     needed = plan.needed_trial_usd
     if plan.target_reachable is False:
         lines.append("NO TRIAL       the base job's learning curve levels off below the target "
@@ -116,3 +132,25 @@ def plan_lines(cfg: SweepConfig, plan: TrialPlan) -> list[str]:
         lines.append(f"to target      the base job: ${format_usd(plan.usd_to_target)} "
                      f"(forecast), inside the ${format_usd(plan.trial_cap_usd)} cap")
     return lines
+
+
+def gate_lines(cfg: SweepConfig, plan: TrialPlan) -> list[str]:
+    """Trials the budget holds by cap vs by forecast (:func:`trials_held`, a scripted
+    sweep whose trials end together in waves of ``max_concurrent_trials``)."""
+    need = plan.forecast_cap_usd if cfg.forecast_gate else plan.trial_cap_usd
+
+    def held(need_usd: float, spend_usd: float) -> int:
+        return trials_held(budget_usd=cfg.budget_usd, cap_usd=plan.trial_cap_usd,
+                           need_usd=need_usd, spend_usd=spend_usd, num_trials=cfg.num_trials,
+                           max_concurrent=cfg.max_concurrent_trials).num_trials
+
+    cap, forecast = plan.trial_cap_usd, plan.forecast_usd
+    gate = ("forecast" if need < cap else "cap (the forecast is no lower)") \
+        if cfg.forecast_gate else "cap (forecast_gate: false)"
+    return [f"gate           {gate}: a trial launches while the budget left holds "
+            f"${format_usd(need)} and gets a cap in ${format_usd(need)}-${format_usd(cap)}",
+            f"trials held    of {cfg.num_trials}, {cfg.max_concurrent_trials} at a time: "
+            f"{held(cap, forecast)} by cap, {held(need, forecast)} by forecast when each ends "
+            f"at the forecast ${format_usd(forecast)}; {held(cap, cap)} by cap, "
+            f"{held(need, cap)} by forecast when each runs to its cap (the budget holds "
+            f"either way)"]

@@ -35,21 +35,42 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def export_trained_model(job: JobConfig, splits: Splits, checkpoint: Path,
-                         out: Path) -> dict[str, Any]:
-    """The trial's trained weights in their inference form (pruning made permanent,
-    int8 converted), saved as ``out`` (``{"job": ..., "state_dict": ...}``), with the
-    footprint and CPU latency measured on that model and its accuracy on the test
-    split (the check that the export is the model that was trained)."""
-    from costsched.compression import finalize_compression, measure_footprint
-    from costsched.training.loop import evaluate
+def trained_model(job: JobConfig, splits: Splits, checkpoint: Path) -> torch.nn.Module:
+    """The trained weights of ``checkpoint`` in their inference form (pruning made
+    permanent, int8 converted), in eval mode."""
+    from costsched.compression import finalize_compression
 
     state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
     torch.manual_seed(job.training.seed)
     model = JobModelFactory(job=job, input_shape=splits.input_shape,
                             num_classes=splits.num_classes)()
     model.load_state_dict(state["model"])
-    model = finalize_compression(model, job.compression)
+    return finalize_compression(model, job.compression).eval()
+
+
+def serving_latency_ms(job: JobConfig, splits: Splits, checkpoint: Path, *,
+                       batch_size: int) -> float:
+    """CPU latency of one batch of ``batch_size`` test samples (rows repeated when the
+    test split is smaller) through the trained inference-form model, as
+    :func:`export_trained_model` measures it at batch 1 (median, one thread)."""
+    from costsched.compression.footprint import cpu_latency_ms
+
+    rows = torch.as_tensor(splits.x_test[:batch_size])
+    reps = -(-batch_size // rows.shape[0])  # ceil
+    batch = rows.repeat(reps, *([1] * (rows.dim() - 1)))[:batch_size]
+    return cpu_latency_ms(trained_model(job, splits, checkpoint), batch, batch_size=batch_size)
+
+
+def export_trained_model(job: JobConfig, splits: Splits, checkpoint: Path,
+                         out: Path) -> dict[str, Any]:
+    """The trial's trained weights in their inference form (pruning made permanent,
+    int8 converted), saved as ``out`` (``{"job": ..., "state_dict": ...}``), with the
+    footprint and CPU latency measured on that model and its accuracy on the test
+    split (the check that the export is the model that was trained)."""
+    from costsched.compression import measure_footprint
+    from costsched.training.loop import evaluate
+
+    model = trained_model(job, splits, checkpoint)
     footprint = measure_footprint(model, torch.as_tensor(splits.x_test[:1]))
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"job": job.name, "state_dict": model.state_dict()}, out)

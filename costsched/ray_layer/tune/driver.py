@@ -32,6 +32,7 @@ from costsched.sweep.outputs import (
     RESULT_COLUMNS,
     plot_pareto,
     rank,
+    with_serving,
     write_best_job,
     write_table,
 )
@@ -40,6 +41,7 @@ from costsched.sweep.trial_size import (
     export_trained_model,
     model_footprint,
     newest_checkpoint,
+    serving_latency_ms,
 )
 from costsched.training.data import Splits, prepare
 
@@ -90,7 +92,8 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
             trainable, param_space=param_space(sweep),
             tune_config=tune.TuneConfig(
                 search_alg=build_search(sweep, ledger, [baseline_point(sweep)],
-                                        trial_cap_usd=cap),
+                                        trial_cap_usd=cap,
+                                        need_usd=plan.forecast_cap_usd if plan else None),
                 scheduler=build_scheduler(sweep, plan.asha_max_usd if plan else None),
                 num_samples=cfg.num_trials),
             run_config=tune.RunConfig(name="tune", storage_path=str(root),
@@ -99,9 +102,28 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
         )
     grid = tuner.fit()
     frame = results_frame(grid, sweep, ledger, splits, catalog)
+    serving = cfg.objective.serving
+    if serving is not None:
+        frame = with_serving(frame, trained_latencies(frame, sweep, ctx, serving.batch_size),
+                             serving, catalog)
     out = Path(out_dir) if out_dir else root / "outputs"
     summary = write_outputs(frame, sweep, ledger, out)
     return "\n".join([summary, *export_best(frame, sweep, ctx, out)])
+
+
+def trained_latencies(frame: pd.DataFrame, sweep: LoadedSweep, ctx: TrialContext,
+                      batch_size: int) -> dict[str, float | None]:
+    """Each trial's serving latency (ms per batch of ``batch_size``), measured here on its
+    newest checkpoint in inference form; None without one (ended before it saved one,
+    or checkpointed to an object store, which is not read back)."""
+    latencies: dict[str, float | None] = {}
+    for _, row in frame.iterrows():
+        run_dir = Path(ctx.trials_storage) / trial_run_id(sweep.config.name, row["trial_id"])
+        checkpoint = None if "://" in ctx.trials_storage else newest_checkpoint(run_dir)
+        latencies[row["trial_id"]] = None if checkpoint is None else serving_latency_ms(
+            job_for(sweep.base, json.loads(row["config"]), ctx.catalog), ctx.splits,
+            checkpoint, batch_size=batch_size)
+    return latencies
 
 
 def export_best(frame: pd.DataFrame, sweep: LoadedSweep, ctx: TrialContext,
@@ -129,7 +151,8 @@ def results_frame(grid, sweep: LoadedSweep, ledger: Ledger, splits: Splits,
     charges = intervals_frame(ledger).groupby("run_id").agg(
         cost_usd=("cost_usd", "sum"), accelerator_s=("accelerator_s", "sum"),
         energy_kwh=("energy_kwh", "sum"))
-    outcomes = {r["run_id"]: r["outcome"] for r in ledger.runs()}
+    runs = {r["run_id"]: r for r in ledger.runs()}
+    outcomes = {run_id: r["outcome"] for run_id, r in runs.items()}
     baseline = baseline_point(sweep)
     rows, footprints = [], {}
     for result in grid:
@@ -150,6 +173,7 @@ def results_frame(grid, sweep: LoadedSweep, ledger: Ledger, splits: Splits,
             "best_val_accuracy": metrics.get(ACCURACY, 0.0),
             "test_accuracy": metrics.get("test_accuracy"),
             "cost_usd": float(charge["cost_usd"]) if charge is not None else 0.0,
+            "cap_usd": runs[run_id]["budget_usd"] if run_id in runs else None,
             "accelerator_hours": float(charge["accelerator_s"]) / 3600 if charge is not None
             else 0.0,
             "energy_kwh": float(charge["energy_kwh"]) if charge is not None else 0.0,
@@ -181,7 +205,9 @@ def _same_point(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def write_outputs(frame: pd.DataFrame, sweep: LoadedSweep, ledger: Ledger, out: Path) -> str:
     cfg = sweep.config
     csv, parquet = write_table(frame, out)
-    png = plot_pareto(frame, cfg.target_value, out / "pareto.png")
+    serving = cfg.objective.serving
+    png = plot_pareto(frame, cfg.target_value, out / "pareto.png",
+                      "total_usd" if serving is not None else "cost_usd")
     total = float(intervals_frame(ledger)["cost_usd"].sum())
     lines = [f"sweep {cfg.name}: {len(frame)} trials, spent ${total:.6f} of "
              f"${cfg.budget_usd:g} budget",
@@ -195,6 +221,12 @@ def write_outputs(frame: pd.DataFrame, sweep: LoadedSweep, ledger: Ledger, out: 
                f"${best['usd_to_target']:.6f}" if reached else
                f"no trial reached {cfg.target_value:g}; best so far: trial {best['trial_id']}, "
                f"best val accuracy {best['best_val_accuracy']:.4f} for ${best['cost_usd']:.6f}")
+    if serving is not None:
+        summary += (f" + ${best['serving_usd']:.6f} serving "
+                    f"({best['serving_latency_ms']:.3f} ms a batch of {serving.batch_size}, "
+                    f"{serving.num_predictions:g} predictions on {serving.instance_type}) = "
+                    f"${best['total_usd']:.6f} total" if pd.notna(best["serving_usd"]) else
+                    " (no checkpoint: serving cost unknown)")
     best_yaml = write_best_job(sweep.base, json.loads(best["config"]), f"{cfg.name}-best",
                                out / "best_job.yaml", reached_target=reached,
                                note=f"{summary}, with {best['config']}")

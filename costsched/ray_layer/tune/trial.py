@@ -28,7 +28,8 @@ from costsched.cost.prices import PriceCatalog
 from costsched.ray_layer.ledger import ledger_for
 from costsched.ray_layer.train.trainer import run_job
 from costsched.ray_layer.tune.cap import CapWatchdog
-from costsched.sweep.config import LoadedSweep, can_launch, job_for
+from costsched.sweep.config import LoadedSweep, job_for
+from costsched.sweep.gate import RunningTrial, new_trial_cap, room_usd
 from costsched.sweep.objective import objective_usd
 from costsched.training.data import Splits
 
@@ -38,6 +39,9 @@ SPENT = "cost_usd"
 TRAINING_SPENT = "training_cost_usd"
 """Dollars since the trial's first report: ASHA's time axis, so start-up (which costs
 every trial alike, and on a small job most of its dollars) does not decide the rungs."""
+TRIAL_CAP_KEY = "_trial_cap_usd"
+"""Config key the budget gate adds to a trial's point: the cap that trial runs under
+(:mod:`costsched.sweep.gate`); kept in Tune's state, so a resumed trial keeps it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,10 +102,12 @@ def run_trial(point: dict[str, Any], ctx: TrialContext) -> None:
     """One trial: the base job with ``point`` applied, capped at the trial budget."""
     cfg = ctx.sweep.config
     trial_id = tune.get_context().get_trial_id()
+    point = dict(point)
+    cap_usd = min(float(point.pop(TRIAL_CAP_KEY, ctx.trial_cap_usd)), ctx.trial_cap_usd)
     job = job_for(ctx.sweep.base, point, ctx.catalog)
     job = replace(job, name=f"{cfg.name}-trial", storage_path=ctx.trials_storage,
                   ledger_path=ctx.ledger_path,
-                  cost=replace(job.cost, budget_usd=ctx.trial_cap_usd),
+                  cost=replace(job.cost, budget_usd=cap_usd),
                   training=replace(job.training, target_metric="val_accuracy",
                                    target_value=cfg.target_value))
     ledger = ledger_for(job.resolved_ledger_path(), ctx.catalog)  # the head's one writer
@@ -120,48 +126,79 @@ def run_trial(point: dict[str, Any], ctx: TrialContext) -> None:
 
 
 class BudgetGate(Searcher):
-    """Wraps a searcher; suggests a new trial only while the sweep budget can hold it."""
+    """Wraps a searcher; suggests a new trial only while the sweep budget can hold it,
+    with the cap it runs under added to its point (:mod:`costsched.sweep.gate`)."""
 
     def __init__(self, searcher: Searcher, *, ledger: Ledger, sweep_name: str,
-                 budget_usd: float, trial_cap_usd: float):
+                 budget_usd: float, trial_cap_usd: float, need_usd: float | None = None,
+                 max_concurrent: int = 1, num_trials: int = 1):
         super().__init__(metric=searcher.metric, mode=searcher.mode)
         self.searcher = searcher
         self.ledger, self.prefix = ledger, f"{sweep_name}-"
         self.budget, self.cap = budget_usd, trial_cap_usd
+        self.need = min(need_usd or trial_cap_usd, trial_cap_usd)
+        self.max_concurrent, self.num_trials = max_concurrent, num_trials
         self.live: set[str] = set()
+        self.caps: dict[str, float] = {}
+        self.launched = 0
         self.refused = 0
 
-    def spend(self) -> tuple[float, float, float]:
-        """(dollars spent by all trials so far, dollars running trials may still spend,
-        what one trial may spend: its cap plus the largest overrun of a cap so far).
+    def ledger_view(self) -> tuple[float, list[RunningTrial], float]:
+        """(dollars spent by all the sweep's runs, its running trials at their caps, the
+        largest overrun of a cap so far).
 
         Running trials are those launched here and not complete, and those the
         ledger shows running (trials a resumed sweep restarted without asking us).
-        A trial's budget stop lands a little past its cap when stopping takes longer
-        than its reserve (a loaded machine): the gate then counts every trial at
-        what the worst one really cost, so the sweep's budget still holds.
+        A run's cap is the budget the ledger holds for it (a trial runs with its cap
+        as its budget), at most the sweep's trial cap. A trial's budget stop lands a
+        little past its cap when stopping takes longer than its reserve (a loaded
+        machine): the gate then adds the worst such overrun to every trial's cap.
         """
         per_run: dict[str, float] = {}
         for row in self.ledger.intervals():
             if row["run_id"].startswith(self.prefix):
                 per_run[row["run_id"]] = per_run.get(row["run_id"], 0.0) + row["cost_usd"]
+        runs = {r["run_id"]: r for r in self.ledger.runs() if r["run_id"].startswith(self.prefix)}
+
+        def cap_of(run_id: str) -> float:
+            if run_id in runs:
+                return min(self.cap, float(runs[run_id]["budget_usd"]))
+            return self.caps.get(run_id.removeprefix(self.prefix), self.cap)
+
+        overrun = max([0.0, *(usd - cap_of(r) for r, usd in per_run.items())])
         running = {self.prefix + t for t in self.live} | {
-            r["run_id"] for r in self.ledger.runs()
-            if r["run_id"].startswith(self.prefix) and r["outcome"] == "RUNNING"
-        }
-        per_trial = max([self.cap, *per_run.values()])
-        reserved = sum(max(0.0, per_trial - per_run.get(run_id, 0.0)) for run_id in running)
-        return sum(per_run.values()), reserved, per_trial
+            r for r, row in runs.items() if row["outcome"] == "RUNNING"}
+        trials = [RunningTrial(cap_usd=cap_of(r), spent_usd=per_run.get(r, 0.0))
+                  for r in sorted(running)]
+        return sum(per_run.values()), trials, overrun
+
+    def spend(self) -> tuple[float, float, float]:
+        """(dollars spent, dollars running trials may still spend, what a trial at the
+        sweep's cap may spend: the cap plus the largest overrun so far)."""
+        spent, running, overrun = self.ledger_view()
+        reserved = sum(max(0.0, t.cap_usd + overrun - t.spent_usd) for t in running)
+        return spent, reserved, self.cap + overrun
+
+    def next_cap(self) -> float | None:
+        """The cap the next trial would run under; None when the budget cannot hold it."""
+        spent, running, overrun = self.ledger_view()
+        room = room_usd(budget_usd=self.budget, spent_usd=spent, running=running,
+                        overrun_usd=overrun)
+        other = min(self.max_concurrent - len(running), self.num_trials - self.launched) - 1
+        return new_trial_cap(room_usd=room, cap_usd=self.cap, need_usd=self.need,
+                             other_slots=other)
 
     def suggest(self, trial_id: str):
-        spent, reserved, per_trial = self.spend()
-        if not can_launch(spent_usd=spent, reserved_usd=reserved, trial_cap_usd=per_trial,
-                          budget_usd=self.budget):
+        cap = self.next_cap()
+        if cap is None:
             self.refused += 1
             return None if self.live else Searcher.FINISHED
         suggestion = self.searcher.suggest(trial_id)
         if isinstance(suggestion, dict):
             self.live.add(trial_id)
+            self.caps[trial_id] = cap
+            self.launched += 1
+            suggestion = {**suggestion, TRIAL_CAP_KEY: cap}
         return suggestion
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -180,10 +217,12 @@ class BudgetGate(Searcher):
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def get_state(self) -> dict:
-        return {"live": set(self.live), "refused": self.refused}
+        return {"live": set(self.live), "refused": self.refused, "caps": dict(self.caps),
+                "launched": self.launched}
 
     def set_state(self, state: dict) -> None:
         self.live, self.refused = set(state["live"]), state["refused"]
+        self.caps, self.launched = dict(state.get("caps", {})), state.get("launched", 0)
 
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)
@@ -205,7 +244,8 @@ def param_space(sweep: LoadedSweep) -> dict[str, Any]:
 
 
 def build_search(sweep: LoadedSweep, ledger: Ledger, first_points: list[dict[str, Any]],
-                 trial_cap_usd: float | None = None) -> Searcher:
+                 trial_cap_usd: float | None = None,
+                 need_usd: float | None = None) -> Searcher:
     """The search algorithm behind the budget gate, at most ``max_concurrent_trials`` at once.
 
     ``first_points`` are evaluated before the algorithm proposes its own (the baseline);
@@ -235,7 +275,9 @@ def build_search(sweep: LoadedSweep, ledger: Ledger, first_points: list[dict[str
         inner = OptunaSearch(metric=OBJECTIVE, mode="min", sampler=sampler,
                              points_to_evaluate=first_points)
     gate = BudgetGate(inner, ledger=ledger, sweep_name=cfg.name, budget_usd=cfg.budget_usd,
-                      trial_cap_usd=trial_cap_usd or cfg.trial_budget_usd)
+                      trial_cap_usd=trial_cap_usd or cfg.trial_budget_usd,
+                      need_usd=need_usd if cfg.forecast_gate else None,
+                      max_concurrent=cfg.max_concurrent_trials, num_trials=cfg.num_trials)
     return ConcurrencyLimiter(gate, max_concurrent=cfg.max_concurrent_trials)
 
 
