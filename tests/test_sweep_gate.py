@@ -51,7 +51,8 @@ def test_trials_at_their_cap_leave_room_for_a_third_when_two_were_cheap(tmp_path
     g, ledger = gate(tmp_path)
     charge(ledger, "sw-a", 0.0002, finished=True)
     charge(ledger, "sw-b", 0.0002, finished=True)
-    assert g.suggest("c") == {"i": 1, TRIAL_CAP_KEY: 0.0005}  # 0.0004 spent + 0.0005 for c <= 0.0011
+    # 0.0004 spent + 0.0005 for c <= 0.0011
+    assert g.suggest("c") == {"i": 1, TRIAL_CAP_KEY: 0.0005}
 
 
 def test_a_running_trial_is_reserved_at_what_the_worst_trial_cost(tmp_path):
