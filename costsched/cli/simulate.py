@@ -12,6 +12,10 @@ from costsched.policy.registry import ELASTIC, POLICIES, make_policy
 
 POLLUX_DIR_ENV = "COSTSCHED_POLLUX_DIR"
 """The same as ``costsched.sim.profiles.POLLUX_DIR_ENV``, which imports pandas."""
+SIA_DIR_ENV = "COSTSCHED_SIA_DIR"
+"""The same as ``costsched.sim.gpu_types.SIA_DIR_ENV``."""
+CLUSTERS = ("sia",)
+"""Named heterogeneous clusters (``--cluster``)."""
 
 DESCRIPTION = """\
 Replay job-arrival workloads (Pollux/Philly CSVs) on a simulated cluster under one
@@ -32,6 +36,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="workload CSV(s): name,time,application,num_replicas,batch_size")
     parser.add_argument("--policy", action="append", choices=sorted(POLICIES), default=None,
                         help="policy to run; repeat to compare several (default: cost-aware)")
+    parser.add_argument("--cluster", choices=sorted(CLUSTERS), default=None,
+                        help="a heterogeneous cluster instead of --nodes x --instance-type: "
+                             "`sia` = Sia's 64 GPUs, 6 x g4dn.12xlarge (4 T4) + 3 x on-prem "
+                             "8 x RTX 2080 Ti + 2 x p4d.24xlarge (8 A100), profiles from "
+                             f"--profiles or ${SIA_DIR_ENV} (default ../shared/data/sia), with "
+                             "Sia's per-app restart times and step-time calibration; "
+                             "elastic policies only (cost-aware, cost-aware-unaware)")
     parser.add_argument("--nodes", type=int, default=16, help="nodes (default 16)")
     parser.add_argument("--gpus-per-node", type=int, default=None, metavar="G",
                         help="override the instance's GPUs per node (GPU price kept)")
@@ -105,9 +116,18 @@ def run(args: argparse.Namespace) -> int:
 
     policies = args.policy or ["cost-aware"]
     autoscale = parse_autoscale(args.autoscale)
-    data_dir = pollux_dir(args.profiles)
-    profiles = load_profiles(data_dir)
-    instance = _instance(args)
+    if args.cluster is not None:
+        data_dir, build = _cluster_builder(args, policies)
+    else:
+        data_dir = pollux_dir(args.profiles)
+        profiles = load_profiles(data_dir)
+        instance = _instance(args)
+
+        def build(name: str, jobs, config_kwargs: dict):
+            config = SimConfig(instance=instance, instance_name=args.instance_type,
+                               num_nodes=args.nodes, spot=args.spot, **config_kwargs)
+            return Simulator(config=config, profiles=profiles, workload=jobs,
+                             policy=make_policy(name))
     out = Path(args.out)
     summaries = []
     for path in args.workload:
@@ -118,12 +138,8 @@ def run(args: argparse.Namespace) -> int:
             resizes = autoscale is not None and name in ELASTIC
             tag = f"{name} (autoscale {autoscale[0]}:{autoscale[1]})" if resizes else name
             tag += " (oracle)" if args.oracle and name in ELASTIC else ""
-            config = SimConfig(instance=instance, instance_name=args.instance_type,
-                               num_nodes=args.nodes, spot=args.spot,
-                               autoscale=autoscale if resizes else None,
-                               elastic=name in ELASTIC, oracle=args.oracle)
-            sim = Simulator(config=config, profiles=profiles, workload=jobs,
-                            policy=make_policy(name))
+            sim = build(name, jobs, {"autoscale": autoscale if resizes else None,
+                                     "elastic": name in ELASTIC, "oracle": args.oracle})
             result = sim.run(on_round=_progress(f"{tag} {label}"))
             summary = summarise(result, policy=tag, workload=label)
             run_dir = out / label.replace("/", "_") / _slug(tag)
@@ -137,6 +153,40 @@ def run(args: argparse.Namespace) -> int:
     table.to_csv(out / "comparison.csv", index=False)
     print(render_table(table))
     return 0
+
+
+def _cluster_builder(args: argparse.Namespace, policies: list[str]):
+    """(data folder, simulator builder) for ``--cluster``; rejects what it does not take."""
+    from costsched.cost.prices import load_catalog
+    from costsched.sim.gpu_types import SIA_RESTART_S, load_typed_profiles, sia_dir, sia_pools
+    from costsched.sim.hetero import HeteroSimulator
+    from costsched.sim.simulator import SimConfig
+
+    rigid = [name for name in policies if name not in ELASTIC]
+    if rigid:
+        raise ConfigError(f"--cluster {args.cluster} needs elastic policies "
+                          f"({', '.join(sorted(ELASTIC))}); got {', '.join(rigid)}")
+    if args.autoscale or args.gpus_per_node is not None:
+        raise ConfigError(f"--cluster {args.cluster} is a fixed cluster; drop --autoscale "
+                          "and --gpus-per-node")
+    data_dir = sia_dir(args.profiles)
+    pools = sia_pools(load_catalog(args.prices))
+    profiles = load_typed_profiles(data_dir, tuple(p.gpu_type for p in pools))
+    print(f"cluster {args.cluster}: " + ", ".join(
+        f"{p.num_nodes} x {p.instance_name} ({p.instance.num_gpus_per_node} "
+        f"{p.instance.gpu_model}, profile `{p.gpu_type}`)" for p in pools)
+        + "; Sia's per-app restart times and step-time calibration applied", file=sys.stderr)
+
+    def build(name: str, jobs, config_kwargs: dict):
+        config = SimConfig(instance=pools[0].instance, instance_name=pools[0].instance_name,
+                           num_nodes=sum(p.num_nodes for p in pools), spot=args.spot,
+                           **config_kwargs)
+        policy = make_policy(name)
+        return HeteroSimulator(config=config, pools=pools, profiles=profiles, workload=jobs,
+                               policy=policy, aware=policy.heterogeneity_aware,
+                               restart_s_by_app=SIA_RESTART_S)
+
+    return data_dir, build
 
 
 def _slug(tag: str) -> str:

@@ -25,6 +25,9 @@ Each round:
 4. Placement. Counts become GPUs per node, unchanged jobs staying put and the
    rest packed onto as few nodes as possible; an on-demand job counts and lands
    on on-demand nodes only (:mod:`~costsched.policy.packing`).
+
+On nodes of several GPU models whose jobs describe each model, the same steps run over
+(model, count) configurations instead (:mod:`~costsched.policy.hetero`).
 """
 
 from __future__ import annotations
@@ -80,6 +83,11 @@ class CostAwarePolicy:
     long ago is not preempted by a job of equal or lower priority, and a running job's
     attained service is ranked ``min_run_s`` x its GPUs lower."""
 
+    heterogeneity_aware: bool = True
+    """On nodes of several GPU models, score each job on each model by its own throughput
+    there and that model's price (Sia-style, :mod:`~costsched.policy.hetero`). False: treat
+    every GPU as the same (the Pollux baseline); a job still never mixes models."""
+
     def __post_init__(self) -> None:
         if self.restart_horizon_s <= 0:
             raise ConfigError("restart_horizon_s must be positive")
@@ -90,6 +98,10 @@ class CostAwarePolicy:
         check_min_run_s(self.min_run_s)
 
     def decide(self, snapshot: ClusterSnapshot) -> Decision:
+        from costsched.policy import hetero  # imports this module
+
+        if hetero.uses_gpu_models(self, snapshot):
+            return hetero.decide_by_gpu_model(self, snapshot)
         nodes = list(snapshot.nodes)
         gpus_per_node = max((n.num_gpus for n in nodes), default=0)
         added: tuple[NodeView, ...] = ()
@@ -120,6 +132,16 @@ class CostAwarePolicy:
             delta for ratio, delta in grower.moves if ratio >= self.min_marginal_speedup
         )
         return min(max(math.ceil(wanted / gpus_per_node), scaling.min_nodes), scaling.max_nodes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnawareCostAwarePolicy(CostAwarePolicy):
+    """``cost-aware`` blind to GPU models (the heterogeneity-unaware Pollux baseline)."""
+
+    name: str = "cost-aware-unaware"
+    """Name in outputs."""
+    heterogeneity_aware: bool = False
+    """Always False: every GPU looks the same to this policy."""
 
 
 class _Growth:

@@ -28,12 +28,13 @@ POLICIES: dict[str, str] = {
     "fifo": "costsched.policy.fifo:FifoPolicy",
     "las": "costsched.policy.las:LasPolicy",
     "cost-aware": "costsched.policy.cost_aware:CostAwarePolicy",
+    "cost-aware-unaware": "costsched.policy.cost_aware:UnawareCostAwarePolicy",
 }
 """Policy name -> ``module:class`` of its implementation."""
 
 # Which policies choose job sizes themselves (the simulator then offers each
 # job its elastic range instead of the size the user asked for).
-ELASTIC: frozenset[str] = frozenset({"cost-aware"})
+ELASTIC: frozenset[str] = frozenset({"cost-aware", "cost-aware-unaware"})
 
 
 def policy_class(name: str) -> type:

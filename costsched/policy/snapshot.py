@@ -63,6 +63,16 @@ class EfficiencyModel:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TypeOption:
+    """How one job runs on one GPU model of a heterogeneous cluster."""
+
+    throughput: ThroughputModel
+    """Step time on nodes of this model (its own per-GPU batch cap)."""
+    max_gpus: int
+    """Most GPUs of this model the job may be given now."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class JobView:
     """One job as the policy sees it."""
 
@@ -112,6 +122,9 @@ class JobView:
     num_restarts: int = 0
     """Times the job was restarted on a new placement so far (Pollux's restart penalty
     grows with it; 0 when not known)."""
+    by_gpu_model: Mapping[str, TypeOption] = field(default_factory=dict)
+    """GPU model (:attr:`NodeView.gpu_model`) -> how the job runs there, for a policy that
+    tells GPU types apart; empty: ``throughput`` holds on every node."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_gpus <= self.max_gpus:

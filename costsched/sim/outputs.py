@@ -49,12 +49,22 @@ def jobs_frame(result: SimResult) -> pd.DataFrame:
     )
 
 
+def intervals_frame(result: SimResult) -> pd.DataFrame:
+    """One row per stretch a job held GPUs of one instance type (heterogeneous runs)."""
+    return pd.DataFrame([(j.name, *row) for j in result.jobs for row in j.intervals],
+                        columns=["name", "start_s", "end_s", "instance_type", "num_gpus"])
+
+
 def write_run(result: SimResult, summary: Mapping[str, object], out_dir: Path) -> list[Path]:
-    """Write ``summary.json``, ``jobs.csv``, ``allocation.png`` and ``cost.png`` to ``out_dir``."""
+    """Write ``summary.json``, ``jobs.csv``, ``allocation.png`` and ``cost.png`` to ``out_dir``
+    (and ``intervals.csv`` when the jobs record per-type stretches)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "summary.json", out_dir / "jobs.csv"]
     paths[0].write_text(json.dumps(dict(summary), indent=1) + "\n")
     jobs_frame(result).to_csv(paths[1], index=False)
+    if any(job.intervals for job in result.jobs):
+        paths.append(out_dir / "intervals.csv")
+        intervals_frame(result).to_csv(paths[-1], index=False)
     paths.append(_plot_allocation(result, out_dir / "allocation.png", str(summary["policy"])))
     paths.append(_plot_cost(result, out_dir / "cost.png", str(summary["policy"])))
     return paths

@@ -260,22 +260,37 @@ def load_app(folder: Path) -> AppProfile:
     exported live job: ``costsched profile export``), else from the Pollux app it is named
     after. ``scalability.csv`` may hold no rows; ``placements.csv`` needs at least one.
     """
-    name = folder.name
     epochs, cap, floor = _app_spec(folder)
     try:
         placements = pd.read_csv(folder / "placements.csv")
         scalability = pd.read_csv(folder / "scalability.csv")
-        curves = {int(p.stem.split("-")[-1]): pd.read_csv(p)
-                  for p in sorted(folder.glob("validation-*.csv"))}
     except FileNotFoundError as exc:
         raise ConfigError(f"incomplete profile folder {folder}: {exc.filename} missing") from None
+    return build_app(folder, placements=placements, scalability=scalability,
+                     curves=read_curves(folder), epochs=epochs, cap=cap, floor=floor,
+                     placements_name="placements.csv")
+
+
+def read_curves(folder: Path) -> dict[int, pd.DataFrame]:
+    """Total batch size -> training curve, from ``folder/validation-B.csv``."""
+    return {int(p.stem.split("-")[-1]): pd.read_csv(p)
+            for p in sorted(folder.glob("validation-*.csv"))}
+
+
+def build_app(folder: Path, *, placements: pd.DataFrame, scalability: pd.DataFrame,
+              curves: dict[int, pd.DataFrame], epochs: int, cap: int | None, floor: bool,
+              placements_name: str) -> AppProfile:
+    """An :class:`AppProfile` from its measurement tables (columns read by name); ``cap``
+    None: the largest measured per-GPU batch."""
+    name = folder.name
     if not curves:
         raise ConfigError(f"no validation-*.csv curves in {folder}")
     if placements.empty:
-        raise ConfigError(f"{folder / 'placements.csv'} has no rows")
+        raise ConfigError(f"{folder / placements_name} has no rows")
     if len(curves[min(curves)]) < epochs:
         raise ConfigError(f"{folder}: validation-{min(curves)}.csv has "
                           f"{len(curves[min(curves)])} epochs, fewer than the {epochs} to train")
+    placements = placements.copy()
     placements["placement"] = placements.placement.astype(str)
     placements["num_nodes"] = placements.placement.str.len()
     placements["num_replicas"] = placements.placement.map(lambda p: sum(map(int, p)))

@@ -115,6 +115,9 @@ class SimJobResult:
     """Its GPU share of the node price for those hours."""
     restarts: int
     """Placement changes after its first start."""
+    intervals: tuple[tuple[float, float, str, int], ...] = ()
+    """(start_s, end_s, catalog instance type, GPUs) of each stretch it held GPUs, where
+    the simulator records them (:mod:`~costsched.sim.hetero`; empty otherwise)."""
 
     @property
     def jct_s(self) -> float:
@@ -222,8 +225,7 @@ class Simulator:
                 end_s = max((j.finish_time_s for j in finished), default=time_s)
             node_s += len(self.nodes) * (end_s - time_s)
             allocated = sum(sum(j.placement.values()) for j in active + finished)
-            timeline.append((time_s, allocated, len(self.nodes),
-                             usd_over(self.node_usd_per_hour, node_s)))
+            timeline.append((time_s, allocated, len(self.nodes), self._cluster_usd(node_s)))
             if on_round is not None:
                 on_round(time_s, done, len(self.jobs))
             time_s, round_index = time_s + cfg.round_s, round_index + 1
@@ -358,4 +360,8 @@ class Simulator:
         )
         node_hours = node_s / SECONDS_PER_HOUR
         return SimResult(jobs=records, timeline=tuple(timeline), node_hours=node_hours,
-                         cost_usd=usd_over(self.node_usd_per_hour, node_s))
+                         cost_usd=self._cluster_usd(node_s))
+
+    def _cluster_usd(self, node_s: float) -> float:
+        """Dollars for ``node_s`` node-seconds of the cluster's nodes."""
+        return usd_over(self.node_usd_per_hour, node_s)
