@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="workload CSV(s): name,time,application,num_replicas,batch_size")
     parser.add_argument("--policy", action="append", choices=sorted(POLICIES), default=None,
                         help="policy to run; repeat to compare several (default: cost-aware)")
-    parser.add_argument("--cluster", choices=sorted(CLUSTERS), default=None,
+    parser.add_argument("--cluster", default=None, metavar="NAME",
                         help="a heterogeneous cluster instead of --nodes x --instance-type: "
                              "`sia` = Sia's 64 GPUs, 6 x g4dn.12xlarge (4 T4) + 3 x on-prem "
                              "8 x RTX 2080 Ti + 2 x p4d.24xlarge (8 A100), profiles from "
@@ -162,6 +162,11 @@ def _cluster_builder(args: argparse.Namespace, policies: list[str]):
     from costsched.sim.hetero import HeteroSimulator
     from costsched.sim.simulator import SimConfig
 
+    if args.cluster not in CLUSTERS:
+        from costsched.config.strict import closest_hint
+
+        hint = closest_hint(args.cluster, CLUSTERS) or f"; known: {', '.join(CLUSTERS)}"
+        raise ConfigError(f"unknown cluster `{args.cluster}`{hint}")
     rigid = [name for name in policies if name not in ELASTIC]
     if rigid:
         raise ConfigError(f"--cluster {args.cluster} needs elastic policies "
