@@ -110,6 +110,15 @@ def test_the_aware_policy_runs_on_the_fastest_type_per_dollar():
     assert hours["p4d.24xlarge"] > 0.9 * sum(hours.values()), hours
 
 
+def test_with_the_oracle_too_the_aware_policy_picks_the_fast_type():
+    sim, _ = simulate(CostAwarePolicy(), oracle=True)
+    hours = sim.gpu_hours_by_type()
+    assert hours["p4d.24xlarge"] > 0.9 * sum(hours.values()), hours
+    sim, _ = simulate(UnawareCostAwarePolicy(), oracle=True)
+    hours = sim.gpu_hours_by_type()
+    assert hours["p4d.24xlarge"] < 0.9 * sum(hours.values()), hours
+
+
 def test_the_unaware_policy_does_not_prefer_the_fast_type():
     sim, result = simulate(UnawareCostAwarePolicy())
     hours = sim.gpu_hours_by_type()
@@ -225,6 +234,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(("args", "words"), [
     (["--cluster", "sia", "--policy", "las"], "needs elastic policies"),
     (["--cluster", "sia", "--autoscale", "1:2"], "fixed cluster"),
+    (["--cluster", "sia", "--nodes", "4"], "fixed cluster"),
     (["--cluster", "sia", "--profiles", "/nonexistent/sia"], "no Sia profiles"),
     (["--cluster", "sai"], "unknown cluster `sai`"),
 ])

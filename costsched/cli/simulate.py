@@ -14,6 +14,8 @@ POLLUX_DIR_ENV = "COSTSCHED_POLLUX_DIR"
 """The same as ``costsched.sim.profiles.POLLUX_DIR_ENV``, which imports pandas."""
 SIA_DIR_ENV = "COSTSCHED_SIA_DIR"
 """The same as ``costsched.sim.gpu_types.SIA_DIR_ENV``."""
+DEFAULT_NODES = 16
+DEFAULT_INSTANCE = "g4dn.12xlarge"
 CLUSTERS = ("sia",)
 """Named heterogeneous clusters (``--cluster``)."""
 
@@ -43,13 +45,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              f"--profiles or ${SIA_DIR_ENV} (default ../shared/data/sia), with "
                              "Sia's per-app restart times and step-time calibration; "
                              "elastic policies only (cost-aware, cost-aware-unaware)")
-    parser.add_argument("--nodes", type=int, default=16, help="nodes (default 16)")
+    parser.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="nodes (default 16)")
     parser.add_argument("--gpus-per-node", type=int, default=None, metavar="G",
                         help="override the instance's GPUs per node (GPU price kept)")
     parser.add_argument("--autoscale", default=None, metavar="MIN:MAX",
                         help="let the policy choose the node count in [MIN, MAX] "
                              "(cost-aware only; fixed-size policies keep --nodes)")
-    parser.add_argument("--instance-type", default="g4dn.12xlarge", metavar="T",
+    parser.add_argument("--instance-type", default=DEFAULT_INSTANCE, metavar="T",
                         help="node type from the price catalog (default g4dn.12xlarge)")
     parser.add_argument("--spot", action="store_true", help="price nodes as spot capacity")
     parser.add_argument("--oracle", action="store_true",
@@ -171,9 +173,10 @@ def _cluster_builder(args: argparse.Namespace, policies: list[str]):
     if rigid:
         raise ConfigError(f"--cluster {args.cluster} needs elastic policies "
                           f"({', '.join(sorted(ELASTIC))}); got {', '.join(rigid)}")
-    if args.autoscale or args.gpus_per_node is not None:
-        raise ConfigError(f"--cluster {args.cluster} is a fixed cluster; drop --autoscale "
-                          "and --gpus-per-node")
+    if (args.autoscale or args.gpus_per_node is not None or args.nodes != DEFAULT_NODES
+            or args.instance_type != DEFAULT_INSTANCE):
+        raise ConfigError(f"--cluster {args.cluster} is a fixed cluster of its own nodes; drop "
+                          "--autoscale, --gpus-per-node, --nodes and --instance-type")
     data_dir = sia_dir(args.profiles)
     pools = sia_pools(load_catalog(args.prices))
     profiles = load_typed_profiles(data_dir, tuple(p.gpu_type for p in pools))
