@@ -26,6 +26,8 @@ jobs.csv, allocation.png (GPUs allocated and nodes over time) and cost.png (cumu
 dollars); DIR/<workload>/jct_cdf.png overlays the JCT CDF of every policy given
 (repeat --policy to compare). A comparison table, with the published Pollux-paper
 mean JCTs beside for the Pollux workloads, is printed and saved as DIR/comparison.csv.
+With --cluster sia (several GPU types), each run also gets intervals.csv: every stretch
+a job held GPUs of one instance type, the source of its dollars.
 """
 
 
