@@ -64,7 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="output folder (default sim-out)")
     parser.add_argument("--profiles", default=None, metavar="DIR",
                         help=f"Pollux data folder (default ${POLLUX_DIR_ENV} or "
-                             "../shared/data/pollux)")
+                             "../shared/data/pollux); with --cluster sia, the Sia one "
+                             f"(default ${SIA_DIR_ENV} or ../shared/data/sia)")
     parser.add_argument("--prices", default=None,
                         help="price catalog YAML (default: $COSTSCHED_PRICES, else the "
                              "shipped configs/prices.yaml)")
