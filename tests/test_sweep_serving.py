@@ -17,7 +17,7 @@ from costsched.errors import ConfigError
 from costsched.sweep.config import load_sweep
 from costsched.sweep.objective import ServingObjective, objective_line
 from costsched.sweep.outputs import RESULT_COLUMNS, pareto_front, rank, with_serving, write_table
-from costsched.sweep.trial_size import serving_latency_ms
+from costsched.sweep.trial_size import serving_latencies_ms, serving_latency_ms
 from costsched.training.data import prepare
 from costsched.training.model_factory import JobModelFactory
 from costsched.training.state import STATE_FILE
@@ -112,21 +112,35 @@ def test_bad_serving_settings_are_one_line_config_errors(tmp_path, section, mess
     assert message in str(exc.value) and "\n" not in str(exc.value)
 
 
-def test_serving_latency_is_measured_on_the_trained_weights_at_the_batch_size(tmp_path):
+def checkpointed(tmp_path, quantization: str):
     job = parse_job({
         "name": "serve", "dataset": {"name": "digits"}, "model": {"kind": "mlp", "widths": [32]},
         "training": {"num_epochs": 1, "global_batch_size": 64},
-        "compression": {"quantization": "dynamic_int8"},
+        "compression": {"quantization": quantization},
         "scaling": {"use_gpu": False, "accelerator_resource": "cpu_slot"},
     }, "test job")
     splits = prepare(job.dataset)
     model = JobModelFactory(job=job, input_shape=splits.input_shape,
                             num_classes=splits.num_classes)()
-    (tmp_path / "checkpoint_000001").mkdir()
-    torch.save({"model": model.state_dict()}, tmp_path / "checkpoint_000001" / STATE_FILE)
-    one = serving_latency_ms(job, splits, tmp_path / "checkpoint_000001", batch_size=1)
+    (tmp_path / quantization / "checkpoint_000001").mkdir(parents=True)
+    torch.save({"model": model.state_dict()},
+               tmp_path / quantization / "checkpoint_000001" / STATE_FILE)
+    return job, splits, tmp_path / quantization / "checkpoint_000001"
+
+
+def test_serving_latency_is_measured_on_the_trained_weights_at_the_batch_size(tmp_path):
+    job, splits, checkpoint = checkpointed(tmp_path, "dynamic_int8")
+    one = serving_latency_ms(job, splits, checkpoint, batch_size=1)
     big = len(splits.x_test) + 5  # larger than the test split: rows repeat
-    many = serving_latency_ms(job, splits, tmp_path / "checkpoint_000001", batch_size=big)
+    many = serving_latency_ms(job, splits, checkpoint, batch_size=big)
     assert 0 < one < many
     with pytest.raises(FileNotFoundError):
         serving_latency_ms(job, splits, tmp_path / "no_checkpoint", batch_size=1)
+
+
+def test_interleaved_latencies_tell_int8_from_float_as_the_readme_reports(tmp_path):
+    fp32, int8 = checkpointed(tmp_path, "none"), checkpointed(tmp_path, "dynamic_int8")
+    got = serving_latencies_ms({"fp32": (fp32[0], fp32[2]), "int8": (int8[0], int8[2])},
+                               fp32[1], batch_size=1, rounds=3)
+    assert got.keys() == {"fp32", "int8"}
+    assert got["int8"] > got["fp32"] > 0  # torchao int8 without torch.compile is slower

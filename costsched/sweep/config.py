@@ -82,7 +82,8 @@ class SweepConfig:
     budget_usd: float
     """Hard cap on the whole sweep's spend."""
     trial_budget_usd: float
-    """Cap on one trial's spend (also what the budget gate reserves for a running trial)."""
+    """Cap on one trial's spend (raised by the plan to reach ASHA's first rung); the
+    forecast gate may give a trial a smaller cap, never a larger one."""
     num_trials: int = 8
     """Trials to try at most (fewer if the budget runs out)."""
     max_concurrent_trials: int = 1
@@ -201,14 +202,3 @@ def job_for(base: dict[str, Any], point: dict[str, Any], catalog: PriceCatalog |
     """The validated job of one trial; errors name the trial's point."""
     mapping = apply_point(base, point | overrides)
     return parse_job(mapping, f"sweep trial {point | overrides}", catalog)
-
-
-def can_launch(*, spent_usd: float, reserved_usd: float, trial_cap_usd: float,
-               budget_usd: float) -> bool:
-    """The budget gate: launch only if spent + running trials' reserve + one more cap fits.
-
-        spent_usd + reserved_usd + trial_cap_usd <= budget_usd
-
-    ``reserved_usd`` is, for each running trial, its cap minus what it has spent.
-    """
-    return spent_usd + reserved_usd + trial_cap_usd <= budget_usd * (1 + 1e-12)

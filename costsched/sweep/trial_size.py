@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +50,40 @@ def trained_model(job: JobConfig, splits: Splits, checkpoint: Path) -> torch.nn.
     return finalize_compression(model, job.compression).eval()
 
 
-def serving_latency_ms(job: JobConfig, splits: Splits, checkpoint: Path, *,
-                       batch_size: int) -> float:
-    """CPU latency of one batch of ``batch_size`` test samples (rows repeated when the
-    test split is smaller) through the trained inference-form model, as
-    :func:`export_trained_model` measures it at batch 1 (median, one thread)."""
-    from costsched.compression.footprint import cpu_latency_ms
-
+def serving_batch(splits: Splits, batch_size: int) -> torch.Tensor:
+    """``batch_size`` test samples (rows repeated when the test split is smaller)."""
     rows = torch.as_tensor(splits.x_test[:batch_size])
     reps = -(-batch_size // rows.shape[0])  # ceil
-    batch = rows.repeat(reps, *([1] * (rows.dim() - 1)))[:batch_size]
-    return cpu_latency_ms(trained_model(job, splits, checkpoint), batch, batch_size=batch_size)
+    return rows.repeat(reps, *([1] * (rows.dim() - 1)))[:batch_size]
+
+
+def serving_latency_ms(job: JobConfig, splits: Splits, checkpoint: Path, *,
+                       batch_size: int) -> float:
+    """CPU latency of one batch of ``batch_size`` test samples through the trained
+    inference-form model, as :func:`export_trained_model` measures it at batch 1
+    (median, one thread)."""
+    return serving_latencies_ms({"one": (job, checkpoint)}, splits, batch_size=batch_size,
+                                rounds=1)["one"]
+
+
+def serving_latencies_ms(trials: Mapping[str, tuple[JobConfig, Path]], splits: Splits, *,
+                         batch_size: int, rounds: int = 5,
+                         runs_per_round: int = 20) -> dict[str, float]:
+    """:func:`serving_latency_ms` of several trained models (trial -> job and checkpoint),
+    measured round-robin: ``rounds`` rounds of ``runs_per_round`` timed batches each,
+    the median of a model's round medians. Interleaved, a change in the machine's
+    load between trials shifts every model alike instead of one."""
+    from costsched.compression.footprint import cpu_latency_ms
+
+    batch = serving_batch(splits, batch_size)
+    models = {key: trained_model(job, splits, checkpoint)
+              for key, (job, checkpoint) in trials.items()}
+    times: dict[str, list[float]] = {key: [] for key in models}
+    for _ in range(rounds):
+        for key, model in models.items():
+            times[key].append(cpu_latency_ms(model, batch, num_runs=runs_per_round,
+                                             batch_size=batch_size))
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def export_trained_model(job: JobConfig, splits: Splits, checkpoint: Path,

@@ -41,7 +41,7 @@ from costsched.sweep.trial_size import (
     export_trained_model,
     model_footprint,
     newest_checkpoint,
-    serving_latency_ms,
+    serving_latencies_ms,
 )
 from costsched.training.data import Splits, prepare
 
@@ -114,16 +114,17 @@ def run_sweep(sweep: LoadedSweep, catalog: PriceCatalog, *, resume: bool,
 def trained_latencies(frame: pd.DataFrame, sweep: LoadedSweep, ctx: TrialContext,
                       batch_size: int) -> dict[str, float | None]:
     """Each trial's serving latency (ms per batch of ``batch_size``), measured here on its
-    newest checkpoint in inference form; None without one (ended before it saved one,
-    or checkpointed to an object store, which is not read back)."""
-    latencies: dict[str, float | None] = {}
+    newest checkpoint in inference form, all trials interleaved; None without one
+    (ended before it saved one, or checkpointed to an object store, not read back)."""
+    found: dict[str, tuple] = {}
     for _, row in frame.iterrows():
         run_dir = Path(ctx.trials_storage) / trial_run_id(sweep.config.name, row["trial_id"])
         checkpoint = None if "://" in ctx.trials_storage else newest_checkpoint(run_dir)
-        latencies[row["trial_id"]] = None if checkpoint is None else serving_latency_ms(
-            job_for(sweep.base, json.loads(row["config"]), ctx.catalog), ctx.splits,
-            checkpoint, batch_size=batch_size)
-    return latencies
+        if checkpoint is not None:
+            found[row["trial_id"]] = (job_for(sweep.base, json.loads(row["config"]),
+                                              ctx.catalog), checkpoint)
+    measured = serving_latencies_ms(found, ctx.splits, batch_size=batch_size)
+    return {trial_id: measured.get(trial_id) for trial_id in frame["trial_id"]}
 
 
 def export_best(frame: pd.DataFrame, sweep: LoadedSweep, ctx: TrialContext,

@@ -5,7 +5,8 @@ Ray 2.60's pattern for Tune over Train V2: the trial function builds and fits a
 forwards rank 0's reports to Tune. Here that callback also adds the sweep's
 objective. The hard budget is enforced twice: a searcher gate launches a trial
 only if what was spent, plus what running trials may still spend, plus the new
-trial's cap fits the budget; and each trial runs with ``budget_usd`` = its cap,
+trial's cap fits the budget (a cap sized from the base job's forecast when there
+is one: :mod:`costsched.sweep.gate`); and each trial runs with ``budget_usd`` = its cap,
 so its own loop stops before crossing it, and a watchdog ends it at the cap when
 it cannot stop itself (still starting, or stuck between reports).
 """
