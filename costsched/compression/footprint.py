@@ -6,6 +6,7 @@ import io
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -131,9 +132,11 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> float:
 
 
 def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, num_runs: int = 50,
-                   batch_size: int = 1) -> float:
-    """Median latency of one batch of ``batch_size`` (the first rows of
-    ``example_input``) on one thread; the caller's thread count is restored."""
+                   batch_size: int = 1,
+                   reduce: Callable[[list[float]], float] = statistics.median) -> float:
+    """Latency of one batch of ``batch_size`` (the first rows of ``example_input``) on
+    one thread, ``reduce`` (median by default) over ``num_runs`` timed batches; the
+    caller's thread count is restored."""
     if example_input.shape[0] < batch_size:
         raise ValueError(f"example_input has {example_input.shape[0]} rows; "
                          f"batch_size {batch_size} needs as many")
@@ -151,7 +154,7 @@ def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, num_runs: int 
                 times.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-    return 1000.0 * statistics.median(times)
+    return 1000.0 * reduce(times)
 
 
 def measure_footprint(
