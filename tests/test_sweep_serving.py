@@ -144,3 +144,12 @@ def test_interleaved_latencies_tell_int8_from_float_as_the_readme_reports(tmp_pa
                                fp32[1], batch_size=1, rounds=3)
     assert got.keys() == {"fp32", "int8"}
     assert got["int8"] > got["fp32"] > 0  # torchao int8 without torch.compile is slower
+
+
+def test_the_shipped_serving_sweep_loads_with_the_objective_on():
+    from tests.conftest import REPO
+
+    cfg = load_sweep(REPO / "configs" / "sweep_serving.yaml", CATALOG).config
+    assert cfg.objective.serving == ServingObjective(num_predictions=1e8,
+                                                     instance_type="g5.xlarge")
+    assert cfg.forecast_gate and cfg.max_concurrent_trials == 2
