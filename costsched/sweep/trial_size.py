@@ -74,7 +74,7 @@ def serving_latencies_ms(trials: Mapping[str, tuple[JobConfig, Path]], splits: S
     The fastest, not the median: on a shared machine other processes only add time,
     and a dedicated serving replica has none of them. On the loaded 2-core development
     machine two trials of the same fp32 model measured 8-20% apart by the median of
-    100 batches, 0.3-0.5% apart by the fastest of 10 x 50 (three repeats each).
+    100 batches, 0.02-1.2% apart by the fastest of 10 x 50 (three and six repeats).
     Round-robin, a change in load between trials shifts every model alike.
     """
     from costsched.compression.footprint import cpu_latency_ms
