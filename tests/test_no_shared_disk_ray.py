@@ -11,6 +11,10 @@ runner (driver actor, Ray Train, the run channel) across every kind of stop:
 - each graceful stop saves a checkpoint first: the next attempt resumes at or
   after the step the run had reached when the stop was asked;
 - after the node loss, no more than one checkpoint interval is lost;
+- once the budget stop ended, no placement group is held, every slot is free and no
+  actor of any of the job's runs is left (each attempt's preempt, resize, node loss
+  and budget stop released what it held; ``tests/test_orphans_ray.py`` checks each
+  ending alone);
 - every checkpoint is in the bucket, none on any local disk; the ledger's charge
   equals one recomputed from its intervals and the catalog read as plain YAML,
   the attempt placed on the spot node at the spot price.
@@ -77,6 +81,22 @@ def _job(catalog):
     data["cost"].update(budget_usd=1.0)
     config, _ = parse_submission(yaml.safe_dump(data), {}, catalog, "cpu_slot")
     return config
+
+
+RUN_ACTORS = ("RunDriver", "TrainController", "RayTrainWorker", "SynchronizationActor")
+HELD = ("CREATED", "PENDING", "PREPARED", "RESCHEDULING")
+
+
+def _left_behind(address: str) -> tuple[list[str], list[str], float]:
+    """Placement groups still held, live actors of a run's classes, free slots."""
+    from ray.util.placement_group import placement_group_table
+    from ray.util.state import list_actors
+
+    groups = sorted(g["state"] for g in placement_group_table().values() if g["state"] in HELD)
+    actors = sorted(a.class_name for a in list_actors(
+        address=address, filters=[("state", "!=", "DEAD")], limit=1000,
+        raise_on_missing_output=False) if a.class_name in RUN_ACTORS)
+    return groups, actors, ray.available_resources().get("cpu_slot", 0.0)
 
 
 def _worker_nodes() -> set[str]:
@@ -162,6 +182,13 @@ def test_every_stop_checkpoints_to_s3_and_resumes_on_another_node(site):
     sequence = checkpoint_sequence(channel.noted_checkpoint(job_id))
     stop("budget")
     assert checkpoint_sequence(channel.noted_checkpoint(job_id)) > sequence
+
+    # Every attempt released what it held: 2 slots left (b, c), nothing of the runs.
+    deadline = time.monotonic() + 30
+    while (left := _left_behind(cluster.address)) != ([], [], 2.0):
+        assert time.monotonic() < deadline, f"left behind (groups, actors, free slots): {left}"
+        runner.advance()
+        time.sleep(0.2)
 
     # Every checkpoint went to the bucket; none to a local disk.
     stored = keys(BUCKET, f"runs/{job_id}/")

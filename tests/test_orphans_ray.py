@@ -362,6 +362,7 @@ def test_a_job_cancelled_while_starting_releases_everything_and_the_next_job_tra
                                 "SynchronizationActor"))), rest
 
 
+@pytest.mark.extended  # a preempt and a budget stop: also test_no_shared_disk_ray
 def test_a_preempted_job_then_stopped_for_its_budget_releases_everything(site):
     runner, (a, b) = site.runner(), site.slots
     before = holdings(site)
@@ -383,6 +384,7 @@ def test_a_preempted_job_then_stopped_for_its_budget_releases_everything(site):
     assert outcome(site, "preempt-1") == "BUDGET_EXHAUSTED"
 
 
+@pytest.mark.extended  # node loss: also test_no_shared_disk_ray
 def test_a_job_whose_node_is_lost_releases_everything(site):
     runner, cluster = site.runner(), site.cluster
     before = holdings(site)

@@ -70,12 +70,19 @@ def ledger_of(tmp: Path, name: str = "tiny") -> Ledger:
     return Ledger(tmp / "sweeps" / name / "ledger.db", load_catalog())
 
 
-def test_sweep_completes_stops_a_bad_trial_early_and_writes_outputs(local_ray, tmp_path):
-    sweep = load_sweep(write_sweep(tmp_path))
-    summary = run_sweep(sweep, load_catalog(), resume=False, address=None, out_dir=None)
+def test_profiled_sweep_lifts_its_cap_stops_a_bad_trial_early_and_writes_outputs(
+        local_ray, tmp_path, capsys):
+    # A trial cap below what start-up alone costs: without the profile no trial could
+    # reach ASHA's first rung. Raised from the measured start-up, both trials reach it,
+    # and ASHA stops the one whose learning rate is too small to learn.
+    path = write_sweep(tmp_path, profile=True, trial_budget_usd=0.0001)
+    summary = run_sweep(load_sweep(path), load_catalog(), resume=False, address=None,
+                        out_dir=None)
+    assert "raised from $0.0001" in capsys.readouterr().out
     results = pd.read_csv(outputs(tmp_path) / "results.csv")
     assert len(results) == 2
     assert results["is_baseline"].sum() == 1
+    assert (results["epochs"] >= 1).all(), "a trial ended before its first epoch"
     stopped = results[results["stop_reason"] == "STOPPED_EARLY"]
     assert not stopped.empty, f"ASHA stopped nothing: {results[['config', 'stop_reason']]}"
     assert (stopped["best_val_accuracy"] < results["best_val_accuracy"].max()).all()
@@ -83,8 +90,17 @@ def test_sweep_completes_stops_a_bad_trial_early_and_writes_outputs(local_ray, t
     assert (outputs(tmp_path) / "pareto.png").stat().st_size > 0
     assert "spent $" in summary
     runs = runs_frame(ledger_of(tmp_path))
-    assert len(runs) == 2 and (runs["outcome"] != "RUNNING").all()
-    assert results["cost_usd"].sum() == pytest.approx(runs["cost_usd"].sum())
+    profiles = runs[runs["run_id"].str.contains("-profile-")]
+    trials = runs[~runs["run_id"].str.contains("-profile-")]
+    assert len(profiles) == 1  # measured once, charged to the sweep
+    assert len(trials) == 2 and (runs["outcome"] != "RUNNING").all()
+    assert results["cost_usd"].sum() == pytest.approx(trials["cost_usd"].sum())
+    spent = intervals_frame(ledger_of(tmp_path))["cost_usd"].sum()
+    assert spent <= 0.01  # the profile's dollars count against the budget too
+    plan = [f for f in ledger_of(tmp_path).forecasts() if f["source"] == "profile"][-1]["detail"]
+    assert plan["start_up_s"] > 0
+    best = (outputs(tmp_path) / "best_job.yaml").read_text()
+    assert best.startswith("# NOT REACHED") and "labelled NOT REACHED" in summary
 
 
 def test_budget_binds_and_is_never_crossed(local_ray, tmp_path):
@@ -103,25 +119,6 @@ def test_budget_binds_and_is_never_crossed(local_ray, tmp_path):
         assert held * usd_per_slot_s <= 0.0005 * (1 + 1e-9), f"{run_id} crossed its cap"
     assert len(results) < 5, "the budget should have stopped the sweep launching trials"
     assert (results["stop_reason"] == "BUDGET_EXHAUSTED").any()
-
-
-def test_profiled_sweep_lifts_a_cap_below_start_up_and_writes_the_best_so_far(
-        local_ray, tmp_path, capsys):
-    # A trial cap below what start-up alone costs: no trial could reach ASHA's first rung.
-    path = write_sweep(tmp_path, profile=True, trial_budget_usd=0.0001, num_trials=2)
-    summary = run_sweep(load_sweep(path), load_catalog(), resume=False, address=None,
-                        out_dir=None)
-    assert "raised from $0.0001" in capsys.readouterr().out
-    runs = runs_frame(ledger_of(tmp_path))
-    profiles = runs[runs["run_id"].str.contains("-profile-")]
-    assert len(profiles) == 1  # measured once, charged to the sweep
-    assert runs["cost_usd"].sum() <= 0.01
-    plan = [f for f in ledger_of(tmp_path).forecasts() if f["source"] == "profile"][-1]["detail"]
-    results = pd.read_csv(outputs(tmp_path) / "results.csv")
-    assert (results["epochs"] >= 1).all(), "a trial ended before its first epoch"
-    best = (outputs(tmp_path) / "best_job.yaml").read_text()
-    assert best.startswith("# NOT REACHED") and "labelled NOT REACHED" in summary
-    assert plan["start_up_s"] > 0
 
 
 @pytest.mark.extended  # charged once across a worker kill: also the scheduler tests
