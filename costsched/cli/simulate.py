@@ -56,6 +56,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--instance-type", default=DEFAULT_INSTANCE, metavar="T",
                         help="node type from the price catalog (default g4dn.12xlarge)")
     parser.add_argument("--spot", action="store_true", help="price nodes as spot capacity")
+    parser.add_argument("--spot-trace", default=None, metavar="JSON",
+                        help="add a spot pool of --instance-type nodes whose capacity and "
+                             "preemptions replay this trace (one node per trace instance; "
+                             "e.g. ../shared/data/spot/availability-16-node/"
+                             "us-west-2a_v100_1.json); --nodes is then the on-demand pool")
+    parser.add_argument("--spot-nodes", type=int, default=None, metavar="N",
+                        help="most spot nodes held at once (default: the trace's largest count)")
+    parser.add_argument("--checkpoint-interval", type=float, default=None, metavar="S",
+                        help="seconds of running between a job's checkpoints; a preempted job "
+                             "loses the work since its last (default 1800)")
+    parser.add_argument("--spot-seed", type=int, default=0,
+                        help="seed of which spot nodes a drop in the trace preempts (default 0)")
     parser.add_argument("--oracle", action="store_true",
                         help="show elastic policies every job's measured profile at every "
                              "placement (default: only models fitted to the steps simulated "
@@ -121,6 +133,13 @@ def run(args: argparse.Namespace) -> int:
 
     policies = args.policy or ["cost-aware"]
     autoscale = parse_autoscale(args.autoscale)
+    spot_args = (args.spot_nodes, args.checkpoint_interval)
+    if args.spot_trace is None and any(a is not None for a in spot_args):
+        raise ConfigError("--spot-nodes and --checkpoint-interval need --spot-trace")
+    if args.spot_trace is not None and (args.cluster is not None or args.spot
+                                        or args.autoscale is not None):
+        raise ConfigError("--spot-trace adds a spot pool to a fixed one-type cluster; drop "
+                          "--cluster, --spot and --autoscale")
     if args.cluster is not None:
         data_dir, build = _cluster_builder(args, policies)
     else:
@@ -128,9 +147,16 @@ def run(args: argparse.Namespace) -> int:
         profiles = load_profiles(data_dir)
         instance = _instance(args)
 
+        pool = _spot_pool(args)
+
         def build(name: str, jobs, config_kwargs: dict):
             config = SimConfig(instance=instance, instance_name=args.instance_type,
                                num_nodes=args.nodes, spot=args.spot, **config_kwargs)
+            if pool is not None:
+                from costsched.sim.spot import SpotSimulator
+
+                return SpotSimulator(config=config, profiles=profiles, workload=jobs,
+                                     policy=make_policy(name), pool=pool)
             return Simulator(config=config, profiles=profiles, workload=jobs,
                              policy=make_policy(name))
     out = Path(args.out)
@@ -151,13 +177,34 @@ def run(args: argparse.Namespace) -> int:
             write_run(result, summary, run_dir)
             jcts[tag] = np.array([job.jct_s for job in result.jobs])
             summaries.append(summary)
+            spot = (f", {summary['num_preemptions']} preemptions"
+                    if "num_preemptions" in summary else "")
             print(f"{tag} on {label}: mean JCT {summary['mean_jct_s']:.0f} s, "
-                  f"${summary['cost_usd']:.2f} -> {run_dir}")
+                  f"${summary['cost_usd']:.2f}{spot} -> {run_dir}")
         plot_jct_cdf(jcts, out / label.replace("/", "_") / "jct_cdf.png", label)
     table = comparison_table(summaries, load_published(data_dir))
     table.to_csv(out / "comparison.csv", index=False)
     print(render_table(table))
     return 0
+
+
+def _spot_pool(args: argparse.Namespace):
+    """The spot pool of ``--spot-trace`` (None without it); bad input is a ConfigError."""
+    if args.spot_trace is None:
+        return None
+    from costsched.sim.spot import DEFAULT_CHECKPOINT_INTERVAL_S, SpotPool
+    from costsched.sim.spot_trace import load_spot_trace
+
+    trace = load_spot_trace(args.spot_trace)
+    num_nodes = max(trace.counts) if args.spot_nodes is None else args.spot_nodes
+    interval = (DEFAULT_CHECKPOINT_INTERVAL_S if args.checkpoint_interval is None
+                else args.checkpoint_interval)
+    pool = SpotPool(trace=trace, num_nodes=num_nodes, checkpoint_interval_s=interval,
+                    seed=args.spot_seed)
+    print(f"spot pool: up to {pool.num_nodes} x {args.instance_type} from {trace.path} "
+          f"(tick {trace.gap_s:.0f} s, {len(trace.counts)} ticks), checkpoints every "
+          f"{interval:.0f} s; on-demand pool: {args.nodes} nodes", file=sys.stderr)
+    return pool
 
 
 def _cluster_builder(args: argparse.Namespace, policies: list[str]):

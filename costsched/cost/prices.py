@@ -114,6 +114,22 @@ def usd_over(usd_per_hour: float, seconds: float) -> float:
     return usd_per_hour * seconds / SECONDS_PER_HOUR
 
 
+def usd_per_gpu_hour_of(nodes) -> float:
+    """Mean price of one GPU over ``nodes`` (records with ``usd_per_hour`` and ``num_gpus``):
+    sum(node usd_per_hour) / sum(num_gpus); 0 for no GPUs."""
+    gpus = sum(node.num_gpus for node in nodes)
+    return sum(node.usd_per_hour for node in nodes) / gpus if gpus else 0.0
+
+
+def spot_usd_per_progress_hour(spot_usd_per_gpu_hour: float, lost_fraction: float) -> float:
+    """Expected dollars per GPU-hour of useful progress on spot capacity:
+    usd = spot_usd_per_gpu_hour * (1 + lost_fraction), where ``lost_fraction`` is the
+    expected work redone after preemptions per unit of work done
+    (:func:`costsched.policy.spot_choice.expected_lost_fraction`). On-demand loses
+    nothing, so its figure is its price; the cheaper of the two is the better market."""
+    return spot_usd_per_gpu_hour * (1.0 + lost_fraction)
+
+
 def compute_cost_usd(
     instance: InstanceType,
     *,

@@ -26,6 +26,10 @@ Each round:
    rest packed onto as few nodes as possible; an on-demand job counts and lands
    on on-demand nodes only (:mod:`~costsched.policy.packing`).
 
+Before all this, on spot and on-demand nodes, a job whose checkpoint interval is known is
+marked on-demand when spot would cost more per unit of progress, given the spot
+preemption rate observed so far (:mod:`~costsched.policy.spot_choice`).
+
 On nodes of several GPU models whose jobs describe each model, the same steps run over
 (model, count) configurations instead (:mod:`~costsched.policy.hetero`).
 """
@@ -46,6 +50,11 @@ from costsched.policy.hysteresis import (
     in_min_run,
 )
 from costsched.policy.packing import Capacity, place_jobs
+from costsched.policy.spot_choice import (
+    DEFAULT_PRIOR_NODE_HOURS,
+    DEFAULT_PRIOR_PREEMPTIONS_PER_NODE_HOUR,
+    choose_markets,
+)
 from costsched.policy.snapshot import (
     ClusterSnapshot,
     Decision,
@@ -83,6 +92,13 @@ class CostAwarePolicy:
     long ago is not preempted by a job of equal or lower priority, and a running job's
     attained service is ranked ``min_run_s`` x its GPUs lower."""
 
+    spot_prior_preemptions_per_node_hour: float = DEFAULT_PRIOR_PREEMPTIONS_PER_NODE_HOUR
+    """Prior spot preemption rate, per node-hour, before any is observed: with spot and
+    on-demand nodes, a job whose checkpoint interval is known goes on-demand when spot
+    costs more per unit of progress (:mod:`~costsched.policy.spot_choice`)."""
+    spot_prior_node_hours: float = DEFAULT_PRIOR_NODE_HOURS
+    """Node-hours of observation the prior rate is worth."""
+
     heterogeneity_aware: bool = True
     """On nodes of several GPU models, score each job on each model by its own throughput
     there and that model's price (Sia-style, :mod:`~costsched.policy.hetero`). False: treat
@@ -95,6 +111,8 @@ class CostAwarePolicy:
             raise ConfigError("min_marginal_speedup must be >= 0")
         if self.service_power < 0:
             raise ConfigError("service_power must be >= 0")
+        if self.spot_prior_preemptions_per_node_hour < 0 or self.spot_prior_node_hours < 0:
+            raise ConfigError("the spot prior (rate and node-hours) must be >= 0")
         check_min_run_s(self.min_run_s)
 
     def decide(self, snapshot: ClusterSnapshot) -> Decision:
@@ -102,6 +120,9 @@ class CostAwarePolicy:
 
         if hetero.uses_gpu_models(self, snapshot):
             return hetero.decide_by_gpu_model(self, snapshot)
+        snapshot = choose_markets(snapshot, prior_per_node_hour=(
+            self.spot_prior_preemptions_per_node_hour),
+            prior_node_hours=self.spot_prior_node_hours)
         nodes = list(snapshot.nodes)
         gpus_per_node = max((n.num_gpus for n in nodes), default=0)
         added: tuple[NodeView, ...] = ()

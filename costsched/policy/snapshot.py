@@ -122,6 +122,10 @@ class JobView:
     num_restarts: int = 0
     """Times the job was restarted on a new placement so far (Pollux's restart penalty
     grows with it; 0 when not known)."""
+    checkpoint_interval_s: float | None = None
+    """Seconds of training between the job's checkpoints: a preempted spot node costs it
+    the work since the last one. None: not known, and the policy does not weigh spot
+    preemptions for it (:mod:`~costsched.policy.spot_choice`)."""
     by_gpu_model: Mapping[str, TypeOption] = field(default_factory=dict)
     """GPU model (:attr:`NodeView.gpu_model`) -> how the job runs there, for a policy that
     tells GPU types apart; empty: ``throughput`` holds on every node."""
@@ -193,6 +197,11 @@ class ClusterSnapshot:
     """Seconds until the next decision."""
     restart_s: float = 30.0
     """Seconds of no progress a job pays when its placement changes."""
+    spot_preemptions: int = 0
+    """Spot nodes preempted so far (observed by the driver)."""
+    spot_node_hours: float = 0.0
+    """Spot node-hours held so far: with ``spot_preemptions``, the observed preemption
+    rate per node-hour (:func:`~costsched.policy.spot_choice.preemptions_per_node_hour`)."""
 
     def free_gpus(self) -> dict[str, int]:
         """GPUs per node the policy may hand out: the node's GPUs less those held by work

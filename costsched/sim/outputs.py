@@ -17,6 +17,11 @@ SUMMARY_KEYS = ("policy", "workload", "num_jobs", "mean_jct_s", "p50_jct_s", "p9
                 "makespan_s", "gpu_hours", "node_hours", "cost_usd", "num_restarts")
 JOB_COLUMNS = ("name", "application", "submit", "finish", "jct_s", "gpu_hours", "cost_usd",
                "restarts")
+SPOT_SUMMARY_KEYS = ("spot_node_hours", "on_demand_node_hours", "num_preemptions",
+                     "num_nodes_preempted", "lost_gpu_s")
+"""Added to ``summary.json`` by a run with a spot pool (:mod:`~costsched.sim.spot`)."""
+SPOT_JOB_COLUMNS = ("preemptions", "lost_gpu_hours")
+"""Added to ``jobs.csv`` by a run with a spot pool."""
 
 
 def summarise(result: SimResult, *, policy: str, workload: str) -> dict[str, object]:
@@ -38,15 +43,21 @@ def summarise(result: SimResult, *, policy: str, workload: str) -> dict[str, obj
         "num_restarts": int(sum(job.restarts for job in result.jobs)),
     }
     assert tuple(summary) == SUMMARY_KEYS
+    if result.spot is not None:
+        summary.update({key: getattr(result.spot, key) for key in SPOT_SUMMARY_KEYS})
     return summary
 
 
 def jobs_frame(result: SimResult) -> pd.DataFrame:
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         [(j.name, j.application, j.submit_s, j.finish_s, j.jct_s, j.gpu_hours, j.cost_usd,
           j.restarts) for j in result.jobs],
         columns=list(JOB_COLUMNS),
     )
+    if result.spot is not None:
+        frame["preemptions"] = [j.preemptions for j in result.jobs]
+        frame["lost_gpu_hours"] = [j.lost_gpu_hours for j in result.jobs]
+    return frame
 
 
 def intervals_frame(result: SimResult) -> pd.DataFrame:

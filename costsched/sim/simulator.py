@@ -118,10 +118,30 @@ class SimJobResult:
     intervals: tuple[tuple[float, float, str, int], ...] = ()
     """(start_s, end_s, catalog instance type, GPUs) of each stretch it held GPUs, where
     the simulator records them (:mod:`~costsched.sim.hetero`; empty otherwise)."""
+    preemptions: int = 0
+    """Times a spot node under it was preempted (:mod:`~costsched.sim.spot`)."""
+    lost_gpu_hours: float = 0.0
+    """GPU-hours of work preemptions undid (held since its last checkpoint)."""
 
     @property
     def jct_s(self) -> float:
         return self.finish_s - self.submit_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpotTotals:
+    """What a run with a spot pool adds (:mod:`~costsched.sim.spot`)."""
+
+    spot_node_hours: float
+    """Node-hours of spot nodes, charged at the catalog's spot price."""
+    on_demand_node_hours: float
+    """Node-hours of on-demand nodes, charged at the catalog's on-demand price."""
+    num_preemptions: int
+    """Job preemptions: a job losing a node it ran on (once per job per event)."""
+    num_nodes_preempted: int
+    """Spot nodes taken away by the trace, in use or idle."""
+    lost_gpu_s: float
+    """GPU-seconds of work the preemptions undid, all jobs."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +156,8 @@ class SimResult:
     """Node-hours the cluster existed."""
     cost_usd: float
     """Dollars for those node-hours."""
+    spot: SpotTotals | None = None
+    """Spot pool totals; None without a spot pool."""
 
 
 class ProfileThroughput:

@@ -1,0 +1,91 @@
+"""Spot or on-demand, per job: the market with the lower expected dollars per unit of progress.
+
+A spot node is preempted at a rate of ``lambda`` per node-hour. A job on ``m`` spot nodes
+is hit ``lambda x m`` times per hour of running, and each hit costs it, on average, half a
+checkpoint interval ``C`` of redone work plus its restart ``R`` (seconds). Per second of
+useful work it therefore redoes (loses) the fraction
+
+    f = lambda x m x (C / 2 + R) / 3600
+
+(first order: f is small where spot pays; we take it as the simple linear estimate the
+choice needs, not as an exact expectation). Spot then costs, per unit of progress,
+
+    spot_usd_per_gpu_hour x (1 + f)        (:func:`~costsched.cost.prices.spot_usd_per_progress_hour`)
+
+and on-demand its price (it loses nothing). The job stays free to use spot (packing
+tries spot nodes first and falls back to on-demand ones when spot is gone) when spot
+is cheaper per unit of progress, and is marked on-demand otherwise.
+
+``lambda`` is the rate observed so far, shrunk towards a prior: a Gamma-Poisson
+posterior mean, (prior x prior_node_hours + preemptions) / (prior_node_hours +
+observed node-hours). ``m`` is the number of nodes the job needs at its current (or
+least) size. A job whose checkpoint interval is not known is left as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from costsched.cost.prices import SECONDS_PER_HOUR, spot_usd_per_progress_hour, usd_per_gpu_hour_of
+from costsched.policy.snapshot import ClusterSnapshot, JobView, num_gpus
+
+DEFAULT_PRIOR_PREEMPTIONS_PER_NODE_HOUR = 0.1
+"""Prior preemption rate: one preemption per node every 10 hours (the 4-node traces
+shipped with the spot data lose a node every few to tens of hours)."""
+DEFAULT_PRIOR_NODE_HOURS = 10.0
+"""Weight of the prior, in node-hours of observation it is worth."""
+
+
+def preemptions_per_node_hour(*, preemptions: int, node_hours: float,
+                              prior_per_node_hour: float = DEFAULT_PRIOR_PREEMPTIONS_PER_NODE_HOUR,
+                              prior_node_hours: float = DEFAULT_PRIOR_NODE_HOURS) -> float:
+    """(prior x prior_node_hours + preemptions) / (prior_node_hours + node_hours)."""
+    weight = prior_node_hours + node_hours
+    if weight <= 0:
+        return prior_per_node_hour
+    return (prior_per_node_hour * prior_node_hours + preemptions) / weight
+
+
+def expected_lost_fraction(*, preemptions_per_node_hour: float, num_nodes: int,
+                           checkpoint_interval_s: float, restart_s: float) -> float:
+    """f = lambda x m x (C / 2 + R) / 3600: work redone per unit of work done on spot."""
+    per_hit_s = checkpoint_interval_s / 2.0 + restart_s
+    return preemptions_per_node_hour * num_nodes * per_hit_s / SECONDS_PER_HOUR
+
+
+def prefers_spot(job: JobView, snapshot: ClusterSnapshot, *, preemption_rate: float,
+                 gpus_per_node: int) -> bool:
+    """Whether ``job`` costs less per unit of progress on the snapshot's spot nodes."""
+    spot = [n for n in snapshot.nodes if n.spot]
+    on_demand = [n for n in snapshot.nodes if not n.spot]
+    size = max(num_gpus(snapshot.placements.get(job.name)), job.min_gpus)
+    restart_s = snapshot.restart_s if job.restart_s is None else job.restart_s
+    lost = expected_lost_fraction(
+        preemptions_per_node_hour=preemption_rate,
+        num_nodes=max(1, math.ceil(size / max(gpus_per_node, 1))),
+        checkpoint_interval_s=job.checkpoint_interval_s or 0.0, restart_s=restart_s)
+    spot_usd = spot_usd_per_progress_hour(usd_per_gpu_hour_of(spot), lost)
+    return spot_usd < usd_per_gpu_hour_of(on_demand)
+
+
+def choose_markets(snapshot: ClusterSnapshot, *, prior_per_node_hour: float,
+                   prior_node_hours: float) -> ClusterSnapshot:
+    """``snapshot`` with each job that spot would cost more per unit of progress marked
+    on-demand; unchanged unless it has both spot and on-demand nodes."""
+    markets = {n.spot for n in snapshot.nodes}
+    if markets != {True, False}:
+        return snapshot
+    rate = preemptions_per_node_hour(preemptions=snapshot.spot_preemptions,
+                                     node_hours=snapshot.spot_node_hours,
+                                     prior_per_node_hour=prior_per_node_hour,
+                                     prior_node_hours=prior_node_hours)
+    gpus_per_node = max(n.num_gpus for n in snapshot.nodes)
+    jobs = tuple(
+        dataclasses.replace(job, on_demand=True)
+        if (not job.on_demand and job.checkpoint_interval_s is not None
+            and not prefers_spot(job, snapshot, preemption_rate=rate,
+                                 gpus_per_node=gpus_per_node))
+        else job
+        for job in snapshot.jobs)
+    return dataclasses.replace(snapshot, jobs=jobs)
