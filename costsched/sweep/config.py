@@ -151,7 +151,7 @@ def load_sweep(path: str | Path, catalog: PriceCatalog | None = None) -> LoadedS
             (catalog or load_catalog()).instance(serving.instance_type)
         except ConfigError as exc:
             raise ConfigError(f"{path}: `objective.serving.instance_type`: {exc}") from None
-    base = read_yaml_mapping(base_path)
+    base = with_absolute_data_file(read_yaml_mapping(base_path), base_job)
     for key, dim in config.space.items():
         sample = dim.choice[0] if dim.choice else (dim.uniform or dim.loguniform)[0]
         try:
@@ -159,6 +159,16 @@ def load_sweep(path: str | Path, catalog: PriceCatalog | None = None) -> LoadedS
         except ConfigError as exc:
             raise ConfigError(f"{path}: `space.{key}`: {exc}") from None
     return LoadedSweep(config=config, base=base, base_job=base_job, source=path)
+
+
+def with_absolute_data_file(base: dict[str, Any], base_job: JobConfig) -> dict[str, Any]:
+    """``base`` with a relative data file path made absolute from the working directory,
+    as the base job read it: Tune runs each trial in its own folder, where the relative
+    path names nothing."""
+    dataset = base_job.dataset
+    if dataset is None or not dataset.is_file or Path(dataset.name).is_absolute():
+        return base
+    return apply_point(base, {"dataset.name": str(Path(dataset.name).resolve())})
 
 
 WORKERS_KEY = "scaling.workers"
