@@ -50,6 +50,12 @@ def accumulation_steps(max_steps: int) -> list[int]:
     return steps
 
 
+_CANDIDATES: dict[tuple[bytes, float, int], np.ndarray] = {}
+""":func:`local_candidates` by (the model's choices, its micro-batch cap, the largest
+per-GPU batch): jobs of one app ask the same few thousands of times a decision."""
+_CANDIDATES_MAX = 100_000
+
+
 def local_candidates(job: JobView, num_gpus: int) -> np.ndarray:
     """Per-GPU batches to score on ``num_gpus`` GPUs: the model's own choices, plus
     accumulated multiples of its largest micro-batch when it times accumulation."""
@@ -58,10 +64,17 @@ def local_candidates(job: JobView, num_gpus: int) -> np.ndarray:
     if atomic is None:
         return local
     most = job.efficiency.max_batch_size // num_gpus
-    extra = [a * atomic for a in accumulation_steps(most // atomic)]
-    if most > atomic:
-        extra.append(most)
-    return np.unique(np.concatenate([local, np.asarray(extra, dtype=float)]))
+    key = (local.tobytes(), atomic, most)
+    hit = _CANDIDATES.get(key)
+    if hit is None:
+        extra = [a * atomic for a in accumulation_steps(most // atomic)]
+        if most > atomic:
+            extra.append(most)
+        if len(_CANDIDATES) >= _CANDIDATES_MAX:
+            _CANDIDATES.clear()
+        hit = _CANDIDATES[key] = np.unique(np.concatenate([local, np.asarray(extra, float)]))
+        hit.setflags(write=False)
+    return hit
 
 
 def best_goodput(job: JobView, num_gpus: int, gpus_per_node: int) -> GoodputChoice:

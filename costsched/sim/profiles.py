@@ -137,6 +137,9 @@ class AppProfile:
     job's, which measured one GPU at its whole batch only (held there, it would make
     every unmeasured size as slow as one GPU)."""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _accum_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    """:meth:`accumulated_step` by the placement as given (a policy asks the same few
+    shapes for thousands of jobs; canonicalising each time cost more than the lookup)."""
     """Memo of step times: the simulator asks the same few placements many times."""
 
     @property
@@ -206,9 +209,13 @@ class AppProfile:
 
             T = step(l / a) + (a - 1) * (step(l / a) - sync(l / a)).
         """
-        accum = max(1, math.ceil(local_bsz / self.max_local_bsz - 1e-9))
-        step, sync = self.step_time_s(placement, local_bsz / accum)
-        return accum, step + (accum - 1) * (step - sync), sync
+        key = (placement, local_bsz)
+        hit = self._accum_cache.get(key)
+        if hit is None:
+            accum = max(1, math.ceil(local_bsz / self.max_local_bsz - 1e-9))
+            step, sync = self.step_time_s(placement, local_bsz / accum)
+            hit = self._accum_cache[key] = (accum, step + (accum - 1) * (step - sync), sync)
+        return hit
 
     def accumulated_step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> float:
         """Seconds per optimizer step at per-GPU ``local_bsz`` (:meth:`accumulated_step`)."""
