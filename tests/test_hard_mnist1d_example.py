@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from costsched.config.job import DatasetConfig, load_job_config
+from costsched.cost.forecast import profile_rows
 from costsched.sweep.config import load_sweep, value_in_job
 from costsched.training.data import load_raw, prepare
 
@@ -64,3 +65,18 @@ def test_the_example_configs_load_from_the_data_folder(
     assert sweep.base["dataset"]["name"] == str(data_dir / "hard_mnist1d.npz")
     for key in sweep.config.space:
         value_in_job(sweep.base_job, key)  # every searched field is one of the job's
+
+
+@pytest.mark.parametrize(("num_train_rows", "steps_per_epoch", "rows_kept"), [
+    (4800, 37, 4800),  # this example: 37 steps of 128 are its whole epoch, 64 rows left over
+    (6400, 50, 6400),  # the quickstart's split: 50 steps, no rows left over
+    (40_000, 312, 100 * 128),  # a longer epoch: the profile's 100 steps only
+])
+def test_a_profile_of_whole_epochs_keeps_every_row(data_dir: Path, num_train_rows: int,
+                                                   steps_per_epoch: int, rows_kept: int,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile keeps its learning curve (the target forecast) only when it trained on
+    all the rows: an epoch whose last partial batch is no step is still whole."""
+    monkeypatch.chdir(data_dir)
+    job = load_job_config(EXAMPLE / "job.yaml")  # batch 128, checkpoint every 50 steps
+    assert profile_rows(job, num_train_rows, steps_per_epoch) == rows_kept

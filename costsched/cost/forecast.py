@@ -73,6 +73,16 @@ def profile_steps(job: JobConfig, steps_per_epoch: int) -> int:
     return min(steps_per_epoch, max(2 * job.checkpoint.interval_steps, MIN_PROFILE_STEPS))
 
 
+def profile_rows(job: JobConfig, num_train_rows: int, steps_per_epoch: int) -> int:
+    """Training rows the profile keeps: all of them when its epochs are the job's whole
+    epochs (a last partial batch is no step, so there may be more rows than steps x
+    batch), else its steps' worth; only a whole epoch's curve speaks for the job's."""
+    steps = profile_steps(job, steps_per_epoch)
+    if steps == steps_per_epoch:
+        return num_train_rows
+    return min(num_train_rows, steps * job.training.global_batch_size)
+
+
 def measured_profile(history: list[dict], *, num_workers: int, started_at: float,
                      charged_until: float) -> RunProfile:
     """The profile's figures from its epoch history (``epoch_ended_at``, ``epoch_train_s``,

@@ -28,7 +28,7 @@ from costsched.cost.forecast import (
     RunProfile,
     forecast_from_profile,
     measured_profile,
-    profile_steps,
+    profile_rows,
 )
 from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
@@ -54,8 +54,7 @@ def profile_job(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
 
     ``charge_to`` (a ledger and a run id): record the profile there as that run, so
     what it cost counts (a sweep's budget); else it goes to a throwaway ledger."""
-    steps = profile_steps(job, steps_per_epoch(job, len(splits.x_train)))
-    rows = min(len(splits.x_train), steps * job.training.global_batch_size)
+    rows = profile_rows(job, len(splits.x_train), steps_per_epoch(job, len(splits.x_train)))
     trimmed = dataclasses.replace(splits, x_train=splits.x_train[:rows],
                                   y_train=splits.y_train[:rows])
     with tempfile.TemporaryDirectory(prefix="costsched-profile-") as tmp:
