@@ -31,6 +31,11 @@ def quarter_way(run: dict, forecasts: list[dict]) -> dict | None:
     return curve[0] if curve else None
 
 
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    width = int(spec.split(".")[0]) + len(suffix)
+    return f"{'-':>{width}}" if value is None or value != value else f"{value:{spec}}{suffix}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ledger", required=True)
@@ -52,9 +57,12 @@ def main() -> int:
         # one by the same rules, its run's end timed by the launch profile's tail.
         q_cmp = forecast_vs_actual(row.to_dict(), q | {"detail": launch[-1]["detail"]}
                                    if q else None)
-        print(f"{run_id:44} {row['outcome']:15} {row['wall_s']:9.1f} {row['forecast_s']:8.1f} "
-              f"{row['time_error_pct']:5.1f}% {actual_usd:9.5f} {row['forecast_usd']:9.5f} "
-              f"{row['cost_error_pct']:5.1f}% | {q['at_epoch'] if q else '-':>7} "
+        # A launch forecast with no figure for the target (its profile had no curve) has
+        # nothing to compare with a run that stopped there: its columns print "-".
+        print(f"{run_id:44} {row['outcome']:15} {row['wall_s']:9.1f} "
+              f"{_fmt(row['forecast_s'], '8.1f')} {_fmt(row['time_error_pct'], '5.1f', '%')} "
+              f"{actual_usd:9.5f} {_fmt(row['forecast_usd'], '9.5f')} "
+              f"{_fmt(row['cost_error_pct'], '5.1f', '%')} | {q['at_epoch'] if q else '-':>7} "
               + " ".join(f"{q_cmp[c]:6.1f}%" if q_cmp[c] is not None else f"{'-':>7}"
                          for c in ("time_error_pct", "cost_error_pct")))
     return 0
