@@ -77,3 +77,52 @@ def test_the_gate_launches_at_the_cap_and_refuses_at_the_overrun(tmp_path):
     charge(ledger, "sw-a", 0.00058, finished=True)
     charge(ledger, "sw-x", 0.00004, finished=True)
     assert overran.suggest("c") is Searcher.FINISHED  # 0.00062 + 0.00058 > 0.0011
+
+
+class Recording(Points):
+    """Points that records what each completed trial told it."""
+
+    def __init__(self):
+        super().__init__()
+        self.completed: dict[str, tuple[dict | None, bool]] = {}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.completed[trial_id] = (result, error)
+
+
+def ended_at_its_cap(ledger: Ledger, run_id: str, *, reported: bool) -> None:
+    """A trial run the cap's watchdog ended (:meth:`Ledger.end_at_cap`), after a report
+    or while still starting."""
+    ledger.start_run(run_id=run_id, job_name="sweep", config_hash="h", instance_type="local-cpu",
+                     spot=False, utilisation=0.8, budget_usd=0.0005, now=0.0)
+    if reported:
+        interval = ledger.open_interval(run_id, started_at=0.0, num_workers=1,
+                                        accelerators_per_worker=1.0, resources={"CPU": 1.0})
+        ledger.heartbeat(interval, now=5.0)
+    assert ledger.end_at_cap(run_id, attempt_started_at=0.0, now=9.0, num_workers=1,
+                             accelerators_per_worker=1.0, resources={"CPU": 1.0})
+
+
+def test_a_trial_ended_at_its_cap_is_scored_not_an_error(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.db", CATALOG)
+    inner = Recording()
+    g = BudgetGate(inner, ledger=ledger, sweep_name="sw", budget_usd=0.01,
+                   trial_cap_usd=0.0005, target=0.9, max_concurrent=3, num_trials=3)
+    for trial in ("a", "b", "c"):
+        assert g.suggest(trial) is not None
+    newest = {"objective_usd": 0.0012, "best_val_accuracy": 0.6}
+    g.on_trial_result("a", {"objective_usd": 0.0013, "best_val_accuracy": 0.5})
+    g.on_trial_result("a", newest)
+    ended_at_its_cap(ledger, "sw-a", reported=True)
+    ended_at_its_cap(ledger, "sw-b", reported=False)
+    charge(ledger, "sw-c", 0.0001, finished=False)  # still running: its process died
+    g.on_trial_complete("a", error=True)
+    g.on_trial_complete("b", error=True)
+    g.on_trial_complete("c", error=True)
+    # Tune saw three errors; the searcher sees two trials that reached their caps
+    # with what they reached, and one real failure.
+    assert inner.completed["a"] == (newest, False)
+    result_b, error_b = inner.completed["b"]
+    assert not error_b and result_b["best_val_accuracy"] == 0.0
+    assert result_b["objective_usd"] == pytest.approx(0.0005 * (2 + 0.9))  # behind any reached
+    assert inner.completed["c"] == (None, True)

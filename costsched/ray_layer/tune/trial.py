@@ -132,8 +132,13 @@ class BudgetGate(Searcher):
 
     def __init__(self, searcher: Searcher, *, ledger: Ledger, sweep_name: str,
                  budget_usd: float, trial_cap_usd: float, need_usd: float | None = None,
-                 max_concurrent: int = 1, num_trials: int = 1):
+                 max_concurrent: int = 1, num_trials: int = 1, target: float | None = None):
+        """``target``: the sweep's target value, to score a trial its cap's watchdog ended
+        from what the ledger recorded of it (None: such a trial stays an error)."""
         super().__init__(metric=searcher.metric, mode=searcher.mode)
+        self.target = target
+        self.last: dict[str, dict] = {}
+        """Each running trial's newest result: what a trial ended at its cap reached."""
         self.searcher = searcher
         self.ledger, self.prefix = ledger, f"{sweep_name}-"
         self.budget, self.cap = budget_usd, trial_cap_usd
@@ -203,6 +208,7 @@ class BudgetGate(Searcher):
         return suggestion
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.last[trial_id] = result
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
@@ -212,7 +218,24 @@ class BudgetGate(Searcher):
         # Early-stopped: Tune ended the trial and its workers with it, so its
         # reserve is released now; charges end at its last heartbeat.
         RunAccount(self.ledger, run_id).abandon(outcome="STOPPED_EARLY")
+        if error and self.target is not None:
+            result, error = self.ended_at_cap(trial_id, result, error)
+        self.last.pop(trial_id, None)
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    def ended_at_cap(self, trial_id: str, result: dict | None,
+                     error: bool) -> tuple[dict | None, bool]:
+        """A trial whose watchdog ended it at its cap (:mod:`~costsched.ray_layer.tune.cap`)
+        exits its process, so Tune reports an error without its metrics. The searcher
+        learns from its newest report instead (from the ledger's record if it never
+        reported), as from a trial that stopped itself at its budget."""
+        run = next((r for r in self.ledger.runs() if r["run_id"] == self.prefix + trial_id),
+                   None)
+        if run is None or run["outcome"] != "BUDGET_EXHAUSTED":
+            return result, error
+        if trial_id in self.last:
+            return self.last[trial_id], False
+        return recorded_result(run, self.target, self.caps.get(trial_id, self.cap)), False
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return self.searcher.set_search_properties(metric, mode, config, **spec)
@@ -278,7 +301,8 @@ def build_search(sweep: LoadedSweep, ledger: Ledger, first_points: list[dict[str
     gate = BudgetGate(inner, ledger=ledger, sweep_name=cfg.name, budget_usd=cfg.budget_usd,
                       trial_cap_usd=trial_cap_usd or cfg.trial_budget_usd,
                       need_usd=need_usd if cfg.forecast_gate else None,
-                      max_concurrent=cfg.max_concurrent_trials, num_trials=cfg.num_trials)
+                      max_concurrent=cfg.max_concurrent_trials, num_trials=cfg.num_trials,
+                      target=cfg.target_value)
     return ConcurrencyLimiter(gate, max_concurrent=cfg.max_concurrent_trials)
 
 
