@@ -18,9 +18,10 @@ one-type simulator) fitted to the steps the job ran on that type, plus Sia's boo
 when the job arrives, one GPU of every type measured at that type's smallest and largest
 per-GPU batch (that profiling's GPU time is neither simulated nor charged). On every
 type it is offered at most twice the most GPUs it has tried on any type (Pollux's
-exploration rule, with the scaling seen on one type taken to carry to the others). With ``aware=False`` (the
-heterogeneity-unaware baseline) the policy gets one learner per job, fed whatever type
-the job ran on, and no per-type views (with ``oracle``: the first pool's profile).
+exploration rule, with the scaling seen on one type taken to carry to the others).
+With ``aware=False`` (the heterogeneity-unaware baseline) the policy gets one learner
+per job, fed whatever type the job ran on, and no per-type views (with ``oracle``: the
+first pool's profile).
 """
 
 from __future__ import annotations
