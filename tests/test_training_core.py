@@ -556,3 +556,24 @@ def test_accumulation_on_one_worker_measures_the_noise_scale(digits, tmp_path):
     last = session.reports[-1]
     assert last["accum_steps"] == 4 and last["local_bsz"] == 16
     assert last["grad_var"] > 0 and last["grad_sqr"] > 0 and last["noise_scale"] > 0
+
+
+def test_a_few_epochs_of_a_longer_job_run_at_the_longer_schedule(digits, tmp_path):
+    # A profile runs 3 epochs of a 30-epoch job: its learning rate must follow the
+    # job's schedule, not decay to nothing over 3 epochs as a 3-epoch job's does.
+    def final_lr(schedule_epochs: int | None, root: Path) -> float:
+        clock = FakeClock()
+        root.mkdir(parents=True)
+        spec = make_spec(make_job(), digits)
+        spec = dataclasses.replace(spec, entrypoint_config=spec.entrypoint_config | {
+            "schedule_epochs": schedule_epochs})
+        session = FakeSession(digits.x_train, digits.y_train, clock, root)
+        run_builtin(spec, session, clock)
+        state = torch.load(session.saved[-1][1] / "state.pt", weights_only=True)
+        return state["scheduler"]["_last_lr"][0]
+
+    own, longer = final_lr(None, tmp_path / "own"), final_lr(30, tmp_path / "longer")
+    peak = 0.01  # make_job's learning rate
+    assert own < 0.05 * peak  # a 3-epoch cosine schedule has decayed by its end
+    # A tenth of the way through a 30-epoch cosine: still near the peak (0.976 of it).
+    assert longer > 0.9 * peak

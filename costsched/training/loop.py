@@ -42,11 +42,14 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.devic
 
 
 def builtin_config(*, model_factory: Any, x_val: np.ndarray, y_val: np.ndarray,
-                   x_test: np.ndarray, y_test: np.ndarray, num_train_rows: int
-                   ) -> dict[str, Any]:
-    """The built-in entrypoint's config: what the driver measured before launching."""
+                   x_test: np.ndarray, y_test: np.ndarray, num_train_rows: int,
+                   schedule_epochs: int | None = None) -> dict[str, Any]:
+    """The built-in entrypoint's config: what the driver measured before launching.
+    ``schedule_epochs``: the epochs the learning-rate schedule spans (None: the job's
+    ``num_epochs``); a profile runs a few epochs of a longer job at the job's rates."""
     return {"model_factory": model_factory, "x_val": x_val, "y_val": y_val,
-            "x_test": x_test, "y_test": y_test, "num_train_rows": num_train_rows}
+            "x_test": x_test, "y_test": y_test, "num_train_rows": num_train_rows,
+            "schedule_epochs": schedule_epochs}
 
 
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +79,8 @@ class Trainer:
                               world_size=ctx.world_size, rank=ctx.rank,
                               micro_batch_size=cfg.micro_batch_size)
         self.steps_per_epoch = self.plan.steps_per_epoch(config["num_train_rows"])
-        total_steps = cfg.num_epochs * max(1, config["num_train_rows"] // ctx.batch_size)
+        total_steps = (config.get("schedule_epochs") or cfg.num_epochs) * max(
+            1, config["num_train_rows"] // ctx.batch_size)
         self.scheduler = build_scheduler(self.job.optimizer, self.optimizer, total_steps)
         local = self.plan.local_batch_size
         api.prepare_optimizer(self.optimizer, local_batch_size=math.ceil(

@@ -65,8 +65,10 @@ def profile_job(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
                                          target_metric=None))
         ledger, run_id = charge_to or (ledger_for(probe.resolved_ledger_path(), catalog), None)
         try:
+            # The job's own learning-rate schedule: a 3-epoch one decays by its end, and
+            # its curve would run ahead of the job's.
             result = run_job(probe, trimmed, catalog=catalog, ledger=ledger, verbose=False,
-                             run_id=run_id)
+                             run_id=run_id, schedule_epochs=job.training.num_epochs)
             run = next(r for r in ledger.runs() if r["run_id"] == result.run_id)
             charged_until = max(i["ended_at"] for i in ledger.intervals(result.run_id))
         finally:

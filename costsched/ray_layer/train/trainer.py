@@ -190,7 +190,8 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
                   worker_nodes: list[str] | None = None,
                   batch_size: int | None = None,
                   start_marks: StartMarks | None = None,
-                  ledger: RemoteLedger | None = None) -> TorchTrainer:
+                  ledger: RemoteLedger | None = None,
+                  schedule_epochs: int | None = None) -> TorchTrainer:
     scaling = job.scaling
     entrypoint = job.entrypoint or BUILTIN_ENTRYPOINT
     if job.entrypoint:
@@ -200,7 +201,7 @@ def build_trainer(job: JobConfig, splits: Splits | None, *, run_id: str, run_sta
             model_factory=JobModelFactory(job=job, input_shape=splits.input_shape,
                                           num_classes=splits.num_classes),
             x_val=splits.x_val, y_val=splits.y_val, x_test=splits.x_test, y_test=splits.y_test,
-            num_train_rows=len(splits.x_train))
+            num_train_rows=len(splits.x_train), schedule_epochs=schedule_epochs)
     spec = RunSpec(job=job, rate=rate_of_job(job, catalog), run_started_at=run_started_at,
                    usd_before_start=usd_before_start, entrypoint_config=entrypoint_config,
                    batch_size=batch_size, start_marks=start_marks or StartMarks())
@@ -253,14 +254,17 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog,
             run_id: str | None = None,
             verbose: bool = True, callbacks: list[UserCallback] | None = None,
             worker_nodes: list[str] | None = None, batch_size: int | None = None,
-            start_marks: StartMarks | None = None) -> JobResult:
+            start_marks: StartMarks | None = None,
+            schedule_epochs: int | None = None) -> JobResult:
     """Train ``job`` on the connected Ray cluster; every interval lands in the ledger.
 
     A ``run_id`` the ledger already knows is resumed: its checkpoints are picked
     up and its earlier intervals stay charged, once. ``worker_nodes`` (one node id
     per worker, fixed-size jobs only) pins each worker to its node. ``batch_size``: the
     global batch an adaptive job runs at this time (None: the config's); ``start_marks``:
-    what the scheduler's driver did before (the restart cost's first phases).
+    what the scheduler's driver did before (the restart cost's first phases);
+    ``schedule_epochs``: the epochs the built-in loop's learning-rate schedule spans
+    (None: the job's ``num_epochs``; a profile keeps the job's whole schedule).
     """
     run_id = run_id or new_run_id(job)
     # The Train controller consumes worker reports (and registers checkpoints) once per
@@ -277,7 +281,8 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog,
                                 catalog=catalog, verbose=verbose,
                                 usd_before_start=usd_before_start, callbacks=callbacks,
                                 worker_nodes=worker_nodes, batch_size=batch_size,
-                                start_marks=start_marks, ledger=ledger)
+                                start_marks=start_marks, ledger=ledger,
+                                schedule_epochs=schedule_epochs)
         result = trainer.fit()
     except Exception as exc:  # the run failed beyond max_failures: record it, then say why
         account.finish(outcome="FAILED", now=time.time(), metrics={"error": str(exc)[:500]})
