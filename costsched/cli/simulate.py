@@ -26,6 +26,9 @@ jobs.csv, allocation.png (GPUs allocated and nodes over time) and cost.png (cumu
 dollars); DIR/<workload>/jct_cdf.png overlays the JCT CDF of every policy given
 (repeat --policy to compare). A comparison table, with the published Pollux-paper
 mean JCTs beside for the Pollux workloads, is printed and saved as DIR/comparison.csv.
+Dollars against mean JCT per policy over all workloads (the Pareto front marked) and
+restarts per job by app are printed and saved as DIR/pareto.csv, DIR/pareto.png and
+DIR/restarts_by_app.csv.
 With --cluster sia (several GPU types), each run also gets intervals.csv: every stretch
 a job held GPUs of one instance type, the source of its dollars.
 """
@@ -124,9 +127,11 @@ def _progress(label: str):
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
+    import pandas as pd
 
     from costsched.sim.compare import comparison_table, load_published, render_table
-    from costsched.sim.outputs import plot_jct_cdf, summarise, write_run
+    from costsched.sim.outputs import jobs_frame, plot_jct_cdf, summarise, write_run
+    from costsched.sim.pareto import write_pareto
     from costsched.sim.profiles import load_profiles, pollux_dir
     from costsched.sim.simulator import SimConfig, Simulator
     from costsched.sim.workload import load_workload, workload_label
@@ -160,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             return Simulator(config=config, profiles=profiles, workload=jobs,
                              policy=make_policy(name))
     out = Path(args.out)
-    summaries = []
+    summaries, job_tables = [], []
     for path in args.workload:
         jobs = load_workload(path)
         label = workload_label(path)
@@ -177,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
             write_run(result, summary, run_dir)
             jcts[tag] = np.array([job.jct_s for job in result.jobs])
             summaries.append(summary)
+            job_tables.append(jobs_frame(result).assign(policy=tag, workload=label))
             spot = (f", {summary['num_preemptions']} preemptions"
                     if "num_preemptions" in summary else "")
             print(f"{tag} on {label}: mean JCT {summary['mean_jct_s']:.0f} s, "
@@ -185,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     table = comparison_table(summaries, load_published(data_dir))
     table.to_csv(out / "comparison.csv", index=False)
     print(render_table(table))
+    print(write_pareto(summaries, pd.concat(job_tables, ignore_index=True), out))
     return 0
 
 

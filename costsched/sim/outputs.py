@@ -85,7 +85,7 @@ def _timeline(result: SimResult) -> np.ndarray:
     return np.array(result.timeline, dtype=float).reshape(-1, 4)
 
 
-def _figure(width_in: float, height_in: float) -> Figure:
+def figure(width_in: float, height_in: float) -> Figure:
     """A figure drawn straight to files: no pyplot, so no window and no global state."""
     fig = Figure(figsize=(width_in, height_in), layout="constrained")
     FigureCanvasAgg(fig)
@@ -94,7 +94,7 @@ def _figure(width_in: float, height_in: float) -> Figure:
 
 def _plot_allocation(result: SimResult, path: Path, title: str) -> Path:
     line = _timeline(result)
-    fig = _figure(7, 3.5)
+    fig = figure(7, 3.5)
     ax = fig.add_subplot()
     hours = line[:, 0] / 3600
     ax.step(hours, line[:, 1], where="post", label="GPUs allocated")
@@ -113,7 +113,7 @@ def _plot_allocation(result: SimResult, path: Path, title: str) -> Path:
 
 def _plot_cost(result: SimResult, path: Path, title: str) -> Path:
     line = _timeline(result)
-    fig = _figure(7, 3.5)
+    fig = figure(7, 3.5)
     ax = fig.add_subplot()
     ax.plot(line[:, 0] / 3600, line[:, 3])
     ax.set_xlabel("time (h)")
@@ -129,7 +129,7 @@ LINESTYLES = ("-", "--", ":", "-.")
 
 def jct_cdf_figure(jcts: Mapping[str, np.ndarray], workload: str) -> Figure:
     """One JCT CDF line per policy; the legend sits right of the axes, over no line."""
-    fig = _figure(8, 4)
+    fig = figure(8, 4)
     ax = fig.add_subplot()
     for i, (label, values) in enumerate(jcts.items()):
         xs = np.sort(np.asarray(values, dtype=float))
