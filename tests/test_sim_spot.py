@@ -3,6 +3,7 @@ dollars, bad input, and spot off changing nothing. Pure: small fixtures, no Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from costsched.cost.prices import load_catalog
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.registry import ELASTIC, make_policy
 from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
+from costsched.policy.spot_choice import choose_markets
 from costsched.sim.outputs import SPOT_JOB_COLUMNS, SPOT_SUMMARY_KEYS, jobs_frame, summarise
 from costsched.sim.simulator import ProfileThroughput, SimConfig
 from costsched.sim.spot import SpotPool, SpotSimulator
@@ -185,3 +187,23 @@ def test_the_shared_traces_load():
         trace = load_spot_trace(path)
         assert trace.gap_s == 300 and len(trace.counts) > 1000
         assert max(trace.counts) <= (16 if "availability" in path.parent.name else 4)
+
+
+def test_a_large_job_moved_on_demand_is_not_moved_back_when_it_shrinks_there():
+    """Judged at the size it holds, a job squeezed onto fewer on-demand nodes would look
+    cheap on spot again and flip every round; on on-demand nodes it is judged at its max."""
+    nodes = tuple(NodeView(node_id=f"{'spot' if spot else 'od'}-{i}", gpu_model="T4",
+                           num_gpus=4, usd_per_hour=INSTANCE.node_usd_per_hour(spot), spot=spot)
+                  for spot, count in ((True, 16), (False, 8)) for i in range(count))
+    base = _choice_snapshot(preemptions=0, node_hours=0.0, restart_s=30.0,
+                            checkpoint_interval_s=1800.0)
+    job = dataclasses.replace(base.jobs[0], max_gpus=64)
+    rate = {"spot_preemptions": 45, "spot_node_hours": 100.0}  # ~0.42 per node-hour
+    def marked(placement):
+        snapshot = dataclasses.replace(base, nodes=nodes, jobs=(job,),
+                                       placements={"j": placement}, **rate)
+        return choose_markets(snapshot, prior_per_node_hour=0.1,
+                              prior_node_hours=10.0).jobs[0].on_demand
+    assert marked({f"spot-{i}": 4 for i in range(16)})       # 16 spot nodes: f ~ 1.7
+    assert not marked({f"spot-{i}": 4 for i in range(4)})    # 4 spot nodes: f ~ 0.4
+    assert marked({f"od-{i}": 4 for i in range(8)})          # squeezed on-demand: stays

@@ -50,17 +50,17 @@ from costsched.policy.hysteresis import (
     in_min_run,
 )
 from costsched.policy.packing import Capacity, place_jobs
-from costsched.policy.spot_choice import (
-    DEFAULT_PRIOR_NODE_HOURS,
-    DEFAULT_PRIOR_PREEMPTIONS_PER_NODE_HOUR,
-    choose_markets,
-)
 from costsched.policy.snapshot import (
     ClusterSnapshot,
     Decision,
     JobView,
     NodeView,
     num_gpus,
+)
+from costsched.policy.spot_choice import (
+    DEFAULT_PRIOR_NODE_HOURS,
+    DEFAULT_PRIOR_PREEMPTIONS_PER_NODE_HOUR,
+    choose_markets,
 )
 
 

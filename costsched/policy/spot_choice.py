@@ -10,7 +10,7 @@ useful work it therefore redoes (loses) the fraction
 (first order: f is small where spot pays; we take it as the simple linear estimate the
 choice needs, not as an exact expectation). Spot then costs, per unit of progress,
 
-    spot_usd_per_gpu_hour x (1 + f)        (:func:`~costsched.cost.prices.spot_usd_per_progress_hour`)
+    spot_usd_per_gpu_hour x (1 + f)    (:func:`~costsched.cost.prices.spot_usd_per_progress_hour`)
 
 and on-demand its price (it loses nothing). The job stays free to use spot (packing
 tries spot nodes first and falls back to on-demand ones when spot is gone) when spot
@@ -18,8 +18,12 @@ is cheaper per unit of progress, and is marked on-demand otherwise.
 
 ``lambda`` is the rate observed so far, shrunk towards a prior: a Gamma-Poisson
 posterior mean, (prior x prior_node_hours + preemptions) / (prior_node_hours +
-observed node-hours). ``m`` is the number of nodes the job needs at its current (or
-least) size. A job whose checkpoint interval is not known is left as it is.
+observed node-hours). ``m`` is the number of nodes the job needs at the size it holds
+(at least its least size); for a job that holds on-demand nodes only, at its largest
+size. Judged at the size it holds there, a job moved to on-demand for being large would
+be squeezed smaller by the on-demand pool and moved back the next round, restarting
+each time (measured: one-round flips of the same few jobs); judged at the size it would
+grow to on spot, it stays. A job whose checkpoint interval is not known is left as it is.
 """
 
 from __future__ import annotations
@@ -59,7 +63,11 @@ def prefers_spot(job: JobView, snapshot: ClusterSnapshot, *, preemption_rate: fl
     """Whether ``job`` costs less per unit of progress on the snapshot's spot nodes."""
     spot = [n for n in snapshot.nodes if n.spot]
     on_demand = [n for n in snapshot.nodes if not n.spot]
-    size = max(num_gpus(snapshot.placements.get(job.name)), job.min_gpus)
+    held = snapshot.placements.get(job.name) or {}
+    spot_ids = {n.node_id for n in spot}
+    # On on-demand nodes only: judged at what it would grow to on spot (see the module doc).
+    on_demand_only = bool(held) and not spot_ids & set(held)
+    size = job.max_gpus if on_demand_only else max(num_gpus(held), job.min_gpus)
     restart_s = snapshot.restart_s if job.restart_s is None else job.restart_s
     lost = expected_lost_fraction(
         preemptions_per_node_hour=preemption_rate,
