@@ -189,21 +189,26 @@ def test_the_shared_traces_load():
         assert max(trace.counts) <= (16 if "availability" in path.parent.name else 4)
 
 
-def test_a_large_job_moved_on_demand_is_not_moved_back_when_it_shrinks_there():
-    """Judged at the size it holds, a job squeezed onto fewer on-demand nodes would look
-    cheap on spot again and flip every round; on on-demand nodes it is judged at its max."""
+def test_a_job_is_marked_on_demand_only_while_the_on_demand_pool_holds_it():
+    """Marked on-demand at a size the on-demand pool cannot hold, a job would be squeezed
+    smaller there, judged cheap on spot again and flip back every round."""
     nodes = tuple(NodeView(node_id=f"{'spot' if spot else 'od'}-{i}", gpu_model="T4",
                            num_gpus=4, usd_per_hour=INSTANCE.node_usd_per_hour(spot), spot=spot)
-                  for spot, count in ((True, 16), (False, 8)) for i in range(count))
+                  for spot, count in ((True, 16), (False, 16)) for i in range(count))
     base = _choice_snapshot(preemptions=0, node_hours=0.0, restart_s=30.0,
                             checkpoint_interval_s=1800.0)
     job = dataclasses.replace(base.jobs[0], max_gpus=64)
     rate = {"spot_preemptions": 45, "spot_node_hours": 100.0}  # ~0.42 per node-hour
-    def marked(placement):
-        snapshot = dataclasses.replace(base, nodes=nodes, jobs=(job,),
+
+    def marked(placement, *, on_demand_gpus=32):
+        pool = nodes[:16 + on_demand_gpus // 4]
+        snapshot = dataclasses.replace(base, nodes=pool, jobs=(job,),
                                        placements={"j": placement}, **rate)
         return choose_markets(snapshot, prior_per_node_hour=0.1,
                               prior_node_hours=10.0).jobs[0].on_demand
-    assert marked({f"spot-{i}": 4 for i in range(16)})       # 16 spot nodes: f ~ 1.7
-    assert not marked({f"spot-{i}": 4 for i in range(4)})    # 4 spot nodes: f ~ 0.4
-    assert marked({f"od-{i}": 4 for i in range(8)})          # squeezed on-demand: stays
+
+    on_16_spot = {f"spot-{i}": 4 for i in range(16)}  # f ~ 1.7: spot costs 1.09x on-demand
+    assert not marked(on_16_spot)                       # 64 GPUs > 32 on-demand GPUs
+    assert marked(on_16_spot, on_demand_gpus=64)        # the pool holds it
+    assert marked({f"od-{i}": 4 for i in range(16)}, on_demand_gpus=64)  # and it stays
+    assert not marked({f"spot-{i}": 4 for i in range(4)})  # 4 nodes: f ~ 0.4, spot wins

@@ -19,11 +19,14 @@ is cheaper per unit of progress, and is marked on-demand otherwise.
 ``lambda`` is the rate observed so far, shrunk towards a prior: a Gamma-Poisson
 posterior mean, (prior x prior_node_hours + preemptions) / (prior_node_hours +
 observed node-hours). ``m`` is the number of nodes the job needs at the size it holds
-(at least its least size); for a job that holds on-demand nodes only, at its largest
-size. Judged at the size it holds there, a job moved to on-demand for being large would
-be squeezed smaller by the on-demand pool and moved back the next round, restarting
-each time (measured: one-round flips of the same few jobs); judged at the size it would
-grow to on spot, it stays. A job whose checkpoint interval is not known is left as it is.
+(at least its least size).
+
+On a fixed cluster the on-demand pool is small, and a job marked on-demand that it cannot
+hold at that size is squeezed onto fewer GPUs, judged cheap on spot again at that size and
+moved back the next round, restarting each time (measured: one-round flips of the same
+few large jobs). So jobs are marked, in snapshot order, only while the on-demand GPUs
+(less the least sizes of jobs already on-demand) hold each at its size. A job whose
+checkpoint interval is not known is left as it is.
 """
 
 from __future__ import annotations
@@ -58,16 +61,17 @@ def expected_lost_fraction(*, preemptions_per_node_hour: float, num_nodes: int,
     return preemptions_per_node_hour * num_nodes * per_hit_s / SECONDS_PER_HOUR
 
 
+def judged_gpus(job: JobView, snapshot: ClusterSnapshot) -> int:
+    """The size a job's market is chosen at: what it holds, at least its least size."""
+    return max(num_gpus(snapshot.placements.get(job.name)), job.min_gpus)
+
+
 def prefers_spot(job: JobView, snapshot: ClusterSnapshot, *, preemption_rate: float,
                  gpus_per_node: int) -> bool:
     """Whether ``job`` costs less per unit of progress on the snapshot's spot nodes."""
     spot = [n for n in snapshot.nodes if n.spot]
     on_demand = [n for n in snapshot.nodes if not n.spot]
-    held = snapshot.placements.get(job.name) or {}
-    spot_ids = {n.node_id for n in spot}
-    # On on-demand nodes only: judged at what it would grow to on spot (see the module doc).
-    on_demand_only = bool(held) and not spot_ids & set(held)
-    size = job.max_gpus if on_demand_only else max(num_gpus(held), job.min_gpus)
+    size = judged_gpus(job, snapshot)
     restart_s = snapshot.restart_s if job.restart_s is None else job.restart_s
     lost = expected_lost_fraction(
         preemptions_per_node_hour=preemption_rate,
@@ -80,7 +84,8 @@ def prefers_spot(job: JobView, snapshot: ClusterSnapshot, *, preemption_rate: fl
 def choose_markets(snapshot: ClusterSnapshot, *, prior_per_node_hour: float,
                    prior_node_hours: float) -> ClusterSnapshot:
     """``snapshot`` with each job that spot would cost more per unit of progress marked
-    on-demand; unchanged unless it has both spot and on-demand nodes."""
+    on-demand while the on-demand pool holds it; unchanged unless it has both spot and
+    on-demand nodes."""
     markets = {n.spot for n in snapshot.nodes}
     if markets != {True, False}:
         return snapshot
@@ -89,11 +94,15 @@ def choose_markets(snapshot: ClusterSnapshot, *, prior_per_node_hour: float,
                                      prior_per_node_hour=prior_per_node_hour,
                                      prior_node_hours=prior_node_hours)
     gpus_per_node = max(n.num_gpus for n in snapshot.nodes)
-    jobs = tuple(
-        dataclasses.replace(job, on_demand=True)
-        if (not job.on_demand and job.checkpoint_interval_s is not None
-            and not prefers_spot(job, snapshot, preemption_rate=rate,
-                                 gpus_per_node=gpus_per_node))
-        else job
-        for job in snapshot.jobs)
-    return dataclasses.replace(snapshot, jobs=jobs)
+    room = (sum(n.num_gpus for n in snapshot.nodes if not n.spot)
+            - sum(job.min_gpus for job in snapshot.jobs if job.on_demand))
+    jobs = []
+    for job in snapshot.jobs:
+        size = judged_gpus(job, snapshot)
+        if (not job.on_demand and job.checkpoint_interval_s is not None and size <= room
+                and not prefers_spot(job, snapshot, preemption_rate=rate,
+                                     gpus_per_node=gpus_per_node)):
+            job = dataclasses.replace(job, on_demand=True)
+            room -= size
+        jobs.append(job)
+    return dataclasses.replace(snapshot, jobs=tuple(jobs))
