@@ -167,7 +167,9 @@ def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site)
     submitted = submit_scheduler(site)
     assert "scheduler costsched-scheduler running: policy fifo" in submitted.stdout
 
-    low = cli(site, "submit", job_file(site, "low", workers=2, epochs=5)).stdout.strip()
+    # Long enough to still be training when the urgent job arrives: on an idle machine
+    # 5 epochs (90 steps) ended within seconds of its tenth step, before the preemption.
+    low = cli(site, "submit", job_file(site, "low", workers=2, epochs=20)).stdout.strip()
     capped = cli(site, "submit", job_file(site, "capped", workers=1, epochs=40),
                  "--budget-usd", "0.0003", "--priority", "1").stdout.strip()
     assert low and capped
