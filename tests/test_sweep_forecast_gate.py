@@ -9,32 +9,15 @@ import re
 import sqlite3
 
 import pytest
-from ray.tune.search import Searcher
 
 from costsched.cost.ledger import Ledger
-from costsched.cost.prices import load_catalog
 from costsched.ray_layer.tune.trial import TRIAL_CAP_KEY, BudgetGate
 from costsched.sweep.gate import RunningTrial, new_trial_cap, room_usd, trials_held
 from costsched.sweep.plan import TARGET_MARGIN, plan_lines
+from tests.test_sweep_gate import CATALOG, USD_PER_SLOT_S, Points
 from tests.test_sweep_plan import forecast, plan_for
 
-CATALOG = load_catalog()
-ROW = CATALOG.instance("local-cpu")
-USD_PER_SLOT_S = ROW.on_demand_usd_per_hour / ROW.num_gpus_per_node / 3600.0
 BUDGET, CAP, NEED, FORECAST = 0.006, 0.0013, 0.00065, 0.00052  # the shipped sweep's sizes
-
-
-class Points(Searcher):
-    def __init__(self):
-        super().__init__(metric="score", mode="max")
-        self.n = 0
-
-    def suggest(self, trial_id):
-        self.n += 1
-        return {"i": self.n}
-
-    def on_trial_complete(self, trial_id, result=None, error=False):
-        pass
 
 
 class ScriptedSweep:

@@ -26,6 +26,9 @@ class Points(Searcher):
         self.n += 1
         return {"i": self.n}
 
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
 
 def charge(ledger: Ledger, run_id: str, usd: float, *, finished: bool) -> None:
     """A trial run on one slot that has cost ``usd`` (recomputed from the catalog row)."""
