@@ -11,6 +11,12 @@ would otherwise decide the ranking); it stops at the target, its cap or its last
 epoch. The objective each searcher minimises is the sweep's own
 (dollars to target; an unreached trial ranks behind by its best accuracy).
 
+A point already measured (by any searcher or seed) is not trained again: its
+measured trial is replayed, and still charged to the searcher that asked for it.
+Training is deterministic for a point (the job's seed), so only the timing
+would differ; replaying keeps one noisy timing of the shared start point from
+deciding the ranking between searchers that all begin there.
+
 Prints, per searcher and seed, the dollars spent until the first trial that
 reached the target and the best dollars-to-target found, then their means.
 Needs FLAML (``pip install -e '.[bench]'``); driven directly, not through Tune.
@@ -178,8 +184,14 @@ class Searchers:
                                                  "config": self.pending.pop(n)})
 
 
+def point_key(point: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, round(v, 12) if isinstance(v, float) else v)
+                        for k, v in point.items()))
+
+
 def search(name: str, seed: int, sweep, splits, catalog, *, budget: float, cap: float,
-           start: dict[str, Any]) -> dict[str, float]:
+           start: dict[str, Any], measured: dict[tuple, dict[str, Any]]
+           ) -> dict[str, float]:
     searcher, spent = Searchers(name, sweep.config.space, start, seed), 0.0
     first_reached, best = math.inf, math.inf
     for n in range(200):
@@ -188,14 +200,19 @@ def search(name: str, seed: int, sweep, splits, catalog, *, budget: float, cap: 
         point = searcher.ask(n)
         if point is None:
             break
-        trial = evaluate(point, sweep, splits, catalog, cap)
+        key = point_key(point)
+        replayed = key in measured
+        if not replayed:
+            measured[key] = evaluate(point, sweep, splits, catalog, cap)
+        trial = measured[key]
         spent += trial["usd"]
         searcher.tell(n, point, trial["objective"])
         if trial["usd_to_target"] is not None:
             first_reached = min(first_reached, spent)
             best = min(best, trial["usd_to_target"])
         print(f"  {name:18} seed {seed} trial {n}: ${trial['usd']:.6f} best acc "
-              f"{trial['best']:.3f} to target {trial['usd_to_target']}", flush=True)
+              f"{trial['best']:.3f} to target {trial['usd_to_target']}"
+              f"{' (replayed)' if replayed else ''}", flush=True)
     return {"first_reached_usd": first_reached, "best_to_target_usd": best, "spent_usd": spent}
 
 
@@ -223,10 +240,11 @@ def main() -> int:
     splits = prepare(job_for(sweep.base, {}, catalog).dataset)
     baseline = {k: value_in_job(sweep.base_job, k) for k in sweep.config.space}
     start = cheapest_start(sweep.config.space, baseline, sweep.config.search.low_cost)
-    rows = {}
+    rows, measured = {}, {}
     for name in ("costsched-cfo", "optuna-tpe", "flaml-blendsearch"):
         rows[name] = [search(name, seed, sweep, splits, catalog, budget=args.budget_usd,
-                             cap=args.trial_cap_usd, start=start) for seed in range(args.seeds)]
+                             cap=args.trial_cap_usd, start=start, measured=measured)
+                      for seed in range(args.seeds)]
     print(f"\nsame space, base job ({args.samples} MNIST-1D samples), target {args.target}, "
           f"trial cap ${args.trial_cap_usd}, budget ${args.budget_usd}; inf = never reached")
     print(f"{'searcher':20} {'seed':>4} {'$ until first reached':>22} {'best $ to target':>17}")
