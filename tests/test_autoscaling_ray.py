@@ -88,6 +88,7 @@ def _actors_on_slot_nodes(cluster) -> str:
         return f"(state API: {exc})"
 
 
+@pytest.mark.extended  # the requests it sends: also tests/test_scheduler_observe.py
 def test_job_scales_fake_cluster_up_then_down(cluster, tmp_path):
     assert ray.cluster_resources().get(SLOT, 0) == 0, ray.cluster_resources()
     catalog = load_catalog()

@@ -301,6 +301,7 @@ def test_a_group_left_by_a_dead_actor_is_freed_and_live_groups_are_kept(site):
             time.sleep(0.2)
 
 
+@pytest.mark.extended  # release after a stop: also the cancel test here and test_no_shared_disk_ray
 def test_a_completed_job_and_a_failed_job_release_everything(site):
     runner, (a, b) = site.runner(), site.slots
     before = holdings(site)

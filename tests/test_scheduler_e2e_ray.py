@@ -163,6 +163,7 @@ def started_scheduler(site: dict[str, Any]) -> None:
         submit_scheduler(site)
 
 
+@pytest.mark.extended  # ray job submit, a preemption and a resume: also the user-entrypoint test
 def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site):
     submitted = submit_scheduler(site)
     assert "scheduler costsched-scheduler running: policy fifo" in submitted.stdout
@@ -335,7 +336,7 @@ def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(
     assert len(ledger.intervals(job_id)) >= 2  # before and after the preemption
 
 
-@pytest.mark.extended  # a failed run frees its slots: also test_orphans_ray
+@pytest.mark.extended  # a failed run frees its slots: also test_orphans_ray (completed, failed)
 def test_a_user_entrypoint_that_raises_fails_frees_its_slots_and_blocks_nothing(site):
     started_scheduler(site)
     folder = user_folder(site)
@@ -353,6 +354,7 @@ def test_a_user_entrypoint_that_raises_fails_frees_its_slots_and_blocks_nothing(
     assert "userloop.py" in logs  # the user's traceback, not only a message
 
 
+@pytest.mark.extended  # a restarted scheduler: also test_scheduler_controller.py (readopts runs)
 def test_a_killed_scheduler_restarts_and_its_job_finishes_once(site):
     started_scheduler(site)
     job_id = cli(site, "submit", job_file(site, "survivor", workers=2, epochs=8)).stdout.strip()

@@ -70,6 +70,7 @@ def ledger_of(tmp: Path, name: str = "tiny") -> Ledger:
     return Ledger(tmp / "sweeps" / name / "ledger.db", load_catalog())
 
 
+@pytest.mark.extended  # a real Tune sweep and its outputs: also the budget test
 def test_profiled_sweep_lifts_its_cap_stops_a_bad_trial_early_and_writes_outputs(
         local_ray, tmp_path, capsys):
     # A trial cap below what start-up alone costs: without the profile no trial could
@@ -147,6 +148,7 @@ def test_killed_trial_worker_resumes_and_is_charged_once(local_ray, tmp_path):
     assert results["cost_usd"].iloc[0] == pytest.approx(intervals["cost_usd"].sum())
 
 
+@pytest.mark.extended  # a sweep resumed: also the budget gate's pure tests
 def test_resume_after_the_driver_is_killed(local_ray, tmp_path):
     path = write_sweep(tmp_path, num_trials=2, scheduler={"kind": "none"},
                        space={"optimizer.lr": {"choice": [0.005, 0.004]}})

@@ -126,6 +126,7 @@ def test_killed_worker_resumes_from_latest_checkpoint(uninterrupted, job_dir, sp
     assert result.cost_usd == pytest.approx(sum(i["cost_usd"] for i in intervals))
 
 
+@pytest.mark.extended  # a real profile: the pure forecast tests fit its figures
 def test_profiled_forecast_is_taken_by_the_run_refreshed_and_compared(local_ray, job_dir,
                                                                        splits):
     from costsched.cost.report import runs_frame
