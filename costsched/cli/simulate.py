@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 from costsched.errors import ConfigError
-from costsched.policy.registry import ELASTIC, POLICIES, make_policy
+from costsched.policy.autoscale_hysteresis import DEFAULT_HALF_LIFE_S, NodeCountHysteresis
+from costsched.policy.registry import ELASTIC, POLICIES, make_policy, policy_class
 
 POLLUX_DIR_ENV = "COSTSCHED_POLLUX_DIR"
 """The same as ``costsched.sim.profiles.POLLUX_DIR_ENV``, which imports pandas."""
 SIA_DIR_ENV = "COSTSCHED_SIA_DIR"
 """The same as ``costsched.sim.gpu_types.SIA_DIR_ENV``."""
+DEFAULT_USD_PER_JOB_HOUR = 16.0
+"""The same as ``costsched.policy.cost_aware.DEFAULT_USD_PER_JOB_HOUR`` (numpy-free here)."""
 DEFAULT_NODES = 16
 DEFAULT_INSTANCE = "g4dn.12xlarge"
 CLUSTERS = ("sia",)
@@ -56,6 +60,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--autoscale", default=None, metavar="MIN:MAX",
                         help="let the policy choose the node count in [MIN, MAX] "
                              "(cost-aware only; fixed-size policies keep --nodes)")
+    parser.add_argument("--usd-per-job-hour", default=None, metavar="USD",
+                        help="with --autoscale: dollars one hour less of a job's completion "
+                             "time is worth; cost-aware keeps a GPU when the JCT it saves is "
+                             "worth what it adds to the bill, so more means more nodes "
+                             f"(default {DEFAULT_USD_PER_JOB_HOUR:g})")
+    parser.add_argument("--autoscale-half-life", default=None, metavar="S",
+                        help="with --autoscale: resize only when a moving average of the "
+                             "wanted node count, with this half-life in seconds (e.g. "
+                             f"{DEFAULT_HALF_LIFE_S:g}), strays over half a node from the "
+                             "current count: fewer node changes; default 0: resize to each "
+                             "round's wanted count")
     parser.add_argument("--instance-type", default=DEFAULT_INSTANCE, metavar="T",
                         help="node type from the price catalog (default g4dn.12xlarge)")
     parser.add_argument("--spot", action="store_true", help="price nodes as spot capacity")
@@ -99,6 +114,38 @@ def parse_autoscale(text: str | None) -> tuple[int, int] | None:
     return low, high
 
 
+def parse_autoscale_settings(args: argparse.Namespace) -> tuple[float, float]:
+    """(usd_per_job_hour, half_life_s) from ``--usd-per-job-hour`` and
+    ``--autoscale-half-life``; each needs ``--autoscale``. Bad input is a ConfigError."""
+    given = [flag for flag, value in (("--usd-per-job-hour", args.usd_per_job_hour),
+                                      ("--autoscale-half-life", args.autoscale_half_life))
+             if value is not None]
+    if given and args.autoscale is None:
+        raise ConfigError(f"{' and '.join(given)}: for an autoscaled cluster only; add "
+                          "--autoscale MIN:MAX, e.g. 4:16")
+    usd = _number("--usd-per-job-hour", args.usd_per_job_hour, default=DEFAULT_USD_PER_JOB_HOUR,
+                  example=DEFAULT_USD_PER_JOB_HOUR, unit="dollars", positive=True)
+    half_life_s = _number("--autoscale-half-life", args.autoscale_half_life, default=0.0,
+                          example=DEFAULT_HALF_LIFE_S, unit="seconds", positive=False)
+    return usd, half_life_s
+
+
+def _number(flag: str, text: str | None, *, default: float, example: float, unit: str,
+            positive: bool) -> float:
+    """``text`` as a finite number, > 0 when ``positive`` else >= 0; ``default`` if None."""
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    in_range = value > 0 if positive else value >= 0
+    if not in_range or math.isinf(value):
+        least = "a positive number of" if positive else "a number of"
+        raise ConfigError(f"{flag} wants {least} {unit}, e.g. {example:g}; got `{text}`")
+    return value
+
+
 def _instance(args: argparse.Namespace):
     from costsched.cost.prices import load_catalog
 
@@ -138,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
     policies = args.policy or ["cost-aware"]
     autoscale = parse_autoscale(args.autoscale)
+    usd_per_job_hour, half_life_s = parse_autoscale_settings(args)
     spot_args = (args.spot_nodes, args.checkpoint_interval)
     if args.spot_trace is None and any(a is not None for a in spot_args):
         raise ConfigError("--spot-nodes and --checkpoint-interval need --spot-trace")
@@ -145,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
                                         or args.autoscale is not None):
         raise ConfigError("--spot-trace adds a spot pool to a fixed one-type cluster; drop "
                           "--cluster, --spot and --autoscale")
+    hysteresis = None
+    if autoscale is not None and half_life_s > 0:
+        hysteresis = NodeCountHysteresis(half_life_s=half_life_s)
     if args.cluster is not None:
         data_dir, build = _cluster_builder(args, policies)
     else:
@@ -162,19 +213,26 @@ def run(args: argparse.Namespace) -> int:
 
                 return SpotSimulator(config=config, profiles=profiles, workload=jobs,
                                      policy=make_policy(name), pool=pool)
-            return Simulator(config=config, profiles=profiles, workload=jobs,
-                             policy=make_policy(name))
+            policy = make_policy(name)
+            if config.autoscale is not None:
+                policy = policy_class(name)(usd_per_job_hour=usd_per_job_hour)
+            return Simulator(config=config, profiles=profiles, workload=jobs, policy=policy)
+    workloads = [(load_workload(path), workload_label(path)) for path in args.workload]
+    if autoscale is not None:
+        resize_to = (f"a moving average of the wanted node count (half-life {half_life_s:g} s)"
+                     if hysteresis else "each round's wanted node count")
+        print(f"autoscale {autoscale[0]}:{autoscale[1]}: a job-hour of JCT is worth "
+              f"${usd_per_job_hour:g}; resizing to {resize_to}", file=sys.stderr)
     out = Path(args.out)
     summaries, job_tables = [], []
-    for path in args.workload:
-        jobs = load_workload(path)
-        label = workload_label(path)
+    for jobs, label in workloads:
         jcts = {}
         for name in policies:
             resizes = autoscale is not None and name in ELASTIC
             tag = f"{name} (autoscale {autoscale[0]}:{autoscale[1]})" if resizes else name
             tag += " (oracle)" if args.oracle and name in ELASTIC else ""
             sim = build(name, jobs, {"autoscale": autoscale if resizes else None,
+                                     "autoscale_hysteresis": hysteresis if resizes else None,
                                      "elastic": name in ELASTIC, "oracle": args.oracle})
             result = sim.run(on_round=_progress(f"{tag} {label}"))
             summary = summarise(result, policy=tag, workload=label)

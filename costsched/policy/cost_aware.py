@@ -19,9 +19,12 @@ Each round:
    dearer (restart_s is the job's own measured restart cost when it has one, else
    the snapshot's). Sizes are 1, 2, 4, ... GPUs within a node or whole nodes
    (``node_shapes``), which packing places without splitting a job.
-3. Autoscaling (optional). Growth is first run on ``max_nodes``; the cluster
-   keeps the GPUs whose marginal speedup per GPU is at least
-   ``min_marginal_speedup`` (plus all admitted minimums), rounded up to nodes.
+3. Autoscaling (optional). Growth is first run on ``max_nodes``; the cluster keeps
+   all admitted minimums and each growth move whose JCT saving is worth what it adds
+   to the bill at ``usd_per_job_hour`` (:func:`usd_per_job_hour_saved`), rounded up to
+   nodes; a driver may smooth that count over rounds and pass the count to act on
+   (:mod:`~costsched.policy.autoscale_hysteresis`). Nodes with nothing on them go
+   first when the cluster shrinks.
 4. Placement. Counts become GPUs per node, unchanged jobs staying put and the
    rest packed onto as few nodes as possible; an on-demand job counts and lands
    on on-demand nodes only (:mod:`~costsched.policy.packing`).
@@ -40,7 +43,7 @@ import heapq
 import math
 from dataclasses import dataclass
 
-from costsched.cost.prices import usd_over
+from costsched.cost.prices import SECONDS_PER_HOUR, usd_over, usd_per_gpu_hour_of
 from costsched.errors import ConfigError
 from costsched.policy.goodput import GoodputChoice, best_goodput
 from costsched.policy.hysteresis import (
@@ -63,6 +66,46 @@ from costsched.policy.spot_choice import (
     choose_markets,
 )
 
+DEFAULT_USD_PER_JOB_HOUR = 16.0
+"""Dollars an hour of one job's JCT is worth, by default: on the Pollux workloads with
+g4dn.12xlarge nodes ($0.98 a T4-hour) it spends what the former rule did (keep a GPU
+that adds 0.25 speedup) at the same mean JCT (``bench/autoscale.py``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Move:
+    """One growth step of one job."""
+
+    gpus_before: int
+    """GPUs the job had before the step (k)."""
+    speedup_before: float
+    """Its speedup over one GPU before the step (s)."""
+    num_gpus: int
+    """GPUs the step adds (d)."""
+    speedup_gained: float
+    """Speedup the step adds (g), unweighted."""
+
+
+def usd_per_job_hour_saved(move: Move, gpu_usd_per_hour: float) -> float:
+    """Dollars ``move`` adds to the bill per hour it takes off the job's JCT, had the job
+    kept that size to its end.
+
+    A job with W single-GPU hours of work left, on k GPUs at speedup s, ends in W / s
+    hours and holds k W / s GPU-hours. On k + d GPUs at speedup s + g it ends
+    W (1/s - 1/(s + g)) hours sooner and holds W ((k + d)/(s + g) - k/s) GPU-hours more:
+    per job-hour saved, d s / g - k GPU-hours, each at the GPU's price::
+
+        usd = gpu_usd_per_hour x (d x s / g - k)
+
+    Zero when the step scales linearly (g / d = s / k: the same GPU-hours, sooner),
+    below zero when it scales better, infinite when it gains nothing.
+    """
+    if move.speedup_gained <= 0:
+        return math.inf
+    gpu_hours = (move.num_gpus * move.speedup_before / move.speedup_gained
+                 - move.gpus_before)
+    return usd_over(gpu_usd_per_hour, SECONDS_PER_HOUR * gpu_hours)
+
 
 @dataclass(frozen=True, kw_only=True)
 class CostAwarePolicy:
@@ -84,9 +127,10 @@ class CostAwarePolicy:
     node_shapes: bool = True
     """Allocation shapes that avoid split placements: 1, 2, 4, ... GPUs within one node,
     or whole nodes (as Sia restricts them). False: any count."""
-    min_marginal_speedup: float = 0.25
-    """Autoscaling: a GPU is worth paying for if it adds at least this much
-    speedup (a waiting job's first GPU adds 1)."""
+    usd_per_job_hour: float = DEFAULT_USD_PER_JOB_HOUR
+    """Autoscaling: dollars one hour less of one job's completion time is worth. The
+    cluster keeps a growth move when the dollars it adds per job-hour it saves are at
+    most this (:func:`usd_per_job_hour_saved`); higher: more nodes, shorter JCT."""
     min_run_s: float = DEFAULT_MIN_RUN_S
     """Hysteresis against preemption ping-pong: a job that began its run less than this
     long ago is not preempted by a job of equal or lower priority, and a running job's
@@ -107,8 +151,9 @@ class CostAwarePolicy:
     def __post_init__(self) -> None:
         if self.restart_horizon_s <= 0:
             raise ConfigError("restart_horizon_s must be positive")
-        if self.min_marginal_speedup < 0:
-            raise ConfigError("min_marginal_speedup must be >= 0")
+        if not 0 < self.usd_per_job_hour < math.inf:
+            raise ConfigError(f"usd_per_job_hour must be a positive number of dollars, e.g. "
+                              f"{DEFAULT_USD_PER_JOB_HOUR:g}; got {self.usd_per_job_hour}")
         if self.service_power < 0:
             raise ConfigError("service_power must be >= 0")
         if self.spot_prior_preemptions_per_node_hour < 0 or self.spot_prior_node_hours < 0:
@@ -130,7 +175,9 @@ class CostAwarePolicy:
         scaling = snapshot.autoscaling
         if scaling is not None:
             gpus_per_node = scaling.template.num_gpus
-            num_nodes = self._nodes_wanted(snapshot, gpus_per_node)
+            num_nodes = scaling.target_nodes
+            if num_nodes is None:
+                num_nodes = self.nodes_wanted(snapshot)
             nodes, added, removed = _resize(snapshot, nodes, num_nodes)
         usable = snapshot.free_gpus()
         grower = _Growth(self, snapshot, gpus_per_node)
@@ -145,13 +192,18 @@ class CostAwarePolicy:
         return Decision(placements=placements, batch_sizes=batch_sizes,
                         nodes_to_add=added, nodes_to_remove=removed)
 
-    def _nodes_wanted(self, snapshot: ClusterSnapshot, gpus_per_node: int) -> int:
+    def nodes_wanted(self, snapshot: ClusterSnapshot) -> int:
+        """Nodes of the autoscaling template worth paying for now: admitted minimums plus
+        the growth moves, on ``max_nodes``, whose JCT saving is worth what they add to the
+        bill, rounded up to nodes and kept within the bounds. Needs ``autoscaling``."""
         scaling = snapshot.autoscaling
+        gpus_per_node = scaling.template.num_gpus
+        gpu_usd_per_hour = usd_per_gpu_hour_of((scaling.template,))
         grower = _Growth(self, snapshot, gpus_per_node)
         grower.run(Capacity((scaling.template,) * scaling.max_nodes))
         wanted = grower.admitted_gpus + sum(
-            delta for ratio, delta in grower.moves if ratio >= self.min_marginal_speedup
-        )
+            move.num_gpus for move in grower.moves
+            if usd_per_job_hour_saved(move, gpu_usd_per_hour) <= self.usd_per_job_hour)
         return min(max(math.ceil(wanted / gpus_per_node), scaling.min_nodes), scaling.max_nodes)
 
 
@@ -183,8 +235,8 @@ class _Growth:
         self.gpu_usd_per_hour = (sum(n.usd_per_hour for n in nodes)
                                  / max(sum(n.num_gpus for n in nodes), 1))
         self._choices: dict[tuple[str, int], GoodputChoice] = {}
-        self.moves: list[tuple[float, int]] = []
-        """Growth moves in order: (unweighted speedup gained per GPU, GPUs)."""
+        self.moves: list[Move] = []
+        """Growth moves, in the order made."""
         self.admitted_gpus = 0
 
     def choice(self, job: JobView, count: int) -> GoodputChoice:
@@ -295,8 +347,10 @@ class _Growth:
                 continue
             if -neg_ratio <= 0:
                 break
-            gained = self.speedup(job, target) - self.speedup(job, alloc[job.name])
-            self.moves.append((gained / (target - alloc[job.name]), target - alloc[job.name]))
+            before = self.speedup(job, alloc[job.name])
+            self.moves.append(Move(gpus_before=alloc[job.name], speedup_before=before,
+                                   num_gpus=target - alloc[job.name],
+                                   speedup_gained=self.speedup(job, target) - before))
             capacity.take(job, target - alloc[job.name])
             alloc[job.name] = target
             self._push(heap, rank, job, target,
@@ -312,7 +366,12 @@ class _Growth:
 def _resize(
     snapshot: ClusterSnapshot, nodes: list[NodeView], num_nodes: int
 ) -> tuple[list[NodeView], tuple[NodeView, ...], tuple[str, ...]]:
-    """Keep ``num_nodes`` nodes: add from the template, or drop the least-used ones."""
+    """Keep ``num_nodes`` nodes: add from the template, or drop the emptiest ones.
+
+    A node's load is the GPUs placed on it or reserved there by anything (its
+    ``reserved_gpus``), whichever is more: nodes with nothing on them go first, a node
+    holding a job only once none is left, and then the one holding fewest GPUs (the
+    fewest replicas restart). Among equals the newest goes first."""
     if num_nodes >= len(nodes):
         template = snapshot.autoscaling.template
         new = tuple(
@@ -321,12 +380,12 @@ def _resize(
             for node_id in snapshot.new_node_ids(num_nodes - len(nodes))
         )
         return nodes + list(new), new, ()
-    used = dict.fromkeys((n.node_id for n in nodes), 0)
+    placed = dict.fromkeys((n.node_id for n in nodes), 0)
     for placement in snapshot.placements.values():
         for node_id, count in placement.items():
-            if node_id in used:
-                used[node_id] += count
-    # Least-used first, newest first among equals: drop those.
-    ranked = sorted(nodes, key=lambda n: (used[n.node_id], -nodes.index(n)))
-    drop = {n.node_id for n in ranked[: len(nodes) - num_nodes]}
+            if node_id in placed:
+                placed[node_id] += count
+    load = [max(placed[n.node_id], n.reserved_gpus or 0) for n in nodes]
+    ranked = sorted(range(len(nodes)), key=lambda i: (load[i], -i))
+    drop = {nodes[i].node_id for i in ranked[: len(nodes) - num_nodes]}
     return [n for n in nodes if n.node_id not in drop], (), tuple(sorted(drop))

@@ -171,10 +171,18 @@ class Autoscaling:
     """Never more nodes than this."""
     template: NodeView
     """What a new node looks like (its ``node_id`` is a prefix for new ids)."""
+    target_nodes: int | None = None
+    """The node count to keep, when the driver settles it (a smoother of the policy's
+    wanted count over rounds, :mod:`~costsched.policy.autoscale_hysteresis`); None: the
+    policy keeps the count it wants this round."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_nodes <= self.max_nodes or self.max_nodes < 1:
             raise ConfigError("autoscaling needs 0 <= MIN <= MAX and MAX >= 1, e.g. 4:16")
+        if self.target_nodes is not None and not (
+                self.min_nodes <= self.target_nodes <= self.max_nodes):
+            raise ConfigError(f"autoscaling target of {self.target_nodes} nodes is outside "
+                              f"{self.min_nodes}:{self.max_nodes}")
 
 
 @dataclass(frozen=True, kw_only=True)

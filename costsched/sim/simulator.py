@@ -18,6 +18,7 @@ the last completion; a job is charged its GPU share for the time it holds GPUs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from costsched.cost.prices import SECONDS_PER_HOUR, InstanceType, usd_over
 from costsched.errors import ConfigError
 from costsched.goodput.online import OnlineThroughput
 from costsched.goodput.throughput import FittedThroughput, ThroughputPoint
+from costsched.policy.autoscale_hysteresis import NodeCountHysteresis, NodeCountSmoother
 from costsched.policy.drive import drive, gpu_range
 from costsched.policy.registry import Policy
 from costsched.policy.snapshot import (
@@ -57,6 +59,9 @@ class SimConfig:
     """Price nodes as spot capacity."""
     autoscale: tuple[int, int] | None = None
     """(min, max) nodes when the policy may resize the cluster; ``None`` = fixed."""
+    autoscale_hysteresis: NodeCountHysteresis | None = None
+    """With ``autoscale``: resize to a moving average of the policy's wanted node count
+    (:mod:`~costsched.policy.autoscale_hysteresis`); None: to each round's count."""
     elastic: bool = False
     """Offer jobs their elastic range (1 .. max useful GPUs) instead of the requested size."""
     round_s: float = 60.0
@@ -76,6 +81,8 @@ class SimConfig:
             raise ConfigError("need num_nodes >= 0, round_s > 0 and restart_s >= 0")
         if self.autoscale is None and self.num_nodes < 1:
             raise ConfigError("a fixed cluster needs at least one node (--nodes)")
+        if self.autoscale is None and self.autoscale_hysteresis is not None:
+            raise ConfigError("autoscaling hysteresis needs autoscaling (--autoscale MIN:MAX)")
 
 
 @dataclass(kw_only=True)
@@ -211,6 +218,14 @@ class Simulator:
             raise ConfigError(f"job(s) {too_big[:3]} ask for more than the cluster's {capacity} "
                               "GPUs and would never run; add nodes or use an elastic policy")
         self.nodes = [self._node(f"node-{i}") for i in range(num)]
+        self._smoother = None
+        if config.autoscale_hysteresis is not None:
+            if not hasattr(policy, "nodes_wanted"):
+                raise ConfigError(f"policy {policy.name} does not size the cluster; "
+                                  "autoscaling hysteresis needs one that does (cost-aware)")
+            self._smoother = NodeCountSmoother(config.autoscale_hysteresis,
+                                               min_nodes=config.autoscale[0],
+                                               max_nodes=config.autoscale[1])
 
     def _node(self, node_id: str) -> NodeView:
         inst = self.config.instance
@@ -309,6 +324,12 @@ class Simulator:
 
     def _schedule(self, active: list[_Job], time_s: float, round_index: int) -> None:
         snapshot = self._snapshot(active, time_s, round_index)
+        if self._smoother is not None:
+            wanted = self.policy.nodes_wanted(snapshot)
+            target = self._smoother.update(wanted=wanted, current=len(self.nodes),
+                                           elapsed_s=self.config.round_s)
+            snapshot = dataclasses.replace(snapshot, autoscaling=dataclasses.replace(
+                snapshot.autoscaling, target_nodes=target))
         decision = drive(self.policy, snapshot, elastic=self.config.elastic).decision
         removed = set(decision.nodes_to_remove)
         self.nodes = [n for n in self.nodes if n.node_id not in removed]
