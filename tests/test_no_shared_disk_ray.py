@@ -130,7 +130,7 @@ def test_every_stop_checkpoints_to_s3_and_resumes_on_another_node(site):
             return p if (p.get("world_size") == world_size and p.get("reported_at", 0) > since
                          and p.get("global_step", 0) > max(p.get("resumed_from_step", 0), 0)
                          ) else None
-        return wait(stepped, 240, f"no step on {world_size} workers")
+        return wait(stepped, 480, f"no step on {world_size} workers")
 
     def stop(reason: str) -> int:
         """Ask for a stop; return the step reached when it was asked, once it ended."""

@@ -262,25 +262,6 @@ def _scrape(site: dict[str, Any], name: str) -> str:
     return text if name in text else ""
 
 
-def test_bad_input_is_a_one_line_error_and_changes_nothing(site):
-    before = rows()
-    finished = next(iter(before))
-    bad = site["root"] / "bad.yaml"
-    bad.write_text("name: bad\nmodle: {}\n")
-    cases = [
-        (("cancel", finished), 1, "already ended"),
-        (("cancel", "no-such-job"), 1, "unknown job id"),
-        (("logs", "no-such-job"), 1, "unknown job id"),
-        (("submit", str(bad)), 2, "did you mean `model`"),
-        (("submit", str(site["root"] / "missing.yaml")), 2, "no such config file"),
-    ]
-    for args, code, message in cases:
-        result = cli(site, *args)
-        assert result.returncode == code, (args, result.stderr)
-        assert message in result.stderr and result.stderr.strip().count("\n") == 0, args
-    assert rows() == before
-
-
 USER_CODE = REPO / "tests" / "support" / "userloop.py"
 
 
@@ -315,7 +296,7 @@ def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(
     user_job(folder, "userjob", "userloop:train_loop", workers=2)
     job_id = submit_with_working_dir(site, folder, "userjob.yaml")
     assert job_id.startswith("userjob-"), job_id
-    _wait("the user's job to checkpoint", lambda: step(site, job_id) >= 10, 240,
+    _wait("the user's job to checkpoint", lambda: step(site, job_id) >= 10, 480,
           detail=lambda: rows())
     urgent = cli(site, "submit", job_file(site, "urgent2", workers=2, epochs=2,
                                           priority=10)).stdout.strip()
@@ -334,6 +315,27 @@ def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(
     ledger = Ledger(site["root"] / "ledger.db", load_catalog())
     assert recomputed_usd(ledger, job_id) == pytest.approx(final[job_id]["spent_usd"], rel=1e-6)
     assert len(ledger.intervals(job_id)) >= 2  # before and after the preemption
+
+
+def test_bad_input_is_a_one_line_error_and_changes_nothing(site):
+    # After the user-entrypoint test: its jobs have ended (run alone, none has).
+    started_scheduler(site)
+    before = rows()
+    finished = next((j for j, r in before.items() if r["state"] in TERMINAL), None)
+    bad = site["root"] / "bad.yaml"
+    bad.write_text("name: bad\nmodle: {}\n")
+    cases = [
+        *([(("cancel", finished), 1, "already ended")] if finished else []),
+        (("cancel", "no-such-job"), 1, "unknown job id"),
+        (("logs", "no-such-job"), 1, "unknown job id"),
+        (("submit", str(bad)), 2, "did you mean `model`"),
+        (("submit", str(site["root"] / "missing.yaml")), 2, "no such config file"),
+    ]
+    for args, code, message in cases:
+        result = cli(site, *args)
+        assert result.returncode == code, (args, result.stderr)
+        assert message in result.stderr and result.stderr.strip().count("\n") == 0, args
+    assert rows() == before
 
 
 @pytest.mark.extended  # a failed run frees its slots: also test_orphans_ray (completed, failed)
