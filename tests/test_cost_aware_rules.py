@@ -11,7 +11,7 @@ from costsched.goodput.throughput import FittedThroughput, ThroughputParams
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.goodput import best_goodput
 from costsched.policy.snapshot import EfficiencyModel
-from costsched.sim.simulator import ProfileThroughput, Simulator, _Job
+from costsched.sim.simulator import ProfileThroughput, SimJob, Simulator
 from costsched.sim.workload import JobSpec
 from tests.support.policy_fakes import FakeThroughput, gpus, job, nodes, snapshot
 from tests.support.sim_fixture import fixture_profiles
@@ -42,7 +42,7 @@ def test_goodput_is_timed_exactly_as_the_simulator_runs_the_batch(count):
     spec = JobSpec(name="b", submit_time_s=0, application="bert", num_replicas=count,
                    batch_size=chosen.batch_size)
     placement = {f"n{i}": min(4, count - 4 * i) for i in range(-(-count // 4))}
-    running = _Job(spec=spec, app=app, placement=placement, batch_size=chosen.batch_size)
+    running = SimJob(spec=spec, app=app, placement=placement, batch_size=chosen.batch_size)
     step_s = Simulator._step_time_s(None, running)  # the simulator's own step timing
     assert chosen.goodput == pytest.approx(float(view.efficiency.gain(chosen.batch_size))
                                            / step_s, rel=1e-9)

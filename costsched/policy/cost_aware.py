@@ -180,7 +180,7 @@ class CostAwarePolicy:
                 num_nodes = self.nodes_wanted(snapshot)
             nodes, added, removed = _resize(snapshot, nodes, num_nodes)
         usable = snapshot.free_gpus()
-        grower = _Growth(self, snapshot, gpus_per_node)
+        grower = Growth(self, snapshot, gpus_per_node)
         alloc = grower.run(Capacity(nodes, usable))
         targets = [(job.name, alloc.get(job.name, 0)) for job in grower.order]
         placements = place_jobs(targets, nodes, snapshot.placements, usable=usable,
@@ -199,7 +199,7 @@ class CostAwarePolicy:
         scaling = snapshot.autoscaling
         gpus_per_node = scaling.template.num_gpus
         gpu_usd_per_hour = usd_per_gpu_hour_of((scaling.template,))
-        grower = _Growth(self, snapshot, gpus_per_node)
+        grower = Growth(self, snapshot, gpus_per_node)
         grower.run(Capacity((scaling.template,) * scaling.max_nodes))
         wanted = grower.admitted_gpus + sum(
             move.num_gpus for move in grower.moves
@@ -217,7 +217,7 @@ class UnawareCostAwarePolicy(CostAwarePolicy):
     """Always False: every GPU looks the same to this policy."""
 
 
-class _Growth:
+class Growth:
     """One run of admission and growth over a GPU count (state of one decision)."""
 
     def __init__(self, policy: CostAwarePolicy, snapshot: ClusterSnapshot, gpus_per_node: int):

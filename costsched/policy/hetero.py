@@ -30,7 +30,7 @@ import heapq
 import math
 
 from costsched.cost.prices import SECONDS_PER_HOUR, usd_over
-from costsched.policy.cost_aware import CostAwarePolicy, _Growth
+from costsched.policy.cost_aware import CostAwarePolicy, Growth
 from costsched.policy.goodput import GoodputChoice, best_goodput
 from costsched.policy.packing import Capacity, place_jobs
 from costsched.policy.snapshot import ClusterSnapshot, Decision, JobView, NodeView, num_gpus
@@ -67,7 +67,7 @@ def decide_by_gpu_model(policy: CostAwarePolicy, snapshot: ClusterSnapshot) -> D
     return Decision(placements=placements, batch_sizes=batch_sizes)
 
 
-class _TypedGrowth(_Growth):
+class _TypedGrowth(Growth):
     """Admission and growth over (GPU model, count) configurations (one decision)."""
 
     def __init__(self, policy: CostAwarePolicy, snapshot: ClusterSnapshot):

@@ -42,9 +42,9 @@ from costsched.sim.profiles import AppProfile
 from costsched.sim.simulator import (
     ProfileThroughput,
     SimConfig,
+    SimJob,
     SimResult,
     Simulator,
-    _Job,
     max_useful_gpus,
 )
 from costsched.sim.workload import JobSpec
@@ -95,22 +95,22 @@ class HeteroSimulator(Simulator):
                     self._fits[(job.spec.name, model)] = self._typed_fit(job, model)
                 self._use_model(job, next(iter(self.pools)))
 
-    def _app(self, job: _Job, model: str) -> AppProfile:
+    def _app(self, job: SimJob, model: str) -> AppProfile:
         return self.typed[self.pools[model].gpu_type][job.spec.application]
 
-    def _typed_fit(self, job: _Job, model: str) -> FittedThroughput:
+    def _typed_fit(self, job: SimJob, model: str) -> FittedThroughput:
         app = self._app(job, model)
         learner = self._learners[(job.spec.name, model)]
         return FittedThroughput(learner.params, app.local_bsz_choices.tolist(), app.max_local_bsz)
 
-    def _use_model(self, job: _Job, model: str) -> None:
+    def _use_model(self, job: SimJob, model: str) -> None:
         """Run ``job`` on ``model`` from now: its profile, and (aware) that type's learner."""
         job.app = self._app(job, model)
         if (job.spec.name, model) in self._learners:
             job.learned = self._learners[(job.spec.name, model)]
             job.fitted = self._fits[(job.spec.name, model)]
 
-    def _view(self, job: _Job, time_s: float) -> JobView:
+    def _view(self, job: SimJob, time_s: float) -> JobView:
         view = super()._view(job, time_s)
         name = job.spec.name
         spent = sum(usd_over(p.instance.gpu_usd_per_hour(self.config.spot),
@@ -136,7 +136,7 @@ class HeteroSimulator(Simulator):
         top = max(max(o.max_gpus for o in options.values()), view.min_gpus)
         return dataclasses.replace(view, by_gpu_model=options, max_gpus=top)
 
-    def _profile_on_arrival(self, job: _Job) -> None:
+    def _profile_on_arrival(self, job: SimJob) -> None:
         """Sia's bootstrap: one GPU of each type, at the type's smallest and largest per-GPU
         batch, measured once when the job arrives (its GPU time is not simulated)."""
         name = job.spec.name
@@ -150,7 +150,7 @@ class HeteroSimulator(Simulator):
                                                sync_time_s=sync_s, placement=(1,)))
             self._fits[(name, model)] = self._typed_fit(job, model)
 
-    def _schedule(self, active: list[_Job], time_s: float, round_index: int) -> None:
+    def _schedule(self, active: list[SimJob], time_s: float, round_index: int) -> None:
         if self._learners:
             for job in active:
                 if job.spec.name not in self._profiled:
@@ -174,7 +174,7 @@ class HeteroSimulator(Simulator):
             if job.num_placements > before[name] and restart_s is not None:
                 job.restart_left_s = restart_s
 
-    def _advance(self, job: _Job, time_s: float) -> None:
+    def _advance(self, job: SimJob, time_s: float) -> None:
         name, gpu_s = job.spec.name, job.gpu_s
         fitted = job.fitted
         super()._advance(job, time_s)

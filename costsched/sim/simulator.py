@@ -86,8 +86,8 @@ class SimConfig:
 
 
 @dataclass(kw_only=True)
-class _Job:
-    """Mutable run state of one job (internal to the simulator)."""
+class SimJob:
+    """Mutable run state of one job (the simulators' own; not for policies)."""
 
     spec: JobSpec
     app: AppProfile
@@ -199,7 +199,7 @@ class Simulator:
             raise ConfigError(f"workload uses apps without profiles: {unknown}")
         self.config = config
         self.policy = policy
-        self.jobs = [_Job(spec=s, app=profiles[s.application]) for s in workload]
+        self.jobs = [SimJob(spec=s, app=profiles[s.application]) for s in workload]
         if not config.oracle:
             fits: dict = {}  # a memo: jobs of one app often measure the very same steps
             for job in self.jobs:
@@ -241,7 +241,7 @@ class Simulator:
     def _run(self, on_round: Callable[[float, int, int], None] | None) -> SimResult:
         cfg = self.config
         pending = sorted(self.jobs, key=lambda j: (j.spec.submit_time_s, j.spec.name))
-        active: list[_Job] = []
+        active: list[SimJob] = []
         timeline: list[tuple[float, int, int, float]] = []
         node_s = 0.0
         time_s, round_index, done = 0.0, 0, 0
@@ -268,7 +268,7 @@ class Simulator:
             time_s, round_index = time_s + cfg.round_s, round_index + 1
         return self._result(timeline, node_s)
 
-    def _view(self, job: _Job, time_s: float) -> JobView:
+    def _view(self, job: SimJob, time_s: float) -> JobView:
         app, spec = job.app, job.spec
         lo, hi = gpu_range(elastic=self.config.elastic,
                            elastic_range=(1, max(max_useful_gpus(app), spec.num_replicas)),
@@ -290,7 +290,7 @@ class Simulator:
             num_restarts=max(job.num_placements - 1, 0),
         )
 
-    def _models(self, job: _Job) -> tuple[object, tuple[float, float]]:
+    def _models(self, job: SimJob) -> tuple[object, tuple[float, float]]:
         """(throughput model, (grad_sqr, grad_var)) the policy sees for ``job``: the
         profile and the statistics at its batch now (oracle), or the fit to its measured
         steps and the statistics at the batch it last ran (flat before its first step)."""
@@ -304,12 +304,12 @@ class Simulator:
         return job.fitted, app.grad_stats(job.measured_batch_size, epoch)
 
     @staticmethod
-    def _fitted(job: _Job) -> FittedThroughput:
+    def _fitted(job: SimJob) -> FittedThroughput:
         """The policy's model of a learning job: its learner's fit at the app's batches."""
         return FittedThroughput(job.learned.params, job.app.local_bsz_choices.tolist(),
                                 job.app.max_local_bsz)
 
-    def _snapshot(self, active: list[_Job], time_s: float, round_index: int) -> ClusterSnapshot:
+    def _snapshot(self, active: list[SimJob], time_s: float, round_index: int) -> ClusterSnapshot:
         cfg = self.config
         scaling = None
         if cfg.autoscale is not None:
@@ -322,7 +322,7 @@ class Simulator:
             autoscaling=scaling, round_s=cfg.round_s, restart_s=cfg.restart_s,
         )
 
-    def _schedule(self, active: list[_Job], time_s: float, round_index: int) -> None:
+    def _schedule(self, active: list[SimJob], time_s: float, round_index: int) -> None:
         snapshot = self._snapshot(active, time_s, round_index)
         if self._smoother is not None:
             wanted = self.policy.nodes_wanted(snapshot)
@@ -342,7 +342,7 @@ class Simulator:
             job.placement = new
             job.batch_size = decision.batch_sizes.get(job.spec.name, job.batch_size) if new else 0
 
-    def _advance(self, job: _Job, time_s: float) -> None:
+    def _advance(self, job: SimJob, time_s: float) -> None:
         """Run ``job`` on its placement for one round (or until it completes)."""
         replicas = sum(job.placement.values())
         if replicas == 0:
@@ -376,7 +376,7 @@ class Simulator:
                 job.fitted = self._fitted(job)
             job.measured_batch_size = job.batch_size
 
-    def _measured_point(self, job: _Job) -> ThroughputPoint:
+    def _measured_point(self, job: SimJob) -> ThroughputPoint:
         """The mean step ``job`` measured on its placement this round, as a live job
         reports it (micro-batch, accumulation, step and sync time)."""
         shape = placement_shape(job.placement)
@@ -387,7 +387,7 @@ class Simulator:
                                local_bsz=local / accum, accum_steps=accum,
                                step_time_s=step, sync_time_s=sync, placement=shape)
 
-    def _step_time_s(self, job: _Job) -> float:
+    def _step_time_s(self, job: SimJob) -> float:
         replicas = sum(job.placement.values())
         return job.app.accumulated_step_time_s(placement_shape(job.placement),
                                                job.batch_size / replicas)

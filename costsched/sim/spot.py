@@ -42,7 +42,7 @@ from costsched.errors import ConfigError
 from costsched.policy.registry import Policy
 from costsched.policy.snapshot import ClusterSnapshot, JobView, NodeView
 from costsched.sim.profiles import AppProfile
-from costsched.sim.simulator import SimConfig, SimResult, Simulator, SpotTotals, _Job
+from costsched.sim.simulator import SimConfig, SimJob, SimResult, Simulator, SpotTotals
 from costsched.sim.spot_trace import SpotTrace
 from costsched.sim.workload import JobSpec
 
@@ -110,7 +110,7 @@ class SpotSimulator(Simulator):
 
     # Capacity -------------------------------------------------------------------------
 
-    def _replay(self, active: list[_Job], time_s: float) -> None:
+    def _replay(self, active: list[SimJob], time_s: float) -> None:
         """Grow or shrink the spot pool to the trace's count at ``time_s``."""
         granted = self.pool.trace.count_at(time_s)
         want = min(granted, self.pool.num_nodes)
@@ -138,7 +138,7 @@ class SpotSimulator(Simulator):
                         num_gpus=inst.num_gpus_per_node, usd_per_hour=self._spot_price,
                         spot=True)
 
-    def _preempt(self, job: _Job) -> None:
+    def _preempt(self, job: SimJob) -> None:
         """Back to the last checkpoint; GPUs released; the next placement pays a restart."""
         ckpt = self._ckpt[job.spec.name]
         ckpt.preemptions += 1
@@ -149,7 +149,7 @@ class SpotSimulator(Simulator):
 
     # Rounds ---------------------------------------------------------------------------
 
-    def _schedule(self, active: list[_Job], time_s: float, round_index: int) -> None:
+    def _schedule(self, active: list[SimJob], time_s: float, round_index: int) -> None:
         self._replay(active, time_s)
         before = {j.spec.name: j.num_placements for j in active}
         super()._schedule(active, time_s, round_index)
@@ -157,11 +157,11 @@ class SpotSimulator(Simulator):
             if job.num_placements > before[job.spec.name]:
                 self._checkpoint(job)
 
-    def _checkpoint(self, job: _Job) -> None:
+    def _checkpoint(self, job: SimJob) -> None:
         ckpt = self._ckpt[job.spec.name]
         ckpt.progress, ckpt.gpu_s, ckpt.held_s = job.progress, job.gpu_s, 0.0
 
-    def _advance(self, job: _Job, time_s: float) -> None:
+    def _advance(self, job: SimJob, time_s: float) -> None:
         gpu_s = job.gpu_s
         super()._advance(job, time_s)
         held = job.gpu_s - gpu_s
@@ -176,19 +176,19 @@ class SpotSimulator(Simulator):
         if ckpt.held_s >= self.pool.checkpoint_interval_s - 1e-9:
             self._checkpoint(job)
 
-    def _view(self, job: _Job, time_s: float) -> JobView:
+    def _view(self, job: SimJob, time_s: float) -> JobView:
         view = super()._view(job, time_s)
         return dataclasses.replace(view, spent_usd=self._job_usd(job),
                                    checkpoint_interval_s=self.pool.checkpoint_interval_s)
 
-    def _snapshot(self, active: list[_Job], time_s: float, round_index: int) -> ClusterSnapshot:
+    def _snapshot(self, active: list[SimJob], time_s: float, round_index: int) -> ClusterSnapshot:
         snapshot = super()._snapshot(active, time_s, round_index)
         return dataclasses.replace(snapshot, spot_preemptions=self._nodes_preempted,
                                    spot_node_hours=self._node_s[True] / SECONDS_PER_HOUR)
 
     # Dollars --------------------------------------------------------------------------
 
-    def _job_usd(self, job: _Job) -> float:
+    def _job_usd(self, job: SimJob) -> float:
         spot_gpu_s = self._ckpt[job.spec.name].spot_gpu_s
         return (usd_over(self._spot_gpu_price, spot_gpu_s)
                 + usd_over(self.gpu_usd_per_hour, job.gpu_s - spot_gpu_s))
