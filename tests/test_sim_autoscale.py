@@ -149,10 +149,3 @@ def test_bad_autoscale_flags_are_one_line_errors(tmp_path, capsys, flags, words)
     assert code == 2
     assert len(err) == 1 and words in err[0] and err[0].startswith("costsched simulate: error")
     assert not out.exists()
-
-
-def test_the_command_line_default_is_the_policys():
-    from costsched.cli import simulate as cli
-    from costsched.policy import cost_aware
-
-    assert cli.DEFAULT_USD_PER_JOB_HOUR == cost_aware.DEFAULT_USD_PER_JOB_HOUR

@@ -9,15 +9,17 @@ import time
 from pathlib import Path
 
 from costsched.errors import ConfigError
-from costsched.policy.autoscale_hysteresis import DEFAULT_HALF_LIFE_S, NodeCountHysteresis
+from costsched.policy.autoscale_hysteresis import (
+    DEFAULT_HALF_LIFE_S,
+    DEFAULT_USD_PER_JOB_HOUR,
+    NodeCountHysteresis,
+)
 from costsched.policy.registry import ELASTIC, POLICIES, make_policy, policy_class
 
 POLLUX_DIR_ENV = "COSTSCHED_POLLUX_DIR"
 """The same as ``costsched.sim.profiles.POLLUX_DIR_ENV``, which imports pandas."""
 SIA_DIR_ENV = "COSTSCHED_SIA_DIR"
 """The same as ``costsched.sim.gpu_types.SIA_DIR_ENV``."""
-DEFAULT_USD_PER_JOB_HOUR = 16.0
-"""The same as ``costsched.policy.cost_aware.DEFAULT_USD_PER_JOB_HOUR`` (numpy-free here)."""
 DEFAULT_NODES = 16
 DEFAULT_INSTANCE = "g4dn.12xlarge"
 CLUSTERS = ("sia",)

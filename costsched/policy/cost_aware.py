@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from costsched.cost.prices import SECONDS_PER_HOUR, usd_over, usd_per_gpu_hour_of
 from costsched.errors import ConfigError
+from costsched.policy.autoscale_hysteresis import DEFAULT_USD_PER_JOB_HOUR
 from costsched.policy.goodput import GoodputChoice, best_goodput
 from costsched.policy.hysteresis import (
     DEFAULT_MIN_RUN_S,
@@ -65,11 +66,6 @@ from costsched.policy.spot_choice import (
     DEFAULT_PRIOR_PREEMPTIONS_PER_NODE_HOUR,
     choose_markets,
 )
-
-DEFAULT_USD_PER_JOB_HOUR = 16.0
-"""Dollars an hour of one job's JCT is worth, by default: on the Pollux workloads with
-g4dn.12xlarge nodes ($0.98 a T4-hour) it spends what the former rule did (keep a GPU
-that adds 0.25 speedup) at the same mean JCT (``bench/autoscale.py``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
