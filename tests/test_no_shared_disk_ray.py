@@ -23,7 +23,6 @@ runner (driver actor, Ray Train, the run channel) across every kind of stop:
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from costsched.ray_layer.scheduler.runner import RayJobRunner  # noqa: E402
 from costsched.training.state import checkpoint_sequence  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
 from tests.support.charges import recomputed_usd  # noqa: E402
+from tests.support.nodes import node_temp_root  # noqa: E402
 from tests.support.s3 import keys, s3_server  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -53,8 +53,7 @@ INTERVAL = 10
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("no-shared-disk")
-    # Each node's own temp folder (short: Ray's socket paths must fit 107 bytes).
-    temp = Path(tempfile.mkdtemp(prefix="cs-"))
+    temp = node_temp_root()  # each node's own temp folder under it
     with s3_server(BUCKET):
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "temp_dir": str(temp / "head")})

@@ -16,7 +16,6 @@ once, one on each node:
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +32,7 @@ from costsched.ray_layer.tune.driver import run_sweep  # noqa: E402
 from costsched.sweep.config import load_sweep  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.support.charges import recomputed_usd  # noqa: E402
+from tests.support.nodes import node_temp_root  # noqa: E402
 from tests.support.s3 import keys, s3_server  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.extended]  # S3 storage: also test_no_shared_disk_ray
@@ -44,7 +44,7 @@ BUDGET_USD = 0.01
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep-s3")
-    temp = Path(tempfile.mkdtemp(prefix="cs-"))  # short: Ray's socket paths fit 107 bytes
+    temp = node_temp_root()  # each node's own temp folder under it
     with s3_server(BUCKET):
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "temp_dir": str(temp / "head")})
