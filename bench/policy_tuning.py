@@ -1,10 +1,13 @@
 """Mean JCT of cost-aware (with given constants) against published Pollux, per workload.
 
     python bench/policy_tuning.py [--oracle] [--loads 0.5 1.0] [--workloads 1 2 3 4]
-                                  [--set service_power=0.5 ...]
+                                  [--set service_power=0.5 ...] [--explore-factor 2]
+                                  [--first-measure-s 10]
 
 The constants of ``CostAwarePolicy`` were tuned with this script on workloads 1-4 of
-``../shared/data/pollux`` at loads 0.5 and 1.0 only (see the README). Runs one
+``../shared/data/pollux`` at loads 0.5 and 1.0 only (see the README), and so were
+the learner's exploration factor and the simulated jobs' first measurement (the two
+options). Runs one
 simulation at a time; prints one line per run and the mean ratio.
 """
 
@@ -17,6 +20,7 @@ import time
 import numpy as np
 
 from costsched.cost.prices import load_catalog
+from costsched.goodput import online
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.sim.compare import load_published
 from costsched.sim.profiles import load_profiles, pollux_dir
@@ -49,7 +53,13 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--by-app", action="store_true",
                         help="also print mean JCT and restarts per job of each app")
+    parser.add_argument("--explore-factor", type=int, default=online.EXPLORATION_FACTOR,
+                        help="learned sizes: at most this many times the most GPUs tried")
+    parser.add_argument("--first-measure-s", type=float, default=None,
+                        help="seconds of steps before a new job's first measurement")
     args = parser.parse_args(argv)
+    online.EXPLORATION_FACTOR = args.explore_factor
+    timing = {} if args.first_measure_s is None else {"first_measure_s": args.first_measure_s}
     overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
     policy = CostAwarePolicy(**overrides)
     data = pollux_dir()
@@ -59,7 +69,7 @@ def main(argv=None) -> int:
     for load in args.loads:
         for number in args.workloads:
             jobs = load_workload(data / "workloads" / f"load-{load}" / f"workload-{number}.csv")
-            config = SimConfig(instance=instance, elastic=True, oracle=args.oracle)
+            config = SimConfig(instance=instance, elastic=True, oracle=args.oracle, **timing)
             started = time.monotonic()
             result = Simulator(config=config, profiles=profiles, workload=jobs,
                                policy=policy).run()
@@ -72,7 +82,8 @@ def main(argv=None) -> int:
                   flush=True)
             if args.by_app:
                 print("  " + by_app(result.jobs), flush=True)
-    print(json.dumps({"set": overrides, "oracle": args.oracle,
+    print(json.dumps({"set": overrides, "oracle": args.oracle, **timing,
+                      "explore_factor": args.explore_factor,
                       "mean_ratio": round(float(np.mean(list(ratios.values()))), 3)}))
     return 0
 

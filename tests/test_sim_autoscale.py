@@ -9,6 +9,7 @@ import pytest
 
 from costsched.cli.main import main
 from costsched.errors import ConfigError
+from costsched.goodput import online
 from costsched.policy.autoscale_hysteresis import NodeCountHysteresis, NodeCountSmoother
 from costsched.policy.cost_aware import CostAwarePolicy, Move, usd_per_job_hour_saved
 from costsched.policy.snapshot import Autoscaling
@@ -122,7 +123,9 @@ def test_linear_scaling_is_worth_any_price():
     assert usd_per_job_hour_saved(flat, 1.0) == float("inf")
 
 
-def test_the_simulator_resizes_less_often_with_hysteresis():
+def test_the_simulator_resizes_less_often_with_hysteresis(monkeypatch):
+    # Exploring by doubling (Pollux's rule) makes the wanted node count swing here.
+    monkeypatch.setattr(online, "EXPLORATION_FACTOR", 2)
     jobs = load_workload(FIXTURE_WORKLOAD)
 
     def node_changes(**config) -> int:

@@ -7,7 +7,12 @@ import math
 import pytest
 
 from costsched.cost.prices import load_catalog
-from costsched.goodput.online import OnlineThroughput, exploration_limit
+from costsched.errors import ConfigError
+from costsched.goodput.online import (
+    EXPLORATION_FACTOR,
+    OnlineThroughput,
+    exploration_limit,
+)
 from costsched.goodput.throughput import ThroughputPoint, predict_step_time_s
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.snapshot import num_gpus
@@ -41,14 +46,14 @@ def run(workload, *, oracle: bool, num_nodes: int = 2):
     return sim, sim.run(), recorder
 
 
-def test_sizes_grow_at_most_double_the_largest_tried():
+def test_sizes_grow_at_most_the_factor_times_the_largest_tried():
     sim, _, recorder = run(load_workload(FIXTURE_WORKLOAD), oracle=False)
     tried: dict[str, int] = {}
     for views, held in recorder.rounds:
         for name, count in held.items():
             tried[name] = max(tried.get(name, 0), count)
         for name, view in views.items():
-            assert view.max_gpus <= max(2 * tried.get(name, 0), 1)
+            assert view.max_gpus <= max(EXPLORATION_FACTOR * tried.get(name, 0), 1)
     assert max(tried.values()) >= 4  # it did explore past its first sizes
 
 
@@ -91,9 +96,10 @@ def test_online_model_refits_only_on_a_misprediction():
     assert predict_step_time_s(model.params, 1, 2, 16) == pytest.approx(5.0, rel=0.15)
 
 
-@pytest.mark.parametrize(("max_gpus", "tried", "limit"),
-                         [(64, 0, 1), (64, 1, 2), (64, 3, 6), (4, 8, 4), (1, 0, 1)])
-def test_exploration_limit_is_pollux_rule(max_gpus, tried, limit):
+@pytest.mark.parametrize(("max_gpus", "tried", "limit"), [
+    (64, 0, 1), (64, 1, EXPLORATION_FACTOR), (64, 3, 3 * EXPLORATION_FACTOR), (4, 8, 4),
+    (1, 0, 1), (2 * EXPLORATION_FACTOR, 4, 2 * EXPLORATION_FACTOR)])
+def test_exploration_limit_is_the_factor_times_the_most_tried(max_gpus, tried, limit):
     assert exploration_limit(max_gpus, tried) == limit
 
 
@@ -109,3 +115,37 @@ def test_cli_oracle_switch_runs_the_profile_view_under_its_own_name(tmp_path, ca
     assert "cost-aware (oracle) on load-1.0/workload-9" in printed
     assert "las on load-1.0/workload-9" in printed  # fixed-size policies learn nothing
     assert (out / "load-1.0_workload-9" / "cost-aware-oracle" / "summary.json").is_file()
+
+
+def solo_ncf(first_measure_s: float):
+    """A lone ncf job, learning: its result and the batches it measured in its first round."""
+    spec = JobSpec(name="solo", submit_time_s=0, application="ncf", num_replicas=1,
+                   batch_size=256)
+    config = SimConfig(instance=load_catalog().instance("g4dn.12xlarge"), num_nodes=1,
+                       elastic=True, first_measure_s=first_measure_s)
+    sim = Simulator(config=config, profiles=fixture_profiles(), workload=[spec],
+                    policy=CostAwarePolicy())
+    first_round: list[float] = []
+
+    def after_round(time_s, done, total):
+        if not first_round:
+            first_round.extend(p.local_bsz * p.accum_steps for p in sim.jobs[0].learned.points)
+
+    return sim.run(after_round), first_round
+
+
+def test_a_new_job_rechooses_its_batch_after_its_first_measured_steps():
+    # Its first round starts at the smallest batch (no noise scale yet); ten seconds of
+    # steps measure the noise, and it goes on at a larger batch on the same GPU, with
+    # no restart, instead of waiting a round for the next decision.
+    result, batches = solo_ncf(10.0)
+    never, batches_never = solo_ncf(1000.0)  # past the round: measured at its end only
+    assert len(batches_never) == 1 and len(batches) == 2
+    assert batches_never[0] in batches and max(batches) > batches_never[0]
+    assert result.jobs[0].restarts == never.jobs[0].restarts
+    assert result.jobs[0].jct_s < never.jobs[0].jct_s
+
+
+def test_first_measure_s_must_not_be_negative():
+    with pytest.raises(ConfigError, match="first_measure_s"):
+        SimConfig(instance=load_catalog().instance("g4dn.12xlarge"), first_measure_s=-1.0)

@@ -32,6 +32,7 @@ from costsched.goodput.online import OnlineThroughput
 from costsched.goodput.throughput import FittedThroughput, ThroughputPoint
 from costsched.policy.autoscale_hysteresis import NodeCountHysteresis, NodeCountSmoother
 from costsched.policy.drive import drive, gpu_range
+from costsched.policy.goodput import best_goodput
 from costsched.policy.registry import Policy
 from costsched.policy.snapshot import (
     Autoscaling,
@@ -70,6 +71,9 @@ class SimConfig:
     """Seconds of no progress after each change of a job's placement."""
     max_time_s: float = 90 * 24 * 3600.0
     """Give up (error) if jobs are still running after this much simulated time."""
+    first_measure_s: float = 10.0
+    """Seconds of steps before a learning job's first measurement (step time, gradient
+    noise); an elastic job then re-chooses its batch on its GPUs (as AdaptDL's jobs do)."""
     oracle: bool = False
     """Show the policy each job's measured profile at every placement. False (the
     honest default): the policy sees only what a live job would have measured, Pollux's
@@ -77,8 +81,10 @@ class SimConfig:
     noise scale at the batch it last ran, and sizes up to twice the most it has tried."""
 
     def __post_init__(self) -> None:
-        if self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0:
-            raise ConfigError("need num_nodes >= 0, round_s > 0 and restart_s >= 0")
+        if (self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0
+                or self.first_measure_s < 0):
+            raise ConfigError("need num_nodes >= 0, round_s > 0, restart_s >= 0 and "
+                              "first_measure_s >= 0")
         if self.autoscale is None and self.num_nodes < 1:
             raise ConfigError("a fixed cluster needs at least one node (--nodes)")
         if self.autoscale is None and self.autoscale_hysteresis is not None:
@@ -343,15 +349,31 @@ class Simulator:
             job.batch_size = decision.batch_sizes.get(job.spec.name, job.batch_size) if new else 0
 
     def _advance(self, job: SimJob, time_s: float) -> None:
-        """Run ``job`` on its placement for one round (or until it completes)."""
+        """Run ``job`` on its placement for one round (or until it completes). A learning
+        elastic job that has never been measured takes its first measurement after
+        ``first_measure_s`` of steps and re-chooses its batch on the GPUs it holds."""
         replicas = sum(job.placement.values())
         if replicas == 0:
             return
-        app = job.app
-        left = self.config.round_s
-        pause = min(job.restart_left_s, left)
+        round_s = self.config.round_s
+        pause = min(job.restart_left_s, round_s)
         job.restart_left_s -= pause
-        left -= pause
+        ran_s = pause
+        if (job.learned is not None and self.config.elastic and not job.measured_batch_size
+                and pause + self.config.first_measure_s < round_s):
+            ran_s = self._train(job, time_s, pause, pause + self.config.first_measure_s)
+            if job.finish_time_s is None:
+                self._measure(job)
+                job.batch_size = self._first_batch_size(job, time_s)
+        held_s = self._train(job, time_s, ran_s, round_s)
+        job.gpu_s += replicas * held_s
+        if job.learned is not None and held_s > pause:
+            self._measure(job)
+
+    def _train(self, job: SimJob, time_s: float, start_s: float, end_s: float) -> float:
+        """Train from ``start_s`` to ``end_s`` into the round; returns when it stopped."""
+        app = job.app
+        left = end_s - start_s
         step_s = self._step_time_s(job)
         target = app.target_progress
         prog = app.curves[app.init_batch_size].progress.to_numpy(float)
@@ -367,14 +389,22 @@ class Simulator:
                 job.progress = boundary
                 left -= need
                 if job.progress >= target:
-                    job.finish_time_s = time_s + self.config.round_s - left
+                    job.finish_time_s = time_s + end_s - left
                     break
-        held_s = self.config.round_s - left
-        job.gpu_s += replicas * held_s
-        if job.learned is not None and held_s > pause:
-            if job.learned.record(self._measured_point(job)):
-                job.fitted = self._fitted(job)
-            job.measured_batch_size = job.batch_size
+        return end_s - left
+
+    def _measure(self, job: SimJob) -> None:
+        """Record ``job``'s step on its placement and the batch its noise was measured at."""
+        if job.learned.record(self._measured_point(job)):
+            job.fitted = self._fitted(job)
+        job.measured_batch_size = job.batch_size
+
+    def _first_batch_size(self, job: SimJob, time_s: float) -> int:
+        """The best batch on the GPUs ``job`` holds, by the model it just measured."""
+        per_node = max(n.num_gpus for n in self.nodes if n.node_id in job.placement)
+        view = self._view(job, time_s)
+        count = sum(job.placement.values())
+        return best_goodput(view, count, per_node).batch_size or job.batch_size
 
     def _measured_point(self, job: SimJob) -> ThroughputPoint:
         """The mean step ``job`` measured on its placement this round, as a live job
