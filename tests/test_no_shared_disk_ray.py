@@ -6,15 +6,15 @@ head and three one-slot nodes, each with its own temp folder; the ledger and the
 scheduler's files live on the head alone. One job is driven through the real job
 runner (driver actor, Ray Train, the run channel) across every kind of stop:
 
-- resize 2 -> 1 worker onto another node, a preemption, a restart on a third
-  node, a node loss, and a budget stop;
+- resize 2 -> 1 worker onto another node, the loss of that node, a restart on the
+  other two, and a budget stop; in the extended tier, a preemption (the budget
+  stop's mechanism with another reason) resumed on a node that joined later;
 - each graceful stop saves a checkpoint first: the next attempt resumes at or
   after the step the run had reached when the stop was asked;
 - after the node loss, no more than one checkpoint interval is lost;
 - once the budget stop ended, no placement group is held, every slot is free and no
-  actor of any of the job's runs is left (each attempt's preempt, resize, node loss
-  and budget stop released what it held; ``tests/test_orphans_ray.py`` checks each
-  ending alone);
+  actor of any of the job's runs is left (each attempt's resize, node loss and budget
+  stop released what it held; ``tests/test_orphans_ray.py`` checks each ending alone);
 - every checkpoint is in the bucket, none on any local disk; the ledger's charge
   equals one recomputed from its intervals and the catalog read as plain YAML,
   the attempt placed on the spot node at the spot price.
@@ -105,89 +105,101 @@ def _worker_nodes() -> set[str]:
                                                     ("state", "=", "ALIVE")])}
 
 
-def test_every_stop_checkpoints_to_s3_and_resumes_on_another_node(site):
-    catalog = load_catalog()
-    root, cluster = site["root"], site["cluster"]
-    a, b, c = (n.node_id for n in site["nodes"])
-    ledger_path = str(root / "head" / "ledger.db")
-    runner = RayJobRunner(catalog, ledger_path, f"s3://{BUCKET}/runs", stop_grace_s=90.0)
-    job_id, config = "s3job-1", _job(catalog)
+class Drive:
+    """One job driven through the real runner: waits that keep the runner advancing."""
 
-    def wait(done, timeout_s: float, what: str):
+    def __init__(self, site, job_id: str):
+        self.catalog = load_catalog()
+        self.ledger_path = str(site["root"] / "head" / "ledger.db")
+        self.runner = RayJobRunner(self.catalog, self.ledger_path, f"s3://{BUCKET}/runs",
+                                   stop_grace_s=90.0)
+        self.job_id, self.config = job_id, _job(self.catalog)
+
+    def wait(self, done, timeout_s: float, what: str):
         deadline = time.monotonic() + timeout_s
         while not (value := done()):
-            assert runner.poll(job_id).state == "running", (what, runner.poll(job_id))
+            state = self.runner.poll(self.job_id)
+            assert state.state == "running", (what, state)
             assert time.monotonic() < deadline, what
-            runner.advance()
+            self.runner.advance()
             time.sleep(0.5)
         return value
 
-    def attempt_stepping(world_size: int, since: float):
-        """This attempt's progress, once it has stepped on ``world_size`` workers."""
+    def start(self, world_size: int, slots: dict[str, int]) -> dict:
+        """Start an attempt; its progress once it has stepped on ``world_size`` workers."""
+        since = time.time()
+        self.runner.start(self.job_id, self.config, world_size, slots)
+        return self.stepping(world_size, since)
+
+    def stepping(self, world_size: int, since: float) -> dict:
+        """The progress of an attempt asked for after ``since``, once it has stepped on
+        ``world_size`` workers."""
         def stepped():
-            p = channel.progress(job_id) or {}
+            p = channel.progress(self.job_id) or {}
             return p if (p.get("world_size") == world_size and p.get("reported_at", 0) > since
                          and p.get("global_step", 0) > max(p.get("resumed_from_step", 0), 0)
                          ) else None
-        return wait(stepped, 480, f"no step on {world_size} workers")
+        return self.wait(stepped, 480, f"no step on {world_size} workers")
 
-    def stop(reason: str) -> int:
+    def checkpointed(self) -> None:
+        """Once the attempt running now has saved a checkpoint."""
+        noted = channel.noted_checkpoint(self.job_id)
+        self.wait(lambda: checkpoint_sequence(channel.noted_checkpoint(self.job_id))
+                  > checkpoint_sequence(noted), 120, "no new checkpoint")
+
+    def stop(self, reason: str) -> int:
         """Ask for a stop; return the step reached when it was asked, once it ended."""
-        step = channel.progress(job_id)["global_step"]
-        runner.stop(job_id, reason)
+        step = channel.progress(self.job_id)["global_step"]
+        self.runner.stop(self.job_id, reason)
         deadline = time.monotonic() + 120
-        while job_id not in {j for j, _ in runner.advance()}:
+        while self.job_id not in {j for j, _ in self.runner.advance()}:
             assert time.monotonic() < deadline, f"{reason} stop did not finish"
             time.sleep(0.5)
         return step
 
-    started = time.time()
-    runner.start(job_id, config, 2, {a: 1, b: 1})
-    attempt_stepping(2, started)
-    wait(lambda: (channel.progress(job_id) or {}).get("global_step", 0) >= INTERVAL, 240,
-         "no checkpoint")
+    def released(self, cluster, free_slots: float) -> None:
+        """Every attempt released what it held: nothing of the runs, the slots free."""
+        deadline = time.monotonic() + 30
+        while (left := _left_behind(cluster.address)) != ([], [], free_slots):
+            assert time.monotonic() < deadline, \
+                f"left behind (groups, actors, free slots): {left}"
+            self.runner.advance()
+            time.sleep(0.2)
 
-    # Resize 2 -> 1 onto node c: checkpoint first, resume from S3 there.
-    asked = time.time()
-    runner.resize(job_id, 1, {c: 1})
-    step = channel.progress(job_id)["global_step"]
-    progress = attempt_stepping(1, asked)
-    assert progress["resumed_from_step"] >= step
-    assert _worker_nodes() == {c}
 
-    # Preempt, then resume on node a.
-    step = stop("preempted")
-    restarted = time.time()
-    runner.start(job_id, config, 1, {a: 1})
-    progress = attempt_stepping(1, restarted)
+def test_every_stop_checkpoints_to_s3_and_resumes_on_another_node(site):
+    root, cluster = site["root"], site["cluster"]
+    a, b, c = (n.node_id for n in site["nodes"])
+    drive = Drive(site, "s3job-1")
+    job_id = drive.job_id
+
+    drive.start(2, {b: 1, c: 1})
+    drive.wait(lambda: (channel.progress(job_id) or {}).get("global_step", 0) >= INTERVAL, 240,
+               "no checkpoint")
+
+    # Resize 2 -> 1 onto node a: checkpoint first, resume from S3 there.
+    asked, step = time.time(), channel.progress(job_id)["global_step"]
+    drive.runner.resize(job_id, 1, {a: 1})
+    progress = drive.stepping(1, asked)
     assert progress["resumed_from_step"] >= step
     assert _worker_nodes() == {a}
 
     # Node a is lost after its attempt checkpointed: resume on b and c, losing at most
     # one checkpoint interval.
-    noted = channel.noted_checkpoint(job_id)
-    wait(lambda: checkpoint_sequence(channel.noted_checkpoint(job_id))
-         > checkpoint_sequence(noted), 120, "no new checkpoint on node a")
+    drive.checkpointed()
     reached = channel.progress(job_id)["global_step"]
     cluster.remove_node(site["nodes"][0])
-    runner.stop(job_id, "node_lost")  # what the scheduler does on seeing the node gone
-    runner.advance()
-    restarted = time.time()
-    runner.start(job_id, config, 2, {b: 1, c: 1})
-    progress = attempt_stepping(2, restarted)
+    drive.runner.stop(job_id, "node_lost")  # what the scheduler does on seeing the node gone
+    drive.runner.advance()
+    progress = drive.start(2, {b: 1, c: 1})
     assert progress["resumed_from_step"] >= reached - INTERVAL
+    assert _worker_nodes() == {b, c}
 
     # A budget stop checkpoints first too.
     sequence = checkpoint_sequence(channel.noted_checkpoint(job_id))
-    stop("budget")
+    drive.stop("budget")
     assert checkpoint_sequence(channel.noted_checkpoint(job_id)) > sequence
-
-    # Every attempt released what it held: 2 slots left (b, c), nothing of the runs.
-    deadline = time.monotonic() + 30
-    while (left := _left_behind(cluster.address)) != ([], [], 2.0):
-        assert time.monotonic() < deadline, f"left behind (groups, actors, free slots): {left}"
-        runner.advance()
-        time.sleep(0.2)
+    drive.released(cluster, 2.0)  # b and c
 
     # Every checkpoint went to the bucket; none to a local disk.
     stored = keys(BUCKET, f"runs/{job_id}/")
@@ -196,9 +208,31 @@ def test_every_stop_checkpoints_to_s3_and_resumes_on_another_node(site):
         [p for p in (Path.home() / ".costsched" / "runs" / job_id).rglob("*")]
     assert local == []
 
-    ledger = ledger_for(ledger_path, catalog)
+    ledger = ledger_for(drive.ledger_path, drive.catalog)
     intervals = ledger.intervals(job_id)
-    assert [i["num_workers"] for i in intervals] == [2, 1, 1, 2]
-    # The third attempt ran on node a, spot capacity: billed at the spot price.
+    assert [i["num_workers"] for i in intervals] == [2, 1, 2]
+    # The second attempt ran on node a, spot capacity: billed at the spot price.
     assert ledger.run_cost_usd(job_id) == pytest.approx(
-        recomputed_usd(ledger, job_id, spot_attempts=frozenset({3})), rel=1e-6)
+        recomputed_usd(ledger, job_id, spot_attempts=frozenset({2})), rel=1e-6)
+
+
+@pytest.mark.extended  # the budget stop above is the same stop, with another reason
+def test_a_preempted_job_resumes_from_s3_on_a_node_that_joined_later(site):
+    """After the test above (node a gone): a fresh node joins; a job preempted on node b
+    resumes there from its S3 checkpoint, at or after the step it was preempted at."""
+    cluster, b = site["cluster"], site["nodes"][1].node_id
+    fresh = cluster.add_node(num_cpus=1, resources={"cpu_slot": 1},
+                             temp_dir=str(site["temp"] / "n3"))
+    drive = Drive(site, "s3job-2")
+    drive.start(1, {b: 1})
+    drive.checkpointed()
+    step = drive.stop("preempted")
+    progress = drive.start(1, {fresh.node_id: 1})
+    assert progress["resumed_from_step"] >= step
+    assert _worker_nodes() == {fresh.node_id}
+    drive.stop("budget")
+    drive.released(cluster, 3.0)  # b, c and the fresh node
+    ledger = ledger_for(drive.ledger_path, drive.catalog)
+    assert [i["num_workers"] for i in ledger.intervals(drive.job_id)] == [1, 1]
+    assert ledger.run_cost_usd(drive.job_id) == pytest.approx(
+        recomputed_usd(ledger, drive.job_id), rel=1e-6)

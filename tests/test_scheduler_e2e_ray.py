@@ -2,10 +2,12 @@
 
 A real local Ray cluster (``ray.cluster_utils.Cluster``, dashboard on) with three
 emulated accelerator slots (the custom resource ``cpu_slot``).
-``ray job submit --working-dir . -- python jobs/scheduler.py`` starts the
-scheduler actor; ``costsched submit/status/cancel/logs/report`` (subprocesses)
-talk to it. Shown here:
+``ray job submit --working-dir . -- python jobs/scheduler.py`` (the extended
+tier's first test) or ``costsched scheduler start`` starts the scheduler actor;
+``costsched submit/status/cancel/logs/report`` (subprocesses) talk to it. Shown here:
 
+* user code shipped with ``ray job submit --working-dir``: preempted by an urgent
+  job, it resumes from its checkpoint and completes, charged as recomputed;
 * three jobs of different priorities and budgets: the high-priority arrival
   preempts the low one, which resumes from its checkpoint afterwards; the
   small-budget job ends BUDGET_EXHAUSTED; a training worker of the urgent job is
@@ -155,12 +157,15 @@ def submit_scheduler(site: dict[str, Any]) -> subprocess.CompletedProcess:
 
 
 def started_scheduler(site: dict[str, Any]) -> None:
-    """The scheduler the first end-to-end test started; started here when that test
-    did not run (a test selected alone, or the extended tier)."""
+    """The scheduler the first end-to-end test started through ``ray job submit``;
+    when that (extended) test did not run, started here with ``costsched scheduler
+    start``, as on one machine."""
     try:
         ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
     except ValueError:
-        submit_scheduler(site)
+        started = cli(site, "scheduler", "start", "--config", str(site["root"] / "scheduler.yaml"))
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        assert "scheduler costsched-scheduler running: policy fifo" in started.stdout
 
 
 @pytest.mark.extended  # ray job submit, a preemption and a resume: also the user-entrypoint test
@@ -298,7 +303,7 @@ def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(
     assert job_id.startswith("userjob-"), job_id
     _wait("the user's job to checkpoint", lambda: step(site, job_id) >= 10, 480,
           detail=lambda: rows())
-    urgent = cli(site, "submit", job_file(site, "urgent2", workers=2, epochs=2,
+    urgent = cli(site, "submit", job_file(site, "urgent2", workers=2, epochs=1,
                                           priority=10)).stdout.strip()
     _wait("the urgent job to preempt the user's job",
           lambda: rows()[job_id]["state"] == "PREEMPTED", 120, detail=lambda: rows())

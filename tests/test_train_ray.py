@@ -79,6 +79,7 @@ def uninterrupted(local_ray, job_dir, splits):
     return _run(_job(job_dir, "steady"), splits, "steady-run")
 
 
+@pytest.mark.extended  # a 2-worker run, charged: also test_no_shared_disk_ray and the e2e tests
 def test_two_worker_run_completes_and_is_charged(uninterrupted, job_dir):
     result, ledger = uninterrupted
     assert result.outcome == "COMPLETED"
