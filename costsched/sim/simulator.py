@@ -78,7 +78,7 @@ class SimConfig:
     """Show the policy each job's measured profile at every placement. False (the
     honest default): the policy sees only what a live job would have measured, Pollux's
     model fitted to the steps simulated so far (:mod:`costsched.goodput.online`), the
-    noise scale at the batch it last ran, and sizes up to twice the most it has tried."""
+    noise scale at the batch it last measured, and sizes up to 8x the most it has tried."""
 
     def __post_init__(self) -> None:
         if (self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0
