@@ -7,10 +7,10 @@
   total batch, so the speedup over one GPU is ``k / (1 + p * (k - 1))``;
 * efficiency: flat (every batch size makes the same progress per sample), the
   job's own ``training.global_batch_size`` being fixed whatever its size;
-* size: once measured, under an elastic policy, at most twice the GPUs of the most
-  workers measured (Pollux's exploration rule, as in simulation); before the first
-  measurement the whole min..max range (``model`` is None then, as it is for every
-  job when ``use_measured_models`` is off).
+* size: once measured, under an elastic policy, at most ``EXPLORATION_FACTOR`` (8)
+  times the GPUs of the most workers measured (as in simulation; Pollux's rule uses
+  2); before the first measurement the whole min..max range (``model`` is None
+  then, as it is for every job when ``use_measured_models`` is off).
 
 A job with ``training.adaptive_batch`` is seen as Pollux sees it instead: the fitted
 model at every per-GPU batch (:class:`~costsched.goodput.throughput.FittedThroughput`)
@@ -80,10 +80,11 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
     the job's current run began (its last start, resume or resize) if it runs; it
     shields the job from preemption by its equals for the policy's ``min_run_s``.
 
-    A measured job (``model``) under an elastic policy is offered at most twice the
-    GPUs of the most workers it has measured, never below its minimum, as in
-    simulation (:func:`~costsched.goodput.online.explored_max_gpus`): it grows by
-    doubling until its fit has seen the sizes it is offered."""
+    A measured job (``model``) under an elastic policy is offered at most
+    ``EXPLORATION_FACTOR`` times the GPUs of the most workers it has measured, never
+    below its minimum, as in simulation
+    (:func:`~costsched.goodput.online.explored_max_gpus`): it grows in those steps until
+    its fit has seen the sizes it is offered."""
     per_worker = gpus_per_worker(config)
     batch = config.training.global_batch_size
     max_gpus = record.max_workers * per_worker
