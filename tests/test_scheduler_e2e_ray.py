@@ -7,7 +7,8 @@ tier's first test) or ``costsched scheduler start`` starts the scheduler actor;
 ``costsched submit/status/cancel/logs/report`` (subprocesses) talk to it. Shown here:
 
 * user code shipped with ``ray job submit --working-dir``: preempted by an urgent
-  job, it resumes from its checkpoint and completes, charged as recomputed;
+  job, which is then cancelled, it resumes from its checkpoint and completes, charged
+  as recomputed; the cancelled job ends CANCELLED;
 * three jobs of different priorities and budgets: the high-priority arrival
   preempts the low one, which resumes from its checkpoint afterwards; the
   small-budget job ends BUDGET_EXHAUSTED; a training worker of the urgent job is
@@ -308,10 +309,15 @@ def test_a_user_entrypoint_shipped_with_ray_job_submit_is_preempted_and_resumes(
     _wait("the urgent job to preempt the user's job",
           lambda: rows()[job_id]["state"] == "PREEMPTED", 120, detail=lambda: rows())
     preempted_at = step(site, job_id)
+    # The urgent job is cancelled (running or still starting): its slots go back to the
+    # preempted job, which resumes at once.
+    cancelled = cli(site, "cancel", urgent)
+    assert cancelled.returncode == 0, cancelled.stderr
     _wait("both jobs to end", lambda: all(rows()[j]["state"] in TERMINAL
                                           for j in (job_id, urgent)),
           400, poll_s=2.0, detail=lambda: rows())
     final = rows()
+    assert final[urgent]["state"] == "CANCELLED", cli(site, "logs", urgent).stdout
     assert final[job_id]["state"] == "COMPLETED", cli(site, "logs", job_id).stdout
     assert final[job_id]["preemptions"] == 1
     progress = read_progress(job_id)
