@@ -347,6 +347,20 @@ class Run:
         }
 
 
+def run_outcome(metrics: dict[str, Any], stop_requested: str | None) -> str:
+    """A finished run's outcome from the last report its trainer passed on.
+
+    Every report carries ``stop_reason`` (COMPLETED until the run decides otherwise); a
+    run's last report is marked ``final`` when it ran to its end. A run that was asked
+    to stop (``stop_requested``: the outcome the stop asks for) and whose last passed-on
+    report is neither final nor a decided stop ended on that stop: under load the
+    trainer can end before the stopping report reaches its result."""
+    outcome = metrics.get("stop_reason") or COMPLETED
+    if outcome == COMPLETED and stop_requested and not metrics.get("final"):
+        return stop_requested
+    return outcome
+
+
 def save_checkpoint(directory: str, state: dict[str, Any], meta: RunMeta) -> Path:
     """Write ``state`` plus the run's meta as one ``state.pt`` (temp file, then rename)."""
     from dataclasses import asdict

@@ -39,7 +39,7 @@ from costsched.ray_layer.train.session import TRAIN_SPLIT, RayTrainSession
 from costsched.training.data import Splits
 from costsched.training.loop import builtin_config
 from costsched.training.model_factory import JobModelFactory
-from costsched.training.run import RUN_METRIC_KEYS, Run, RunSpec
+from costsched.training.run import RUN_METRIC_KEYS, Run, RunSpec, run_outcome
 from costsched.training.state import progress_record
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog,
         account.finish(outcome="FAILED", now=time.time(), metrics={"error": str(exc)[:500]})
         raise CostschedError(f"run {run_id} failed: {failure_summary(exc)}") from exc
     metrics = dict(result.metrics or {})
-    outcome = metrics.get("stop_reason", "COMPLETED")
+    outcome = run_outcome(metrics, channel.stop_request(run_id))
     account.finish(outcome=outcome, now=time.time(), metrics=metrics)
     return JobResult(
         run_id=run_id, outcome=outcome, metrics=metrics,
