@@ -58,7 +58,6 @@ def main(argv=None) -> int:
     parser.add_argument("--first-measure-s", type=float, default=None,
                         help="seconds of steps before a new job's first measurement")
     args = parser.parse_args(argv)
-    online.EXPLORATION_FACTOR = args.explore_factor
     timing = {} if args.first_measure_s is None else {"first_measure_s": args.first_measure_s}
     overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
     policy = CostAwarePolicy(**overrides)
@@ -69,7 +68,8 @@ def main(argv=None) -> int:
     for load in args.loads:
         for number in args.workloads:
             jobs = load_workload(data / "workloads" / f"load-{load}" / f"workload-{number}.csv")
-            config = SimConfig(instance=instance, elastic=True, oracle=args.oracle, **timing)
+            config = SimConfig(instance=instance, elastic=True, oracle=args.oracle,
+                               explore_factor=args.explore_factor, **timing)
             started = time.monotonic()
             result = Simulator(config=config, profiles=profiles, workload=jobs,
                                policy=policy).run()

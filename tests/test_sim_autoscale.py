@@ -9,7 +9,6 @@ import pytest
 
 from costsched.cli.main import main
 from costsched.errors import ConfigError
-from costsched.goodput import online
 from costsched.policy.autoscale_hysteresis import NodeCountHysteresis, NodeCountSmoother
 from costsched.policy.cost_aware import CostAwarePolicy, Move, usd_per_job_hour_saved
 from costsched.policy.snapshot import Autoscaling
@@ -123,14 +122,14 @@ def test_linear_scaling_is_worth_any_price():
     assert usd_per_job_hour_saved(flat, 1.0) == float("inf")
 
 
-def test_the_simulator_resizes_less_often_with_hysteresis(monkeypatch):
+def test_the_simulator_resizes_less_often_with_hysteresis():
     # Exploring by doubling (Pollux's rule) makes the wanted node count swing here.
-    monkeypatch.setattr(online, "EXPLORATION_FACTOR", 2)
     jobs = load_workload(FIXTURE_WORKLOAD)
 
     def node_changes(**config) -> int:
         counts = [nodes for _, _, nodes, _ in simulate(jobs, "cost-aware", num_nodes=1,
-                                                       autoscale=(1, 3), **config).timeline]
+                                                       autoscale=(1, 3), explore_factor=2,
+                                                       **config).timeline]
         return sum(a != b for a, b in zip(counts, counts[1:], strict=False))
 
     smoothed = node_changes(autoscale_hysteresis=NodeCountHysteresis())

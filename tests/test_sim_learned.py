@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from costsched.cli.main import build_parser, main
 from costsched.cost.prices import load_catalog
 from costsched.errors import ConfigError
 from costsched.goodput.online import (
@@ -18,7 +19,7 @@ from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.snapshot import num_gpus
 from costsched.sim.simulator import SimConfig, Simulator
 from costsched.sim.workload import JobSpec, load_workload
-from tests.support.sim_fixture import FIXTURE_WORKLOAD, fixture_profiles
+from tests.support.sim_fixture import FIXTURE, FIXTURE_WORKLOAD, fixture_profiles
 
 
 class Recorder:
@@ -37,24 +38,28 @@ class Recorder:
         return self.policy.decide(snapshot)
 
 
-def run(workload, *, oracle: bool, num_nodes: int = 2):
+def run(workload, *, oracle: bool, num_nodes: int = 2, explore_factor: int = EXPLORATION_FACTOR):
     recorder = Recorder()
     config = SimConfig(instance=load_catalog().instance("g4dn.12xlarge"), num_nodes=num_nodes,
-                       elastic=True, oracle=oracle)
+                       elastic=True, oracle=oracle, explore_factor=explore_factor)
     sim = Simulator(config=config, profiles=fixture_profiles(), workload=workload,
                     policy=recorder)
     return sim, sim.run(), recorder
 
 
-def test_sizes_grow_at_most_the_factor_times_the_largest_tried():
-    sim, _, recorder = run(load_workload(FIXTURE_WORKLOAD), oracle=False)
+@pytest.mark.parametrize("factor", [2, EXPLORATION_FACTOR])
+def test_sizes_grow_at_most_the_factor_times_the_largest_tried(factor):
+    sim, _, recorder = run(load_workload(FIXTURE_WORKLOAD), oracle=False, explore_factor=factor)
     tried: dict[str, int] = {}
+    offered_past_double = False
     for views, held in recorder.rounds:
         for name, count in held.items():
             tried[name] = max(tried.get(name, 0), count)
         for name, view in views.items():
-            assert view.max_gpus <= max(EXPLORATION_FACTOR * tried.get(name, 0), 1)
+            assert view.max_gpus <= max(factor * tried.get(name, 0), 1)
+            offered_past_double |= view.max_gpus > max(2 * tried.get(name, 0), 1)
     assert max(tried.values()) >= 4  # it did explore past its first sizes
+    assert offered_past_double == (factor > 2)  # the setting, not a global, decides
 
 
 def test_the_learned_view_is_the_fit_to_what_the_job_ran():
@@ -149,3 +154,23 @@ def test_a_new_job_rechooses_its_batch_after_its_first_measured_steps():
 def test_first_measure_s_must_not_be_negative():
     with pytest.raises(ConfigError, match="first_measure_s"):
         SimConfig(instance=load_catalog().instance("g4dn.12xlarge"), first_measure_s=-1.0)
+
+
+def test_the_exploration_factor_must_be_at_least_one():
+    with pytest.raises(ConfigError, match="explore_factor"):
+        SimConfig(instance=load_catalog().instance("g4dn.12xlarge"), explore_factor=0)
+
+
+def test_simulate_help_states_the_default_exploration_factor():
+    simulate = build_parser()._subparsers._group_actions[0].choices["simulate"]
+    flag = next(a for a in simulate._actions if "--explore-factor" in a.option_strings)
+    assert f"default {EXPLORATION_FACTOR};" in flag.help
+
+
+def test_a_bad_explore_factor_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["simulate", "--workload", str(FIXTURE_WORKLOAD), "--profiles", str(FIXTURE),
+                 "--out", str(out), "--explore-factor", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--explore-factor wants" in err[0]
+    assert not out.exists()

@@ -11,7 +11,6 @@ import pytest
 
 from costsched.cli.main import main
 from costsched.cost.prices import load_catalog
-from costsched.goodput import online
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.policy.registry import ELASTIC, make_policy
 from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
@@ -171,13 +170,12 @@ def test_cli_writes_the_spot_columns(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("policy", ["fifo", "cost-aware"])
-def test_spot_off_is_the_simulator_as_before(policy, monkeypatch):
+def test_spot_off_is_the_simulator_as_before(policy):
     """The fixture run matches what the simulator wrote before spot pools existed (with
     that simulator's exploration by doubling and first measurement at a round's end)."""
-    monkeypatch.setattr(online, "EXPLORATION_FACTOR", 2)
     golden = json.loads((SPOT_FIXTURES / "spot_off_golden.json").read_text())[policy]
     result = simulate(load_workload(FIXTURE_WORKLOAD), policy, num_nodes=2,
-                      first_measure_s=1e9)
+                      first_measure_s=1e9, explore_factor=2)
     assert summarise(result, policy=policy, workload="w9") == golden["summary"]
     assert jobs_frame(result).to_dict(orient="list") == golden["jobs"]
     assert [list(row) for row in result.timeline] == golden["timeline"]

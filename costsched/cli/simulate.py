@@ -92,6 +92,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="show elastic policies every job's measured profile at every "
                              "placement (default: only models fitted to the steps simulated "
                              "so far, as a live scheduler would have)")
+    parser.add_argument("--explore-factor", type=int, default=None, metavar="F",
+                        help="without --oracle, offer a job at most F times the most GPUs it "
+                             "has tried (default 8; Pollux's rule is 2)")
     parser.add_argument("--out", default="sim-out", metavar="DIR",
                         help="output folder (default sim-out)")
     parser.add_argument("--profiles", default=None, metavar="DIR",
@@ -178,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
+    from costsched.goodput.online import EXPLORATION_FACTOR
     from costsched.sim.compare import comparison_table, load_published, render_table
     from costsched.sim.outputs import jobs_frame, plot_jct_cdf, summarise, write_run
     from costsched.sim.pareto import write_pareto
@@ -186,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
     from costsched.sim.workload import load_workload, workload_label
 
     policies = args.policy or ["cost-aware"]
+    explore_factor = EXPLORATION_FACTOR if args.explore_factor is None else args.explore_factor
+    if explore_factor < 1:
+        raise ConfigError(f"--explore-factor wants a whole number >= 1, got {explore_factor}")
     autoscale = parse_autoscale(args.autoscale)
     usd_per_job_hour, half_life_s = parse_autoscale_settings(args)
     spot_args = (args.spot_nodes, args.checkpoint_interval)
@@ -235,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
             tag += " (oracle)" if args.oracle and name in ELASTIC else ""
             sim = build(name, jobs, {"autoscale": autoscale if resizes else None,
                                      "autoscale_hysteresis": hysteresis if resizes else None,
-                                     "elastic": name in ELASTIC, "oracle": args.oracle})
+                                     "elastic": name in ELASTIC, "oracle": args.oracle,
+                                     "explore_factor": explore_factor})
             result = sim.run(on_round=_progress(f"{tag} {label}"))
             summary = summarise(result, policy=tag, workload=label)
             run_dir = out / label.replace("/", "_") / _slug(tag)

@@ -12,9 +12,9 @@ and fit in SQLite and rebuilds the learner from them with :meth:`OnlineThroughpu
   from what the fit predicted for it (:func:`needs_refit`); a refit starts also from
   the previous fit (warm start);
 * exploration of sizes not yet measured, after Pollux's rule: at most
-  :data:`EXPLORATION_FACTOR` times the most replicas tried (one before any step), never
-  below the job's minimum, :func:`explored_max_gpus`; applied only where the policy
-  sizes jobs itself.
+  a factor (:data:`EXPLORATION_FACTOR` unless given) times the most replicas tried (one
+  before any step), never below the job's minimum, :func:`explored_max_gpus`; applied
+  only where the policy sizes jobs itself.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ REFIT_CHANGE = 0.10
 """A measured step more than this far (relative) from the fit's prediction refits the model."""
 
 EXPLORATION_FACTOR = 8
-"""A learning job is offered at most this many times the most replicas it has tried.
+"""The default factor: a learning job is offered at most this many times the most
+replicas it has tried (callers pass their own ``factor``; the simulator's is
+:attr:`~costsched.sim.simulator.SimConfig.explore_factor`).
 Pollux's rule uses 2; the fit's prior makes sizes past the measured ones look no better
 than they are, and each doubling costs a restart, so 1, 8, 64 reaches a good size with
 fewer restarts (mean JCT on the Pollux workloads, load 1.0: 2x 1.070, 4x 1.001, 8x 0.988,
@@ -49,16 +51,20 @@ def needs_refit(predicted_step_s: float | None, new_step_s: float) -> bool:
             or abs(new_step_s - predicted_step_s) > REFIT_CHANGE * predicted_step_s)
 
 
-def exploration_limit(max_gpus: int, most_replicas_tried: int) -> int:
-    """Most GPUs a policy may try for a job: ``min(max_gpus, f x tried)``, at least 1, with
-    f = :data:`EXPLORATION_FACTOR` (Pollux's rule with f = 2)."""
-    return max(1, min(max_gpus, EXPLORATION_FACTOR * most_replicas_tried))
+def exploration_limit(max_gpus: int, most_replicas_tried: int,
+                      factor: int = EXPLORATION_FACTOR) -> int:
+    """Most GPUs a policy may try for a job: ``min(max_gpus, factor x tried)``, at least 1
+    (Pollux's rule is ``factor`` = 2)."""
+    if factor < 1:
+        raise ValueError(f"the exploration factor must be at least 1, got {factor}")
+    return max(1, min(max_gpus, factor * most_replicas_tried))
 
 
-def explored_max_gpus(min_gpus: int, max_gpus: int, most_gpus_tried: int) -> int:
+def explored_max_gpus(min_gpus: int, max_gpus: int, most_gpus_tried: int,
+                      factor: int = EXPLORATION_FACTOR) -> int:
     """The largest size a learning job is offered: Pollux's :func:`exploration_limit`,
     but never below its ``min_gpus`` (a job cannot run smaller than that)."""
-    return max(min_gpus, exploration_limit(max_gpus, most_gpus_tried))
+    return max(min_gpus, exploration_limit(max_gpus, most_gpus_tried, factor))
 
 
 def config_key(point: ThroughputPoint) -> ConfigKey:
@@ -108,9 +114,11 @@ class OnlineThroughput:
     def num_points(self) -> int:
         return len(self._points)
 
-    def max_gpus(self, min_gpus: int, max_gpus: int, gpus_per_replica: int = 1) -> int:
+    def max_gpus(self, min_gpus: int, max_gpus: int, gpus_per_replica: int = 1,
+                 factor: int = EXPLORATION_FACTOR) -> int:
         """The largest size to offer the job now (:func:`explored_max_gpus`)."""
-        return explored_max_gpus(min_gpus, max_gpus, self.most_replicas_tried * gpus_per_replica)
+        return explored_max_gpus(min_gpus, max_gpus, self.most_replicas_tried * gpus_per_replica,
+                                 factor)
 
     def predict_step_time_s(self, point: ThroughputPoint) -> float | None:
         """The fit's step time at ``point``'s configuration; None before any fit."""

@@ -132,7 +132,8 @@ class HeteroSimulator(Simulator):
                 options[model] = TypeOption(throughput=ProfileThroughput(app), max_gpus=hi)
             else:
                 options[model] = TypeOption(throughput=self._fits[(name, model)],
-                                            max_gpus=explored_max_gpus(lo, hi, tried))
+                                            max_gpus=explored_max_gpus(
+                                                lo, hi, tried, self.config.explore_factor))
         top = max(max(o.max_gpus for o in options.values()), view.min_gpus)
         return dataclasses.replace(view, by_gpu_model=options, max_gpus=top)
 

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from costsched.cost.prices import SECONDS_PER_HOUR, InstanceType, usd_over
 from costsched.errors import ConfigError
-from costsched.goodput.online import OnlineThroughput
+from costsched.goodput.online import EXPLORATION_FACTOR, OnlineThroughput
 from costsched.goodput.throughput import FittedThroughput, ThroughputPoint
 from costsched.policy.autoscale_hysteresis import NodeCountHysteresis, NodeCountSmoother
 from costsched.policy.drive import drive, gpu_range
@@ -65,10 +65,8 @@ class SimConfig:
     (:mod:`~costsched.policy.autoscale_hysteresis`); None: to each round's count."""
     elastic: bool = False
     """Offer jobs their elastic range (1 .. max useful GPUs) instead of the requested size."""
-    round_s: float = 60.0
-    """Seconds between scheduling decisions."""
-    restart_s: float = 30.0
-    """Seconds of no progress after each change of a job's placement."""
+    round_s: float = 60.0  # seconds between scheduling decisions
+    restart_s: float = 30.0  # seconds of no progress after each change of a placement
     max_time_s: float = 90 * 24 * 3600.0
     """Give up (error) if jobs are still running after this much simulated time."""
     first_measure_s: float = 10.0
@@ -78,13 +76,15 @@ class SimConfig:
     """Show the policy each job's measured profile at every placement. False (the
     honest default): the policy sees only what a live job would have measured, Pollux's
     model fitted to the steps simulated so far (:mod:`costsched.goodput.online`), the
-    noise scale at the batch it last measured, and sizes up to 8x the most it has tried."""
+    noise scale at the batch it last measured, and sizes up to ``explore_factor``
+    times the most it has tried (Pollux's rule is 2)."""
+    explore_factor: int = EXPLORATION_FACTOR
 
     def __post_init__(self) -> None:
         if (self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0
-                or self.first_measure_s < 0):
-            raise ConfigError("need num_nodes >= 0, round_s > 0, restart_s >= 0 and "
-                              "first_measure_s >= 0")
+                or self.first_measure_s < 0 or self.explore_factor < 1):
+            raise ConfigError("need num_nodes >= 0, round_s > 0, restart_s >= 0, "
+                              "first_measure_s >= 0 and explore_factor >= 1")
         if self.autoscale is None and self.num_nodes < 1:
             raise ConfigError("a fixed cluster needs at least one node (--nodes)")
         if self.autoscale is None and self.autoscale_hysteresis is not None:
@@ -281,7 +281,7 @@ class Simulator:
                            requested_gpus=spec.num_replicas)
         throughput, (sqr, var) = self._models(job)
         if job.learned is not None and self.config.elastic:
-            hi = job.learned.max_gpus(lo, hi)
+            hi = job.learned.max_gpus(lo, hi, factor=self.config.explore_factor)
         return JobView(
             name=spec.name, arrival_time_s=spec.submit_time_s,
             attained_service_gpu_s=job.gpu_s, min_gpus=lo, max_gpus=hi,
