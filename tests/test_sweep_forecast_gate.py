@@ -166,16 +166,16 @@ def held_figures(lines: list[str]) -> tuple[int, ...]:
 
 
 def test_dry_run_says_how_many_trials_the_budget_holds_by_forecast_and_by_cap(tmp_path):
-    cfg, plan = plan_for(tmp_path, forecast(0.002, True), trial_budget_usd=0.006,
-                         budget_usd=0.03, max_concurrent_trials=4, num_trials=20)
+    cfg, plan = plan_for(tmp_path, forecast(0.002, True), trial_budget_usd=0.008,
+                         budget_usd=0.04, max_concurrent_trials=4, num_trials=20)
     assert plan.forecast_cap_usd == pytest.approx(
         max(plan.min_cap_usd, (0.002 + plan.end_usd) * TARGET_MARGIN))
     lines = plan_lines(cfg, plan)
     ends_cap, ends_forecast, worst_cap, worst_forecast = held_figures(lines)
-    assert ends_forecast > ends_cap and worst_forecast > worst_cap == 5  # 5 x 0.006 = 0.03
+    assert ends_forecast > ends_cap and worst_forecast > worst_cap == 5  # 5 x 0.008 = 0.04
     assert any(line.startswith("gate           forecast") for line in lines)
-    off, plan = plan_for(tmp_path, forecast(0.002, True), trial_budget_usd=0.006,
-                         budget_usd=0.03, max_concurrent_trials=4, num_trials=20,
+    off, plan = plan_for(tmp_path, forecast(0.002, True), trial_budget_usd=0.008,
+                         budget_usd=0.04, max_concurrent_trials=4, num_trials=20,
                          forecast_gate=False)
     ends_cap, ends_forecast, worst_cap, worst_forecast = held_figures(plan_lines(off, plan))
     assert (ends_cap, worst_cap) == (ends_forecast, worst_forecast)

@@ -36,8 +36,8 @@ def test_a_cap_below_start_up_is_raised_so_a_trial_reaches_its_first_rung(tmp_pa
     start_up = 40.0 * 2 * USD_PER_WORKER_S
     assert plan.start_up_usd == pytest.approx(start_up)
     epoch = (125 * 0.03 + 0.4) * 2 * USD_PER_WORKER_S
-    # Twice the measured start-up (it varies), the rung, an epoch past it, the run's end.
-    first_rung = 2 * start_up + cfg.scheduler.grace_usd + epoch + 2.0 * 2 * USD_PER_WORKER_S
+    # 3 x the measured start-up (it varies), the rung, an epoch past it, the run's end.
+    first_rung = 3 * start_up + cfg.scheduler.grace_usd + epoch + 2.0 * 2 * USD_PER_WORKER_S
     assert plan.trial_cap_usd == pytest.approx(first_rung)
     assert plan.trial_cap_usd > 0.0005
     assert plan.asha_max_usd == pytest.approx(plan.trial_cap_usd - start_up)
