@@ -28,9 +28,11 @@ from costsched.sweep.gate import trials_held
 START_UP_MARGIN = 3.0
 """Multiple of the measured start-up a trial's cap holds. A trial's run is driven from a
 Tune actor, a Ray worker at niceness 15, where the profile's is driven from the sweep's
-own process: with a CPU burner beside the sweep, trials took 1.7x and over 2.2x the
-profile's start-up (49 s), and the second, at a margin of 2, was ended at its cap
-before its first report (the profiled ASHA test in ``tests/test_sweep_ray.py``)."""
+own process. With a CPU burner beside the sweep and a profiled start-up of 49 s, at a
+margin of 2 (a cap of 110 s of two workers), one trial ran 99 s for 8 epochs of about
+1.5 s, so about 85 s of start-up (1.7x), and the baseline trial was ended at its cap
+after 108 s before its first report (over 2.2x), so ASHA stopped nothing (the profiled
+ASHA test in ``tests/test_sweep_ray.py``)."""
 TARGET_MARGIN = 1.25
 """Headroom over the forecast dollars to target when saying what a trial needs."""
 
