@@ -179,7 +179,7 @@ def results_frame(grid, sweep: LoadedSweep, ledger: Ledger, splits: Splits,
             else 0.0,
             "energy_kwh": float(charge["energy_kwh"]) if charge is not None else 0.0,
             **footprint,
-            "epochs": metrics.get("epoch"),
+            "epochs": int(metrics.get("epoch") or 0),  # 0: ended before its first report
             "stop_reason": outcomes.get(run_id, "ERROR" if result.error else "UNKNOWN"),
             "is_baseline": _same_point(point, baseline),
             OBJECTIVE: metrics.get(OBJECTIVE),
