@@ -65,3 +65,44 @@ def test_never_repeats_a_point_and_improves_on_its_start(seed):
 def test_point_identity_ignores_float_round_off():
     assert point_key(BEST) == point_key(dict(reversed(BEST.items())))
     assert point_key({"optimizer.lr": 1e-4}) == point_key({"optimizer.lr": 1.0000000000000009e-4})
+
+
+def test_trials_run_side_by_side_halve_the_step_no_sooner_than_one_at_a_time():
+    """Four proposals out before any result (four trials at a time), all no better than
+    the start: two failed directions, both steps of each, as one at a time would find
+    them, so the step halves once (patience 2 with two dimensions), not two or three
+    times as when still-running points counted as failures."""
+    space = {"optimizer.lr": Dimension(loguniform=(1e-4, 1e-1)),
+             "training.weight_decay": Dimension(uniform=(0.0, 0.1))}
+    start = {"optimizer.lr": 1e-3, "training.weight_decay": 0.05}
+
+    def side_by_side(width: int) -> tuple[float, list[dict]]:
+        search = CostFrugalSearch(space, start=start, seed=0)
+        search.observe(search.suggest(), 1.0)
+        points = [search.suggest() for _ in range(width)]
+        assert len({point_key(p) for p in points}) == width  # no point proposed twice
+        for point in points:
+            search.observe(point, 2.0)  # every step is worse than the start
+        return search.step, points
+
+    one_at_a_time = CostFrugalSearch(space, start=start, seed=0)
+    one_at_a_time.observe(one_at_a_time.suggest(), 1.0)
+    for _ in range(4):
+        one_at_a_time.observe(one_at_a_time.suggest(), 2.0)
+    step, _ = side_by_side(4)
+    assert one_at_a_time.step == pytest.approx(one_at_a_time.initial_step / 2)
+    assert step == pytest.approx(one_at_a_time.step)
+
+
+def test_several_trials_at_a_time_still_find_better_points():
+    start = {"scaling.workers": 1, "optimizer.lr": 1e-4, "training.global_batch_size": 256,
+             "training.precision": "fp32"}
+    search = CostFrugalSearch(SPACE, start=start, seed=1)
+    best, pending = dollars_to_target(start), []
+    for _ in range(12):  # three at a time, the oldest result back first
+        while len(pending) < 3 and (point := search.suggest()) is not None:
+            pending.append(point)
+        point = pending.pop(0)
+        search.observe(point, value := dollars_to_target(point))
+        best = min(best, value)
+    assert best < 0.5 * dollars_to_target(start)

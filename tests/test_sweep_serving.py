@@ -65,6 +65,16 @@ def test_a_trial_without_a_measured_latency_ranks_last_among_the_reached():
     assert ranked["total_usd"].isna().sum() == 2
 
 
+def test_with_no_trial_at_the_target_the_most_accurate_ranks_first_not_the_cheapest():
+    frame = pd.DataFrame([row("cheap-and-poor", None, best=0.5),
+                          row("dear-and-close", None, best=0.9)], columns=RESULT_COLUMNS)
+    frame.loc[0, "cost_usd"] = 0.0001  # it spent almost nothing: it learned little
+    ranked = with_serving(frame, {"cheap-and-poor": 0.01, "dear-and-close": 2.0},
+                          SERVING, CATALOG)
+    assert ranked["total_usd"][0] > ranked["total_usd"][1]  # the first is dearer in total
+    assert list(ranked["trial_id"]) == ["dear-and-close", "cheap-and-poor"]
+
+
 def test_batches_are_priced_per_batch():
     batched = ServingObjective(num_predictions=1e6, instance_type="g5.xlarge", batch_size=64)
     assert batched.usd(CATALOG, 1.0) == pytest.approx(15625 * 1e-3 / 3600 * G5)

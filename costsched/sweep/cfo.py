@@ -95,6 +95,10 @@ class CostFrugalSearch:
         self.direction: np.ndarray | None = None
         self.sign = 1.0
         self.failures = 0
+        self.moves = 0
+        """Directions drawn so far: which one a proposal came from."""
+        self.origin: dict[str, tuple[int, float]] = {}
+        """Pending proposals from the incumbent: (direction number, sign)."""
 
     @property
     def patience(self) -> int:
@@ -110,20 +114,44 @@ class CostFrugalSearch:
             if self.direction is None:
                 direction = self.rng.normal(size=len(self.cube.keys))
                 self.direction, self.sign = direction / np.linalg.norm(direction), 1.0
+                self.moves += 1
             point = self.cube.from_unit(self.incumbent + self.sign * self.step * self.direction)
-            if point_key(point) not in self.tried:
+            key = point_key(point)
+            if key not in self.tried:
+                self.origin[key] = (self.moves, self.sign)
                 return self._propose(point)
-            self._failed()  # rounds onto a tried point: no better than what we know
+            if self.tried[key] is None:  # still running: try elsewhere, count no failure
+                self._turn()
+            else:
+                self._failed()  # rounds onto a tried point: no better than what we know
         return self._random()
 
     def observe(self, point: dict[str, Any], value: float) -> None:
+        """With several trials at a time, results come back out of order: a result
+        counts against the current direction only when it came from it; one from an
+        earlier direction's opposite step (both its steps were tried) counts that
+        direction as failed; one from before the incumbent last moved counts for
+        nothing."""
         key = point_key(point)
         self.tried[key] = value
+        origin = self.origin.pop(key, None)
         if value < self.best:
             self.best, self.incumbent = value, self.cube.to_unit(point)
             self.direction, self.failures = None, 0
-        elif self.incumbent is not None and key != point_key(self.start):
+            self.origin.clear()  # steps from the old incumbent no longer say anything
+        elif self.incumbent is None or key == point_key(self.start) or origin is None:
+            return
+        elif origin == (self.moves, self.sign) and self.direction is not None:
             self._failed()
+        elif origin[1] < 0 and origin[0] < self.moves:
+            self._count_failure()
+
+    def _turn(self) -> None:
+        """Leave the current step untried: its opposite, else a new direction."""
+        if self.direction is not None and self.sign > 0:
+            self.sign = -1.0
+        else:
+            self.direction = None
 
     def _failed(self) -> None:
         """The current direction's step did not improve: try its opposite, then a new
@@ -131,7 +159,11 @@ class CostFrugalSearch:
         if self.direction is not None and self.sign > 0:
             self.sign = -1.0
             return
-        self.direction, self.failures = None, self.failures + 1
+        self.direction = None
+        self._count_failure()
+
+    def _count_failure(self) -> None:
+        self.failures += 1
         if self.failures >= self.patience:
             self.step, self.failures = self.step / 2, 0
             if self.step < self.min_step:  # converged here: restart somewhere new

@@ -27,10 +27,12 @@ RESULT_COLUMNS = [
 
 def rank(frame: pd.DataFrame, usd_column: str = "usd_to_target") -> pd.DataFrame:
     """Trials that reached the target first, cheapest by ``usd_column`` first (a trial
-    without it last among them); then the rest, best accuracy first."""
+    without it last among them); then the rest, best accuracy first (their dollars do
+    not rank them: a cheap trial that learned little is not the best so far)."""
     frame = frame.copy()
     frame["_reached"] = frame["reached_target"].astype(bool)
-    frame["_usd"] = pd.to_numeric(frame[usd_column], errors="coerce").fillna(float("inf"))
+    frame["_usd"] = pd.to_numeric(frame[usd_column], errors="coerce").where(
+        frame["_reached"]).fillna(float("inf"))
     frame = frame.sort_values(["_reached", "_usd", "best_val_accuracy"],
                               ascending=[False, True, False], kind="stable")
     return frame.drop(columns=["_reached", "_usd"]).reset_index(drop=True)
