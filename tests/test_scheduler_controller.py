@@ -250,6 +250,33 @@ def test_a_job_that_holds_slots_but_takes_no_step_is_killed_and_requeued(tmp_pat
     assert h.runner.kinds(job_id).count("start") == 2
 
 
+def test_a_job_resumed_after_a_long_wait_is_not_killed_as_stalled_before_its_first_step(
+        tmp_path):
+    """The stall clock starts again with each start: a job that waited longer than the
+    stall limit while preempted has not stalled the moment it resumes."""
+    h = harness(tmp_path, node("n0"), stall_restart_minutes=5.0)
+    low = h.controller.submit(job_text("low", priority=0))
+    h.tick()
+    h.runner.script[low] = JobProgress(state="running", last_step=50, last_step_at=h.clock.now())
+    h.tick()
+    high = h.controller.submit(job_text("high", priority=5))
+    h.tick()
+    assert h.state(low) == "PREEMPTED"
+    for _ in range(10):  # ten minutes behind the other job
+        h.runner.script[high] = JobProgress(state="running", last_step=1,
+                                            last_step_at=h.clock.now())
+        h.tick()
+    h.runner.script[high] = JobProgress(state="finished", outcome="COMPLETED")
+    h.tick()
+    assert h.state(low) == "RUNNING"
+    for _ in range(3):  # starting again: no step of this attempt yet, no step time
+        h.runner.script[low] = JobProgress(state="running", last_step=50)
+        h.tick()
+    job = h.job(low)
+    assert job.failures == 0 and "stop:stalled" not in h.runner.kinds(low), job.message
+    assert h.runner.kinds(low).count("start") == 2
+
+
 def test_a_cancel_returns_at_once_and_its_final_charge_lands_when_the_stop_ends(tmp_path):
     """Stops never block the controller: the runner finishes them in a later round, and
     the job's recorded spend becomes what its stop finally cost."""

@@ -384,7 +384,7 @@ class SchedulerController:
             job.job_id, "RUNNING", now=now, kind="resumed" if resumed else "started",
             detail=f"on {action.num_workers} workers {dict(action.placement)}",
             workers=action.num_workers, placement=action.placement, accounted_at=now,
-            started_at=job.started_at if resumed else now, last_step_at=job.last_step_at or now,
+            started_at=job.started_at if resumed else now, last_step_at=now,  # the stall clock
             restarts=job.restarts + int(resumed), usd_per_hour=self._rate(job, action.num_workers))
         try:
             handle = self.runner.start(job.job_id, self._config(job), action.num_workers,
