@@ -341,6 +341,11 @@ class RayJobRunner:
         except (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError,
                 ray.exceptions.WorkerCrashedError) as exc:
             self._remove(job_id)
+            # Its driver died (with its node, or killed): its run and workers went with
+            # it. Charged until now, when that was seen, not its last heartbeat.
+            account = RunAccount(self._ledger(), job_id)
+            account.abandon(outcome="FAILED", now=time.time())
+            spent = account.cost_usd()
             return JobProgress(state="failed", node_lost=True, spent_usd=spent,
                                message=str(exc).splitlines()[0][:300])
         self._remove(job_id)

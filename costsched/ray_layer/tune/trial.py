@@ -14,6 +14,7 @@ it cannot stop itself (still starting, or stuck between reports).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -215,9 +216,10 @@ class BudgetGate(Searcher):
                           error: bool = False) -> None:
         self.live.discard(trial_id)
         run_id = self.prefix + trial_id
-        # Early-stopped: Tune ended the trial and its workers with it, so its
-        # reserve is released now; charges end at its last heartbeat.
-        RunAccount(self.ledger, run_id).abandon(outcome="STOPPED_EARLY")
+        # Early-stopped: Tune ended the trial and its workers with it, so its reserve is
+        # released now; charged until now, when the stop freed its workers (a run that
+        # ended by itself, or at its cap, is closed already and left as it is).
+        RunAccount(self.ledger, run_id).abandon(outcome="STOPPED_EARLY", now=time.time())
         if error and self.target is not None:
             result, error = self.ended_at_cap(trial_id, result, error)
         self.last.pop(trial_id, None)
