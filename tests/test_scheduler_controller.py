@@ -90,6 +90,22 @@ def test_a_job_stops_at_budget_exhausted_before_crossing_its_budget(tmp_path, bu
     assert "stopped before its budget" in h.controller.logs(job_id)[-1]["detail"]
 
 
+@pytest.mark.parametrize("budget_usd", [0.05, 0.1])
+def test_a_spot_job_run_on_dearer_on_demand_nodes_still_stops_before_its_budget(
+        tmp_path, budget_usd):
+    """Declared spot ($0.25 a GPU-hour), billed on-demand ($0.80) where it was placed:
+    the budget stop projects at the rate the runner bills, not the declared one."""
+    h = harness(tmp_path, node("n0"))
+    job_id = h.controller.submit(job_text("spot", budget_usd=budget_usd, spot=True))
+    h.tick()
+    for _ in range(100):
+        h.tick()
+        if h.state(job_id) != "RUNNING":
+            break
+    assert h.state(job_id) == "BUDGET_EXHAUSTED"
+    assert 0.5 * budget_usd < h.runner.spent[job_id] <= budget_usd
+
+
 def test_a_job_that_cannot_afford_one_round_is_never_started(tmp_path):
     h = harness(tmp_path, node("n0"))
     job_id = h.controller.submit(job_text("broke", budget_usd=0.001))

@@ -120,8 +120,10 @@ class FakeRunner:
             return JobProgress(state="lost")
         self._settle(job_id)
         self.runs[job_id]["step"] += 1
+        # As the Ray runner does: the rate it bills at, that of the nodes it runs on.
         return JobProgress(state="running", spent_usd=self.spent[job_id],
-                           last_step=self.runs[job_id]["step"], last_step_at=self.clock.now())
+                           last_step=self.runs[job_id]["step"], last_step_at=self.clock.now(),
+                           usd_per_hour=self.runs[job_id]["workers"] * self.usd_per_gpu_hour)
 
     def kinds(self, job_id: str) -> list[str]:
         return [c[0] if c[0] != "stop" else f"stop:{c[2]}" for c in self.calls if c[1] == job_id]

@@ -7,7 +7,7 @@ GPU-seconds at the job's rate, plus the time since the last round.
 
 from __future__ import annotations
 
-from costsched.cost.prices import JobRate
+from costsched.cost.prices import JobRate, usd_over
 from costsched.scheduler.state import RUNNING, JobRecord
 
 
@@ -22,6 +22,8 @@ def spent_now(job: JobRecord, rate: JobRate, gpus_per_worker: int, now: float) -
     spend moves between reports."""
     held = held_usd(job, rate)
     if job.state in RUNNING and job.accounted_at is not None:
-        gpus = job.workers * gpus_per_worker
-        held += rate.usd_for_accelerator_s(gpus * max(now - job.accounted_at, 0.0))
+        since_s = max(now - job.accounted_at, 0.0)
+        # At the rate its run bills (the nodes it runs on), else the declared one.
+        held += (usd_over(job.usd_per_hour, since_s) if job.usd_per_hour > 0 else
+                 rate.usd_for_accelerator_s(job.workers * gpus_per_worker * since_s))
     return max(job.spent_usd, held)

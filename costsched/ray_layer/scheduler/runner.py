@@ -363,11 +363,15 @@ class RayJobRunner:
         run's channel (written at every report); before the first report the open
         interval's last heartbeat dates the progress."""
         progress = channel.progress(job_id)
-        attempt = self._attempts.get(job_id)
+        attempt, config = self._attempts.get(job_id), self._configs.get(job_id)
+        # The rate it is billed at, at the nodes it runs on (budget stops project with it).
+        usd_per_hour = 0.0 if attempt is None or config is None else rate_of_job(
+            dataclasses.replace(config, cost=attempt.cost), self.catalog,
+        ).usd_per_hour(attempt.workers)
         if progress is not None and "global_step" in progress and (
                 attempt is None or float(progress["reported_at"]) >= attempt.started_at):
             phases = phases_from_report(progress)
-            return JobProgress(state="running", spent_usd=spent,
+            return JobProgress(state="running", spent_usd=spent, usd_per_hour=usd_per_hour,
                                last_step=int(progress["global_step"]),
                                last_step_at=float(progress["reported_at"]),
                                eta_s=eta_s(progress), measurement=measurement_of(progress),
@@ -376,5 +380,5 @@ class RayJobRunner:
                                attempt_at=progress.get(ATTEMPT_KEY))
         beats = [i["ended_at"] for i in self._ledger().intervals(job_id)
                  if i["outcome"] == "RUNNING"]
-        return JobProgress(state="running", spent_usd=spent,
+        return JobProgress(state="running", spent_usd=spent, usd_per_hour=usd_per_hour,
                            last_step_at=max(beats) if beats else None)
