@@ -43,6 +43,7 @@ def test_shipped_sweep_loads_and_its_baseline_point_is_the_base_job(tmp_path):
     ({"trial_budget_usd": 1.0, "budget_usd": 0.5}, "exceeds `budget_usd`"),
     ({"target_value": 1.5}, "(0, 1]"),
     ({"budgett_usd": 1.0}, "did you mean `budget_usd`"),
+    ({"storage_path": "s3://bucket/sweeps"}, "base job's `storage_path`"),
 ])
 def test_bad_sweeps_are_config_errors_that_say_what_to_fix(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("]", r"\]")):

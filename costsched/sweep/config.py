@@ -93,7 +93,9 @@ class SweepConfig:
     scheduler: SchedulerSection = field(default_factory=SchedulerSection)
     """Early stopping."""
     storage_path: str = "~/.costsched/sweeps"
-    """Folder for the Tune experiment, trial checkpoints and outputs."""
+    """Folder on the head (the machine that runs the sweep) for its ledger, the Tune
+    experiment and outputs. Trials checkpoint where the base job's ``storage_path`` says,
+    which may be an object store (``s3://...``)."""
     profile: bool = True
     """Before the first trial, measure the base job's start-up and pace with a short
     real run (its dollars count against ``budget_usd``; skipped when ``sweep --dry-run``
@@ -122,6 +124,11 @@ class SweepConfig:
             raise ConfigError("`trial_budget_usd` exceeds `budget_usd`: no trial could start")
         if self.num_trials <= 0 or self.max_concurrent_trials <= 0:
             raise ConfigError("`num_trials` and `max_concurrent_trials` must be >= 1")
+        if "://" in self.storage_path:
+            raise ConfigError(
+                f"`storage_path` {self.storage_path!r} is a URI; a sweep keeps its ledger "
+                "and outputs in a folder on the head: give a folder, and put the trials' "
+                "checkpoints on the object store with the base job's `storage_path`")
 
     def resolved_storage_path(self) -> Path:
         return Path(self.storage_path).expanduser().resolve()
