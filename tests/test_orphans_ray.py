@@ -6,7 +6,8 @@ Real jobs run through the live scheduler's job runner (a detached driver actor p
 job, Ray Train, the run channel) and end every way a job can: one completes while
 another fails beside it; one is cancelled the moment it starts, one once its Train
 controller reserved its slot but before its first report, one while training; one
-is preempted, then resumed and stopped for its budget; one loses its node. After
+is preempted, then resumed and stopped for its budget; one is never asked to stop and
+its driver's cap watchdog ends it at its budget; one loses its node. After
 each ending, allowing a few seconds for Ray to free them:
 
 - no more placement groups are held (CREATED, PENDING, PREPARED, RESCHEDULING) than
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import time
 from typing import Any
 
@@ -43,13 +45,17 @@ from ray.util.placement_group import (  # noqa: E402
 )
 
 from costsched.config.scheduler import parse_submission  # noqa: E402
-from costsched.cost.prices import PriceCatalog, load_catalog  # noqa: E402
+from costsched.cost.prices import PriceCatalog, load_catalog, rate_of_job  # noqa: E402
 from costsched.ray_layer import channel  # noqa: E402
 from costsched.ray_layer.ledger import ledger_for  # noqa: E402
-from costsched.ray_layer.scheduler.cluster import remove_orphaned_placement_groups  # noqa: E402
+from costsched.ray_layer.scheduler.cluster import (  # noqa: E402
+    remove_orphaned_placement_groups,
+    stop_orphaned_cleaners,
+)
 from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE  # noqa: E402
 from costsched.ray_layer.scheduler.runner import RayJobRunner  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
+from tests.support.charges import recomputed_usd  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -61,6 +67,10 @@ START_S = 300.0
 """How long a run may take to start and report its first step (or end) on a 2-core
 machine other work shares; about 30 s when the machine is otherwise idle."""
 STOP_S = 90.0
+CAP_S = 10.0
+"""Seconds of one worker a capped job's budget buys: less than a run takes to start
+(about 30 s), so only the driver's cap watchdog can hold the cap (the run's own check
+comes at its first report, too late)."""
 RELEASE_S = 30.0
 """How long Ray may take to free what an ended run held."""
 POLL_S = 0.2
@@ -259,6 +269,16 @@ class Reserver:
 
 
 @ray.remote(num_cpus=0)
+class PlacementGroupCleaner:
+    """Stands for Ray Train's cleaner of that name: detached, started by the controller."""
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+@ray.remote(num_cpus=0)
 class Owner:
     """Stands for a job's driver: owns the reserver, as the driver owns the controller."""
 
@@ -266,19 +286,43 @@ class Owner:
         self.reserver = Reserver.remote()
         return ray.get(self.reserver.reserve.remote())
 
+    def start_cleaner(self) -> int:
+        """A cleaner on the head, as a controller starts one, that is never told more."""
+        self.cleaner = PlacementGroupCleaner.options(
+            lifetime="detached", resources={"node:__internal_head__": 0.001}).remote()
+        return ray.get(self.cleaner.pid.remote())
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
 
 def test_a_group_left_by_a_dead_actor_is_freed_and_live_groups_are_kept(site):
     owner = Owner.options(lifetime="detached").remote()
     orphan = ray.get(owner.start.remote())
+    idle_cleaner = ray.get(owner.start_cleaner.remote())
     live_owner = Owner.remote()
     live = ray.get(live_owner.start.remote())
+    live_cleaner = ray.get(live_owner.start_cleaner.remote())
     own = placement_group([{"slot": 1}])  # the driver's own group
     try:
         ray.get(own.ready())
         assert remove_orphaned_placement_groups() == 0  # every creator alive
+        assert stop_orphaned_cleaners() == 0
         assert ray.available_resources().get("slot", 0) == 0
 
         ray.kill(owner)  # its reserver dies with it; the group stays reserved
+        # The cleaner it started lives on (detached), watching nothing: it is ended;
+        # the live owner's is kept.
+        until("the dead owner's cleaner was never ended",
+              lambda: stop_orphaned_cleaners() or not process_alive(idle_cleaner), 30)
+        until("the idle cleaner's process lives on",
+              lambda: not process_alive(idle_cleaner), 30)
+        assert process_alive(live_cleaner)
         deadline = time.monotonic() + 30
         while not remove_orphaned_placement_groups():
             assert time.monotonic() < deadline, "the orphaned group was never freed"
@@ -299,6 +343,10 @@ def test_a_group_left_by_a_dead_actor_is_freed_and_live_groups_are_kept(site):
             assert time.monotonic() < deadline, "the live owner's group was never freed"
             remove_orphaned_placement_groups()
             time.sleep(0.2)
+        until("the live owner's cleaner lives on once its owner is gone",
+              lambda: stop_orphaned_cleaners() or not process_alive(live_cleaner), 30)
+        until("the live owner's cleaner's process lives on",
+              lambda: not process_alive(live_cleaner), 30)
 
 
 @pytest.mark.extended  # release after a stop: also the cancel test here and test_no_shared_disk_ray
@@ -354,13 +402,28 @@ def test_a_job_cancelled_while_starting_releases_everything_and_the_next_job_tra
     assert_released(site, runner, "queued-1", before=before)
     assert outcome(site, "queued-1") == "CANCELLED"
     assert left["cancel-1"] is None
-    # Known gap: a Train controller killed while it starts may leave Ray Train's detached
-    # placement-group cleaner idle on the head (its start_monitoring call is lost with
-    # the controller). It holds no slot and no group; nothing else may be left.
-    rest = left["cancel-2"]
-    assert rest is None or ("groups=()" in rest and "named=()" in rest and not any(
-        cls in rest for cls in ("RunDriver", "TrainController", "RayTrainWorker",
-                                "SynchronizationActor"))), rest
+    # Ray Train's placement-group cleaner, started by a controller killed before it
+    # told the cleaner what to watch, is ended too (it would idle for ever otherwise).
+    assert left["cancel-2"] is None
+
+
+def test_a_job_the_scheduler_never_stops_ends_at_its_cap_and_releases_everything(site):
+    """The scheduler is late or gone: nothing asks the run to stop. Its driver's cap
+    watchdog ends it at its budget, charged no more than the budget (recomputed from its
+    intervals at the catalog's price), and the runner reports it BUDGET_EXHAUSTED."""
+    runner, (a, _) = site.runner(), site.slots
+    before = holdings(site)
+    config = builtin_job(site, "capped", epochs=LONG_EPOCHS)
+    budget = rate_of_job(config, site.catalog).usd_per_worker_second * CAP_S
+    config = dataclasses.replace(config, cost=dataclasses.replace(config.cost,
+                                                                  budget_usd=budget))
+    runner.start("capped-1", config, 1, {a: 1})
+    done = ended(runner, "capped-1")  # polls only, as a scheduler whose rounds are late
+    assert (done.state, done.outcome) == ("finished", "BUDGET_EXHAUSTED"), done
+    assert_released(site, runner, "capped-1", before=before)
+    assert outcome(site, "capped-1") == "BUDGET_EXHAUSTED"
+    charged = recomputed_usd(ledger_for(site.ledger_path, site.catalog), "capped-1")
+    assert 0.5 * budget < charged <= budget
 
 
 @pytest.mark.extended  # a preempt and a budget stop: also test_no_shared_disk_ray

@@ -19,7 +19,8 @@ from costsched.ray_layer.cluster import use_token_auth_if_available
 from costsched.ray_layer.scheduler.names import NAMESPACE, SERVICE_NAME
 
 CALL_TIMEOUT_S = 300.0
-"""A cancel waits for the job to checkpoint (``stop_grace_s``); nothing else is slow."""
+"""How long a call may wait for the scheduler actor: calls answer at once (stops finish
+in later rounds); only a scheduler still starting, or a head under heavy load, is slow."""
 
 
 def connect(address: str | None) -> None:

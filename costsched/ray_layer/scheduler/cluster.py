@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import signal
 from collections.abc import Mapping, Sequence
 
 import ray
@@ -179,8 +181,47 @@ def remove_orphaned_placement_groups() -> int:
 
 
 
+CLEANER_CLASS = "PlacementGroupCleaner"
+"""Ray Train's detached helper that frees a dead Train controller's placement group."""
+
+
+def stop_orphaned_cleaners() -> int:
+    """End Ray Train's placement-group cleaners whose Train controller is dead.
+
+    A controller starts its cleaner (a detached actor on the head) and then tells it to
+    watch; one killed in between (a job stopped while it starts) leaves the cleaner idle
+    for ever, a process per such stop. Its creator is its owner in the GCS's actor table:
+    a cleaner alive whose owner is no live actor's worker watches nothing (the placement
+    group it would free is :func:`remove_orphaned_placement_groups`'s). No handle to it
+    can be had (it is nameless), so its process on this node is sent SIGTERM. Returns
+    how many were ended (0 when the table cannot be read)."""
+    try:
+        from ray._private.state import state
+        from ray.core.generated import gcs_pb2
+
+        rows = [gcs_pb2.ActorTableData.FromString(raw) for raw in
+                state._connect_and_get_accessor().get_actor_table(None, None)]
+        here = ray.NodeID.from_hex(ray.get_runtime_context().get_node_id()).binary()
+    except Exception as exc:  # noqa: BLE001 - a private Ray API: cleanup is best effort
+        log.warning("cannot read the actor table: %s", exc)
+        return 0
+    alive = gcs_pb2.ActorTableData.ALIVE
+    live_workers = {row.address.worker_id for row in rows if row.state == alive}
+    ended = 0
+    for row in rows:
+        if (row.class_name == CLEANER_CLASS and row.state == alive and row.pid
+                and row.address.node_id == here
+                and row.owner_address.worker_id not in live_workers):
+            try:
+                os.kill(row.pid, signal.SIGTERM)
+                ended += 1
+            except OSError as exc:  # gone meanwhile
+                log.warning("cannot end an idle placement-group cleaner: %s", exc)
+    return ended
+
+
 def free_orphans() -> None:
-    """Free what dead Train controllers left: their placement groups. (A controller
-    killed while it starts may also leave Ray Train's detached placement-group cleaner
-    idle on the head; it holds no slot, and is not removed.)"""
+    """Free what dead Train controllers left: their placement groups, and Ray Train's
+    cleaners that were never told what to watch."""
     remove_orphaned_placement_groups()
+    stop_orphaned_cleaners()

@@ -63,6 +63,7 @@ class RunDriver:
         from costsched.config.entrypoint import import_entrypoint
         from costsched.ray_layer.ledger import ledger_for
         from costsched.ray_layer.train.trainer import run_job
+        from costsched.ray_layer.tune.cap import CapWatchdog
         from costsched.training.data import prepare
 
         job, catalog, ledger_path, run_id, worker_nodes, batch_size, requested_at = self.args
@@ -73,10 +74,14 @@ class RunDriver:
             splits = prepare(job.dataset) if job.dataset is not None else None
             marks = StartMarks(requested_at=requested_at, driver_started_at=driver_started_at,
                                prepare_s=time.time() - driver_started_at)
-            result = run_job(job, splits, catalog=catalog,
-                             ledger=ledger_for(ledger_path, catalog), run_id=run_id, verbose=False,
-                             worker_nodes=worker_nodes, batch_size=batch_size,
-                             start_marks=marks)
+            ledger = ledger_for(ledger_path, catalog)
+            # The cap held even if the scheduler cannot stop the run in time (it is down,
+            # or a round runs late): charged to the cap, the run ends BUDGET_EXHAUSTED and
+            # this process exits, its Train run with it.
+            with CapWatchdog(job, run_id, ledger=ledger, catalog=catalog):
+                result = run_job(job, splits, catalog=catalog, ledger=ledger, run_id=run_id,
+                                 verbose=False, worker_nodes=worker_nodes,
+                                 batch_size=batch_size, start_marks=marks)
             self.outcome = (result.outcome, {"global_step": result.metrics.get("global_step")})
         except Exception as exc:  # noqa: BLE001 - reported to the scheduler by result()
             self.error = error_text(exc)

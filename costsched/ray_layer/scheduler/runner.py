@@ -341,9 +341,12 @@ class RayJobRunner:
         except (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError,
                 ray.exceptions.WorkerCrashedError) as exc:
             self._remove(job_id)
+            account = RunAccount(self._ledger(), job_id)
+            if account.outcome() == "BUDGET_EXHAUSTED":  # its cap watchdog ended it
+                return JobProgress(state="finished", outcome="BUDGET_EXHAUSTED",
+                                   spent_usd=account.cost_usd(), message="ended at its cap")
             # Its driver died (with its node, or killed): its run and workers went with
             # it. Charged until now, when that was seen, not its last heartbeat.
-            account = RunAccount(self._ledger(), job_id)
             account.abandon(outcome="FAILED", now=time.time())
             spent = account.cost_usd()
             return JobProgress(state="failed", node_lost=True, spent_usd=spent,
