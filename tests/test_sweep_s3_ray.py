@@ -15,7 +15,6 @@ once, one on each node:
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -24,16 +23,14 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
-from ray.cluster_utils import Cluster  # noqa: E402
-
 from costsched.cost.ledger import Ledger  # noqa: E402
 from costsched.cost.prices import load_catalog  # noqa: E402
 from costsched.ray_layer.tune.driver import run_sweep  # noqa: E402
 from costsched.sweep.config import load_sweep  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.support.charges import recomputed_usd  # noqa: E402
-from tests.support.nodes import node_temp_root  # noqa: E402
-from tests.support.s3 import keys, s3_server  # noqa: E402
+from tests.support.nodes import cluster_without_shared_disk  # noqa: E402
+from tests.support.s3 import keys  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.extended]  # S3 storage: also test_no_shared_disk_ray
 
@@ -44,19 +41,8 @@ BUDGET_USD = 0.01
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep-s3")
-    temp = node_temp_root()  # each node's own temp folder under it
-    with s3_server(BUCKET):
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "temp_dir": str(temp / "head")})
-        for i in range(2):
-            cluster.add_node(num_cpus=1, resources={"cpu_slot": 1}, temp_dir=str(temp / f"n{i}"))
-        ray.init(address=cluster.address, logging_level="WARNING")
-        try:
-            yield {"root": root, "cluster": cluster, "temp": temp}
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
+    with cluster_without_shared_disk(BUCKET, [{"cpu_slot": 1}] * 2) as (cluster, temp):
+        yield {"root": root, "cluster": cluster, "temp": temp}
 
 
 def write_sweep(root: Path) -> Path:
