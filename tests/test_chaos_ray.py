@@ -18,7 +18,7 @@ since its last restart, ten times, and removes the node of a running job twice
 - every job's spend is within its budget (the small one spent more than half of
   it: the budget bound), and the ledger's charge per job equals one recomputed from
   its intervals and the catalog read as plain YAML;
-- the jobs' checkpoints are in the bucket.
+- the checkpoints of every job that reported are in the bucket.
 
 Not in the default run (each of its twelve restarts takes tens of seconds on two
 cores with a burner beside it): ``pytest -m chaos tests/test_chaos_ray.py``.
@@ -62,9 +62,10 @@ KILLS, NODE_REMOVALS = 10, 2
 DEADLINE_S = 2400.0
 BURN_S = DEADLINE_S + 300  # the burner's own bound; it is also killed when the test ends
 BUCKET = "costsched-chaos"
-SMALL_BUDGET_USD = 0.003
-"""About 4 minutes of one worker at the local-cpu price: less than a job needs to
-finish here, more than it needs to start and checkpoint."""
+SMALL_BUDGET_USD = 0.006
+"""About 8 minutes of one worker at the local-cpu price: less than a job needs to
+finish here (about 16 minutes). Under this load a run may take over 3 minutes to its
+first report (a $0.003 budget ran out before it, in one run of this test)."""
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +189,9 @@ def test_kills_and_node_losses_end_every_job_right_once_and_charge_it_right(
         charged = ledger.run_cost_usd(job)
         assert charged == pytest.approx(recomputed_usd(ledger, job), rel=1e-6)
         assert charged <= record.budget_usd
-        assert [k for k in keys(BUCKET, f"runs/{job}/") if "checkpoint_" in k], job
+        if job != small or any(i["outcome"] != "FAILED" for i in ledger.intervals(job)):
+            # It reported (checkpoints come with reports): they are in the bucket.
+            assert [k for k in keys(BUCKET, f"runs/{job}/") if "checkpoint_" in k], job
     assert ledger.run_cost_usd(small) > 0.5 * SMALL_BUDGET_USD
     # Every fault restarted its job, unless it struck after the job's last report (the
     # run had nothing left to lose and ended COMPLETED all the same).
