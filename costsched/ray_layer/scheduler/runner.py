@@ -42,7 +42,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from costsched.config.job import CostSection, JobConfig
 from costsched.cost.accounting import ATTEMPT_KEY, RunAccount
 from costsched.cost.ledger import Ledger
-from costsched.cost.prices import PriceCatalog, rate_of_job
+from costsched.cost.prices import JobRate, PriceCatalog, rate_of_job
 from costsched.goodput.restart import phases_from_report
 from costsched.ray_layer import channel
 from costsched.ray_layer.scheduler.cluster import (
@@ -253,15 +253,21 @@ class RayJobRunner:
         if not graceful:
             self._finish_stop(job_id)
 
+    def _billed_rate(self, job_id: str, attempt: Attempt | None) -> JobRate | None:
+        """The rate ``attempt`` of the job is billed at: the nodes it runs on."""
+        config = self._configs.get(job_id)
+        if config is None or attempt is None:
+            return None
+        return rate_of_job(dataclasses.replace(config, cost=attempt.cost), self.catalog)
+
     def _until_cap_s(self, job_id: str, attempt: Attempt | None, now: float) -> float:
         """Seconds until the job, running on, reaches its budget cap (less a margin)."""
-        config = self._configs.get(job_id)
-        if config is None or attempt is None or config.cost.budget_usd == float("inf"):
+        config, rate = self._configs.get(job_id), self._billed_rate(job_id, attempt)
+        if rate is None or config.cost.budget_usd == float("inf"):
             return float("inf")
-        billed = dataclasses.replace(config, cost=attempt.cost)
         return RunAccount(self._ledger(), job_id).seconds_to_cap(
             budget_usd=config.cost.budget_usd, now=now, attempt_started_at=attempt.started_at,
-            usd_per_worker_s=rate_of_job(billed, self.catalog).usd_per_worker_second,
+            usd_per_worker_s=rate.usd_per_worker_second,
             num_workers=attempt.workers, margin_s=KILL_MARGIN_S)
 
     def advance(self) -> list[tuple[str, float]]:
@@ -366,11 +372,9 @@ class RayJobRunner:
         run's channel (written at every report); before the first report the open
         interval's last heartbeat dates the progress."""
         progress = channel.progress(job_id)
-        attempt, config = self._attempts.get(job_id), self._configs.get(job_id)
-        # The rate it is billed at, at the nodes it runs on (budget stops project with it).
-        usd_per_hour = 0.0 if attempt is None or config is None else rate_of_job(
-            dataclasses.replace(config, cost=attempt.cost), self.catalog,
-        ).usd_per_hour(attempt.workers)
+        attempt = self._attempts.get(job_id)
+        rate = self._billed_rate(job_id, attempt)  # budget stops project with it
+        usd_per_hour = 0.0 if rate is None else rate.usd_per_hour(attempt.workers)
         if progress is not None and "global_step" in progress and (
                 attempt is None or float(progress["reported_at"]) >= attempt.started_at):
             phases = phases_from_report(progress)

@@ -1,12 +1,15 @@
-"""A trial's hard cap, held even when the trial cannot stop itself.
+"""A run's hard cap, held even when the run cannot stop itself: sweep trials and the
+live scheduler's run drivers (:mod:`costsched.ray_layer.scheduler.driver`) both use it.
 
-A trial's own loop stops at its budget, but only when it reports: a trial still
-starting (slow under load) or stuck between reports would run past its cap. The
-watchdog here ends it at the cap: it charges the run to that moment in the ledger,
-marks it ``BUDGET_EXHAUSTED`` and exits the trial's process, which ends its Train
-controller and workers with it (Ray's fate sharing; the sweep's
-:class:`~costsched.ray_layer.tune.release.FreeOrphanedSlots` frees their slots). The
-ledger then refuses the dead run's late reports (:meth:`Ledger.open_interval`).
+A run's own loop stops at its budget, but only when it reports: a run still starting
+(slow under load) or stuck between reports would run past its cap, and a scheduler that
+is late or down cannot stop it. The watchdog here ends it at the cap: it charges the run
+to that moment in the ledger, marks it ``BUDGET_EXHAUSTED`` and exits the process that
+drives it (the trial, or the scheduler's driver actor), which ends its Train controller
+and workers with it (Ray's fate sharing; the sweep's
+:class:`~costsched.ray_layer.tune.release.FreeOrphanedSlots` and the scheduler's runner
+free their slots). The ledger then refuses the dead run's late reports
+(:meth:`Ledger.open_interval`).
 """
 
 from __future__ import annotations
