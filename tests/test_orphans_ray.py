@@ -45,7 +45,11 @@ from ray.util.placement_group import (  # noqa: E402
 )
 
 from costsched.config.scheduler import parse_submission  # noqa: E402
+from costsched.cost.accounting import record_submitted_plan  # noqa: E402
+from costsched.cost.forecast import RunProfile, forecast_from_profile  # noqa: E402
+from costsched.cost.ledger import Ledger  # noqa: E402
 from costsched.cost.prices import PriceCatalog, load_catalog, rate_of_job  # noqa: E402
+from costsched.cost.report import runs_frame  # noqa: E402
 from costsched.ray_layer import channel  # noqa: E402
 from costsched.ray_layer.ledger import ledger_for  # noqa: E402
 from costsched.ray_layer.scheduler.cluster import (  # noqa: E402
@@ -353,8 +357,18 @@ def test_a_group_left_by_a_dead_actor_is_freed_and_live_groups_are_kept(site):
 def test_a_completed_job_and_a_failed_job_release_everything(site):
     runner, (a, b) = site.runner(), site.slots
     before = holdings(site)
+    # The completed job was submitted with a dry run's plan (as `costsched submit` sends
+    # it): its run's driver makes the launch forecast from it, and `report` compares.
+    complete = builtin_job(site, "complete", epochs=1)
+    profile = RunProfile(num_workers=1, start_up_s=20.0, step_s=0.01, epoch_overhead_s=1.0,
+                         tail_s=2.0, profiled_s=30.0)
+    plan = forecast_from_profile(profile, rate=rate_of_job(complete, site.catalog),
+                                 num_epochs=1, steps_per_epoch=25)
+    ledger = ledger_for(site.ledger_path, site.catalog)
+    record_submitted_plan(ledger, complete, {**plan.as_record(), "made_at": time.time(),
+                                             "detail": dataclasses.asdict(profile)})
     # Side by side, one on each slot: both end by themselves.
-    runner.start("complete-1", builtin_job(site, "complete", epochs=1), 1, {a: 1})
+    runner.start("complete-1", complete, 1, {a: 1})
     runner.start("broken-1", broken_job(site, "broken"), 1, {b: 1})
 
     done = ended(runner, "complete-1")
@@ -365,6 +379,15 @@ def test_a_completed_job_and_a_failed_job_release_everything(site):
     assert_released(site, runner, "complete-1", "broken-1", before=before)
     assert outcome(site, "complete-1") == "COMPLETED"
     assert outcome(site, "broken-1") == "FAILED"
+    launched = [f for f in ledger.forecasts("complete-1") if f["source"] == "profile"]
+    assert len(launched) == 1 and launched[0]["detail"]["num_workers"] == 1
+    # At the profiled size on one node, billed at the declared price: the plan's rate.
+    assert launched[0]["usd_to_end"] / launched[0]["seconds_to_end"] == pytest.approx(
+        plan.usd_to_end / plan.seconds_to_end)
+    row = runs_frame(Ledger(site.ledger_path, site.catalog)).set_index("run_id").loc[
+        "complete-1"]
+    assert row["forecast_s"] == pytest.approx(launched[0]["seconds_to_end"])
+    assert row["time_error_pct"] >= 0 and row["cost_error_pct"] >= 0
 
 
 def test_a_job_cancelled_while_starting_releases_everything_and_the_next_job_trains(site):

@@ -83,43 +83,51 @@ def run_submit(args: argparse.Namespace) -> int:
         overrides["working_dir"] = client.code_package(str(code_dir))
     request_id = args.request_id or uuid.uuid4().hex
     client.service()  # no scheduler at all: said plainly, nothing can have been queued
+    plan = stored_plan(args.config)
     try:
-        result = client.call("submit", text, overrides, str(args.config), request_id)
+        result = client.call("submit", text, overrides, str(args.config), request_id, plan)
     except SchedulerUnavailable as exc:
         raise SchedulerUnavailable(
             f"{exc}; the job may still be queued: retry with --request-id {request_id} "
             "to get it rather than a second one") from None
     print(result["job_id"])
-    print_stored_forecast(args.config)
+    print_stored_forecast(args.config, plan)
     return 0
 
 
-def print_stored_forecast(config: str) -> None:
-    """On stderr (stdout is the job id): the forecast a dry run of this config stored in
-    its ledger, or how to get one."""
+def stored_plan(config: str) -> dict[str, Any] | None:
+    """The newest forecast a dry run of this config stored in its ledger, with the
+    config's last measured learning curve (:func:`~costsched.scheduler.launch.submitted_plan`):
+    sent with the job, its run's launch forecast is made from it. None if there is none."""
     from costsched.config.job import load_job_config
     from costsched.cost.ledger import Ledger
     from costsched.cost.prices import load_catalog
+    from costsched.scheduler.launch import submitted_plan
 
     try:
         catalog = load_catalog()
         job = load_job_config(config, catalog)
         path = Path(job.resolved_ledger_path())
-        plans = Ledger(path, catalog).forecasts(config_hash=job.config_hash()) \
-            if path.is_file() else []
-    except Exception:  # noqa: BLE001 - the job is queued; a forecast is only a nicety
-        return
-    if not plans:
+        return submitted_plan(Ledger(path, catalog), job.config_hash()) \
+            if path.is_file() else None
+    except Exception:  # noqa: BLE001 - the job is queued all the same; a forecast is advice
+        return None
+
+
+def print_stored_forecast(config: str, plan: dict[str, Any] | None) -> None:
+    """On stderr (stdout is the job id): the dry-run forecast sent with the job, or how
+    to get one."""
+    if plan is None:
         print(f"forecast: none yet; `costsched train {config} --dry-run` measures one",
               file=sys.stderr)
         return
-    plan = plans[-1]
     to_target = (f"; to target {format_duration(plan['seconds_to_target'])}, "
                  f"${format_usd(plan['usd_to_target'])}" if plan["seconds_to_target"] else "")
     print(f"forecast: {format_duration(plan['seconds_to_end'])}, "
-          f"${format_usd(plan['usd_to_end'])} to the last epoch{to_target} (profiled "
-          f"{format_local_time(plan['made_at'])}; once running it is less the queueing)",
-          file=sys.stderr)
+          f"${format_usd(plan['usd_to_end'])} to the last epoch{to_target} at "
+          f"{plan['detail']['num_workers']} workers (profiled "
+          f"{format_local_time(plan['made_at'])}); the run's own is made at the size and "
+          "price it starts at: `costsched report`", file=sys.stderr)
 
 
 def entrypoint_code_dir(path: Path, text: str) -> Path | None:

@@ -212,6 +212,15 @@ def record_plan_forecast(ledger: Ledger, job: JobConfig, forecast: Forecast, *, 
                         made_at=now, forecast=forecast.as_record(), detail=detail)
 
 
+def record_submitted_plan(ledger: Ledger, job: JobConfig, plan: dict[str, Any]) -> None:
+    """Keep the dry-run forecast ``costsched submit`` sent with ``job`` (a row of the
+    config's own ledger) in the scheduler's ``ledger``, under the submitted config's hash,
+    for its run's first start (:mod:`costsched.scheduler.launch`)."""
+    ledger.add_forecast(run_id=None, job_name=job.name, config_hash=job.config_hash(),
+                        made_at=float(plan["made_at"]), forecast=plan,
+                        detail=dict(plan["detail"]))
+
+
 def seconds_to_cap(*, budget_usd: float, spent_usd: float, usd_per_s: float,
                    since_s: float = 0.0, margin_s: float = 0.0) -> float:
     """Seconds until a run that has ``spent_usd`` (charged up to ``since_s`` ago) and

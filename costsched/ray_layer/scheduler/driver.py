@@ -5,13 +5,17 @@ See :mod:`costsched.ray_layer.scheduler.runner`, which starts, stops and reads i
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 
 from costsched.config.job import JobConfig
 from costsched.cost.prices import PriceCatalog
 from costsched.goodput.restart import StartMarks
 
-__all__ = ["RunDriver", "code_env", "error_text", "keep_code"]
+__all__ = ["RunDriver", "attach_launch_forecast", "code_env", "error_text", "keep_code"]
+
+log = logging.getLogger(__name__)
 
 CODE_PIN_S = 30 * 24 * 3600
 """How long a submitted job's code package is kept on the cluster without a running
@@ -48,14 +52,43 @@ def error_text(exc: BaseException) -> str:
                      + lines[max(2, len(lines) - ERROR_LINES + 2):])
 
 
+def attach_launch_forecast(ledger, job: JobConfig, run_id: str, *, plan_hash: str,
+                           num_nodes: int, batch_size: int | None, num_train_rows: int,
+                           catalog: PriceCatalog) -> None:
+    """At a scheduled run's first start: its launch forecast, from the dry-run plan
+    submitted with its config (``plan_hash``, in the scheduler's ledger) rescaled to
+    the run's workers, nodes, batch and billed price (:mod:`costsched.scheduler.launch`).
+    Nothing without such a plan, or once the run has started before."""
+    from costsched.cost.accounting import RunAccount
+    from costsched.scheduler.launch import launch_forecast, newest_plan
+
+    try:
+        account = RunAccount(ledger, run_id)
+        if account.exists() or ledger.forecasts(run_id):
+            return
+        plan = newest_plan(ledger, plan_hash)
+        if plan is None:
+            return
+        forecast, profile = launch_forecast(
+            job, plan, num_train_rows=num_train_rows, num_nodes=num_nodes,
+            profiled_batch=job.training.global_batch_size, batch=batch_size, catalog=catalog)
+        account.record_forecast(forecast, job=job, now=time.time(),
+                                detail={**dataclasses.asdict(profile),
+                                        "profiled_workers": plan["detail"]["num_workers"]})
+    except Exception:  # noqa: BLE001 - a forecast is advice: it must never stop the run
+        log.warning("run %s: no launch forecast", run_id, exc_info=True)
+
+
 class RunDriver:
     """Drives one run of one job; ``run`` once, then ``result`` any number of times
     (a call queues behind ``run``, so its reference is ready when the run ends)."""
 
     def __init__(self, job: JobConfig, catalog: PriceCatalog, ledger_path: str, run_id: str,
                  worker_nodes: list[str] | None, batch_size: int | None = None,
-                 requested_at: float | None = None):
+                 requested_at: float | None = None, plan_hash: str | None = None,
+                 num_nodes: int = 1):
         self.args = (job, catalog, ledger_path, run_id, worker_nodes, batch_size, requested_at)
+        self.launch = (plan_hash, num_nodes)  # where its launch forecast comes from
         self.outcome: tuple[str, dict] | None = None
         self.error: str | None = None
 
@@ -75,6 +108,10 @@ class RunDriver:
             marks = StartMarks(requested_at=requested_at, driver_started_at=driver_started_at,
                                prepare_s=time.time() - driver_started_at)
             ledger = ledger_for(ledger_path, catalog)
+            if splits is not None and self.launch[0]:
+                attach_launch_forecast(ledger, job, run_id, plan_hash=self.launch[0],
+                                       num_nodes=self.launch[1], batch_size=batch_size,
+                                       num_train_rows=len(splits.x_train), catalog=catalog)
             # The cap held even if the scheduler cannot stop the run in time (it is down,
             # or a round runs late): charged to the cap, the run ends BUDGET_EXHAUSTED and
             # this process exits, its Train run with it.

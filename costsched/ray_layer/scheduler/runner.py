@@ -211,7 +211,8 @@ class RayJobRunner:
             # helpers follow the driver there and keep that node from ever being idle.
             num_cpus=0, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
                 head_node_id(), soft=False), runtime_env=code_env(job),
-        ).remote(job, self.catalog, self.ledger_path, job_id, nodes, batch_size, requested_at)
+        ).remote(job, self.catalog, self.ledger_path, job_id, nodes, batch_size, requested_at,
+                 config.config_hash(), max(sum(1 for n in placement.values() if n > 0), 1))
         self._refs[job_id] = driver.run.remote()
         self._attempts[job_id] = Attempt(time.time(), num_workers, frozenset(placement),
                                          cost)

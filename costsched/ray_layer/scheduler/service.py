@@ -28,6 +28,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from costsched.config.scheduler import SchedulerConfig
+from costsched.cost.accounting import record_submitted_plan
 from costsched.cost.prices import load_catalog
 from costsched.errors import CostschedError
 from costsched.ray_layer.ledger import ledger_for
@@ -131,12 +132,22 @@ class SchedulerService:
     @_user_errors
     def submit(self, config_text: str, overrides: dict[str, Any],
                source: str = "<submitted job config>",
-               request_id: str | None = None) -> dict[str, Any]:
+               request_id: str | None = None,
+               plan: dict[str, Any] | None = None) -> dict[str, Any]:
         """Queue a job; the next round (started now) may run it. A retried call with
-        the same ``request_id`` returns the job the first one made."""
+        the same ``request_id`` returns the job the first one made. ``plan``: the newest
+        dry-run forecast of the config, kept for its run's launch forecast
+        (:mod:`costsched.scheduler.launch`)."""
         with self._lock:
             job_id = self.controller.submit(config_text, overrides, source, request_id)
-            keep_code(self.controller.job_config(job_id))
+            config = self.controller.job_config(job_id)
+            keep_code(config)
+        if plan is not None:
+            try:
+                record_submitted_plan(self.controller.ledger, config, plan)
+            except Exception:  # noqa: BLE001 - the job is queued; its forecast is advice
+                log.warning("job %s: its dry-run forecast was not kept", job_id,
+                            exc_info=True)
         log.info("submitted %s", job_id)
         self._wake.set()
         return {"job_id": job_id}

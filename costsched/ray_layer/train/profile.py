@@ -14,7 +14,6 @@ out of the job's records. What it measures (:class:`~costsched.cost.forecast.Run
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from costsched.cost.ledger import Ledger
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.ray_layer.ledger import RemoteLedger, ledger_for
 from costsched.ray_layer.train.trainer import run_job
+from costsched.scheduler.launch import newest_plan, prior_curve, profile_from_detail
 from costsched.training.data import Splits
 from costsched.training.schedule import BatchPlan
 
@@ -82,18 +82,6 @@ def profile_job(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
         profile, val_accuracy=())
 
 
-def prior_curve(ledger: Ledger | RemoteLedger, job: JobConfig) -> list[float]:
-    """Validation accuracy per epoch of the newest finished run of the same
-    configuration in ``ledger`` (empty if none): its learning curve, measured."""
-    for run in reversed(ledger.runs()):
-        if run["config_hash"] == job.config_hash() and run["final_metrics"]:
-            history = json.loads(run["final_metrics"]).get("history", [])
-            curve = [float(h["val_accuracy"]) for h in history if "val_accuracy" in h]
-            if curve:
-                return curve
-    return []
-
-
 def forecast_job(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
                  ledger: RemoteLedger | None = None, charge_as: str | None = None,
                  ) -> tuple[RunProfile, Forecast]:
@@ -103,7 +91,8 @@ def forecast_job(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
     ledger = ledger or ledger_for(job.resolved_ledger_path(), catalog)
     profile = profile_job(job, splits, catalog,
                           charge_to=(ledger, charge_as) if charge_as else None)
-    forecast = forecast_of(job, profile, splits, catalog, prior=prior_curve(ledger, job))
+    forecast = forecast_of(job, profile, splits, catalog,
+                           prior=prior_curve(ledger, job.config_hash()))
     record_plan_forecast(ledger, job, forecast, now=time.time(),
                          detail=dataclasses.asdict(profile))
     return profile, forecast
@@ -121,9 +110,5 @@ def forecast_of(job: JobConfig, profile: RunProfile, splits: Splits, catalog: Pr
 
 def stored_profile(ledger: Ledger | RemoteLedger, job: JobConfig) -> RunProfile | None:
     """The newest profile of ``job``'s configuration a dry run stored in ``ledger``."""
-    plans = ledger.forecasts(config_hash=job.config_hash())
-    if not plans:
-        return None
-    detail = dict(plans[-1]["detail"])
-    detail["val_accuracy"] = tuple(detail.get("val_accuracy", ()))
-    return RunProfile(**detail)
+    plan = newest_plan(ledger, job.config_hash())
+    return None if plan is None else profile_from_detail(plan["detail"])
