@@ -20,7 +20,12 @@ from costsched.cost.prices import load_catalog, rate_of_job
 from costsched.cost.report import runs_frame
 from costsched.goodput.throughput import DEFAULT_PRIOR
 from costsched.ray_layer.scheduler.driver import attach_launch_forecast
-from costsched.scheduler.launch import PRIOR_CURVE_KEY, submitted_plan
+from costsched.scheduler.launch import (
+    PRIOR_CURVE_KEY,
+    profile_params,
+    rescaled_profile,
+    submitted_plan,
+)
 from tests.conftest import REPO
 
 CATALOG = load_catalog()
@@ -190,3 +195,57 @@ def test_submit_reads_the_plan_from_the_configs_own_ledger(tmp_path):
     plan = stored_plan(str(path))
     assert plan is not None and plan["detail"]["num_workers"] == 2
     assert math.isclose(plan["made_at"], 10.0)
+
+
+def test_a_profile_that_measured_its_step_is_rescaled_by_the_model_fitted_to_it():
+    # As the quickstart's profile measured it on 2 workers of one node: 28.4 ms a step
+    # of 64 examples each, 4.4 ms of it in the all-reduce.
+    measured = dataclasses.replace(PROFILE, step_s=0.0284, step={
+        "num_workers": 2, "num_nodes": 1, "local_bsz": 64, "accum_steps": 1,
+        "step_time_s": 0.0284, "sync_time_s": 0.0044})
+    params, nodes = profile_params(measured)
+    assert nodes == 1
+    # The fitted model explains the measured step (compute plus all-reduce, combined
+    # by its gamma-norm) ...
+    compute, sync = params.alpha_c + params.beta_c * 64, params.alpha_r
+    top, low = max(compute, sync), min(compute, sync)
+    assert top * (1 + (low / top) ** params.gamma) ** (1 / params.gamma) == pytest.approx(
+        0.0284, rel=0.02)
+    # ... and on one worker it runs all 128 examples with no all-reduce.
+    one = rescaled_profile(measured, num_workers=1, num_nodes=1, profiled_batch=64 * 2,
+                           batch=128, max_local_bsz=128)
+    assert one.step_s == pytest.approx((params.alpha_c + params.beta_c * 128), rel=0.02)
+    # The prior alone (10 ms per example against an 80 ms all-reduce) says nearly twice
+    # as slow; measured, this job's compute is small and mostly per step, not per example.
+    prior_only = rescaled_profile(PROFILE, num_workers=1, num_nodes=1, profiled_batch=128,
+                                  batch=128, max_local_bsz=128)
+    assert one.step_s / measured.step_s < prior_only.step_s / PROFILE.step_s
+
+
+def test_without_a_curve_sent_the_newest_scheduled_run_of_the_config_forecasts_the_target(
+        tmp_path):
+    data = json.loads(json.dumps(JOB_DATA))
+    data["training"].update(target_metric="val_accuracy", target_value=0.8)
+    job = parse_job(data, "test job", CATALOG)
+    own = Ledger(tmp_path / "own.db", CATALOG)
+    dry_run(own, job)  # the profile's own 3 epochs only: no finished run in this ledger
+    ledger = Ledger(tmp_path / "scheduler.db", CATALOG)
+
+    def submit_and_start(run_id: str, workers: int) -> dict:
+        """Submitted with ``--min-workers/--max-workers workers`` (another config hash,
+        the same profiled config), then started at that size."""
+        submitted = as_run(job, workers=workers)
+        record_submitted_plan(ledger, submitted, submitted_plan(own, job.config_hash()))
+        attach_launch_forecast(ledger, submitted, run_id,
+                               plan_hash=submitted.config_hash(), num_nodes=1,
+                               batch_size=None, num_train_rows=ROWS, catalog=CATALOG)
+        return ledger.forecasts(run_id)[0]
+
+    first = submit_and_start("t-1", 2)
+    assert first["seconds_to_target"] is None  # the profile has no accuracy: no curve
+    account = RunAccount(ledger, "t-1")
+    account.open(as_run(job, workers=2), now=100.0)
+    account.finish(outcome="COMPLETED", now=200.0, metrics={"history": [
+        {"val_accuracy": 0.9 - 0.5 / e} for e in range(1, 11)]})  # 0.8 first at epoch 5
+    second = submit_and_start("t-2", 1)
+    assert 4.0 <= second["epochs_to_target"] <= 5.5

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,6 +73,9 @@ class RunProfile:
     """Wall seconds the profile itself ran (what it cost to measure)."""
     val_accuracy: tuple[float, ...] = ()
     """Validation accuracy after each profiled epoch (the curve's first points)."""
+    step: Mapping[str, float] = field(default_factory=dict)
+    """Its last step measurement as the run reported it (``num_workers``, ``num_nodes``,
+    ``local_bsz``, ``accum_steps``, ``step_time_s``, ``sync_time_s``); empty if none."""
 
     def epoch_s(self, steps_per_epoch: int) -> float:
         """Seconds of one epoch of ``steps_per_epoch`` steps at the steady pace."""

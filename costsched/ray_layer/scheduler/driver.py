@@ -57,10 +57,18 @@ def attach_launch_forecast(ledger, job: JobConfig, run_id: str, *, plan_hash: st
                            catalog: PriceCatalog) -> None:
     """At a scheduled run's first start: its launch forecast, from the dry-run plan
     submitted with its config (``plan_hash``, in the scheduler's ledger) rescaled to
-    the run's workers, nodes, batch and billed price (:mod:`costsched.scheduler.launch`).
-    Nothing without such a plan, or once the run has started before."""
+    the run's workers, nodes, batch and billed price (:mod:`costsched.scheduler.launch`);
+    to the target by the learning curve sent with the plan, else by that of the newest
+    finished scheduled run of the same config. Nothing without such a plan, or once
+    the run has started before."""
     from costsched.cost.accounting import RunAccount
-    from costsched.scheduler.launch import launch_forecast, newest_plan
+    from costsched.scheduler.launch import (
+        PRIOR_CURVE_KEY,
+        PROFILED_CONFIG_KEY,
+        launch_forecast,
+        newest_plan,
+        scheduled_curve,
+    )
 
     try:
         account = RunAccount(ledger, run_id)
@@ -69,12 +77,16 @@ def attach_launch_forecast(ledger, job: JobConfig, run_id: str, *, plan_hash: st
         plan = newest_plan(ledger, plan_hash)
         if plan is None:
             return
+        profiled = plan["detail"].get(PROFILED_CONFIG_KEY) or plan_hash
+        if not plan["detail"].get(PRIOR_CURVE_KEY):  # an earlier scheduled run's, if any
+            plan["detail"][PRIOR_CURVE_KEY] = scheduled_curve(ledger, profiled)
         forecast, profile = launch_forecast(
             job, plan, num_train_rows=num_train_rows, num_nodes=num_nodes,
             profiled_batch=job.training.global_batch_size, batch=batch_size, catalog=catalog)
         account.record_forecast(forecast, job=job, now=time.time(),
                                 detail={**dataclasses.asdict(profile),
-                                        "profiled_workers": plan["detail"]["num_workers"]})
+                                        "profiled_workers": plan["detail"]["num_workers"],
+                                        PROFILED_CONFIG_KEY: profiled})
     except Exception:  # noqa: BLE001 - a forecast is advice: it must never stop the run
         log.warning("run %s: no launch forecast", run_id, exc_info=True)
 
