@@ -21,13 +21,19 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
+from ray import tune  # noqa: E402
+from ray.tune.search import ConcurrencyLimiter  # noqa: E402
+
 from costsched.cost.ledger import Ledger  # noqa: E402
 from costsched.cost.prices import load_catalog  # noqa: E402
 from costsched.cost.report import intervals_frame, runs_frame  # noqa: E402
+from costsched.ray_layer.tune.cfo_search import CostFrugalSearcher  # noqa: E402
 from costsched.ray_layer.tune.driver import run_sweep  # noqa: E402
+from costsched.sweep.cfo import CostFrugalSearch, cheapest_start, point_key  # noqa: E402
 from costsched.sweep.config import load_sweep  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.support.faults import kill_train_worker  # noqa: E402
+from tests.test_sweep_cfo import SPACE, dollars_to_target  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -120,6 +126,38 @@ def test_budget_binds_and_is_never_crossed(local_ray, tmp_path):
         assert held * usd_per_slot_s <= 0.0005 * (1 + 1e-9), f"{run_id} crossed its cap"
     assert len(results) < 5, "the budget should have stopped the sweep launching trials"
     assert (results["stop_reason"] == "BUDGET_EXHAUSTED").any()
+
+
+def synthetic_trial(config: dict) -> None:
+    """A Tune trial whose dollars to the target are a known function of its point."""
+    started = time.time()
+    time.sleep(1.0)  # long enough that trials started together overlap
+    tune.report({"objective": dollars_to_target(config), "started": started,
+                     "ended": time.time()})
+
+
+def test_cfo_drives_real_tune_trials_two_at_a_time_to_better_points(local_ray, tmp_path):
+    start = cheapest_start(SPACE, {"optimizer.lr": 1e-2, "training.global_batch_size": 256,
+                                   "training.precision": "fp32"}, {})
+    searcher = ConcurrencyLimiter(
+        CostFrugalSearcher(CostFrugalSearch(SPACE, start=start, seed=0), metric="objective"),
+        max_concurrent=2)
+    grid = tune.Tuner(
+        tune.with_resources(synthetic_trial, {"cpu": 1}),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=12),
+        run_config=tune.RunConfig(name="cfo", storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    assert not grid.errors
+    frame = grid.get_dataframe()
+    assert len(frame) == 12
+    points = [{k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")}
+              for row in frame.to_dict("records")]
+    assert len({point_key(p) for p in points}) == 12  # no point run twice
+    spans = sorted(zip(frame["started"], frame["ended"], strict=True))
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))  # side by side
+    first = frame.loc[frame["started"].idxmin(), "objective"]
+    assert first == pytest.approx(dollars_to_target(start))  # it began at the start point
+    assert frame["objective"].min() < 0.5 * first
 
 
 @pytest.mark.extended  # charged once across a worker kill: also the scheduler tests
