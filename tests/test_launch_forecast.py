@@ -16,16 +16,12 @@ from costsched.config.job import parse_job
 from costsched.cost.accounting import RunAccount, record_plan_forecast, record_submitted_plan
 from costsched.cost.forecast import RunProfile, forecast_from_profile
 from costsched.cost.ledger import Ledger
+from costsched.cost.plans import PRIOR_CURVE_KEY, submitted_plan
 from costsched.cost.prices import load_catalog, rate_of_job
 from costsched.cost.report import runs_frame
 from costsched.goodput.throughput import DEFAULT_PRIOR
 from costsched.ray_layer.scheduler.driver import attach_launch_forecast
-from costsched.scheduler.launch import (
-    PRIOR_CURVE_KEY,
-    profile_params,
-    rescaled_profile,
-    submitted_plan,
-)
+from costsched.scheduler.launch import profile_params, rescaled_profile
 from tests.conftest import REPO
 
 CATALOG = load_catalog()
@@ -189,12 +185,15 @@ def test_submit_reads_the_plan_from_the_configs_own_ledger(tmp_path):
     data["ledger_path"] = str(tmp_path / "own.db")
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert stored_plan(str(path)) is None  # no ledger file yet: nothing, no error
+    assert stored_plan(str(path)) == (None, None)  # no ledger file yet: nothing, no error
     job = parse_job(data, "test job", CATALOG)
     dry_run(Ledger(tmp_path / "own.db", CATALOG), job)
-    plan = stored_plan(str(path))
-    assert plan is not None and plan["detail"]["num_workers"] == 2
+    plan, unread = stored_plan(str(path))
+    assert unread is None and plan is not None and plan["detail"]["num_workers"] == 2
     assert math.isclose(plan["made_at"], 10.0)
+    (tmp_path / "own.db").write_text("not a database")
+    plan, unread = stored_plan(str(path))  # said, not taken for "no dry run yet"
+    assert plan is None and unread is not None
 
 
 def test_a_profile_that_measured_its_step_is_rescaled_by_the_model_fitted_to_it():
@@ -249,3 +248,49 @@ def test_without_a_curve_sent_the_newest_scheduled_run_of_the_config_forecasts_t
         {"val_accuracy": 0.9 - 0.5 / e} for e in range(1, 11)]})  # 0.8 first at epoch 5
     second = submit_and_start("t-2", 1)
     assert 4.0 <= second["epochs_to_target"] <= 5.5
+
+
+def test_a_one_worker_profile_takes_the_priors_all_reduce_at_the_jobs_own_scale():
+    # One worker measured 12 ms a step and no all-reduce: the model keeps the prior's
+    # all-reduce in proportion to the job's compute, not the prior's 80 ms.
+    alone = dataclasses.replace(PROFILE, num_workers=1, step_s=0.012, step={
+        "num_workers": 1, "num_nodes": 1, "local_bsz": 64, "accum_steps": 1,
+        "step_time_s": 0.012, "sync_time_s": 0.0})
+    two = rescaled_profile(alone, num_workers=2, num_nodes=1, profiled_batch=64, batch=64,
+                           max_local_bsz=64)
+    assert two.step_s / alone.step_s == pytest.approx(prior_step_s(2, 1, batch=64)
+                                                      / prior_step_s(1, 1, batch=64))
+
+
+def test_the_profiled_size_is_the_one_its_steps_were_measured_on():
+    # An elastic job's profile that ran on 1 of its 2 workers: at 1 worker it is the
+    # profile as measured, not a 2-worker pace slowed down.
+    ran_on_one = dataclasses.replace(PROFILE, num_workers=2, step_s=0.012, step={
+        "num_workers": 1, "num_nodes": 1, "local_bsz": 64, "accum_steps": 1,
+        "step_time_s": 0.012, "sync_time_s": 0.0})
+    same = rescaled_profile(ran_on_one, num_workers=1, num_nodes=1, profiled_batch=64,
+                            batch=64, max_local_bsz=64)
+    assert same.step_s == ran_on_one.step_s
+
+
+def test_a_curve_too_short_to_fit_gives_way_to_an_older_one_or_the_profiles(tmp_path):
+    data = json.loads(json.dumps(JOB_DATA))
+    data["training"].update(target_metric="val_accuracy", target_value=0.8)
+    job = parse_job(data, "test job", CATALOG)
+    own = Ledger(tmp_path / "own.db", CATALOG)
+    curve = dataclasses.replace(PROFILE, val_accuracy=(0.4, 0.6, 0.7))
+    record_plan_forecast(own, job, forecast_from_profile(
+        curve, rate=rate_of_job(job, CATALOG), num_epochs=10, steps_per_epoch=100),
+        now=10.0, detail=dataclasses.asdict(curve))
+    account = RunAccount(own, "cancelled")  # a run cancelled after 2 epochs
+    account.open(job, now=0.0)
+    account.finish(outcome="CANCELLED", now=5.0, metrics={"history": [
+        {"val_accuracy": 0.5}, {"val_accuracy": 0.7}]})
+    plan = submitted_plan(own, job.config_hash())
+    assert plan["detail"][PRIOR_CURVE_KEY] == []  # too short: not taken as the curve
+    ledger = Ledger(tmp_path / "scheduler.db", CATALOG)
+    record_submitted_plan(ledger, job, plan)
+    attach_launch_forecast(ledger, as_run(job, workers=2), "t-1", plan_hash=job.config_hash(),
+                           num_nodes=1, batch_size=None, num_train_rows=ROWS,
+                           catalog=CATALOG)
+    assert ledger.forecasts("t-1")[0]["seconds_to_target"] is not None  # the profile's

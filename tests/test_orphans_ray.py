@@ -387,7 +387,8 @@ def test_a_completed_job_and_a_failed_job_release_everything(site):
     row = runs_frame(Ledger(site.ledger_path, site.catalog)).set_index("run_id").loc[
         "complete-1"]
     assert row["forecast_s"] == pytest.approx(launched[0]["seconds_to_end"])
-    assert row["time_error_pct"] >= 0 and row["cost_error_pct"] >= 0
+    assert row["time_error_pct"] == pytest.approx(
+        100 * abs(launched[0]["seconds_to_end"] - row["wall_s"]) / row["wall_s"])
 
 
 def test_a_job_cancelled_while_starting_releases_everything_and_the_next_job_trains(site):

@@ -83,40 +83,48 @@ def run_submit(args: argparse.Namespace) -> int:
         overrides["working_dir"] = client.code_package(str(code_dir))
     request_id = args.request_id or uuid.uuid4().hex
     client.service()  # no scheduler at all: said plainly, nothing can have been queued
-    plan = stored_plan(args.config)
+    plan, unread = stored_plan(args.config)
     try:
-        result = client.call("submit", text, overrides, str(args.config), request_id, plan)
+        result = client.call("submit", text, overrides, str(args.config), request_id,
+                             *([plan] if plan is not None else []))
     except SchedulerUnavailable as exc:
         raise SchedulerUnavailable(
             f"{exc}; the job may still be queued: retry with --request-id {request_id} "
             "to get it rather than a second one") from None
     print(result["job_id"])
-    print_stored_forecast(args.config, plan)
+    print_stored_forecast(args.config, plan, unread)
     return 0
 
 
-def stored_plan(config: str) -> dict[str, Any] | None:
+def stored_plan(config: str) -> tuple[dict[str, Any] | None, str | None]:
     """The newest forecast a dry run of this config stored in its ledger, with the
-    config's last measured learning curve (:func:`~costsched.scheduler.launch.submitted_plan`):
-    sent with the job, its run's launch forecast is made from it. None if there is none."""
+    config's last measured learning curve (:func:`~costsched.cost.plans.submitted_plan`):
+    sent with the job, its run's launch forecast is made from it. (None, None) if there
+    is none; (None, why) if the ledger could not be read."""
     from costsched.config.job import load_job_config
     from costsched.cost.ledger import Ledger
+    from costsched.cost.plans import submitted_plan
     from costsched.cost.prices import load_catalog
-    from costsched.scheduler.launch import submitted_plan
 
     try:
         catalog = load_catalog()
         job = load_job_config(config, catalog)
         path = Path(job.resolved_ledger_path())
-        return submitted_plan(Ledger(path, catalog), job.config_hash()) \
-            if path.is_file() else None
-    except Exception:  # noqa: BLE001 - the job is queued all the same; a forecast is advice
-        return None
+        if not path.is_file():
+            return None, None
+        return submitted_plan(Ledger(path, catalog), job.config_hash()), None
+    except Exception as exc:  # noqa: BLE001 - the job is queued all the same
+        return None, f"{type(exc).__name__}: {exc}"
 
 
-def print_stored_forecast(config: str, plan: dict[str, Any] | None) -> None:
-    """On stderr (stdout is the job id): the dry-run forecast sent with the job, or how
-    to get one."""
+def print_stored_forecast(config: str, plan: dict[str, Any] | None,
+                          unread: str | None = None) -> None:
+    """On stderr (stdout is the job id): the dry-run forecast sent with the job, or why
+    there is none."""
+    if unread is not None:
+        print(f"forecast: the config's ledger could not be read ({unread}); the job has "
+              "no launch forecast", file=sys.stderr)
+        return
     if plan is None:
         print(f"forecast: none yet; `costsched train {config} --dry-run` measures one",
               file=sys.stderr)

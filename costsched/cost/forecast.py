@@ -248,12 +248,14 @@ def forecast_from_profile(profile: RunProfile, *, rate: JobRate, num_epochs: int
     """The before-launch forecast of a run of ``num_epochs`` x ``steps_per_epoch``.
 
     To the target: the curve fitted to ``prior_curve`` (a finished run of the same
-    configuration) or else to the profile's own epochs, when there are enough points.
+    configuration) or, when that fits none, to the profile's own epochs, when there
+    are enough points.
     """
     pace = Pace(rate=rate, num_workers=profile.num_workers,
                 epoch_s=profile.epoch_s(steps_per_epoch))
     total_s = profile.start_up_s + num_epochs * pace.epoch_s + profile.tail_s
-    curve = fit_curve(prior_curve or profile.val_accuracy)
+    curve = (fit_curve(prior_curve) if prior_curve else None) or fit_curve(
+        profile.val_accuracy)
     to_target = _target_part(curve=curve, target=target, done_epochs=0, num_epochs=num_epochs,
                              seconds_at=profile.start_up_s, usd_at=pace.usd(profile.start_up_s),
                              pace=pace, reached_at=None)

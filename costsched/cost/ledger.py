@@ -305,14 +305,17 @@ class Ledger:
 
     # -- reading ------------------------------------------------------------
     def forecasts(self, run_id: str | None = None, *, config_hash: str | None = None,
-                  ) -> list[dict[str, Any]]:
+                  source: str | None = None) -> list[dict[str, Any]]:
         """Forecasts, oldest first: of ``run_id``, or the before-launch ones of
-        ``config_hash`` (not yet attached to a run), or all."""
-        query, args = "SELECT * FROM forecasts", ()
+        ``config_hash`` (not yet attached to a run), or all; only those of ``source``
+        when given."""
+        query, args = "SELECT * FROM forecasts WHERE 1=1", ()
         if run_id is not None:
-            query, args = query + " WHERE run_id=?", (run_id,)
+            query, args = query + " AND run_id=?", (run_id,)
         elif config_hash is not None:
-            query, args = query + " WHERE run_id IS NULL AND config_hash=?", (config_hash,)
+            query, args = query + " AND run_id IS NULL AND config_hash=?", (config_hash,)
+        if source is not None:
+            query, args = query + " AND source=?", (*args, source)
         with self._connect() as db:
             rows = [dict(r) for r in db.execute(query + " ORDER BY made_at, forecast_id",
                                                 args)]

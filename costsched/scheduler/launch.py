@@ -3,22 +3,23 @@
 A job run by the scheduler runs at the size, batch and price the scheduler chose, not
 the ones its config declares, so a dry run's forecast of the config cannot be its run's
 own. ``costsched submit`` sends the newest dry-run forecast of the config (its measured
-profile, and the learning curve of the config's last finished run) with the job; the
-scheduler keeps it in its ledger under the submitted config's hash. When the job's run
-first starts, its driver rescales that profile to the run (:func:`rescaled_profile`) and
-stores the forecast it gives (:func:`launch_forecast`) as the run's launch forecast: the
-one ``costsched report`` sets beside what the run did.
+profile, and the learning curve of the config's last finished run:
+:func:`~costsched.cost.plans.submitted_plan`) with the job; the scheduler keeps it in
+its ledger under the submitted config's hash. When the job's run first starts, its
+driver rescales that profile to the run (:func:`rescaled_profile`) and stores the
+forecast it gives (:func:`launch_forecast`) as the run's launch forecast: the one
+``costsched report`` sets beside what the run did.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from costsched.config.job import JobConfig
 from costsched.cost.forecast import Forecast, RunProfile, forecast_from_profile
+from costsched.cost.plans import PRIOR_CURVE_KEY, profile_from_detail
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.errors import ConfigError
 from costsched.goodput.throughput import (
@@ -27,75 +28,20 @@ from costsched.goodput.throughput import (
     ThroughputPoint,
     fit_throughput,
 )
-from costsched.scheduler.interfaces import RunLedger
 from costsched.scheduler.job_models import FixedBatchThroughput
 from costsched.training.schedule import BatchPlan
 
-__all__ = ["PRIOR_CURVE_KEY", "PROFILED_CONFIG_KEY", "launch_forecast", "newest_plan",
-           "prior_curve", "profile_from_detail", "profile_params", "rescaled_profile",
-           "scheduled_curve", "submitted_plan"]
-
-PRIOR_CURVE_KEY = "prior_curve"
-"""Key, in a submitted plan's detail, of the config's last measured learning curve."""
-
-_PROFILE_FIELDS = {f.name for f in dataclasses.fields(RunProfile)}
+__all__ = ["launch_forecast", "profile_params", "profiled_size", "rescaled_profile"]
 
 
-def profile_from_detail(detail: Mapping[str, Any]) -> RunProfile:
-    """The :class:`RunProfile` a stored forecast's detail holds (other keys ignored)."""
-    fields = {k: v for k, v in detail.items() if k in _PROFILE_FIELDS}
-    fields["val_accuracy"] = tuple(fields.get("val_accuracy", ()))
-    return RunProfile(**fields)
-
-
-def newest_plan(ledger: RunLedger, config_hash: str) -> dict[str, Any] | None:
-    """The newest before-launch forecast of ``config_hash`` with a profile, or None."""
-    plans = [p for p in ledger.forecasts(config_hash=config_hash)
-             if "step_s" in p["detail"]]
-    return plans[-1] if plans else None
-
-
-def prior_curve(ledger: RunLedger, config_hash: str) -> list[float]:
-    """Validation accuracy per epoch of the newest finished run of ``config_hash`` in
-    ``ledger`` (empty if none): its learning curve, measured."""
-    return _newest_curve(ledger, lambda run: run["config_hash"] == config_hash)
-
-
-def _newest_curve(ledger: RunLedger, chosen: Callable[[dict[str, Any]], bool]) -> list[float]:
-    for run in reversed(ledger.runs()):
-        if chosen(run) and run["final_metrics"]:
-            history = json.loads(run["final_metrics"]).get("history", [])
-            curve = [float(h["val_accuracy"]) for h in history if "val_accuracy" in h]
-            if curve:
-                return curve
-    return []
-
-
-PROFILED_CONFIG_KEY = "profiled_config"
-"""Key, in a submitted plan's detail and a launch forecast's, of the hash of the config
-the dry run profiled (the config file as written; a submission's overrides change the
-submitted config's hash, not this one)."""
-
-
-def scheduled_curve(ledger: RunLedger, profiled_config: str) -> list[float]:
-    """Validation accuracy per epoch of the newest finished scheduled run whose launch
-    forecast was made from a profile of ``profiled_config`` (the same config, submitted
-    at any size): its learning curve, measured; empty if none."""
-    launched = {f["run_id"] for f in ledger.forecasts()
-                if f["run_id"] and f["detail"].get(PROFILED_CONFIG_KEY) == profiled_config}
-    return _newest_curve(ledger, lambda run: run["run_id"] in launched)
-
-
-def submitted_plan(ledger: RunLedger, config_hash: str) -> dict[str, Any] | None:
-    """What ``costsched submit`` sends with a job: the newest dry-run forecast of its
-    config (a ledger row, its detail the profile) with the config's last measured curve
-    in the detail; None when no dry run of the config measured one."""
-    plan = newest_plan(ledger, config_hash)
-    if plan is None:
-        return None
-    curve = prior_curve(ledger, config_hash)
-    return {**plan, "detail": {**plan["detail"], PRIOR_CURVE_KEY: curve,
-                               PROFILED_CONFIG_KEY: config_hash}}
+def profiled_size(profile: RunProfile) -> tuple[int, int]:
+    """Workers and nodes the profile's steps ran on: as its step measurement says (an
+    elastic job's profile may run on fewer than its most), else its ``num_workers`` on
+    one node."""
+    try:
+        return int(profile.step["num_workers"]), int(profile.step["num_nodes"])
+    except (KeyError, TypeError, ValueError):
+        return profile.num_workers, 1
 
 
 def profile_params(profile: RunProfile,
@@ -103,7 +49,8 @@ def profile_params(profile: RunProfile,
     """The throughput model a profile gives, and the nodes it ran on: ``prior`` fitted to
     its measured step (:func:`fit_throughput`, the scheduler's own fit: the measured
     compute sets the compute constants' scale, the measured sync the all-reduce's),
-    or ``prior`` itself, on one node, when it measured none."""
+    the prior scaled to the measured compute when one worker measured no sync, or
+    ``prior`` itself, on one node, when it measured nothing."""
     step = profile.step
     try:
         point = ThroughputPoint(
@@ -113,6 +60,13 @@ def profile_params(profile: RunProfile,
             sync_time_s=min(float(step["sync_time_s"]), float(step["step_time_s"])))
     except (KeyError, TypeError, ValueError, ConfigError):
         return prior, 1
+    if point.num_replicas == 1:
+        # No all-reduce measured: the fit would keep the prior's at full size beside the
+        # job's own compute. The whole prior at the job's compute scale keeps its ratio.
+        scale = point.compute_time_s / (prior.alpha_c + prior.beta_c * point.local_bsz)
+        return dataclasses.replace(prior, **{
+            name: getattr(prior, name) * scale for name in
+            ("alpha_c", "beta_c", "alpha_r", "beta_r", "alpha_n", "beta_n")}), 1
     return fit_throughput([point], prior), point.num_nodes
 
 
@@ -126,14 +80,16 @@ def rescaled_profile(profile: RunProfile, *, num_workers: int, num_nodes: int,
 
     where ``T`` is :meth:`FixedBatchThroughput.real_step_time_s` with the profile's
     model (:func:`profile_params`: ``prior``, the model the scheduler sizes unmeasured
-    jobs with, fitted to the profile's measured step) and W the profile's workers.
+    jobs with, fitted to the profile's measured step) and W the workers its steps ran
+    on (:func:`profiled_size`).
     Start-up, epoch overhead and tail stay as measured. Unchanged at the profiled
     workers, nodes and batch."""
-    params, nodes = profile_params(profile, prior)
-    if (num_workers, num_nodes, batch) == (profile.num_workers, nodes, profiled_batch):
+    params, _ = profile_params(profile, prior)
+    workers, nodes = profiled_size(profile)
+    if (num_workers, num_nodes, batch) == (workers, nodes, profiled_batch):
         return profile
     before = FixedBatchThroughput(params, profiled_batch, max_local_bsz).real_step_time_s(
-        min(nodes, profile.num_workers), profile.num_workers)
+        min(nodes, workers), workers)
     after = FixedBatchThroughput(params, batch, max_local_bsz).real_step_time_s(
         min(num_nodes, num_workers), num_workers)
     return dataclasses.replace(profile, num_workers=num_workers,

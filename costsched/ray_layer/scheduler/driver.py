@@ -62,13 +62,13 @@ def attach_launch_forecast(ledger, job: JobConfig, run_id: str, *, plan_hash: st
     finished scheduled run of the same config. Nothing without such a plan, or once
     the run has started before."""
     from costsched.cost.accounting import RunAccount
-    from costsched.scheduler.launch import (
+    from costsched.cost.plans import (
         PRIOR_CURVE_KEY,
         PROFILED_CONFIG_KEY,
-        launch_forecast,
         newest_plan,
         scheduled_curve,
     )
+    from costsched.scheduler.launch import launch_forecast
 
     try:
         account = RunAccount(ledger, run_id)

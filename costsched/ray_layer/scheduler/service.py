@@ -138,16 +138,16 @@ class SchedulerService:
         the same ``request_id`` returns the job the first one made. ``plan``: the newest
         dry-run forecast of the config, kept for its run's launch forecast
         (:mod:`costsched.scheduler.launch`)."""
-        with self._lock:
+        with self._lock:  # the plan is kept before any round can start the job
             job_id = self.controller.submit(config_text, overrides, source, request_id)
             config = self.controller.job_config(job_id)
             keep_code(config)
-        if plan is not None:
-            try:
-                record_submitted_plan(self.controller.ledger, config, plan)
-            except Exception:  # noqa: BLE001 - the job is queued; its forecast is advice
-                log.warning("job %s: its dry-run forecast was not kept", job_id,
-                            exc_info=True)
+            if plan is not None:
+                try:
+                    record_submitted_plan(self.controller.ledger, config, plan)
+                except Exception:  # noqa: BLE001 - the job is queued; its forecast is advice
+                    log.warning("job %s: its dry-run forecast was not kept", job_id,
+                                exc_info=True)
         log.info("submitted %s", job_id)
         self._wake.set()
         return {"job_id": job_id}
