@@ -22,9 +22,11 @@ tier's first test) or ``costsched scheduler start`` starts the scheduler actor;
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,8 +41,12 @@ ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from costsched.config.job import load_job_config  # noqa: E402
+from costsched.cost.accounting import record_plan_forecast  # noqa: E402
+from costsched.cost.forecast import RunProfile, forecast_from_profile  # noqa: E402
 from costsched.cost.ledger import Ledger  # noqa: E402
-from costsched.cost.prices import load_catalog  # noqa: E402
+from costsched.cost.plans import PROFILED_CONFIG_KEY  # noqa: E402
+from costsched.cost.prices import load_catalog, rate_of_job  # noqa: E402
 from costsched.ray_layer.channel import progress as read_progress  # noqa: E402
 from costsched.ray_layer.cluster import ensure_auth_token  # noqa: E402
 from costsched.ray_layer.scheduler.service import NAMESPACE, SERVICE_NAME  # noqa: E402
@@ -347,6 +353,39 @@ def test_bad_input_is_a_one_line_error_and_changes_nothing(site):
         assert result.returncode == code, (args, result.stderr)
         assert message in result.stderr and result.stderr.strip().count("\n") == 0, args
     assert rows() == before
+
+
+def test_submit_sends_the_dry_runs_forecast_and_the_scheduler_keeps_it(site):
+    """What `costsched submit` reads from the config's own ledger reaches the scheduler's
+    ledger, under the submitted config's hash, for the run's launch forecast."""
+    started_scheduler(site)
+    path = job_file(site, "planned", workers=2, epochs=1)
+    data = yaml.safe_load(Path(path).read_text())
+    data["ledger_path"] = str(site["root"] / "own-ledger.db")
+    Path(path).write_text(yaml.safe_dump(data))
+    job, catalog = load_job_config(path, load_catalog()), load_catalog()
+    profile = RunProfile(num_workers=2, start_up_s=20.0, step_s=0.01, epoch_overhead_s=1.0,
+                         tail_s=2.0, profiled_s=30.0)
+    forecast = forecast_from_profile(profile, rate=rate_of_job(job, catalog), num_epochs=1,
+                                     steps_per_epoch=10)
+    record_plan_forecast(Ledger(site["root"] / "own-ledger.db", catalog), job, forecast,
+                         now=time.time(), detail=dataclasses.asdict(profile))
+    submitted = cli(site, "submit", path, "--budget-usd", "0.5")  # an override: a new hash
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    assert "forecast: " in submitted.stderr and "at 2 workers" in submitted.stderr
+    cancelled = cli(site, "cancel", job_id)  # it need not train
+    assert cancelled.returncode == 0, cancelled.stderr
+    with sqlite3.connect(site["root"] / "scheduler.db") as db:
+        submitted_hash = db.execute("SELECT config_hash FROM jobs WHERE job_id=?",
+                                    (job_id,)).fetchone()[0]
+    assert submitted_hash != job.config_hash()
+    kept = Ledger(site["root"] / "ledger.db", catalog).forecasts(config_hash=submitted_hash)
+    assert len(kept) == 1
+    assert kept[0]["seconds_to_end"] == pytest.approx(forecast.seconds_to_end)
+    assert kept[0]["detail"][PROFILED_CONFIG_KEY] == job.config_hash()
+    _wait("the job to end", lambda: rows()[job_id]["state"] in TERMINAL, 300,
+          detail=lambda: rows())
 
 
 @pytest.mark.extended  # a failed run frees its slots: also test_orphans_ray (completed, failed)
