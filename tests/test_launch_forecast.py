@@ -21,7 +21,7 @@ from costsched.cost.prices import load_catalog, rate_of_job
 from costsched.cost.report import runs_frame
 from costsched.goodput.throughput import DEFAULT_PRIOR
 from costsched.ray_layer.scheduler.driver import attach_launch_forecast
-from costsched.scheduler.launch import profile_params, rescaled_profile
+from costsched.scheduler.launch import profile_params, profiled_size, rescaled_profile
 from tests.conftest import REPO
 
 CATALOG = load_catalog()
@@ -202,8 +202,8 @@ def test_a_profile_that_measured_its_step_is_rescaled_by_the_model_fitted_to_it(
     measured = dataclasses.replace(PROFILE, step_s=0.0284, step={
         "num_workers": 2, "num_nodes": 1, "local_bsz": 64, "accum_steps": 1,
         "step_time_s": 0.0284, "sync_time_s": 0.0044})
-    params, nodes = profile_params(measured)
-    assert nodes == 1
+    params = profile_params(measured)
+    assert profiled_size(measured)[1] == 1
     # The fitted model explains the measured step (compute plus all-reduce, combined
     # by its gamma-norm) ...
     compute, sync = params.alpha_c + params.beta_c * 64, params.alpha_r

@@ -159,18 +159,11 @@ class JobRunner(Protocol):
 
 
 class RunLedger(Protocol):
-    """What ``status`` and launch forecasts read of the cost ledger: a
-    :class:`~costsched.cost.ledger.Ledger`, or the Ray layer's proxy to the ledger's
-    actor."""
+    """What ``status`` reads of the cost ledger: a :class:`~costsched.cost.ledger.Ledger`,
+    or the Ray layer's proxy to the ledger's actor."""
 
-    def forecasts(self, run_id: str | None = None, *, config_hash: str | None = None,
-                  ) -> list[dict[str, Any]]:
-        """The run's forecasts (or the before-launch ones of ``config_hash``), oldest
-        first."""
-        ...
-
-    def runs(self) -> list[dict[str, Any]]:
-        """Every run, oldest first."""
+    def forecasts(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The run's forecasts, oldest first."""
         ...
 
     def intervals(self, run_id: str | None = None) -> list[dict[str, Any]]:

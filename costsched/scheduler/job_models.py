@@ -110,6 +110,11 @@ class Measurement:
     when the report does not say; one or two high when the batch splits unevenly)."""
 
 
+STEP_FIELDS = ("num_workers", "num_nodes", "local_bsz", "accum_steps", "step_time_s",
+               "sync_time_s")
+"""The fields of a :class:`Measurement` that time one step (the rest are optional)."""
+
+
 def measurement_from_report(report: Mapping[str, Any]) -> Measurement | None:
     """The step measurement a run's report (or progress record) carried, with its curve
     fields; None when it measured no step. A malformed optional field is left out."""
@@ -185,7 +190,7 @@ class JobModels:
         """Keep ``m`` as its configuration's mean; refit as the shared learner says
         (:meth:`~costsched.goodput.online.OnlineThroughput.record`). A step no model can
         use (say, zero seconds) is logged and left out; the rest of ``m`` is kept."""
-        point = _point(m)
+        point = throughput_point(m)
         with self._connect() as db:
             learner = self._learner(db, job_id)
             if point is not None:
@@ -245,7 +250,7 @@ class JobModels:
                         grad_var=row["grad_var"])
 
 
-def _point(m: Measurement) -> ThroughputPoint | None:
+def throughput_point(m: Measurement) -> ThroughputPoint | None:
     """``m``'s step as the learner takes it (sync at most the step); None if invalid."""
     try:
         return ThroughputPoint(num_nodes=m.num_nodes, num_replicas=m.num_workers,

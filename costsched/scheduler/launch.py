@@ -21,53 +21,61 @@ from costsched.config.job import JobConfig
 from costsched.cost.forecast import Forecast, RunProfile, forecast_from_profile
 from costsched.cost.plans import PRIOR_CURVE_KEY, profile_from_detail
 from costsched.cost.prices import PriceCatalog, rate_of_job
-from costsched.errors import ConfigError
 from costsched.goodput.throughput import (
     DEFAULT_PRIOR,
     ThroughputParams,
     ThroughputPoint,
     fit_throughput,
 )
-from costsched.scheduler.job_models import FixedBatchThroughput
+from costsched.scheduler.job_models import (
+    STEP_FIELDS,
+    FixedBatchThroughput,
+    Measurement,
+    throughput_point,
+)
 from costsched.training.schedule import BatchPlan
 
-__all__ = ["launch_forecast", "profile_params", "profiled_size", "rescaled_profile"]
+__all__ = ["launch_forecast", "measured_point", "profile_params", "profiled_size",
+           "rescaled_profile"]
+
+
+def measured_point(profile: RunProfile) -> ThroughputPoint | None:
+    """The step the profile measured, as the scheduler's learner takes a measured step
+    (:func:`~costsched.scheduler.job_models.throughput_point`); None if it measured none."""
+    try:
+        step = Measurement(**{k: profile.step[k] for k in STEP_FIELDS})
+    except (KeyError, TypeError):
+        return None
+    return throughput_point(step)
 
 
 def profiled_size(profile: RunProfile) -> tuple[int, int]:
     """Workers and nodes the profile's steps ran on: as its step measurement says (an
     elastic job's profile may run on fewer than its most), else its ``num_workers`` on
     one node."""
-    try:
-        return int(profile.step["num_workers"]), int(profile.step["num_nodes"])
-    except (KeyError, TypeError, ValueError):
-        return profile.num_workers, 1
+    point = measured_point(profile)
+    return (profile.num_workers, 1) if point is None else (point.num_replicas,
+                                                           point.num_nodes)
 
 
 def profile_params(profile: RunProfile,
-                   prior: ThroughputParams = DEFAULT_PRIOR) -> tuple[ThroughputParams, int]:
-    """The throughput model a profile gives, and the nodes it ran on: ``prior`` fitted to
-    its measured step (:func:`fit_throughput`, the scheduler's own fit: the measured
-    compute sets the compute constants' scale, the measured sync the all-reduce's),
-    the prior scaled to the measured compute when one worker measured no sync, or
-    ``prior`` itself, on one node, when it measured nothing."""
-    step = profile.step
-    try:
-        point = ThroughputPoint(
-            num_nodes=int(step["num_nodes"]), num_replicas=int(step["num_workers"]),
-            local_bsz=float(step["local_bsz"]), accum_steps=int(step["accum_steps"]),
-            step_time_s=float(step["step_time_s"]),
-            sync_time_s=min(float(step["sync_time_s"]), float(step["step_time_s"])))
-    except (KeyError, TypeError, ValueError, ConfigError):
-        return prior, 1
+                   prior: ThroughputParams = DEFAULT_PRIOR) -> ThroughputParams:
+    """The throughput model a profile gives: ``prior`` fitted to its measured step
+    (:func:`fit_throughput`, the scheduler's own fit: the measured compute sets the
+    compute constants' scale, the measured sync the all-reduce's), the prior scaled to
+    the measured compute when one worker measured no sync, or ``prior`` itself when it
+    measured nothing."""
+    point = measured_point(profile)
+    if point is None:
+        return prior
     if point.num_replicas == 1:
         # No all-reduce measured: the fit would keep the prior's at full size beside the
         # job's own compute. The whole prior at the job's compute scale keeps its ratio.
         scale = point.compute_time_s / (prior.alpha_c + prior.beta_c * point.local_bsz)
         return dataclasses.replace(prior, **{
             name: getattr(prior, name) * scale for name in
-            ("alpha_c", "beta_c", "alpha_r", "beta_r", "alpha_n", "beta_n")}), 1
-    return fit_throughput([point], prior), point.num_nodes
+            ("alpha_c", "beta_c", "alpha_r", "beta_r", "alpha_n", "beta_n")})
+    return fit_throughput([point], prior)
 
 
 def rescaled_profile(profile: RunProfile, *, num_workers: int, num_nodes: int,
@@ -84,7 +92,7 @@ def rescaled_profile(profile: RunProfile, *, num_workers: int, num_nodes: int,
     on (:func:`profiled_size`).
     Start-up, epoch overhead and tail stay as measured. Unchanged at the profiled
     workers, nodes and batch."""
-    params, _ = profile_params(profile, prior)
+    params = profile_params(profile, prior)
     workers, nodes = profiled_size(profile)
     if (num_workers, num_nodes, batch) == (workers, nodes, profiled_batch):
         return profile
@@ -101,7 +109,8 @@ def launch_forecast(job: JobConfig, plan: Mapping[str, Any], *, num_train_rows: 
                     batch: int | None = None,
                     prior: ThroughputParams = DEFAULT_PRIOR) -> tuple[Forecast, RunProfile]:
     """The forecast of a run of ``job`` as launched (its workers the run's, its price
-    the nodes' it is billed at) from a submitted ``plan`` (:func:`submitted_plan`) of a
+    the nodes' it is billed at) from a submitted ``plan``
+    (:func:`~costsched.cost.plans.submitted_plan`) of a
     profile measured at ``profiled_batch``, with the rescaled profile; ``batch``: the
     global batch the scheduler chose (None: the job's)."""
     training = job.training

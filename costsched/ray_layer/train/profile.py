@@ -34,7 +34,7 @@ from costsched.cost.plans import newest_plan, prior_curve, profile_from_detail
 from costsched.cost.prices import PriceCatalog, rate_of_job
 from costsched.ray_layer.ledger import RemoteLedger, ledger_for
 from costsched.ray_layer.train.trainer import run_job
-from costsched.scheduler.job_models import measurement_from_report
+from costsched.scheduler.job_models import STEP_FIELDS, measurement_from_report
 from costsched.training.data import Splits
 from costsched.training.schedule import BatchPlan
 
@@ -80,9 +80,8 @@ def profile_job(job: JobConfig, splits: Splits, catalog: PriceCatalog, *,
                                started_at=run["started_at"], charged_until=charged_until)
     step = measurement_from_report(result.metrics)
     if step is not None:  # how its step splits into compute and sync: rescales it
-        profile = dataclasses.replace(profile, num_workers=step.num_workers, step={
-            k: getattr(step, k) for k in ("num_workers", "num_nodes", "local_bsz",
-                                          "accum_steps", "step_time_s", "sync_time_s")})
+        profile = dataclasses.replace(profile, num_workers=step.num_workers,
+                                      step={k: getattr(step, k) for k in STEP_FIELDS})
     # A trimmed epoch learns less than the job's: its curve says nothing of the job's.
     return profile if rows == len(splits.x_train) else dataclasses.replace(
         profile, val_accuracy=())
