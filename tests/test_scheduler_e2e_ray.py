@@ -357,7 +357,8 @@ def test_bad_input_is_a_one_line_error_and_changes_nothing(site):
 
 def test_submit_sends_the_dry_runs_forecast_and_the_scheduler_keeps_it(site):
     """What `costsched submit` reads from the config's own ledger reaches the scheduler's
-    ledger, under the submitted config's hash, for the run's launch forecast."""
+    ledger, under the submitted config's hash, and the run's driver makes the run's
+    launch forecast from it."""
     started_scheduler(site)
     path = job_file(site, "planned", workers=2, epochs=1)
     data = yaml.safe_load(Path(path).read_text())
@@ -374,13 +375,19 @@ def test_submit_sends_the_dry_runs_forecast_and_the_scheduler_keeps_it(site):
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
     assert "forecast: " in submitted.stderr and "at 2 workers" in submitted.stderr
-    cancelled = cli(site, "cancel", job_id)  # it need not train
+    ledger = Ledger(site["root"] / "ledger.db", catalog)
+    # Its run's driver makes the launch forecast from it as the run starts.
+    launched = _wait("the run's launch forecast",
+                     lambda: [f for f in ledger.forecasts(job_id) if f["source"] == "profile"],
+                     300, detail=lambda: rows())
+    assert len(launched) == 1 and launched[0]["detail"]["num_workers"] == 2
+    cancelled = cli(site, "cancel", job_id)  # it need not train further
     assert cancelled.returncode == 0, cancelled.stderr
     with sqlite3.connect(site["root"] / "scheduler.db") as db:
         submitted_hash = db.execute("SELECT config_hash FROM jobs WHERE job_id=?",
                                     (job_id,)).fetchone()[0]
     assert submitted_hash != job.config_hash()
-    kept = Ledger(site["root"] / "ledger.db", catalog).forecasts(config_hash=submitted_hash)
+    kept = ledger.forecasts(config_hash=submitted_hash)
     assert len(kept) == 1
     assert kept[0]["seconds_to_end"] == pytest.approx(forecast.seconds_to_end)
     assert kept[0]["detail"][PROFILED_CONFIG_KEY] == job.config_hash()
