@@ -23,12 +23,15 @@ spot / on-demand of dollars and mean JCT.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 
+from costsched.cli.simulate import parse_autoscale
 from costsched.cost.prices import load_catalog
+from costsched.policy.autoscale_hysteresis import DEFAULT_USD_PER_JOB_HOUR
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.sim.outputs import summarise
 from costsched.sim.profiles import load_profiles, pollux_dir
@@ -47,9 +50,9 @@ BLIND = CostAwarePolicy(spot_prior_preemptions_per_node_hour=0.0, spot_prior_nod
 
 
 def run_one(jobs, profiles, *, pool: SpotPool | None, num_nodes: int, oracle: bool,
-            policy: CostAwarePolicy) -> dict:
+            policy: CostAwarePolicy, autoscale: tuple[int, int] | None = None) -> dict:
     config = SimConfig(instance=load_catalog().instance(INSTANCE_TYPE), num_nodes=num_nodes,
-                       elastic=True, oracle=oracle)
+                       elastic=True, oracle=oracle, autoscale=autoscale)
     if pool is None:
         sim = Simulator(config=config, profiles=profiles, workload=jobs, policy=policy)
     else:
@@ -77,24 +80,37 @@ def main(argv=None) -> int:
                         default=DEFAULT_CHECKPOINT_INTERVAL_S)
     parser.add_argument("--oracle", action="store_true")
     parser.add_argument("--no-blind", action="store_true", help="skip (c)")
+    parser.add_argument("--autoscale", default=None, metavar="MIN:MAX",
+                        help="size the on-demand pool of (b) and (c) within MIN:MAX (the "
+                             "policy also releases spot nodes it does not want), and add "
+                             "(a2): all on-demand, autoscaled 0:16")
+    parser.add_argument("--usd-per-job-hour", type=float, default=DEFAULT_USD_PER_JOB_HOUR,
+                        help="with --autoscale: dollars a job-hour of JCT is worth")
     parser.add_argument("--profiles", default=None, metavar="DIR")
     args = parser.parse_args(argv)
     data = pollux_dir(args.profiles)
     profiles = load_profiles(data)
     pool = SpotPool(trace=load_spot_trace(args.trace), num_nodes=args.spot_nodes,
                     checkpoint_interval_s=args.checkpoint_interval)
-    aware = CostAwarePolicy()
-    clusters = {"on-demand": (None, 16, aware), "spot": (pool, args.on_demand_nodes, aware)}
+    autoscale = parse_autoscale(args.autoscale)
+    aware = CostAwarePolicy(usd_per_job_hour=args.usd_per_job_hour)
+    blind = dataclasses.replace(BLIND, usd_per_job_hour=args.usd_per_job_hour)
+    clusters = {"on-demand": (None, 16, aware, None),
+                "spot": (pool, args.on_demand_nodes, aware, autoscale)}
+    if autoscale is not None:
+        clusters["od-auto"] = (None, 16, aware, (0, 16))
     if not args.no_blind:
-        clusters["spot-blind"] = (pool, args.on_demand_nodes, BLIND)
+        clusters["spot-blind"] = (pool, args.on_demand_nodes, blind, autoscale)
     rows: dict[str, list[dict]] = {name: [] for name in clusters}
-    print(f"(b) spot: {args.on_demand_nodes} on-demand + up to {args.spot_nodes} spot from "
+    pool_text = (f"on-demand autoscaled {args.autoscale} at ${args.usd_per_job_hour:g}/job-h"
+                 if autoscale else f"{args.on_demand_nodes} on-demand")
+    print(f"(b) spot: {pool_text} + up to {args.spot_nodes} spot from "
           f"{args.trace}, checkpoints every {args.checkpoint_interval:.0f} s", flush=True)
     for number in args.workloads:
         jobs = load_workload(data / "workloads" / "load-1.0" / f"workload-{number}.csv")
-        for name, (spot_pool, num_nodes, policy) in clusters.items():
+        for name, (spot_pool, num_nodes, policy, scale) in clusters.items():
             row = run_one(jobs, profiles, pool=spot_pool, num_nodes=num_nodes,
-                          oracle=args.oracle, policy=policy)
+                          oracle=args.oracle, policy=policy, autoscale=scale)
             rows[name].append(row)
             print(f"workload {number} {name:<10}: mean JCT {row['jct_h']:.3f} h, "
                   f"${row['usd']:.2f}, {row['preemptions']} preemptions, "

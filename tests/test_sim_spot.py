@@ -149,7 +149,8 @@ def test_a_bad_trace_is_one_line_and_exit_2(tmp_path, capsys, name, words):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("extra", [["--spot"], ["--autoscale", "1:2"], ["--spot-nodes", "0"]])
+@pytest.mark.parametrize("extra", [["--spot"], ["--autoscale", "1:2", "--autoscale-half-life",
+                                              "300"], ["--spot-nodes", "0"]])
 def test_conflicting_spot_options_are_one_line(tmp_path, capsys, extra):
     code = main(["simulate", "--workload", str(FIXTURE_WORKLOAD), "--profiles", str(FIXTURE),
                  "--spot-trace", str(FLAKY), *extra, "--out", str(tmp_path / "out")])

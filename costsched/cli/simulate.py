@@ -80,7 +80,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="add a spot pool of --instance-type nodes whose capacity and "
                              "preemptions replay this trace (one node per trace instance; "
                              "e.g. ../shared/data/spot/availability-16-node/"
-                             "us-west-2a_v100_1.json); --nodes is then the on-demand pool")
+                             "us-west-2a_v100_1.json); --nodes is then the on-demand pool, "
+                             "or --autoscale its bounds (the policy then also releases "
+                             "spot nodes it does not want)")
     parser.add_argument("--spot-nodes", type=int, default=None, metavar="N",
                         help="most spot nodes held at once (default: the trace's largest count)")
     parser.add_argument("--checkpoint-interval", type=float, default=None, metavar="S",
@@ -199,9 +201,9 @@ def run(args: argparse.Namespace) -> int:
     if args.spot_trace is None and any(a is not None for a in spot_args):
         raise ConfigError("--spot-nodes and --checkpoint-interval need --spot-trace")
     if args.spot_trace is not None and (args.cluster is not None or args.spot
-                                        or args.autoscale is not None):
-        raise ConfigError("--spot-trace adds a spot pool to a fixed one-type cluster; drop "
-                          "--cluster, --spot and --autoscale")
+                                        or half_life_s > 0):
+        raise ConfigError("--spot-trace adds a spot pool to a one-type cluster resized each "
+                          "round; drop --cluster, --spot and --autoscale-half-life")
     hysteresis = None
     if autoscale is not None and half_life_s > 0:
         hysteresis = NodeCountHysteresis(half_life_s=half_life_s)
@@ -217,14 +219,14 @@ def run(args: argparse.Namespace) -> int:
         def build(name: str, jobs, config_kwargs: dict):
             config = SimConfig(instance=instance, instance_name=args.instance_type,
                                num_nodes=args.nodes, spot=args.spot, **config_kwargs)
+            policy = make_policy(name)
+            if config.autoscale is not None:
+                policy = policy_class(name)(usd_per_job_hour=usd_per_job_hour)
             if pool is not None:
                 from costsched.sim.spot import SpotSimulator
 
                 return SpotSimulator(config=config, profiles=profiles, workload=jobs,
-                                     policy=make_policy(name), pool=pool)
-            policy = make_policy(name)
-            if config.autoscale is not None:
-                policy = policy_class(name)(usd_per_job_hour=usd_per_job_hour)
+                                     policy=policy, pool=pool)
             return Simulator(config=config, profiles=profiles, workload=jobs, policy=policy)
     workloads = [(load_workload(path), workload_label(path)) for path in args.workload]
     if autoscale is not None:

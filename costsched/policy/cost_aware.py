@@ -194,13 +194,19 @@ class CostAwarePolicy:
         bill, rounded up to nodes and kept within the bounds. Needs ``autoscaling``."""
         scaling = snapshot.autoscaling
         gpus_per_node = scaling.template.num_gpus
-        gpu_usd_per_hour = usd_per_gpu_hour_of((scaling.template,))
+        spot = [n for n in snapshot.nodes if n.spot]
+        spot_gpus = sum(n.num_gpus for n in spot)
+        prices = (usd_per_gpu_hour_of(spot) if spot else 0.0,
+                  usd_per_gpu_hour_of((scaling.template,)))
         grower = Growth(self, snapshot, gpus_per_node)
-        grower.run(Capacity((scaling.template,) * scaling.max_nodes))
-        wanted = grower.admitted_gpus + sum(
-            move.num_gpus for move in grower.moves
-            if usd_per_job_hour_saved(move, gpu_usd_per_hour) <= self.usd_per_job_hour)
-        return min(max(math.ceil(wanted / gpus_per_node), scaling.min_nodes), scaling.max_nodes)
+        grower.run(Capacity(spot + [scaling.template] * scaling.max_nodes))
+        wanted = grower.admitted_gpus
+        for move in grower.moves:  # spot GPUs are handed out first, at the spot price
+            price = prices[wanted + move.num_gpus > spot_gpus]
+            if usd_per_job_hour_saved(move, price) <= self.usd_per_job_hour:
+                wanted += move.num_gpus
+        num_nodes = max(math.ceil(wanted / gpus_per_node), scaling.min_nodes)
+        return min(num_nodes, len(spot) + scaling.max_nodes)  # :func:`_resize` splits it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -360,6 +366,24 @@ class Growth:
 
 
 def _resize(
+    snapshot: ClusterSnapshot, nodes: list[NodeView], num_nodes: int
+) -> tuple[list[NodeView], tuple[NodeView, ...], tuple[str, ...]]:
+    """Keep ``num_nodes`` nodes (:func:`_resize_market`). Beside spot nodes, the on-demand
+    nodes the autoscaling minimum keeps come first (they are paid for anyway), then spot
+    ones, then more on-demand ones within the maximum; spot nodes beyond these are
+    released."""
+    spot = [n for n in nodes if n.spot]
+    if not spot:
+        return _resize_market(snapshot, nodes, num_nodes)
+    scaling = snapshot.autoscaling
+    keep = min(len(spot), max(num_nodes - scaling.min_nodes, 0))
+    kept_spot, _, released = _resize_market(snapshot, spot, keep)
+    on_demand = min(max(num_nodes - len(kept_spot), scaling.min_nodes), scaling.max_nodes)
+    kept, added, removed = _resize_market(snapshot, [n for n in nodes if not n.spot], on_demand)
+    return kept_spot + kept, added, released + removed
+
+
+def _resize_market(
     snapshot: ClusterSnapshot, nodes: list[NodeView], num_nodes: int
 ) -> tuple[list[NodeView], tuple[NodeView, ...], tuple[str, ...]]:
     """Keep ``num_nodes`` nodes: add from the template, or drop the emptiest ones.

@@ -16,6 +16,10 @@ As :class:`~costsched.sim.simulator.Simulator`, with these rules:
   ``checkpoint_interval_s`` since its last checkpoint (the interval rounds up to whole
   rounds), and on every placement change (a resize restarts from a fresh checkpoint, as
   in the simulator without spot);
+* with ``SimConfig.autoscale`` the on-demand pool is sized by the policy within its
+  bounds, and the spot nodes the trace grants are offered to the policy each round: it
+  keeps those it wants and releases the rest (a released node is not preempted, and is
+  offered again, as a new node, while the trace still grants it);
 * spot nodes cost the catalog's spot price and on-demand nodes its on-demand price, each
   for as long as they exist; a job pays its GPU share at the price of the nodes it holds;
 * the policy sees the spot nodes (``NodeView.spot``), every job's checkpoint interval,
@@ -92,8 +96,8 @@ class SpotSimulator(Simulator):
         if config.spot:
             raise ConfigError("a spot pool prices its own nodes as spot and the rest "
                               "on-demand; drop --spot")
-        if config.autoscale is not None:
-            raise ConfigError("a spot pool runs beside a fixed on-demand pool; drop --autoscale")
+        if config.autoscale_hysteresis is not None:
+            raise ConfigError("a spot pool resizes each round; drop --autoscale-half-life")
         super().__init__(config=config, profiles=profiles, workload=workload, policy=policy)
         self.pool = pool
         self._rng = np.random.default_rng(pool.seed)
@@ -107,6 +111,9 @@ class SpotSimulator(Simulator):
         self._billed_node_s = 0.0
         self.spot_timeline: list[tuple[float, int, int]] = []
         """Per round: (time_s, spot nodes held, trace count then)."""
+        self.kept_timeline: list[tuple[float, int, int]] = []
+        """Per round, after the policy's decision: (time_s, spot nodes kept, on-demand
+        nodes); the round is billed for these."""
 
     # Capacity -------------------------------------------------------------------------
 
@@ -153,6 +160,9 @@ class SpotSimulator(Simulator):
         self._replay(active, time_s)
         before = {j.spec.name: j.num_placements for j in active}
         super()._schedule(active, time_s, round_index)
+        held = {n.node_id for n in self.nodes}  # an autoscaling policy releases spot nodes
+        self._spot_ids = [n for n in self._spot_ids if n in held]
+        self.kept_timeline.append((time_s, len(self._spot_ids), len(held) - len(self._spot_ids)))
         for job in active:
             if job.num_placements > before[job.spec.name]:
                 self._checkpoint(job)
