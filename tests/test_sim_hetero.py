@@ -30,25 +30,13 @@ from costsched.sim.hetero import HeteroSimulator
 from costsched.sim.simulator import SimConfig
 from costsched.sim.workload import load_workload
 from tests.support.policy_fakes import FakeThroughput, job, perfect_scaling, snapshot
+from tests.support.sim_fixture import Recorder
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "sia_small"
 WORKLOAD = FIXTURE / "workloads" / "philly" / "workload-1.csv"
 CLUSTER = (("aws", "g4dn.12xlarge", 1), ("rtx", "onprem-rtx2080ti-8x", 1),
            ("dgx-ext", "p4d.24xlarge", 1))
 REPO = Path(__file__).resolve().parents[1]
-
-
-class Recorder:
-    """Wraps a policy and keeps every (snapshot, decision)."""
-
-    def __init__(self, inner):
-        self.inner, self.name, self.rounds = inner, inner.name, []
-        self.heterogeneity_aware = inner.heterogeneity_aware
-
-    def decide(self, snap):
-        decision = self.inner.decide(snap)
-        self.rounds.append((snap, decision))
-        return decision
 
 
 def pools(cluster=CLUSTER):

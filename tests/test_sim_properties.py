@@ -14,21 +14,9 @@ from costsched.cost.prices import load_catalog
 from costsched.policy.registry import ELASTIC, make_policy
 from costsched.sim.simulator import SimConfig, Simulator
 from costsched.sim.workload import synthetic_workload
-from tests.support.sim_fixture import fixture_profiles
+from tests.support.sim_fixture import Recorder, fixture_profiles
 
 BATCH = {"ncf": 1024, "bert": 24}
-
-
-class Recorder:
-    """Wraps a policy and keeps every (snapshot, decision) it produced."""
-
-    def __init__(self, inner):
-        self.inner, self.name, self.rounds = inner, inner.name, []
-
-    def decide(self, snapshot):
-        decision = self.inner.decide(snapshot)
-        self.rounds.append((snapshot, decision))
-        return decision
 
 
 def _run(policy: str, seed: int, num_jobs: int, num_nodes: int, autoscale=None):

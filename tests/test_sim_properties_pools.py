@@ -18,25 +18,12 @@ from costsched.sim.simulator import SimConfig
 from costsched.sim.spot import SpotPool, SpotSimulator
 from costsched.sim.spot_trace import SpotTrace
 from costsched.sim.workload import synthetic_workload
-from tests.support.sim_fixture import fixture_profiles
+from tests.support.sim_fixture import Recorder, fixture_profiles
 
 SIA_SMALL = Path(__file__).resolve().parent / "fixtures" / "sia_small"
 TYPES = (("aws", "g4dn.12xlarge"), ("rtx", "onprem-rtx2080ti-8x"),
          ("dgx-ext", "p4d.24xlarge"))
 fast = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-class Recorder:
-    """Wraps a policy and keeps every (snapshot, decision) it produced."""
-
-    def __init__(self, inner):
-        self.inner, self.name, self.rounds = inner, inner.name, []
-        self.heterogeneity_aware = inner.heterogeneity_aware
-
-    def decide(self, snapshot):
-        decision = self.inner.decide(snapshot)
-        self.rounds.append((snapshot, decision))
-        return decision
 
 
 def _typed_run(aware: bool, seed: int, num_jobs: int, counts: tuple[int, int, int]):

@@ -30,3 +30,16 @@ def simulate(workload, policy: str, *, num_nodes: int = 2, profiles=None, **conf
     sim = Simulator(config=cfg, profiles=profiles or fixture_profiles(), workload=workload,
                     policy=make_policy(policy))
     return sim.run()
+
+
+class Recorder:
+    """Wraps a policy and keeps every (snapshot, decision) it produced."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.rounds = inner, inner.name, []
+        self.heterogeneity_aware = getattr(inner, "heterogeneity_aware", False)
+
+    def decide(self, snapshot):
+        decision = self.inner.decide(snapshot)
+        self.rounds.append((snapshot, decision))
+        return decision
