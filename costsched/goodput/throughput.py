@@ -137,24 +137,19 @@ class ThroughputPoint:
         return self.compute_time_s + self.sync_time_s
 
 
-def _sync_time_s(p: ThroughputParams, num_nodes, num_replicas):
-    """T_sync for arrays of (nodes, replicas); 0 for one replica."""
-    nodes, replicas = np.asarray(num_nodes), np.asarray(num_replicas)
-    extra = np.maximum(replicas - 2, 0)
-    across = p.alpha_n + p.beta_n * extra
-    within = p.alpha_r + p.beta_r * extra
-    return np.where(nodes > 1, across, np.where(replicas > 1, within, 0.0))
+def _sync_of_shape(p: ThroughputParams, extra, across, within):
+    """T_sync, elementwise, from the replicas past two and whether the replicas are across
+    nodes / within one node (neither: one replica, no sync)."""
+    return np.where(across, p.alpha_n + p.beta_n * extra,
+                    np.where(within, p.alpha_r + p.beta_r * extra, 0.0))
 
 
-def _parts_s(p: ThroughputParams, num_nodes, num_replicas, local_bsz):
-    """(T_compute, T_optim) per micro-batch, elementwise."""
-    compute = p.alpha_c + p.beta_c * np.asarray(local_bsz, dtype=float)
-    sync = _sync_time_s(p, num_nodes, num_replicas)
+def _optim_s(p: ThroughputParams, compute, sync):
+    """T_optim from T_compute and T_sync, elementwise."""
     # Scaled p-norm: exact for any gamma without overflowing at gamma = 10.
     top = np.maximum(compute, sync)
     ratio = np.minimum(compute, sync) / np.where(top > 0, top, 1.0)
-    optim = top * (1.0 + ratio**p.gamma) ** (1.0 / p.gamma)
-    return compute, optim
+    return top * (1.0 + ratio**p.gamma) ** (1.0 / p.gamma)
 
 
 def predict_step_time_s(params: ThroughputParams, num_nodes: int, num_replicas: int,
@@ -167,8 +162,20 @@ def predict_step_time_s(params: ThroughputParams, num_nodes: int, num_replicas: 
     if not 1 <= num_nodes <= num_replicas or accum_steps < 1 or local_bsz <= 0:
         raise ValueError(f"bad configuration: N={num_nodes} R={num_replicas} "
                          f"l={local_bsz} a={accum_steps}")
-    compute, optim = _parts_s(params, num_nodes, num_replicas, local_bsz)
-    return float((accum_steps - 1) * compute + optim)
+    # The fit's arithmetic (:func:`_objective`) for one configuration, in plain floats: a
+    # policy asks this for every batch candidate of every job at every size, and array
+    # overhead dominated. The same operations in the same order, so the same doubles.
+    p = params
+    compute = p.alpha_c + p.beta_c * float(local_bsz)
+    extra = max(num_replicas - 2, 0)
+    if num_nodes > 1:
+        sync = p.alpha_n + p.beta_n * extra
+    else:
+        sync = p.alpha_r + p.beta_r * extra if num_replicas > 1 else 0.0
+    top = max(compute, sync)
+    ratio = min(compute, sync) / (top if top > 0 else 1.0)
+    optim = top * (1.0 + ratio**p.gamma) ** (1.0 / p.gamma)
+    return (accum_steps - 1) * compute + optim
 
 
 @dataclass(frozen=True)
@@ -215,9 +222,14 @@ def _objective(x: np.ndarray, free: _Free, data: dict[str, np.ndarray]) -> float
     """
     values = _values(x, free)
     p = ThroughputParams(**values)
-    compute, optim = _parts_s(p, data["nodes"], data["replicas"], data["bsz"])
-    err_c = np.sqrt(np.mean((np.log(compute) - data["log_compute"]) ** 2))
-    err_o = np.sqrt(np.mean((np.log(optim) - data["log_optim"]) ** 2))
+    # np.mean is add.reduce / n; the shapes come worked out once from :func:`_fit_data`
+    # (the optimiser calls this some hundred times a fit).
+    compute = p.alpha_c + p.beta_c * data["bsz"]
+    sync = _sync_of_shape(p, data["extra"], data["across"], data["within"])
+    optim = _optim_s(p, compute, sync)
+    count = len(compute)
+    err_c = np.sqrt(np.add.reduce((np.log(compute) - data["log_compute"]) ** 2) / count)
+    err_o = np.sqrt(np.add.reduce((np.log(optim) - data["log_optim"]) ** 2) / count)
     reg = _GAMMA_REG * (p.gamma - 1.0) ** 2
     for beta, alpha in (("beta_n", "alpha_n"), ("beta_r", "alpha_r")):
         if beta in free.names:
@@ -230,8 +242,9 @@ def _fit_data(points: Sequence[ThroughputPoint]) -> dict[str, np.ndarray]:
     compute = np.array([p.compute_time_s for p in points])
     compute = np.maximum(compute, _MIN_COMPUTE_FRACTION * step)
     optim = np.array([p.optim_time_s for p in points])
-    return {"nodes": np.array([p.num_nodes for p in points]),
-            "replicas": np.array([p.num_replicas for p in points]),
+    nodes = np.array([p.num_nodes for p in points])
+    replicas = np.array([p.num_replicas for p in points])
+    return {"extra": np.maximum(replicas - 2, 0), "across": nodes > 1, "within": replicas > 1,
             "bsz": np.array([p.local_bsz for p in points], dtype=float),
             "log_compute": np.log(compute), "log_optim": np.log(np.maximum(optim, compute))}
 
@@ -336,6 +349,8 @@ class FittedThroughput:
         self.params = params
         self.max_local_bsz = int(max_local_bsz)
         self._choices = choices
+        self.cache_key = ("fitted", params, tuple(choices.tolist()), self.max_local_bsz)
+        """Equal for models that predict the same (a policy scores such jobs together)."""
 
     @property
     def max_atomic_bsz(self) -> int:

@@ -25,18 +25,32 @@ the policy cannot tell the models apart; the placement still keeps a job on one 
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import math
+from array import array
+from bisect import bisect_left, bisect_right
+from functools import partial
+
+import numpy as np
 
 from costsched.cost.prices import SECONDS_PER_HOUR, usd_over
 from costsched.policy.cost_aware import CostAwarePolicy, Growth
-from costsched.policy.goodput import GoodputChoice, best_goodput
+from costsched.policy.goodput import GoodputChoice, GoodputTable
 from costsched.policy.packing import Capacity, place_jobs
-from costsched.policy.snapshot import ClusterSnapshot, Decision, JobView, NodeView, num_gpus
+from costsched.policy.size_scan import FREE_MOVE, ModelSizes, best_size, running_max
+from costsched.policy.snapshot import (
+    ClusterSnapshot,
+    Decision,
+    JobView,
+    NodeView,
+    ThroughputModel,
+    num_gpus,
+)
 
-FREE_MOVE = 1e9
-"""Ratio of a move to a better configuration that costs no more per hour."""
+GROUP_MIN_JOBS = 16
+"""Jobs sharing a throughput model on one GPU model from which their utilities are made
+as arrays, for every size up to their tops at once; a smaller group's are made one job at
+a time, for the sizes a growth step asks."""
 
 
 def uses_gpu_models(policy: CostAwarePolicy, snapshot: ClusterSnapshot) -> bool:
@@ -68,7 +82,14 @@ def decide_by_gpu_model(policy: CostAwarePolicy, snapshot: ClusterSnapshot) -> D
 
 
 class _TypedGrowth(Growth):
-    """Admission and growth over (GPU model, count) configurations (one decision)."""
+    """Admission and growth over (GPU model, count) configurations (one decision).
+
+    Utilities are kept per model and job as rows over the model's allowed counts, with
+    their running maxima, so that a growth step need not weigh every count of another
+    model (:func:`~costsched.policy.size_scan.best_size`). State is kept in flat
+    per-model maps of job names to numbers and arrays: a decision over thousands of jobs
+    then makes few objects for the garbage collector to walk.
+    """
 
     def __init__(self, policy: CostAwarePolicy, snapshot: ClusterSnapshot):
         nodes: dict[str, list[NodeView]] = {}
@@ -84,58 +105,162 @@ class _TypedGrowth(Growth):
             self.gpu_price = dict.fromkeys(nodes, self.gpu_usd_per_hour)
         owner = {n.node_id: m for m, ns in nodes.items() for n in ns}
         self.held_model: dict[str, str] = {}
+        self.held = {name: num_gpus(p) for name, p in snapshot.placements.items()}
         for name, placement in snapshot.placements.items():
             held = {owner.get(node_id) for node_id, c in placement.items() if c > 0}
             if len(held) == 1 and None not in held:
                 self.held_model[name] = held.pop()
-        self._views: dict[tuple[str, str], JobView | None] = {}
-        self._typed: dict[tuple[str, str, int], GoodputChoice] = {}
-        self._base: dict[str, float] = {}
+        self._tops: dict[str, dict[str, int]] = {m: {} for m in nodes}
+        """Model -> job -> most GPUs it may get there (0: it cannot run there)."""
+        runs_on: dict[str, dict[str, ThroughputModel]] = {m: {} for m in nodes}
+        for job in snapshot.jobs:
+            most = self.max_gpus(job)
+            for m in nodes:
+                self._tops[m][job.name] = self._top_on(job, m, runs_on[m], most)
+        self.goodputs = {m: GoodputTable(((name, throughput, self.jobs[name].efficiency)
+                                          for name, throughput in runs_on[m].items()),
+                                         self.per_node[m]) for m in nodes}
+        self._weights: dict[str, float] = {}
+        self._bases: dict[str, float] = {}
+        self._costs: dict[str, list[float]] = {m: [] for m in nodes}
+        self._sizes = {m: ModelSizes(partial(self.allowed_on, m), partial(self.cost, m))
+                       for m in nodes}
+        self._rows: dict[str, dict[str, array]] = {m: {} for m in nodes}
+        """Model -> job -> array holding its utility at each allowed count, from the
+        smallest (:meth:`utility_row`)."""
+        self._starts: dict[str, dict[str, int]] = {m: {} for m in nodes}
+        self._lengths: dict[str, dict[str, int]] = {m: {} for m in nodes}
+        self._ahead: dict[str, dict[str, array | None]] = {m: {} for m in nodes}
+        """Model -> job -> array holding the running maximum of its row, at the same
+        place (:func:`running_max`); None: the row is not all finite."""
+        self._others: dict[str, dict[str, dict[int, float]]] = {m: {} for m in nodes}
+        """Model -> job -> utility at counts past its row or not allowed (held before)."""
+        self._by_group: set[str] = set()
 
-    def view(self, job: JobView, model: str) -> JobView | None:
-        """``job`` as it runs on ``model`` (None: it cannot run there)."""
-        key = (job.name, model)
-        if key not in self._views:
-            option = job.by_gpu_model.get(model) if self.aware and job.by_gpu_model else None
-            if self.aware and job.by_gpu_model and option is None:
-                self._views[key] = None
-            elif option is None:
-                self._views[key] = job
-            elif option.max_gpus < job.min_gpus:
-                self._views[key] = None
-            else:
-                self._views[key] = dataclasses.replace(
-                    job, throughput=option.throughput, max_gpus=option.max_gpus)
-        return self._views[key]
+    def _top_on(self, job: JobView, model: str, runs_on: dict, most: int) -> int:
+        """Most GPUs of ``model`` for ``job`` (0: it cannot run there); notes in ``runs_on``
+        the throughput model it runs there with."""
+        option = job.by_gpu_model.get(model) if self.aware and job.by_gpu_model else None
+        if self.aware and job.by_gpu_model and option is None:
+            return 0
+        if option is None:
+            runs_on[job.name] = job.throughput
+            return min(job.max_gpus, most)
+        if option.max_gpus < job.min_gpus:
+            return 0
+        runs_on[job.name] = option.throughput
+        return min(option.max_gpus, most)
 
     def typed_choice(self, job: JobView, model: str, count: int) -> GoodputChoice:
-        key = (job.name, model, count)
-        if key not in self._typed:
-            self._typed[key] = best_goodput(self.view(job, model), count, self.per_node[model])
-        return self._typed[key]
+        return self.goodputs[model].choice(job.name, count)
 
     def top(self, job: JobView, model: str) -> int:
-        view = self.view(job, model)
-        return 0 if view is None else min(view.max_gpus, self.max_gpus(job))
-
-    def typed_speedup(self, job: JobView, model: str, count: int) -> float:
-        if job.name not in self._base:
-            ones = [self.typed_choice(job, m, 1).goodput or
-                    self.typed_choice(job, m, job.min_gpus).goodput
-                    for m in self.nodes if self.view(job, m) is not None]
-            self._base[job.name] = max(ones, default=0.0)
-        return self.typed_choice(job, model, count).goodput / max(self._base[job.name], 1e-12)
+        return self._tops[model][job.name]
 
     def typed_utility(self, job: JobView, model: str, count: int) -> float:
-        value = self.weight(job) * self.typed_speedup(job, model, count)
-        held = num_gpus(self.snapshot.placements.get(job.name))
-        if held == 0 or (self.held_model.get(job.name) == model and held == count):
-            return value
-        return value * self.restart_factor(job)
+        """Weighted speedup of (model, count) over the job's best one-GPU goodput on any
+        model, times the restart factor unless it is what the job holds."""
+        row, start, length = self.utility_row(job, model, 0)
+        at = self._sizes[model].index.get(count)
+        if at is not None and at < length:
+            return row[start + at]
+        others = self._others[model].setdefault(job.name, {})
+        value = others.get(count)
+        if value is None:
+            value = others[count] = self._utilities_at(job, model, [count])[0]
+        return value
+
+    def utility_row(self, job: JobView, model: str, most: int) -> tuple[array, int, int]:
+        """(data, start, length): ``job``'s utilities on ``model`` at its allowed counts
+        from 1 are ``data[start:start + length]``, made to reach every count up to
+        ``most``. Large groups of alike jobs get theirs up to their tops at once, in one
+        array a group (:meth:`_group_rows`)."""
+        name, rows = job.name, self._rows[model]
+        row = rows.get(name)
+        if row is None:
+            if model not in self._by_group:
+                self._by_group.add(model)
+                self._group_rows(model)
+            row = rows.get(name)
+            if row is None:
+                row = rows[name] = array("d")
+                self._starts[model][name] = self._lengths[model][name] = 0
+        start, length = self._starts[model][name], self._lengths[model][name]
+        if most > 0:
+            sizes = self._sizes[model].up_to(most)
+            end = bisect_right(sizes, most)
+            if length < end:
+                if start or len(row) != length:  # part of a group's array: its own first
+                    row = rows[name] = row[start:start + length]
+                    start = self._starts[model][name] = 0
+                row.extend(self._utilities_at(job, model, sizes[length:end]))
+                length = self._lengths[model][name] = end
+                self._ahead[model].pop(name, None)
+        return row, start, length
+
+    def _group_rows(self, model: str) -> None:
+        """The rows on ``model``, up to their tops, of the jobs of each group of at least
+        :data:`GROUP_MIN_JOBS` in :attr:`goodputs`, as arrays: the same arithmetic as
+        :meth:`_utilities_at`, one pass a group."""
+        table, index = self.goodputs[model], self._sizes[model].index
+        for names in table.groups():
+            tops = [self._tops[model][name] for name in names]
+            if len(names) < GROUP_MIN_JOBS or max(tops) <= 0:
+                continue
+            jobs = [self.jobs[name] for name in names]
+            sizes = self._sizes[model].up_to(max(tops))
+            counts = sizes[:bisect_right(sizes, max(tops))]
+            weight = np.array([self._weight_and_base(job)[0] for job in jobs])[:, None]
+            base = np.array([self._bases[name] for name in names])[:, None]
+            plain = weight * (table.matrix(names[0], counts) / base)
+            factor = [self.restart_factor(job) if self.held.get(job.name, 0) else 1.0
+                      for job in jobs]
+            rows = plain * np.array(factor)[:, None]
+            for at, name in enumerate(names):  # the count it holds here: no restart
+                kept = index.get(self.held.get(name, 0), len(counts))
+                if kept < len(counts) and self.held_model.get(name) == model:
+                    rows[at, kept] = plain[at, kept]
+            ends = np.array([bisect_right(counts, top) for top in tops])[:, None]
+            past = np.arange(len(counts))[None, :] >= ends
+            # running_max of each row, across jobs a count at a time (fast in numpy)
+            ahead = np.maximum.accumulate(np.where(past, -np.inf, rows).T[::-1], axis=0)
+            finite = (np.isfinite(rows) | past).all(axis=1).tolist()
+            block = array("d", rows.tobytes())
+            ahead_block = array("d", np.ascontiguousarray(ahead[::-1].T).tobytes())
+            for at, (name, end) in enumerate(zip(names, ends[:, 0].tolist(), strict=True)):
+                self._rows[model][name] = block
+                self._starts[model][name], self._lengths[model][name] = at * len(counts), end
+                self._ahead[model][name] = ahead_block if finite[at] else None
+
+    def _utilities_at(self, job: JobView, model: str, counts: list[int]) -> list[float]:
+        weight, base = self._weight_and_base(job)
+        goodputs = self.goodputs[model].goodputs(job.name, counts)
+        held = self.held.get(job.name, 0)
+        if held == 0:
+            return [weight * (g / base) for g in goodputs]
+        factor = self.restart_factor(job)
+        kept = held if self.held_model.get(job.name) == model else None
+        return [weight * (g / base) if k == kept else weight * (g / base) * factor
+                for k, g in zip(counts, goodputs, strict=True)]
+
+    def _weight_and_base(self, job: JobView) -> tuple[float, float]:
+        """(:meth:`weight`, the job's best one-GPU goodput on any model, at least 1e-12)."""
+        base = self._bases.get(job.name)
+        if base is None:
+            ones = [table.goodput(job.name, 1) or table.goodput(job.name, job.min_gpus)
+                    for table in self.goodputs.values() if job.name in table]
+            base = self._bases[job.name] = max(max(ones, default=0.0), 1e-12)
+            self._weights[job.name] = self.weight(job)
+        return self._weights[job.name], base
 
     def cost(self, model: str, count: int) -> float:
         """Dollars per hour of ``count`` GPUs of ``model`` (the policy's mean price)."""
-        return usd_over(self.gpu_price[model], count * SECONDS_PER_HOUR)
+        usd = self._costs[model]
+        if len(usd) <= count:
+            price = self.gpu_price[model]
+            usd.extend(usd_over(price, k * SECONDS_PER_HOUR)
+                       for k in range(len(usd), max(count + 1, 2 * len(usd))))
+        return usd[count]
 
     def allowed_on(self, model: str, count: int) -> bool:
         per_node = self.per_node[model]
@@ -158,28 +283,53 @@ class _TypedGrowth(Growth):
             capacity[m].room(job)))
 
     def targets(self, job: JobView, model: str, count: int, m: str, top: int) -> set[int]:
-        held = num_gpus(self.snapshot.placements.get(job.name))
+        held = self.held.get(job.name, 0)
         held_here = held if self.held_model.get(job.name) == m else 0
         if m != model:
-            sizes = {k for k in range(job.min_gpus, top + 1) if self.allowed_on(m, k)}
-            return sizes | ({held_here} if 0 < held_here <= top else set())
+            sizes = self._sizes[m].up_to(top)
+            chosen = set(sizes[bisect_left(sizes, job.min_gpus):bisect_right(sizes, top)])
+            return chosen | ({held_here} if 0 < held_here <= top else set())
         per_node = self.per_node[m]
         boundary = -(-(count + 1) // per_node) * per_node
-        step = count + 1
-        while not self.allowed_on(m, step):
-            step += 1
+        sizes = self._sizes[m].up_to(count + per_node)
+        step = sizes[bisect_right(sizes, count)]
         return {t for t in (step, boundary, boundary + per_node, 2 * count, held_here)
                 if count < t <= top and (t == held_here or self.allowed_on(m, t))}
 
     def typed_move(self, job: JobView, model: str, count: int,
                    capacity: dict[str, Capacity]) -> tuple[float, str, int] | None:
+        """The best move from (``model``, ``count``): the first, models in order and each
+        model's :meth:`targets` in order, of those whose gain per added dollar is highest."""
         now_u, now_c = self.typed_utility(job, model, count), self.cost(model, count)
+        tops = {m: min(self.top(job, m), capacity[m].room(job) + (count if m == model else 0))
+                for m in self.nodes}
+        if math.isfinite(now_u) and math.isfinite(now_c):
+            best = None
+            for m in self.nodes:
+                if m == model:
+                    found = self._move_in_order(job, model, count, (m,), tops, now_u, now_c,
+                                                strict=True)
+                else:
+                    found = self._best_size(job, model, count, m, tops, now_u, now_c)
+                if found is False:  # a utility that is not finite: no shortcut is safe
+                    break
+                if found is not None and (best is None or found[0] > best[0]):
+                    best = found
+            else:
+                return best
+        return self._move_in_order(job, model, count, self.nodes, tops, now_u, now_c)
+
+    def _move_in_order(self, job: JobView, model: str, count: int, models, tops: dict,
+                       now_u: float, now_c: float, strict: bool = False):
+        """The best move to ``models``, weighing every target in order; with ``strict``,
+        False when a utility is not finite."""
         best = None
-        for m in self.nodes:
-            room = capacity[m].room(job) + (count if m == model else 0)
-            top = min(self.top(job, m), room)
-            for target in self.targets(job, model, count, m, top):
-                gain = self.typed_utility(job, m, target) - now_u
+        for m in models:
+            for target in self.targets(job, model, count, m, tops[m]):
+                utility = self.typed_utility(job, m, target)
+                if strict and not math.isfinite(utility):
+                    return False
+                gain = utility - now_u
                 if gain <= 0:
                     continue
                 extra = self.cost(m, target) - now_c
@@ -187,6 +337,40 @@ class _TypedGrowth(Growth):
                 if best is None or ratio > best[0]:
                     best = (ratio, m, target)
         return best
+
+    def _best_size(self, job: JobView, model: str, count: int, m: str, tops: dict,
+                   now_u: float, now_c: float):
+        """:meth:`_move_in_order` to another model ``m`` by :func:`best_size`, and the count
+        the job holds there when the scan does not see it; when several targets reach
+        the best ratio, which comes first depends on the order of :meth:`targets`:
+        weighed in it. False when a utility is not finite, or the price is (the scan needs
+        dollars that grow with the count)."""
+        if not 0 <= self.gpu_price[m] < math.inf:
+            return False
+        top = tops[m]
+        row, start, _ = self.utility_row(job, m, top)
+        ahead = self._ahead[m].get(job.name, False)
+        if ahead is False:  # a row of its own (start 0)
+            ahead = self._ahead[m][job.name] = running_max(row)
+        if ahead is None:
+            return False
+        sizes = self._sizes[m]
+        lo, hi = bisect_left(sizes.sizes, job.min_gpus), bisect_right(sizes.sizes, top)
+        best, best_at, ties = best_size(row, ahead, start, sizes, lo, hi, now_u, now_c)
+        held = self.held.get(job.name, 0)
+        if self.held_model.get(job.name) == m and 0 < held <= top and not (
+                held >= job.min_gpus and held in sizes.index):
+            utility = self.typed_utility(job, m, held)
+            if not math.isfinite(utility):
+                return False
+            gain, extra = utility - now_u, self.cost(m, held) - now_c
+            ratio = gain / extra if extra > 0 else FREE_MOVE * gain
+            if gain > 0 and (best is None or ratio >= best):
+                ties = ties + 1 if ratio == best else 0
+                best, best_at = ratio, held
+        if ties:
+            return self._move_in_order(job, model, count, (m,), tops, now_u, now_c)
+        return None if best is None else (best, m, best_at)
 
     def run(self, capacity: dict[str, Capacity]) -> dict[str, tuple[str, int]]:
         """(model, GPUs) per admitted job out of ``capacity`` (used up as it goes)."""

@@ -21,7 +21,12 @@ Placement = Mapping[str, int]
 
 
 class ThroughputModel(Protocol):
-    """How fast one job steps on a placement: measured profile or fitted model."""
+    """How fast one job steps on a placement: measured profile or fitted model.
+
+    A model may also carry a hashable ``cache_key``: models of one class with equal keys
+    give the same batch choices and step times, so a policy computes those once for all
+    of them (:class:`~costsched.policy.goodput.GoodputTable`), across decisions too.
+    """
 
     def local_bsz_choices(self) -> np.ndarray:
         """Per-GPU batch sizes the job can run with, ascending."""

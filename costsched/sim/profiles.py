@@ -69,7 +69,13 @@ def canonical_placement(placement: tuple[int, ...]) -> tuple[int, ...]:
     nodes = tuple(n for n in placement if n > 0)
     if not nodes:
         return ()
-    return min(nodes[i:] + nodes[:i] for i in range(len(nodes)))
+    # The smallest rotation starts at a smallest node; a policy's packed shapes are mostly
+    # full nodes, whose rotations are all the same.
+    least = min(nodes)
+    starts = [i for i, n in enumerate(nodes) if n == least]
+    if len(starts) == len(nodes):
+        return nodes
+    return min(nodes[i:] + nodes[:i] for i in starts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,10 +143,15 @@ class AppProfile:
     job's, which measured one GPU at its whole batch only (held there, it would make
     every unmeasured size as slow as one GPU)."""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    """Memo of step times: the simulator asks the same few placements many times."""
     _accum_cache: dict = field(default_factory=dict, repr=False, compare=False)
     """:meth:`accumulated_step` by the placement as given (a policy asks the same few
     shapes for thousands of jobs; canonicalising each time cost more than the lookup)."""
-    """Memo of step times: the simulator asks the same few placements many times."""
+    _columns: dict = field(default_factory=dict, repr=False, compare=False)
+    """Arrays derived from the measurements, kept: curve columns by (batch size, column)
+    (the simulator reads the noise statistics of every running job every round, and a
+    DataFrame lookup cost more than the interpolation), and the step-time groups by
+    node count."""
 
     @property
     def init_batch_size(self) -> int:
@@ -153,7 +164,17 @@ class AppProfile:
     @property
     def target_progress(self) -> float:
         """Progress at the end of the app's last epoch on the initial-batch curve."""
-        return float(self.curves[self.init_batch_size].progress.iloc[self.max_epochs - 1])
+        return float(self.curve_column(self.init_batch_size, "progress")[self.max_epochs - 1])
+
+    def curve_column(self, batch_size: int, column: str) -> np.ndarray:
+        """Column ``column`` of the training curve at ``batch_size``, one value per epoch
+        (read-only)."""
+        key = (batch_size, column)
+        values = self._columns.get(key)
+        if values is None:
+            values = self._columns[key] = self.curves[batch_size][column].to_numpy(float)
+            values.setflags(write=False)
+        return values
 
     def step_time_s(self, placement: tuple[int, ...], local_bsz: float) -> tuple[float, float]:
         """(step, sync) seconds for ``placement`` (GPUs per node) at per-GPU ``local_bsz``.
@@ -183,23 +204,52 @@ class AppProfile:
         step, sync = self._group_interp(len(placement), sum(placement), bsz)
         if self.single_gpu_floor and (1,) in self.exact:
             # Extrapolation may undershoot; a step is never faster than one GPU's compute.
-            step = max(float(step), float(self.exact[(1,)].at(bsz)[0]))
+            floor = self._columns.get(("floor", bsz))
+            if floor is None:
+                floor = self._columns[("floor", bsz)] = float(self.exact[(1,)].at(bsz)[0])
+            step = max(float(step), floor)
         step = float(step)
         return step, float(min(max(sync, 0.0), step))
 
     def _group_interp(self, num_nodes: int, num_replicas: int, bsz: float) -> np.ndarray:
-        levels = sorted({n for n, _ in self.groups})
+        levels = self._levels()
         n_eff = min(max(num_nodes, levels[0]), levels[-1])
         lo = max(n for n in levels if n <= n_eff)
         hi = min(n for n in levels if n >= n_eff)
         per_level = []
-        for level in (lo, hi):
-            reps = sorted(r for n, r in self.groups if n == level)
-            values = [np.array(self.groups[(level, r)].at(bsz)) for r in reps]
-            per_level.append(_interp_clamped(num_replicas, reps, values))
+        for level in dict.fromkeys((lo, hi)):
+            reps, columns = self._level_at(level, bsz)
+            # _interp_clamped over (step, sync), kept by the replica count held to the
+            # measured ones (past them: their end values, as np.interp itself holds them)
+            count = min(max(num_replicas, reps[0]), reps[-1])
+            at = self._columns.get(("replicas", level, count, bsz))
+            if at is None:
+                at = np.array([np.interp(count, reps, c) for c in columns])
+                self._columns[("replicas", level, count, bsz)] = at
+            per_level.append(at)
         if lo == hi:
             return per_level[0]
         return _interp_clamped(n_eff, [lo, hi], per_level)
+
+    def _levels(self) -> list[int]:
+        """Node counts with measured groups, ascending."""
+        levels = self._columns.get("levels")
+        if levels is None:
+            levels = self._columns["levels"] = sorted({n for n, _ in self.groups})
+        return levels
+
+    def _level_at(self, level: int, bsz: float) -> tuple[np.ndarray, np.ndarray]:
+        """(replica counts measured on ``level`` nodes, their step times and their sync
+        times at ``bsz``, one row each): the same for every replica count interpolated
+        between them, so kept."""
+        key = ("level", level, bsz)
+        hit = self._columns.get(key)
+        if hit is None:
+            reps = sorted(r for n, r in self.groups if n == level)
+            values = [np.array(self.groups[(level, r)].at(bsz)) for r in reps]
+            hit = self._columns[key] = (np.asarray(reps, dtype=float),
+                                        np.ascontiguousarray(np.asarray(values, dtype=float).T))
+        return hit
 
     def accumulated_step(self, placement: tuple[int, ...],
                          local_bsz: float) -> tuple[int, float, float]:
@@ -223,8 +273,12 @@ class AppProfile:
 
     def epoch_at(self, progress: float) -> float:
         """Fractional epoch reached at ``progress`` on the initial-batch curve."""
-        prog = self.curves[self.init_batch_size].progress.to_numpy(float)
-        return float(np.interp(progress, np.concatenate(([0.0], prog)), np.arange(len(prog) + 1)))
+        axes = self._columns.get("epoch_at")
+        if axes is None:
+            prog = self.curve_column(self.init_batch_size, "progress")
+            axes = self._columns["epoch_at"] = (np.concatenate(([0.0], prog)),
+                                                np.arange(len(prog) + 1))
+        return float(np.interp(progress, *axes))
 
     def grad_stats(self, batch_size: float, epoch: float) -> tuple[float, float]:
         """(grad_sqr, grad_var) at ``batch_size`` and fractional ``epoch``.
@@ -232,7 +286,9 @@ class AppProfile:
         Linear in epoch within a curve; between measured batch sizes, linear in
         log2(batch size); clamped to the measured range.
         """
-        sizes = sorted(self.curves)
+        sizes = self._columns.get("sizes")
+        if sizes is None:
+            sizes = self._columns["sizes"] = sorted(self.curves)
         b = min(max(batch_size, sizes[0]), sizes[-1])
         i = min(max(int(np.searchsorted(sizes, b)), 1), len(sizes) - 1) if len(sizes) > 1 else 0
         picks = [sizes[i - 1], sizes[i]] if len(sizes) > 1 else [sizes[0]] * 2
@@ -243,11 +299,12 @@ class AppProfile:
         return tuple(float(a + w * (c - a)) for a, c in zip(stats[0], stats[1], strict=True))
 
     def _stats_on_curve(self, size: int, epoch: float) -> tuple[float, float]:
-        curve = self.curves[size]
+        sqr, var = self.curve_column(size, "grad_sqr"), self.curve_column(size, "grad_var")
         # Row k holds the statistics measured during epoch k (0-based).
-        xs = np.arange(len(curve), dtype=float)
-        return (float(np.interp(epoch, xs, curve.grad_sqr.to_numpy(float))),
-                float(np.interp(epoch, xs, curve.grad_var.to_numpy(float))))
+        xs = self._columns.get((size, "epoch"))
+        if xs is None:
+            xs = self._columns[(size, "epoch")] = np.arange(len(sqr), dtype=float)
+        return float(np.interp(epoch, xs, sqr)), float(np.interp(epoch, xs, var))
 
     def gain(self, batch_size: float, epoch: float) -> float:
         """Progress per step at ``batch_size``: (var + sqr) / (var / s + sqr), s = B / B0."""

@@ -180,8 +180,8 @@ class ProfileThroughput:
     simulator runs it (:meth:`AppProfile.accumulated_step_time_s`)."""
 
     def __init__(self, app: AppProfile) -> None:
-        self._app = app
-        self.max_atomic_bsz = app.max_local_bsz
+        self._app, self.max_atomic_bsz = app, app.max_local_bsz
+        self.cache_key = ("profile", id(app))  # jobs of one app share its step times
 
     def local_bsz_choices(self) -> np.ndarray:
         return self._app.local_bsz_choices
@@ -376,7 +376,7 @@ class Simulator:
         left = end_s - start_s
         step_s = self._step_time_s(job)
         target = app.target_progress
-        prog = app.curves[app.init_batch_size].progress.to_numpy(float)
+        prog = app.curve_column(app.init_batch_size, "progress")
         while left > 0:
             epoch = math.floor(app.epoch_at(job.progress))
             progress_per_s = app.gain(job.batch_size, epoch) / step_s
