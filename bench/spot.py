@@ -2,6 +2,7 @@
 
     python bench/spot.py [--workloads 1 2 3 4] [--trace PATH] [--on-demand-nodes 8]
                          [--spot-nodes 16] [--checkpoint-interval 1800] [--oracle]
+                         [--autoscale MIN:MAX [--usd-per-job-hour USD]] [--no-blind]
 
 Pollux load-1.0 workloads of ``../shared/data/pollux`` (160 jobs each), g4dn.12xlarge
 (4 T4) nodes, 60 s rounds, 30 s restarts, learned throughput models (``--oracle``: the
@@ -14,6 +15,11 @@ measured profiles). Two clusters per workload:
     checkpointing every ``--checkpoint-interval`` seconds;
 (c) ``spot-blind`` (unless ``--no-blind``): cluster (b), with the policy's preemption
     rate pinned at 0, so every job is free to use spot (the market choice switched off).
+
+With ``--autoscale MIN:MAX`` the on-demand pool of (b) and (c) is sized by the policy
+within those bounds (it also releases spot nodes it does not want), at
+``--usd-per-job-hour``, and a fourth run is added: ``od-auto``, all on-demand, autoscaled
+0:16 at the same setting.
 
 Dollars: every node for as long as it exists, at the catalog's on-demand or spot price.
 Prints one line per run (with its seconds), then the means over workloads and the ratios
@@ -83,7 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument("--autoscale", default=None, metavar="MIN:MAX",
                         help="size the on-demand pool of (b) and (c) within MIN:MAX (the "
                              "policy also releases spot nodes it does not want), and add "
-                             "(a2): all on-demand, autoscaled 0:16")
+                             "od-auto: all on-demand, autoscaled 0:16")
     parser.add_argument("--usd-per-job-hour", type=float, default=DEFAULT_USD_PER_JOB_HOUR,
                         help="with --autoscale: dollars a job-hour of JCT is worth")
     parser.add_argument("--profiles", default=None, metavar="DIR")

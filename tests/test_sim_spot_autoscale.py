@@ -4,6 +4,8 @@ Pure: small fixtures, no Ray."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from costsched.cli.main import main
@@ -21,7 +23,7 @@ from costsched.sim.simulator import ProfileThroughput, SimConfig
 from costsched.sim.spot import SpotPool, SpotSimulator
 from costsched.sim.spot_trace import load_spot_trace
 from costsched.sim.workload import load_workload
-from tests.support.sim_fixture import FIXTURE, FIXTURE_WORKLOAD, fixture_profiles
+from tests.support.sim_fixture import FIXTURE, FIXTURE_WORKLOAD, Recorder, fixture_profiles
 
 FLAKY = FIXTURE.parent / "spot" / "flaky-2-node.json"
 INSTANCE = load_catalog().instance("g4dn.12xlarge")
@@ -76,10 +78,22 @@ def test_the_on_demand_bounds_hold_beside_spot_nodes():
 def _run(autoscale):
     config = SimConfig(instance=INSTANCE, num_nodes=1, elastic=True, autoscale=autoscale)
     pool = SpotPool(trace=load_spot_trace(FLAKY), num_nodes=2, checkpoint_interval_s=600.0)
+    recorder = Recorder(CostAwarePolicy())
     sim = SpotSimulator(config=config, profiles=fixture_profiles(),
-                        workload=load_workload(FIXTURE_WORKLOAD), policy=CostAwarePolicy(),
-                        pool=pool)
-    return sim, sim.run()
+                        workload=load_workload(FIXTURE_WORKLOAD), policy=recorder, pool=pool)
+    return recorder, sim.run()
+
+
+def _kept(recorder) -> list[tuple[float, int, int]]:
+    """Per round, from what the policy was shown and decided: (time_s, spot nodes kept,
+    on-demand nodes kept)."""
+    rounds = []
+    for snapshot, decision in recorder.rounds:
+        gone = set(decision.nodes_to_remove)
+        kept = [n for n in snapshot.nodes if n.node_id not in gone] + list(decision.nodes_to_add)
+        spot = sum(n.spot for n in kept)
+        rounds.append((snapshot.time_s, spot, len(kept) - spot))
+    return rounds
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +102,13 @@ def autoscaled():
 
 
 def test_each_round_is_billed_for_the_nodes_kept_at_the_catalogs_two_prices(autoscaled):
-    sim, result = autoscaled
+    recorder, result = autoscaled
     summary = summarise(result, policy="cost-aware", workload="w")
     end_s = max(j.finish_s for j in result.jobs)
-    starts = [t for t, _, _ in sim.kept_timeline] + [end_s]
+    kept = _kept(recorder)
+    starts = [t for t, _, _ in kept] + [end_s]
     spot_s = od_s = 0.0
-    for i, (time_s, spot, on_demand) in enumerate(sim.kept_timeline):
+    for i, (time_s, spot, on_demand) in enumerate(kept):
         seconds = min(starts[i + 1], end_s) - time_s
         spot_s, od_s = spot_s + spot * seconds, od_s + on_demand * seconds
         assert 0 <= on_demand <= 2
@@ -104,11 +119,13 @@ def test_each_round_is_billed_for_the_nodes_kept_at_the_catalogs_two_prices(auto
 
 
 def test_only_a_drop_below_the_nodes_kept_preempts(autoscaled):
-    sim, result = autoscaled
-    granted = [min(count, 2) for _, _, count in sim.spot_timeline]
-    kept = [spot for _, spot, _ in sim.kept_timeline]
-    assert any(k < g for k, g in zip(kept, granted, strict=True))  # some released
-    expected = sum(max(kept[i] - granted[i + 1], 0) for i in range(len(kept) - 1))
+    recorder, result = autoscaled
+    raw = json.loads(FLAKY.read_text())  # the grant, read from the trace file itself
+    gap, counts = raw["metadata"]["gap_seconds"], raw["data"]
+    kept = _kept(recorder)
+    granted = [min(counts[int(t // gap) % len(counts)], 2) for t, _, _ in kept]
+    assert any(k < g for (_, k, _), g in zip(kept, granted, strict=True))  # some released
+    expected = sum(max(kept[i][1] - granted[i + 1], 0) for i in range(len(kept) - 1))
     assert result.spot.num_nodes_preempted == expected
 
 

@@ -189,9 +189,11 @@ class CostAwarePolicy:
                         nodes_to_add=added, nodes_to_remove=removed)
 
     def nodes_wanted(self, snapshot: ClusterSnapshot) -> int:
-        """Nodes of the autoscaling template worth paying for now: admitted minimums plus
-        the growth moves, on ``max_nodes``, whose JCT saving is worth what they add to the
-        bill, rounded up to nodes and kept within the bounds. Needs ``autoscaling``."""
+        """Nodes worth paying for now: admitted minimums plus the growth moves, on the spot
+        nodes held and ``max_nodes`` of the template, whose JCT saving is worth what they
+        add to the bill (at the spot price while they fit on spot nodes), rounded up to
+        nodes, at least ``min_nodes`` and at most the spot nodes plus ``max_nodes``
+        (:func:`_resize` splits the count between the markets). Needs ``autoscaling``."""
         scaling = snapshot.autoscaling
         gpus_per_node = scaling.template.num_gpus
         spot = [n for n in snapshot.nodes if n.spot]

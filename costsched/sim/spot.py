@@ -111,9 +111,6 @@ class SpotSimulator(Simulator):
         self._billed_node_s = 0.0
         self.spot_timeline: list[tuple[float, int, int]] = []
         """Per round: (time_s, spot nodes held, trace count then)."""
-        self.kept_timeline: list[tuple[float, int, int]] = []
-        """Per round, after the policy's decision: (time_s, spot nodes kept, on-demand
-        nodes); the round is billed for these."""
 
     # Capacity -------------------------------------------------------------------------
 
@@ -162,7 +159,6 @@ class SpotSimulator(Simulator):
         super()._schedule(active, time_s, round_index)
         held = {n.node_id for n in self.nodes}  # an autoscaling policy releases spot nodes
         self._spot_ids = [n for n in self._spot_ids if n in held]
-        self.kept_timeline.append((time_s, len(self._spot_ids), len(held) - len(self._spot_ids)))
         for job in active:
             if job.num_placements > before[job.spec.name]:
                 self._checkpoint(job)
