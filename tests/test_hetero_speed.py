@@ -28,7 +28,7 @@ from costsched.goodput.throughput import (
     _sync_of_shape,
     predict_step_time_s,
 )
-from costsched.policy import hetero
+from costsched.policy import goodput, hetero
 from costsched.policy.cost_aware import CostAwarePolicy, UnawareCostAwarePolicy
 from costsched.policy.goodput import GoodputTable, best_goodput
 from costsched.policy.size_scan import FREE_MOVE, ModelSizes, best_size, running_max
@@ -86,7 +86,9 @@ def test_scoring_alike_jobs_together_gives_each_job_its_own_best_goodput(gpus_pe
     table.matrix(jobs[0].name, counts[:20])  # a group at once, then one by one
     for job in jobs:
         for count in counts:
-            expected = best_goodput(job, count, gpus_per_node)
+            with pytest.MonkeyPatch.context() as patch:  # the reference: nothing cached
+                patch.setattr(goodput, "_step_table", goodput._new_step_table)
+                expected = best_goodput(job, count, gpus_per_node)
             assert table.choice(job.name, count) == expected
             assert table.goodputs(job.name, [count]) == [expected.goodput]
 
@@ -213,8 +215,10 @@ def test_decisions_with_the_scan_are_those_with_every_target_weighed(seed, monke
     for round_index in range(3):
         snap = ClusterSnapshot(time_s=10_000.0, round_index=round_index, jobs=tuple(jobs),
                                nodes=nodes, placements=placements)
-        with monkeypatch.context() as patch:
+        with monkeypatch.context() as patch:  # every target weighed, job by job, uncached
             patch.setattr(hetero._TypedGrowth, "_best_size", lambda *args: False)
+            patch.setattr(hetero, "GROUP_MIN_JOBS", 10**9)
+            patch.setattr(goodput, "_step_table", goodput._new_step_table)
             weighed = policy.decide(snap)
         scanned = policy.decide(snap)
         assert scanned == weighed

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from costsched.policy.packing import packed_shape
-from costsched.policy.snapshot import EfficiencyModel, JobView, ThroughputModel
+from costsched.policy.snapshot import (
+    EfficiencyModel,
+    JobView,
+    ThroughputModel,
+    statistical_gain,
+)
 
 MAX_ACCUM_CANDIDATES = 12
 """Accumulation steps tried per count: 2..8, then doubling (the gain flattens fast)."""
@@ -52,18 +57,14 @@ def accumulation_steps(max_steps: int) -> list[int]:
 
 
 _CANDIDATES: dict[tuple[bytes, float, int], np.ndarray] = {}
-""":func:`local_candidates` by (the model's choices, its micro-batch cap, the largest
+""":func:`_candidates` by (the model's choices, its micro-batch cap, the largest
 per-GPU batch): jobs of one app ask the same few thousands of times a decision."""
 _CANDIDATES_MAX = 100_000
 
 
-def local_candidates(job: JobView, num_gpus: int) -> np.ndarray:
+def _candidates(throughput: ThroughputModel, max_batch_size: int, num_gpus: int) -> np.ndarray:
     """Per-GPU batches to score on ``num_gpus`` GPUs: the model's own choices, plus
     accumulated multiples of its largest micro-batch when it times accumulation."""
-    return _candidates(job.throughput, job.efficiency.max_batch_size, num_gpus)
-
-
-def _candidates(throughput: ThroughputModel, max_batch_size: int, num_gpus: int) -> np.ndarray:
     local = np.asarray(throughput.local_bsz_choices(), dtype=float)
     atomic = getattr(throughput, "max_atomic_bsz", None)
     if atomic is None:
@@ -235,16 +236,13 @@ class _Group:
                                         np.zeros(len(self.names), dtype=int))
             else:
                 by_width.setdefault(len(table[0]), []).append((count, table))
-        if by_width:
-            sqr = np.asarray(self.grad_sqr)[:, None, None]
-            var = np.asarray(self.grad_var)[:, None, None]
-            both = var + sqr
+        sqr = np.asarray(self.grad_sqr)[:, None, None]
+        var = np.asarray(self.grad_var)[:, None, None]
         for scored in by_width.values():
-            # EfficiencyModel.gain and best_goodput over (jobs x counts x batches): the same
-            # operations, elementwise.
+            # best_goodput over (jobs x counts x batches), elementwise.
             totals = np.array([t[0] for _, t in scored]) * np.array([c for c, _ in scored])[:, None]
             steps = np.array([t[1] for _, t in scored])
-            rates = (both / (var / (totals / self.eff.init_batch_size) + sqr)) / steps
+            rates = statistical_gain(sqr, var, self.eff.init_batch_size, totals) / steps
             best = np.argmax(rates, axis=2)
             goodput = rates.max(axis=2)  # the value at the first maximum (NaN if any)
             batch = totals[np.arange(len(scored))[None, :], best].astype(int)

@@ -37,7 +37,7 @@ from costsched.cost.prices import SECONDS_PER_HOUR, usd_over
 from costsched.policy.cost_aware import CostAwarePolicy, Growth
 from costsched.policy.goodput import GoodputChoice, GoodputTable
 from costsched.policy.packing import Capacity, place_jobs
-from costsched.policy.size_scan import FREE_MOVE, ModelSizes, best_size, running_max
+from costsched.policy.size_scan import ModelSizes, best_size, move_ratio, running_max
 from costsched.policy.snapshot import (
     ClusterSnapshot,
     Decision,
@@ -333,7 +333,7 @@ class _TypedGrowth(Growth):
                 if gain <= 0:
                     continue
                 extra = self.cost(m, target) - now_c
-                ratio = gain / extra if extra > 0 else FREE_MOVE * gain
+                ratio = move_ratio(gain, extra)
                 if best is None or ratio > best[0]:
                     best = (ratio, m, target)
         return best
@@ -364,7 +364,7 @@ class _TypedGrowth(Growth):
             if not math.isfinite(utility):
                 return False
             gain, extra = utility - now_u, self.cost(m, held) - now_c
-            ratio = gain / extra if extra > 0 else FREE_MOVE * gain
+            ratio = move_ratio(gain, extra)
             if gain > 0 and (best is None or ratio >= best):
                 ties = ties + 1 if ratio == best else 0
                 best, best_at = ratio, held

@@ -26,6 +26,12 @@ FREE_MOVE = 1e9
 """Ratio of a move to a better configuration that costs no more per hour."""
 
 
+def move_ratio(gain: float, extra: float) -> float:
+    """A move's utility gained per added dollar an hour; ``FREE_MOVE`` x the gain when it
+    adds no dollars."""
+    return gain / extra if extra > 0 else FREE_MOVE * gain
+
+
 class ModelSizes:
     """The allowed counts of one GPU model, ascending from 1, with their dollars per hour;
     extended as a decision asks for larger ones."""

@@ -63,8 +63,16 @@ class EfficiencyModel:
             raise ConfigError("need grad_sqr > 0 and grad_var >= 0")
 
     def gain(self, batch_size: float | np.ndarray) -> float | np.ndarray:
-        scale = np.asarray(batch_size, dtype=float) / self.init_batch_size
-        return (self.grad_var + self.grad_sqr) / (self.grad_var / scale + self.grad_sqr)
+        return statistical_gain(self.grad_sqr, self.grad_var, self.init_batch_size,
+                                np.asarray(batch_size, dtype=float))
+
+
+def statistical_gain(grad_sqr, grad_var, init_batch_size: int, batch_size):
+    """Pollux's gain (var + sqr) / (var / s + sqr), s = batch_size / init_batch_size:
+    progress per example at ``batch_size`` over that at the initial batch, elementwise (the
+    gradient statistics may be arrays too, one job a row)."""
+    scale = batch_size / init_batch_size
+    return (grad_var + grad_sqr) / (grad_var / scale + grad_sqr)
 
 
 @dataclass(frozen=True, kw_only=True)
