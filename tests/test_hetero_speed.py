@@ -253,3 +253,25 @@ def test_the_canonical_placement_is_the_smallest_rotation_of_the_nodes_used():
     shapes += [tuple(rng.choice([0, 1, 2, 4, 8, 8, 8]) for _ in range(rng.randint(1, 60)))
                for _ in range(5000)]
     assert all(canonical_placement(p) == smallest_rotation(p) for p in shapes)
+
+
+def test_a_profiles_step_tables_are_kept_on_it_and_freed_with_it():
+    """A simulation's oracle view caches step tables on the app profiles, and nothing
+    module-wide keeps the profiles (their DataFrames and memos) alive after the run."""
+    import gc
+    import weakref
+
+    from costsched.sim.profiles import load_profiles
+    from costsched.sim.workload import load_workload
+    from tests.support.sim_fixture import FIXTURE, FIXTURE_WORKLOAD, simulate
+
+    profiles = load_profiles(FIXTURE)
+    result = simulate(load_workload(FIXTURE_WORKLOAD), "cost-aware", profiles=profiles,
+                      oracle=True)
+    assert all(job.jct_s > 0 for job in result.jobs)
+    used = {name for name, app in profiles.items() if app.step_tables}
+    assert used == {job.application for job in result.jobs}
+    refs = [weakref.ref(app) for app in profiles.values()]
+    del profiles, result
+    gc.collect()
+    assert [ref() for ref in refs] == [None] * len(refs)

@@ -84,9 +84,11 @@ def _candidates(throughput: ThroughputModel, max_batch_size: int, num_gpus: int)
 
 
 _STEP_TABLES: dict[Hashable, tuple[ThroughputModel, tuple[np.ndarray, np.ndarray] | None]] = {}
-""":func:`_step_table` of models that carry a ``cache_key`` (see :class:`GoodputTable`), by
-(model, batch limits, count, node size), each beside the model it was made from (which
-keeps what its key names alive): a simulation asks the same models every round."""
+""":func:`_step_table` of models that carry a ``cache_key`` but no ``step_tables`` of their
+own (see :class:`GoodputTable`), by (model, batch limits, count, node size), each beside
+the model it was made from (which keeps what its key names alive): a simulation asks the
+same models every round. Only small models land here (fitted constants); a model backed by
+big data keeps its tables itself, so they go when it does."""
 _STEP_TABLES_MAX = 20_000
 """Tables kept before the cache starts over (a few megabytes)."""
 
@@ -102,6 +104,12 @@ def _step_table(throughput: ThroughputModel, eff: EfficiencyModel, num_gpus: int
                 gpus_per_node: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(per-GPU batches allowed on ``num_gpus`` GPUs, their step times), read-only; None
     when the count is unusable. What a search needs besides the job's efficiency."""
+    own = getattr(throughput, "step_tables", None)
+    if own is not None:  # the model's own memo: it lives and dies with the model's data
+        key = (eff.init_batch_size, eff.max_batch_size, num_gpus, gpus_per_node)
+        if key not in own:
+            own[key] = _new_step_table(throughput, eff, num_gpus, gpus_per_node)
+        return own[key]
     if getattr(throughput, "cache_key", None) is None:
         return _new_step_table(throughput, eff, num_gpus, gpus_per_node)
     key = (model_key(throughput), eff.init_batch_size, eff.max_batch_size, num_gpus,

@@ -113,17 +113,17 @@ class _TypedGrowth(Growth):
         self._tops: dict[str, dict[str, int]] = {m: {} for m in nodes}
         """Model -> job -> most GPUs it may get there (0: it cannot run there)."""
         runs_on: dict[str, dict[str, ThroughputModel]] = {m: {} for m in nodes}
+        total = {m: sum(n.num_gpus for n in ns) for m, ns in nodes.items()}
         for job in snapshot.jobs:
             most = self.max_gpus(job)
-            for m in nodes:
-                self._tops[m][job.name] = self._top_on(job, m, runs_on[m], most)
+            for m in nodes:  # no job gets more GPUs of a model than the cluster has
+                self._tops[m][job.name] = self._top_on(job, m, runs_on[m], min(most, total[m]))
         self.goodputs = {m: GoodputTable(((name, throughput, self.jobs[name].efficiency)
                                           for name, throughput in runs_on[m].items()),
                                          self.per_node[m]) for m in nodes}
         self._weights: dict[str, float] = {}
         self._bases: dict[str, float] = {}
-        self._costs: dict[str, list[float]] = {m: [] for m in nodes}
-        self._sizes = {m: ModelSizes(partial(self.allowed_on, m), partial(self.cost, m))
+        self._sizes = {m: ModelSizes(partial(self.allowed_on, m), partial(self._usd, m))
                        for m in nodes}
         self._rows: dict[str, dict[str, array]] = {m: {} for m in nodes}
         """Model -> job -> array holding its utility at each allowed count, from the
@@ -254,13 +254,14 @@ class _TypedGrowth(Growth):
         return self._weights[job.name], base
 
     def cost(self, model: str, count: int) -> float:
-        """Dollars per hour of ``count`` GPUs of ``model`` (the policy's mean price)."""
-        usd = self._costs[model]
-        if len(usd) <= count:
-            price = self.gpu_price[model]
-            usd.extend(usd_over(price, k * SECONDS_PER_HOUR)
-                       for k in range(len(usd), max(count + 1, 2 * len(usd))))
-        return usd[count]
+        """Dollars per hour of ``count`` GPUs of ``model`` (the policy's mean price); an
+        allowed count's are those :class:`ModelSizes` keeps."""
+        sizes = self._sizes[model]
+        at = sizes.index.get(count)
+        return sizes.costs[at] if at is not None else self._usd(model, count)
+
+    def _usd(self, model: str, count: int) -> float:
+        return usd_over(self.gpu_price[model], count * SECONDS_PER_HOUR)
 
     def allowed_on(self, model: str, count: int) -> bool:
         per_node = self.per_node[model]

@@ -25,7 +25,10 @@ class ThroughputModel(Protocol):
 
     A model may also carry a hashable ``cache_key``: models of one class with equal keys
     give the same batch choices and step times, so a policy computes those once for all
-    of them (:class:`~costsched.policy.goodput.GoodputTable`), across decisions too.
+    of them (:class:`~costsched.policy.goodput.GoodputTable`), across decisions too; and a
+    ``step_tables`` dict, where the policy then keeps what it computed from the model (by
+    batch limits, GPU count and node size) instead of in a module-wide memo: for models
+    backed by data that should be freed with them.
     """
 
     def local_bsz_choices(self) -> np.ndarray:

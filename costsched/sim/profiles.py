@@ -147,6 +147,9 @@ class AppProfile:
     _accum_cache: dict = field(default_factory=dict, repr=False, compare=False)
     """:meth:`accumulated_step` by the placement as given (a policy asks the same few
     shapes for thousands of jobs; canonicalising each time cost more than the lookup)."""
+    step_tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """A policy's step-time tables for this profile (:mod:`costsched.policy.goodput`): a
+    profile holds them, so they go when it does."""
     _columns: dict = field(default_factory=dict, repr=False, compare=False)
     """Arrays derived from the measurements, kept: curve columns by (batch size, column)
     (the simulator reads the noise statistics of every running job every round, and a

@@ -182,6 +182,7 @@ class ProfileThroughput:
     def __init__(self, app: AppProfile) -> None:
         self._app, self.max_atomic_bsz = app, app.max_local_bsz
         self.cache_key = ("profile", id(app))  # jobs of one app share its step times
+        self.step_tables = app.step_tables  # kept on the profile, freed with it
 
     def local_bsz_choices(self) -> np.ndarray:
         return self._app.local_bsz_choices
