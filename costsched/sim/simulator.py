@@ -181,8 +181,7 @@ class ProfileThroughput:
 
     def __init__(self, app: AppProfile) -> None:
         self._app, self.max_atomic_bsz = app, app.max_local_bsz
-        self.cache_key = ("profile", id(app))  # jobs of one app share its step times
-        self.step_tables = app.step_tables  # kept on the profile, freed with it
+        self.cache_key, self.step_tables = ("profile", id(app)), app.step_tables  # on the app
 
     def local_bsz_choices(self) -> np.ndarray:
         return self._app.local_bsz_choices
