@@ -37,10 +37,18 @@ class AutoscalingSection:
     """Never ask for capacity beyond this many nodes in all."""
     node_types: tuple[str, ...] = ()
     """Catalog instance types new nodes may be; empty allows every type."""
+    usd_per_job_hour: float | None = None
+    """Also ask for nodes to grow running jobs onto, as many as the cost-aware policy finds
+    worth their price at this value of one hour of one job's completion time (dollars;
+    as ``costsched simulate --autoscale --usd-per-job-hour``; the simulator's default is
+    16). None: capacity for the running jobs' sizes and the waiting jobs only."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_nodes <= self.max_nodes:
             raise ConfigError("`autoscaling` needs 0 <= min_nodes <= max_nodes")
+        if self.usd_per_job_hour is not None and not 0 < self.usd_per_job_hour < math.inf:
+            raise ConfigError("`autoscaling.usd_per_job_hour` must be a positive number of "
+                              f"dollars (e.g. 16) or null, got {self.usd_per_job_hour}")
 
 
 @dataclass(frozen=True, kw_only=True)

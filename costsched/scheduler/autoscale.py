@@ -2,19 +2,27 @@
 
 Capacity for the running jobs plus the waiting jobs that fit under ``max_nodes``
 (highest priority first, cheapest fitting type each); with no job at all, only the
-``min_nodes`` floor. The request is sent again every round: Ray keeps one standing
-request per cluster, and Ray Data's own autoscaling coordinator (inside every Train
-run) replaces it. Running jobs stay in it so their nodes are not taken as idle
-while their workers start.
+``min_nodes`` floor. With ``autoscaling.usd_per_job_hour`` set and the cost-aware
+policy, also whole nodes (the cheapest allowed on-demand type) to grow jobs onto: as
+many as the policy's growth moves are worth at that value of a job-hour
+(:meth:`~costsched.policy.cost_aware.CostAwarePolicy.nodes_wanted`, as the simulator's
+``--autoscale``). The request is sent again every round: Ray keeps one standing request
+per cluster, and Ray Data's own autoscaling coordinator (inside every Train run)
+replaces it. Running jobs stay in it so their nodes are not taken as idle while their
+workers start; nodes no longer asked for go when the autoscaler finds them idle.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 
 from costsched.config.job import JobConfig
 from costsched.config.scheduler import SchedulerConfig
 from costsched.cost.prices import PriceCatalog
+from costsched.policy.registry import Policy
+from costsched.policy.snapshot import Autoscaling, ClusterSnapshot, NodeView
 from costsched.scheduler.interfaces import ResourceBundle
 from costsched.scheduler.policy_view import cheapest_instance, job_bundles
 from costsched.scheduler.state import JobRecord
@@ -22,9 +30,11 @@ from costsched.scheduler.state import JobRecord
 
 def resource_request(*, waiting: Sequence[tuple[JobRecord, JobConfig]],
                      running: Sequence[tuple[JobRecord, JobConfig]], num_nodes: int,
-                     catalog: PriceCatalog, config: SchedulerConfig
-                     ) -> tuple[ResourceBundle, ...]:
-    """The bundles to request this round; empty when nothing needs capacity."""
+                     catalog: PriceCatalog, config: SchedulerConfig,
+                     growth_gpus: int = 0) -> tuple[ResourceBundle, ...]:
+    """The bundles to request this round; empty when nothing needs capacity.
+    ``growth_gpus``: accelerators to add beyond those for the waiting jobs
+    (:func:`growth_gpus`), as whole nodes within ``max_nodes``."""
     def bundles(job: JobConfig, num_workers: int) -> tuple[list[ResourceBundle], int]:
         return job_bundles(job, num_workers, catalog, allowed=config.autoscaling.node_types,
                            accelerator_resource=config.accelerator_resource)
@@ -36,19 +46,54 @@ def resource_request(*, waiting: Sequence[tuple[JobRecord, JobConfig]],
         if wanted and needed <= room:
             demand += wanted
             room -= needed
+    slots = config.accelerator_resource
+    extra = growth_gpus - sum(b.resources.get(slots, 0.0) for b in demand)
+    grow = _whole_nodes(catalog, config, room, gpus=extra) if extra > 0 else ()
     held = [b for record, job in running for b in bundles(job, record.workers)[0]]
-    return tuple(held + demand) or floor_request(catalog, config)
+    return tuple(held + demand) + grow or floor_request(catalog, config)
 
 
-def floor_request(catalog: PriceCatalog, config: SchedulerConfig) -> tuple[ResourceBundle, ...]:
-    """``min_nodes`` whole nodes of the cheapest allowed on-demand type (one bundle
-    holding every slot of a node each), kept up while the queue is empty."""
+def growth_gpus(policy: Policy, snapshot: ClusterSnapshot, *, catalog: PriceCatalog,
+                config: SchedulerConfig) -> int:
+    """Accelerators the cluster lacks for what the cost-aware policy finds worth paying
+    for at ``autoscaling.usd_per_job_hour``: the admitted minimums and the growth moves
+    whose JCT saving is worth their dollars, on the nodes there and up to ``max_nodes``
+    of the cheapest allowed on-demand type, less the accelerators the nodes have.
+    0 when that setting is off or the policy does not size jobs by dollars."""
     scaling = config.autoscaling
-    if scaling.min_nodes == 0:
-        return ()
-    name = cheapest_instance(catalog, gpus_per_worker=1, spot=False, allowed=scaling.node_types)
-    if name is None:
+    usd = scaling.usd_per_job_hour
+    name = _growth_type(catalog, config)
+    if usd is None or name is None or not hasattr(policy, "nodes_wanted") or not snapshot.jobs:
+        return 0
+    instance = catalog.instance(name)
+    template = NodeView(node_id="autoscaled", gpu_model=instance.gpu_model,
+                        num_gpus=instance.num_gpus_per_node,
+                        usd_per_hour=instance.node_usd_per_hour(False))
+    scaled = dataclasses.replace(snapshot, autoscaling=Autoscaling(
+        min_nodes=scaling.min_nodes, max_nodes=scaling.max_nodes, template=template))
+    wanted = dataclasses.replace(policy, usd_per_job_hour=usd).nodes_wanted(scaled)
+    return max(wanted * template.num_gpus - sum(n.num_gpus for n in snapshot.nodes), 0)
+
+
+def _growth_type(catalog: PriceCatalog, config: SchedulerConfig) -> str | None:
+    return cheapest_instance(catalog, gpus_per_worker=1, spot=False,
+                             allowed=config.autoscaling.node_types)
+
+
+def _whole_nodes(catalog: PriceCatalog, config: SchedulerConfig, most: int,
+                 gpus: float | None = None) -> tuple[ResourceBundle, ...]:
+    """Whole nodes of the cheapest allowed on-demand type (one bundle holding every slot
+    of a node each): ``most``, or enough for ``gpus`` accelerators up to ``most``."""
+    name = _growth_type(catalog, config)
+    if name is None or most <= 0:
         return ()
     slots = float(catalog.instance(name).num_gpus_per_node)
     bundle = ResourceBundle(resources={config.accelerator_resource: slots}, instance_type=name)
-    return (bundle,) * scaling.min_nodes
+    return (bundle,) * (most if gpus is None else min(math.ceil(gpus / slots), most))
+
+
+def floor_request(catalog: PriceCatalog, config: SchedulerConfig) -> tuple[ResourceBundle, ...]:
+    """``min_nodes`` whole nodes of the cheapest allowed on-demand type, kept up while
+    the queue is empty."""
+    scaling = config.autoscaling
+    return _whole_nodes(catalog, config, scaling.min_nodes)

@@ -32,7 +32,7 @@ from costsched.scheduler import policy_view as models
 from costsched.scheduler import spend
 from costsched.scheduler.actions import adaptive_batch_size, batch_change, plan_actions
 from costsched.scheduler.alerts import all_alerts
-from costsched.scheduler.autoscale import resource_request
+from costsched.scheduler.autoscale import growth_gpus, resource_request
 from costsched.scheduler.interfaces import (
     Action,
     Clock,
@@ -143,10 +143,11 @@ class SchedulerController:
         actions += self._requeue_broken({n.node_id for n in nodes}, now)
         # No accelerator nodes (scaled to zero): nothing runs (and some policies divide
         # by the cluster's price per GPU).
-        decision = self._decide(now, nodes) if nodes else Decision(placements={}, batch_sizes={})
+        snapshot = self._snapshot(now, nodes)
+        decision = self._decide(snapshot) if nodes else Decision(placements={}, batch_sizes={})
         self._round += 1
         actions += self._apply(decision, now)
-        self._autoscale(len(nodes))
+        self._autoscale(snapshot)
         return self._report(now, actions)
 
     def finish_stops(self) -> None:
@@ -306,7 +307,7 @@ class SchedulerController:
                                      placements=placements, round_s=self.config.round_s,
                                      restart_s=self.config.restart_s)
 
-    def _decide(self, now: float, nodes) -> Decision:
+    def _decide(self, snapshot) -> Decision:
         """The policy's decision through :func:`~costsched.policy.drive.drive`, as the
         simulator takes it; what this scheduler does not execute (batch sizes of jobs
         without ``training.adaptive_batch``, nodes named by the policy) is logged once
@@ -314,7 +315,7 @@ class SchedulerController:
         try:
             adaptive = frozenset(j.job_id for j in self.store.jobs(ACTIVE)
                                  if self._config(j).training.adaptive_batch)
-            driven = drive(self.policy, self._snapshot(now, nodes), elastic=self._elastic,
+            driven = drive(self.policy, snapshot, elastic=self._elastic,
                            executes=Executes(batch_sizes=adaptive, node_changes=False))
         except InvalidDecision as exc:
             log.error("policy %s returned an invalid decision, ignored (allocations kept): "
@@ -398,12 +399,14 @@ class SchedulerController:
                           checkpoint_path=handle.checkpoint_path)
 
     # -- autoscaling -------------------------------------------------------------------
-    def _autoscale(self, num_nodes: int) -> None:
+    def _autoscale(self, snapshot) -> None:
         """Send this round's capacity request (see :func:`resource_request`), or clear it."""
         request = resource_request(
             waiting=[(j, self._config(j)) for j in self.store.jobs(WAITING)],
             running=[(j, self._config(j)) for j in self.store.jobs(RUNNING)],
-            num_nodes=num_nodes, catalog=self.catalog, config=self.config)
+            num_nodes=len(snapshot.nodes), catalog=self.catalog, config=self.config,
+            growth_gpus=growth_gpus(self.policy, snapshot, catalog=self.catalog,
+                                    config=self.config))
         if request:
             self.cluster.request_resources(request)
             self._requested = request

@@ -1,0 +1,74 @@
+"""The live scheduler asks for nodes to grow jobs onto when growth pays
+(``autoscaling.usd_per_job_hour``), as the simulator's ``--autoscale`` sizes its cluster.
+
+The expected node counts are worked out by hand below from the default throughput model
+(``sync_penalty_per_gpu`` p: speedup s(k) = k / (1 + p (k - 1))) and the rule that a move
+from k to k + d GPUs is worth (d s(k) / (s(k + d) - s(k)) - k) GPU-hours per job-hour it
+saves, at the cheapest allowed type's $0.80 per GPU-hour (``four``: 4 GPUs, $3.20/h).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from costsched.config.scheduler import AutoscalingSection, SchedulerConfig, load_scheduler_config
+from costsched.errors import ConfigError
+from costsched.scheduler.interfaces import JobProgress
+from tests.test_scheduler_fakes import harness, job_text, node
+
+# p = 0.05: s(1, 2, 4, 8, 12) = 1, 1.905, 3.478, 5.926, 7.742. The policy grows the job
+# 1 -> 2 -> 4 -> 8 -> 12 (its max); per job-hour saved the moves cost
+# 1->2: 0.105 GPU-h = $0.08; 2->4: 0.422 = $0.34; 4->8: 1.683 = $1.35; 8->12: 5.05 = $4.04.
+WORTH = [(16.0, 12), (2.0, 8), (1.0, 4)]
+"""(dollars a job-hour is worth, GPUs the job is worth growing to)."""
+
+
+@pytest.mark.parametrize(("usd_per_job_hour", "worth_gpus"), WORTH)
+def test_nodes_are_requested_for_the_growth_that_pays_and_used_when_they_come(
+        tmp_path, usd_per_job_hour, worth_gpus):
+    h = harness(tmp_path, node("n0", slots=4, usd_per_hour=3.2), autoscaling=(
+        AutoscalingSection(max_nodes=3, node_types=("four",),
+                           usd_per_job_hour=usd_per_job_hour)))
+    job = h.controller.submit(job_text("scales", min_workers=1, max_workers=12))
+    report = h.tick()
+    assert h.job(job).workers == 4  # all the node has
+    workers = [b for b in report.requested if "CPU" in b.resources]
+    grow = [b for b in report.requested if "CPU" not in b.resources]
+    assert len(workers) == 4  # its own workers stay requested
+    assert [(b.instance_type, b.resources) for b in grow] == [("four", {"GPU": 4.0})] * (
+        (worth_gpus - 4) // 4)  # whole nodes of the cheapest type
+    if grow:
+        h.cluster.node_list.append(node("n1", slots=4, usd_per_hour=3.2))  # it arrives
+        report = h.tick()
+        assert h.job(job).workers == 8  # the policy grows the job onto it
+        assert len([b for b in report.requested if "CPU" not in b.resources]) == (
+            (worth_gpus - 8) // 4)
+    h.runner.script[job] = JobProgress(state="finished", outcome="COMPLETED")
+    assert h.tick().requested is None  # nothing left to run: the request goes
+
+
+def test_a_job_bound_by_its_all_reduce_gets_no_node_to_grow_onto(tmp_path):
+    # p = 0.5: s(4) = 1.6, s(8) = 1.778: 4 -> 8 costs 4 x 1.6 / 0.178 - 4 = 32 GPU-h
+    # ($25.6) per job-hour saved, more than $16; 8 -> 12 (s 1.846) costs more still.
+    h = harness(tmp_path, node("n0", slots=4, usd_per_hour=3.2), sync_penalty_per_gpu=0.5,
+                autoscaling=AutoscalingSection(max_nodes=3, node_types=("four",),
+                                               usd_per_job_hour=16.0))
+    h.controller.submit(job_text("bound", min_workers=1, max_workers=12))
+    report = h.tick()
+    assert [b for b in report.requested if "CPU" not in b.resources] == []
+
+
+def test_without_a_value_per_job_hour_no_node_is_requested_for_growth(tmp_path):
+    h = harness(tmp_path, node("n0", slots=4, usd_per_hour=3.2),
+                autoscaling=AutoscalingSection(max_nodes=3, node_types=("four",)))
+    h.controller.submit(job_text("scales", min_workers=1, max_workers=12))
+    assert len(h.tick().requested) == 4
+
+
+def test_the_setting_is_read_from_the_config_and_checked(tmp_path):
+    path = tmp_path / "scheduler.yaml"
+    path.write_text("autoscaling:\n  max_nodes: 8\n  usd_per_job_hour: 16\n")
+    assert load_scheduler_config(path).autoscaling.usd_per_job_hour == 16.0
+    for bad in (0, -1, float("inf")):
+        with pytest.raises(ConfigError, match="usd_per_job_hour"):
+            SchedulerConfig(autoscaling=AutoscalingSection(usd_per_job_hour=bad))
