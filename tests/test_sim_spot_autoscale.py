@@ -4,6 +4,7 @@ Pure: small fixtures, no Ray."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -142,3 +143,23 @@ def test_the_cli_runs_a_spot_pool_beside_autoscaled_on_demand_nodes(tmp_path, ca
                  "--spot-trace", str(FLAKY), "--autoscale", "0:2", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0 and "cost-aware (autoscale 0:2)" in out and "preemptions" in out
+
+
+@pytest.mark.parametrize(("preemptions", "market"), [(200, False), (0, True)])
+def test_with_spot_nodes_only_a_job_spot_costs_more_for_goes_on_a_new_on_demand_node(
+        preemptions, market):
+    """No on-demand node yet, but autoscaling may add them: a job whose checkpoints are
+    far apart goes on-demand when preemptions are frequent (about 10 per node-hour: the
+    work it would redo costs more than the spot discount), and stays on spot when rare."""
+    base = _snapshot(num_jobs=1, num_spot=2)
+    job = dataclasses.replace(base.jobs[0], checkpoint_interval_s=7200.0, restart_s=600.0)
+    snapshot = dataclasses.replace(base, jobs=(job,), time_s=3600.0, round_index=60,
+                                   spot_preemptions=preemptions, spot_node_hours=20.0)
+    decision = CostAwarePolicy().decide(snapshot)
+    (node_id,) = decision.placements["j0"]
+    if market:
+        assert node_id.startswith("spot") and not decision.nodes_to_add
+    else:
+        assert [n.node_id for n in decision.nodes_to_add] == [node_id]
+        assert not decision.nodes_to_add[0].spot
+        assert len(decision.nodes_to_remove) == 2  # the spot nodes it does not need

@@ -65,6 +65,7 @@ from costsched.policy.spot_choice import (
     DEFAULT_PRIOR_NODE_HOURS,
     DEFAULT_PRIOR_PREEMPTIONS_PER_NODE_HOUR,
     choose_markets,
+    judged_gpus,
 )
 
 
@@ -371,16 +372,19 @@ def _resize(
     snapshot: ClusterSnapshot, nodes: list[NodeView], num_nodes: int
 ) -> tuple[list[NodeView], tuple[NodeView, ...], tuple[str, ...]]:
     """Keep ``num_nodes`` nodes (:func:`_resize_market`). Beside spot nodes, the on-demand
-    nodes the autoscaling minimum keeps come first (they are paid for anyway), then spot
-    ones, then more on-demand ones within the maximum; spot nodes beyond these are
-    released."""
+    nodes the autoscaling minimum keeps, or the jobs marked on-demand need at the sizes
+    they hold (at least their least sizes), come first, then spot ones, then more
+    on-demand ones within the maximum; spot nodes beyond these are released."""
     spot = [n for n in nodes if n.spot]
     if not spot:
         return _resize_market(snapshot, nodes, num_nodes)
     scaling = snapshot.autoscaling
-    keep = min(len(spot), max(num_nodes - scaling.min_nodes, 0))
+    needed = sum(judged_gpus(job, snapshot) for job in snapshot.jobs if job.on_demand)
+    floor = min(max(scaling.min_nodes, -(-needed // scaling.template.num_gpus)),
+                scaling.max_nodes)
+    keep = min(len(spot), max(num_nodes - floor, 0))
     kept_spot, _, released = _resize_market(snapshot, spot, keep)
-    on_demand = min(max(num_nodes - len(kept_spot), scaling.min_nodes), scaling.max_nodes)
+    on_demand = min(max(num_nodes - len(kept_spot), floor), scaling.max_nodes)
     kept, added, removed = _resize_market(snapshot, [n for n in nodes if not n.spot], on_demand)
     return kept_spot + kept, added, released + removed
 

@@ -25,8 +25,10 @@ On a fixed cluster the on-demand pool is small, and a job marked on-demand that 
 hold at that size is squeezed onto fewer GPUs, judged cheap on spot again at that size and
 moved back the next round, restarting each time (measured: one-round flips of the same
 few large jobs). So jobs are marked, in snapshot order, only while the on-demand GPUs
-(less the least sizes of jobs already on-demand) hold each at its size. A job whose
-checkpoint interval is not known is left as it is.
+(less the least sizes of jobs already on-demand) hold each at its size. With autoscaling
+of on-demand nodes, the on-demand pool is what it may grow to: ``max_nodes`` of the
+template, at the template's price (so a cluster holding spot nodes only still has an
+on-demand market). A job whose checkpoint interval is not known is left as it is.
 """
 
 from __future__ import annotations
@@ -66,11 +68,21 @@ def judged_gpus(job: JobView, snapshot: ClusterSnapshot) -> int:
     return max(num_gpus(snapshot.placements.get(job.name)), job.min_gpus)
 
 
+def on_demand_pool(snapshot: ClusterSnapshot) -> tuple[int, float]:
+    """(GPUs, dollars per GPU-hour) of the on-demand capacity ``snapshot`` may use: its
+    on-demand nodes, or with autoscaling of on-demand nodes ``max_nodes`` of the template."""
+    scaling = snapshot.autoscaling
+    if scaling is not None and not scaling.template.spot:
+        return (scaling.max_nodes * scaling.template.num_gpus,
+                usd_per_gpu_hour_of((scaling.template,)))
+    on_demand = [n for n in snapshot.nodes if not n.spot]
+    return sum(n.num_gpus for n in on_demand), usd_per_gpu_hour_of(on_demand)
+
+
 def prefers_spot(job: JobView, snapshot: ClusterSnapshot, *, preemption_rate: float,
                  gpus_per_node: int) -> bool:
     """Whether ``job`` costs less per unit of progress on the snapshot's spot nodes."""
     spot = [n for n in snapshot.nodes if n.spot]
-    on_demand = [n for n in snapshot.nodes if not n.spot]
     size = judged_gpus(job, snapshot)
     restart_s = snapshot.restart_s if job.restart_s is None else job.restart_s
     lost = expected_lost_fraction(
@@ -78,24 +90,23 @@ def prefers_spot(job: JobView, snapshot: ClusterSnapshot, *, preemption_rate: fl
         num_nodes=max(1, math.ceil(size / max(gpus_per_node, 1))),
         checkpoint_interval_s=job.checkpoint_interval_s or 0.0, restart_s=restart_s)
     spot_usd = spot_usd_per_progress_hour(usd_per_gpu_hour_of(spot), lost)
-    return spot_usd < usd_per_gpu_hour_of(on_demand)
+    return spot_usd < on_demand_pool(snapshot)[1]
 
 
 def choose_markets(snapshot: ClusterSnapshot, *, prior_per_node_hour: float,
                    prior_node_hours: float) -> ClusterSnapshot:
     """``snapshot`` with each job that spot would cost more per unit of progress marked
-    on-demand while the on-demand pool holds it; unchanged unless it has both spot and
-    on-demand nodes."""
-    markets = {n.spot for n in snapshot.nodes}
-    if markets != {True, False}:
+    on-demand while the on-demand pool holds it; unchanged unless it has spot nodes and an
+    on-demand pool (:func:`on_demand_pool`)."""
+    on_demand_gpus, _ = on_demand_pool(snapshot)
+    if not on_demand_gpus or not any(n.spot for n in snapshot.nodes):
         return snapshot
     rate = preemptions_per_node_hour(preemptions=snapshot.spot_preemptions,
                                      node_hours=snapshot.spot_node_hours,
                                      prior_per_node_hour=prior_per_node_hour,
                                      prior_node_hours=prior_node_hours)
     gpus_per_node = max(n.num_gpus for n in snapshot.nodes)
-    room = (sum(n.num_gpus for n in snapshot.nodes if not n.spot)
-            - sum(job.min_gpus for job in snapshot.jobs if job.on_demand))
+    room = on_demand_gpus - sum(job.min_gpus for job in snapshot.jobs if job.on_demand)
     jobs = []
     for job in snapshot.jobs:
         size = judged_gpus(job, snapshot)
