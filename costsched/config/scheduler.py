@@ -41,7 +41,7 @@ class AutoscalingSection:
     """Also ask for nodes to grow running jobs onto, as many as the cost-aware policy finds
     worth their price at this value of one hour of one job's completion time (dollars;
     as ``costsched simulate --autoscale --usd-per-job-hour``; the simulator's default is
-    16). None: capacity for the running jobs' sizes and the waiting jobs only."""
+    24). None: capacity for the running jobs' sizes and the waiting jobs only."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_nodes <= self.max_nodes:
