@@ -58,9 +58,13 @@ def test_a_job_bound_by_its_all_reduce_gets_no_node_to_grow_onto(tmp_path):
     assert [b for b in report.requested if "CPU" not in b.resources] == []
 
 
-def test_without_a_value_per_job_hour_no_node_is_requested_for_growth(tmp_path):
-    h = harness(tmp_path, node("n0", slots=4, usd_per_hour=3.2),
-                autoscaling=AutoscalingSection(max_nodes=3, node_types=("four",)))
+@pytest.mark.parametrize("scaling", [
+    AutoscalingSection(max_nodes=3, node_types=("four",)),  # no value per job-hour
+    AutoscalingSection(max_nodes=0, usd_per_job_hour=16.0),  # no node may be added
+])
+def test_without_a_value_per_job_hour_or_room_no_node_is_requested_for_growth(
+        tmp_path, scaling):
+    h = harness(tmp_path, node("n0", slots=4, usd_per_hour=3.2), autoscaling=scaling)
     h.controller.submit(job_text("scales", min_workers=1, max_workers=12))
     assert len(h.tick().requested) == 4
 

@@ -63,7 +63,8 @@ def growth_gpus(policy: Policy, snapshot: ClusterSnapshot, *, catalog: PriceCata
     scaling = config.autoscaling
     usd = scaling.usd_per_job_hour
     name = _growth_type(catalog, config)
-    if usd is None or name is None or not hasattr(policy, "nodes_wanted") or not snapshot.jobs:
+    if (usd is None or name is None or scaling.max_nodes < 1 or not snapshot.jobs
+            or not hasattr(policy, "nodes_wanted")):
         return 0
     instance = catalog.instance(name)
     template = NodeView(node_id="autoscaled", gpu_model=instance.gpu_model,
