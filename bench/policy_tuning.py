@@ -2,7 +2,7 @@
 
     python bench/policy_tuning.py [--oracle] [--loads 0.5 1.0] [--workloads 1 2 3 4]
                                   [--set service_power=0.5 ...] [--explore-factor 2]
-                                  [--first-measure-s 10]
+                                  [--first-measure-s 10] [--share-measurements]
 
 The constants of ``CostAwarePolicy`` were tuned with this script on workloads 1-4 of
 ``../shared/data/pollux`` at loads 0.5 and 1.0 only (see the README), and so were
@@ -55,6 +55,8 @@ def main(argv=None) -> int:
                         help="also print mean JCT and restarts per job of each app")
     parser.add_argument("--explore-factor", type=int, default=online.EXPLORATION_FACTOR,
                         help="learned sizes: at most this many times the most GPUs tried")
+    parser.add_argument("--share-measurements", action="store_true",
+                        help="a new job starts from what earlier jobs of its app measured")
     parser.add_argument("--first-measure-s", type=float, default=None,
                         help="seconds of steps before a new job's first measurement")
     args = parser.parse_args(argv)
@@ -69,7 +71,8 @@ def main(argv=None) -> int:
         for number in args.workloads:
             jobs = load_workload(data / "workloads" / f"load-{load}" / f"workload-{number}.csv")
             config = SimConfig(instance=instance, elastic=True, oracle=args.oracle,
-                               explore_factor=args.explore_factor, **timing)
+                               explore_factor=args.explore_factor,
+                               share_measurements=args.share_measurements, **timing)
             started = time.monotonic()
             result = Simulator(config=config, profiles=profiles, workload=jobs,
                                policy=policy).run()
@@ -83,6 +86,7 @@ def main(argv=None) -> int:
             if args.by_app:
                 print("  " + by_app(result.jobs), flush=True)
     print(json.dumps({"set": overrides, "oracle": args.oracle, **timing,
+                      "share_measurements": args.share_measurements,
                       "explore_factor": args.explore_factor,
                       "mean_ratio": round(float(np.mean(list(ratios.values()))), 3)}))
     return 0

@@ -97,6 +97,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--explore-factor", type=int, default=None, metavar="F",
                         help="without --oracle, offer a job at most F times the most GPUs it "
                              "has tried (default 8; Pollux's rule is 2)")
+    parser.add_argument("--share-measurements", action="store_true",
+                        help="without --oracle, a new job starts from the steps earlier jobs "
+                             "of its app measured (on its GPU type), not from the prior alone")
     parser.add_argument("--out", default="sim-out", metavar="DIR",
                         help="output folder (default sim-out)")
     parser.add_argument("--profiles", default=None, metavar="DIR",
@@ -242,10 +245,13 @@ def run(args: argparse.Namespace) -> int:
             resizes = autoscale is not None and name in ELASTIC
             tag = f"{name} (autoscale {autoscale[0]}:{autoscale[1]})" if resizes else name
             tag += " (oracle)" if args.oracle and name in ELASTIC else ""
+            tag += " (shared)" if args.share_measurements and not args.oracle and name in ELASTIC \
+                else ""
             sim = build(name, jobs, {"autoscale": autoscale if resizes else None,
                                      "autoscale_hysteresis": hysteresis if resizes else None,
                                      "elastic": name in ELASTIC, "oracle": args.oracle,
-                                     "explore_factor": explore_factor})
+                                     "explore_factor": explore_factor,
+                                     "share_measurements": args.share_measurements})
             result = sim.run(on_round=_progress(f"{tag} {label}"))
             summary = summarise(result, policy=tag, workload=label)
             run_dir = out / label.replace("/", "_") / _slug(tag)

@@ -14,12 +14,14 @@ and fit in SQLite and rebuilds the learner from them with :meth:`OnlineThroughpu
 * exploration of sizes not yet measured, after Pollux's rule: at most
   a factor (:data:`EXPLORATION_FACTOR` unless given) times the most replicas tried (one
   before any step), never below the job's minimum, :func:`explored_max_gpus`; applied
-  only where the policy sizes jobs itself.
+  only where the policy sizes jobs itself;
+* optionally, a new job starts from the steps earlier jobs of the same model measured on
+  the same hardware (:class:`SharedMeasurements`, :meth:`OnlineThroughput.adopt`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 from costsched.goodput.throughput import (
     DEFAULT_PRIOR,
@@ -142,6 +144,19 @@ class OnlineThroughput:
         self.num_points_fitted = len(self._points)
         return True
 
+    def adopt(self, points: Iterable[ThroughputPoint]) -> bool:
+        """Take the configurations of ``points`` this learner has not measured itself
+        (what other jobs of the same model measured on the same hardware) and refit if
+        any is new. Returns whether it refitted."""
+        new = {config_key(p): p for p in points if config_key(p) not in self._points}
+        if not new:
+            return False
+        self._points.update(new)
+        self.params = self._fit()
+        self.num_fits += 1
+        self.num_points_fitted = len(self._points)
+        return True
+
     def _fit(self) -> ThroughputParams:
         points = self.points
         start = self.params if self.num_fits else None
@@ -152,3 +167,22 @@ class OnlineThroughput:
         if self._cache is not None:
             self._cache[key] = params
         return params
+
+
+class SharedMeasurements:
+    """Step measurements pooled by model: jobs that train the same model on the same
+    hardware (a key the caller chooses) step alike, so a new one may start from what the
+    jobs before it measured instead of the prior (:meth:`OnlineThroughput.adopt`). Each
+    configuration keeps its latest mean, whichever job measured it."""
+
+    def __init__(self) -> None:
+        self._pools: dict[Hashable, dict[ConfigKey, ThroughputPoint]] = {}
+
+    def add(self, key: Hashable, points: Iterable[ThroughputPoint]) -> None:
+        """Pool ``points`` (a learner's :attr:`OnlineThroughput.points`) under ``key``."""
+        self._pools.setdefault(key, {}).update((config_key(p), p) for p in points)
+
+    def points(self, key: Hashable) -> list[ThroughputPoint]:
+        """Every configuration measured under ``key``, in a fixed order."""
+        pool = self._pools.get(key, {})
+        return [pool[k] for k in sorted(pool)]

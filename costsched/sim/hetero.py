@@ -103,6 +103,25 @@ class HeteroSimulator(Simulator):
         learner = self._learners[(job.spec.name, model)]
         return FittedThroughput(learner.params, app.local_bsz_choices.tolist(), app.max_local_bsz)
 
+    def _share_key(self, job: SimJob) -> object:
+        """Aware: the jobs of its app on the GPU model it runs on (steps differ by model)."""
+        if not self._learners:
+            return super()._share_key(job)
+        return job.spec.application, self._on.get(job.spec.name, next(iter(self.pools)))
+
+    def _arrived(self, job: SimJob) -> SimJob:
+        """Aware, with shared measurements: each model's learner starts from what earlier
+        jobs of its app measured on that model."""
+        if not self._learners or self._shared is None:
+            return super()._arrived(job)
+        name = job.spec.name
+        for model in self.pools:
+            points = self._shared.points((job.spec.application, model))
+            if self._learners[(name, model)].adopt(points):
+                self._fits[(name, model)] = self._typed_fit(job, model)
+        self._use_model(job, self._on.get(name, next(iter(self.pools))))
+        return job
+
     def _use_model(self, job: SimJob, model: str) -> None:
         """Run ``job`` on ``model`` from now: its profile, and (aware) that type's learner."""
         job.app = self._app(job, model)

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from costsched.sim.simulator import SimResult
+from costsched.sim.results import SimResult
 
 SUMMARY_KEYS = ("policy", "workload", "num_jobs", "mean_jct_s", "p50_jct_s", "p95_jct_s",
                 "makespan_s", "gpu_hours", "node_hours", "cost_usd", "num_restarts")

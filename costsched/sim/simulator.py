@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from costsched.cost.prices import SECONDS_PER_HOUR, InstanceType, usd_over
 from costsched.errors import ConfigError
-from costsched.goodput.online import EXPLORATION_FACTOR, OnlineThroughput
+from costsched.goodput.online import EXPLORATION_FACTOR, OnlineThroughput, SharedMeasurements
 from costsched.goodput.throughput import FittedThroughput, ThroughputPoint
 from costsched.policy.autoscale_hysteresis import NodeCountHysteresis, NodeCountSmoother
 from costsched.policy.drive import drive, gpu_range
@@ -43,6 +43,7 @@ from costsched.policy.snapshot import (
     placement_shape,
 )
 from costsched.sim.profiles import AppProfile
+from costsched.sim.results import SimJobResult, SimResult
 from costsched.sim.workload import JobSpec
 
 
@@ -79,6 +80,9 @@ class SimConfig:
     noise scale at the batch it last measured, and sizes up to ``explore_factor``
     times the most it has tried (Pollux's rule is 2)."""
     explore_factor: int = EXPLORATION_FACTOR
+    share_measurements: bool = False
+    """Without ``oracle``: a job starts from the steps that earlier jobs of its app (on its
+    GPU type) measured, not from the prior alone (:class:`SharedMeasurements`)."""
 
     def __post_init__(self) -> None:
         if (self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0
@@ -108,69 +112,6 @@ class SimJob:
     fitted: FittedThroughput | None = None
     """What the policy sees of ``learned``: its fit (the prior before any step)."""
     measured_batch_size: int = 0
-
-
-@dataclass(frozen=True, kw_only=True)
-class SimJobResult:
-    """One finished job."""
-
-    name: str
-    """Job name."""
-    application: str
-    """App it trained."""
-    submit_s: float
-    """Submission time, s."""
-    finish_s: float
-    """Completion time, s."""
-    gpu_hours: float
-    """GPU-hours it held."""
-    cost_usd: float
-    """Its GPU share of the node price for those hours."""
-    restarts: int
-    """Placement changes after its first start."""
-    intervals: tuple[tuple[float, float, str, int], ...] = ()
-    """(start_s, end_s, catalog instance type, GPUs) of each stretch it held GPUs, where
-    the simulator records them (:mod:`~costsched.sim.hetero`; empty otherwise)."""
-    preemptions: int = 0
-    """Times a spot node under it was preempted (:mod:`~costsched.sim.spot`)."""
-    lost_gpu_hours: float = 0.0
-    """GPU-hours of work preemptions undid (held since its last checkpoint)."""
-
-    @property
-    def jct_s(self) -> float:
-        return self.finish_s - self.submit_s
-
-
-@dataclass(frozen=True, kw_only=True)
-class SpotTotals:
-    """What a run with a spot pool adds (:mod:`~costsched.sim.spot`)."""
-
-    spot_node_hours: float
-    """Node-hours of spot nodes, charged at the catalog's spot price."""
-    on_demand_node_hours: float
-    """Node-hours of on-demand nodes, charged at the catalog's on-demand price."""
-    num_preemptions: int
-    """Job preemptions: a job losing a node it ran on (once per job per event)."""
-    num_nodes_preempted: int
-    """Spot nodes taken away by the trace, in use or idle."""
-    lost_gpu_s: float
-    """GPU-seconds of work the preemptions undid, all jobs."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class SimResult:
-    """What a run produced."""
-
-    jobs: tuple[SimJobResult, ...]
-    """Every job, in submission order."""
-    timeline: tuple[tuple[float, int, int, float], ...]
-    """Per round: (time_s, GPUs allocated, nodes, cumulative USD at the round's end)."""
-    node_hours: float
-    """Node-hours the cluster existed."""
-    cost_usd: float
-    """Dollars for those node-hours."""
-    spot: SpotTotals | None = None
-    """Spot pool totals; None without a spot pool."""
 
 
 class ProfileThroughput:
@@ -212,6 +153,8 @@ class Simulator:
                 job.learned = OnlineThroughput(fit_cache=fits)
                 job.fitted = self._fitted(job)
         self._throughput = {name: ProfileThroughput(app) for name, app in profiles.items()}
+        self._shared = (SharedMeasurements()
+                        if config.share_measurements and not config.oracle else None)
         self.node_usd_per_hour = config.instance.node_usd_per_hour(config.spot)
         self.gpu_usd_per_hour = config.instance.gpu_usd_per_hour(config.spot)
         num = config.num_nodes
@@ -256,7 +199,7 @@ class Simulator:
                 raise ConfigError(f"jobs still running after {cfg.max_time_s:.0f} s; "
                                   "is a job larger than the cluster?")
             while pending and pending[0].spec.submit_time_s <= time_s:
-                active.append(pending.pop(0))
+                active.append(self._arrived(pending.pop(0)))
             self._schedule(active, time_s, round_index)
             for job in active:
                 self._advance(job, time_s)
@@ -398,6 +341,19 @@ class Simulator:
         if job.learned.record(self._measured_point(job)):
             job.fitted = self._fitted(job)
         job.measured_batch_size = job.batch_size
+        if self._shared is not None:
+            self._shared.add(self._share_key(job), job.learned.points)
+
+    def _arrived(self, job: SimJob) -> SimJob:
+        """``job``, just submitted: with shared measurements, it starts from its app's."""
+        if self._shared is not None and job.learned.adopt(
+                self._shared.points(self._share_key(job))):
+            job.fitted = self._fitted(job)
+        return job
+
+    def _share_key(self, job: SimJob) -> object:
+        """The jobs whose measurements ``job`` may start from: those of its app."""
+        return job.spec.application
 
     def _first_batch_size(self, job: SimJob, time_s: float) -> int:
         """The best batch on the GPUs ``job`` holds, by the model it just measured."""

@@ -46,7 +46,8 @@ from costsched.errors import ConfigError
 from costsched.policy.registry import Policy
 from costsched.policy.snapshot import ClusterSnapshot, JobView, NodeView
 from costsched.sim.profiles import AppProfile
-from costsched.sim.simulator import SimConfig, SimJob, SimResult, Simulator, SpotTotals
+from costsched.sim.results import SimResult, SpotTotals
+from costsched.sim.simulator import SimConfig, SimJob, Simulator
 from costsched.sim.spot_trace import SpotTrace
 from costsched.sim.workload import JobSpec
 
