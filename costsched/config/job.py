@@ -195,6 +195,10 @@ class TrainingConfig:
     measure_steps: bool = True
     """Measure step time, gradient sync and the noise scale (``costsched.api.
     prepare_optimizer``) for the scheduler's goodput model; false: no hooks at all."""
+    measurements_key: str | None = None
+    """Jobs that set the same key and ``cost.instance_type`` pool their measured steps: a
+    new one starts from what the others measured instead of the default model. Give one
+    key per model and per-worker batch (e.g. ``resnet50-b64``); null: no pooling."""
     allow_tf32: bool = True
     """Allow TF32 matmuls on CUDA (ignored on CPU)."""
     seed: int = 0
@@ -209,6 +213,8 @@ class TrainingConfig:
         return self.max_batch_size or 8 * self.global_batch_size
 
     def __post_init__(self) -> None:
+        if self.measurements_key is not None and not self.measurements_key.strip():
+            raise ConfigError("`training.measurements_key` must be a non-empty name or null")
         _positive("training.num_epochs", self.num_epochs)
         _positive("training.global_batch_size", self.global_batch_size)
         if self.micro_batch_size < 0:

@@ -1,15 +1,13 @@
 """The scheduler controller: a plain class driving a policy over live jobs.
 
-One :meth:`SchedulerController.tick` is one round: finish the stops in flight, poll
-every running job (keeping what it measured: steps, restart costs), stop jobs about
-to overrun their budget, ask the policy for a decision on a snapshot of the cluster,
-turn the difference into actions (start, resume, resize, preempt; a stop never
-blocks: the runner finishes it in later rounds), and ask the autoscaler for what the
-queue still lacks. The Ray layer makes it an actor; tests supply fakes and a scripted
-clock. Every state change is one transaction: a start is written before the runner
-is called (recovery restarts a RUNNING job whose run is gone from its checkpoint); a
-stop or resize after (a repeated runner call is idempotent).
-"""
+One :meth:`SchedulerController.tick` is one round: finish the stops in flight, poll every running
+job (keeping what it measured: steps, restart costs), stop jobs about to overrun their budget, ask
+the policy for a decision on a snapshot of the cluster, turn the difference into actions (start,
+resume, resize, preempt; a stop never blocks: the runner finishes it in later rounds), and ask the
+autoscaler for what the queue still lacks. The Ray layer makes it an actor; tests supply fakes and
+a scripted clock. Every state change is one transaction: a start is written before the runner is
+called (recovery restarts a RUNNING job whose run is gone from its checkpoint); a stop or resize
+after (a repeated runner call is idempotent)."""
 
 from __future__ import annotations
 
@@ -44,7 +42,7 @@ from costsched.scheduler.interfaces import (
     RunLedger,
     TickReport,
 )
-from costsched.scheduler.job_models import JobModels
+from costsched.scheduler.job_models import JobModels, share_key
 from costsched.scheduler.restarts import RestartCosts
 from costsched.scheduler.state import ACTIVE, RUNNING, TERMINAL, WAITING, JobRecord, JobStore
 from costsched.scheduler.status import status_row
@@ -171,7 +169,8 @@ class SchedulerController:
     def _on_progress(self, job: JobRecord, p: JobProgress, now: float) -> list[Action]:
         spent = max(job.spent_usd, p.spent_usd)
         if p.measurement is not None:
-            self.job_models.record(job.job_id, p.measurement, now=now)
+            self.job_models.record(job.job_id, p.measurement, now=now,
+                                   share_key=share_key(self._config(job)))
         if p.restart_phases and p.attempt_at is not None and self.restarts.record(
                 job.job_id, p.attempt_at, p.restart_phases, now=now):
             self.store.log(job.job_id, now=now, kind="restart-cost",
@@ -295,6 +294,8 @@ class SchedulerController:
     # -- decisions ------------------------------------------------------------------
     def _snapshot(self, now: float, nodes):
         jobs = self.store.jobs(ACTIVE)
+        for job in jobs:  # a job not yet measured starts from its pool's steps, if any
+            self.job_models.adopt(job.job_id, share_key(self._config(job)), now=now)
         views = [models.job_view(j, self._config(j), self.config.sync_penalty_per_gpu,
                                  self.job_rate(j), elastic=self._elastic,
                                  model=self.job_models.model(j.job_id)

@@ -54,6 +54,17 @@ CREATE TABLE IF NOT EXISTS measurements (
     at REAL NOT NULL,
     PRIMARY KEY (job_id, num_workers, num_nodes, local_bsz, accum_steps)
 );
+CREATE TABLE IF NOT EXISTS shared_measurements (
+    share_key TEXT NOT NULL,
+    num_workers INTEGER NOT NULL,
+    num_nodes INTEGER NOT NULL,
+    local_bsz REAL NOT NULL,
+    accum_steps INTEGER NOT NULL,
+    step_time_s REAL NOT NULL,
+    sync_time_s REAL NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (share_key, num_workers, num_nodes, local_bsz, accum_steps)
+);
 CREATE TABLE IF NOT EXISTS job_models (
     job_id TEXT PRIMARY KEY,
     params TEXT,
@@ -186,17 +197,23 @@ class JobModels:
         self._connect = SqliteFile(path, SCHEMA, "costsched scheduler state file").transaction
         self.prior = prior
 
-    def record(self, job_id: str, m: Measurement, *, now: float) -> None:
+    def record(self, job_id: str, m: Measurement, *, now: float,
+               share_key: str | None = None) -> None:
         """Keep ``m`` as its configuration's mean; refit as the shared learner says
         (:meth:`~costsched.goodput.online.OnlineThroughput.record`). A step no model can
-        use (say, zero seconds) is logged and left out; the rest of ``m`` is kept."""
+        use (say, zero seconds) is logged and left out; the rest of ``m`` is kept. With a
+        ``share_key`` (:func:`share_key`) the step is also pooled for jobs of that key."""
         point = throughput_point(m)
         with self._connect() as db:
             learner = self._learner(db, job_id)
             if point is not None:
+                row = (m.num_workers, m.num_nodes, point.local_bsz, m.accum_steps,
+                       point.step_time_s, point.sync_time_s, now)
                 db.execute("INSERT OR REPLACE INTO measurements VALUES (?,?,?,?,?,?,?,?)",
-                           (job_id, m.num_workers, m.num_nodes, point.local_bsz, m.accum_steps,
-                            point.step_time_s, point.sync_time_s, now))
+                           (job_id, *row))
+                if share_key is not None:
+                    db.execute("INSERT OR REPLACE INTO shared_measurements VALUES"
+                               " (?,?,?,?,?,?,?,?)", (share_key, *row))
             db.execute("INSERT OR IGNORE INTO job_models (job_id, at) VALUES (?, ?)",
                        (job_id, now))
             db.execute("UPDATE job_models SET samples_per_s=COALESCE(?, samples_per_s),"
@@ -237,6 +254,35 @@ class JobModels:
                            grad_sqr=r["grad_sqr"], grad_var=r["grad_var"],
                            global_batch_size=r["global_batch_size"]) for r in rows]
 
+    def adopt(self, job_id: str, share_key: str | None, *, now: float) -> bool:
+        """A job with no fitted model yet starts from the steps pooled under ``share_key``
+        (:meth:`~costsched.goodput.online.OnlineThroughput.adopt`): they become its
+        points, and it is fitted to them. Returns whether it adopted any (never without
+        a key)."""
+        if share_key is None:
+            return False
+        with self._connect() as db:
+            row = db.execute("SELECT params FROM job_models WHERE job_id=?",
+                             (job_id,)).fetchone()
+            if row is not None and row["params"] is not None:
+                return False
+            rows = db.execute("SELECT * FROM shared_measurements WHERE share_key=?",
+                              (share_key,)).fetchall()
+            learner = self._learner(db, job_id)
+        if not learner.adopt(_rows_to_points(rows)):
+            return False
+        with self._connect() as db:
+            db.executemany("INSERT OR IGNORE INTO measurements VALUES (?,?,?,?,?,?,?,?)",
+                           [(job_id, r["num_workers"], r["num_nodes"], r["local_bsz"],
+                             r["accum_steps"], r["step_time_s"], r["sync_time_s"], r["at"])
+                            for r in rows])
+            db.execute("INSERT OR IGNORE INTO job_models (job_id, at) VALUES (?, ?)",
+                       (job_id, now))
+            db.execute("UPDATE job_models SET params=?, num_points=?, at=? WHERE job_id=?",
+                       (json.dumps(asdict(learner.params)), learner.num_points_fitted, now,
+                        job_id))
+        return True
+
     def model(self, job_id: str) -> JobModel | None:
         """The job's fitted model, or None before its first measurement."""
         with self._connect() as db:
@@ -262,9 +308,21 @@ def throughput_point(m: Measurement) -> ThroughputPoint | None:
         return None
 
 
+def share_key(config) -> str | None:
+    """The pool a job's measured steps go to and a new job starts from: its
+    ``training.measurements_key`` at its ``cost.instance_type`` (steps differ by node
+    type); None when it sets no key."""
+    key = config.training.measurements_key
+    return None if key is None else f"{key}@{config.cost.instance_type}"
+
+
 def _points(db, job_id: str) -> list[ThroughputPoint]:
     rows = db.execute("SELECT * FROM measurements WHERE job_id=? ORDER BY num_workers,"
                       " local_bsz, accum_steps", (job_id,)).fetchall()
+    return _rows_to_points(rows)
+
+
+def _rows_to_points(rows) -> list[ThroughputPoint]:
     return [ThroughputPoint(num_nodes=r["num_nodes"], num_replicas=r["num_workers"],
                             local_bsz=r["local_bsz"], accum_steps=r["accum_steps"],
                             step_time_s=r["step_time_s"], sync_time_s=r["sync_time_s"])
