@@ -76,3 +76,18 @@ def test_the_setting_is_read_from_the_config_and_checked(tmp_path):
     for bad in (0, -1, float("inf")):
         with pytest.raises(ConfigError, match="usd_per_job_hour"):
             SchedulerConfig(autoscaling=AutoscalingSection(usd_per_job_hour=bad))
+
+
+@pytest.mark.parametrize(("usd_per_job_hour", "grow_nodes"), [(16.0, 2), (1.0, 0)])
+def test_from_zero_nodes_the_queued_job_and_its_growth_ask_for_whole_nodes_once(
+        tmp_path, usd_per_job_hour, grow_nodes):
+    """No node yet: the queued job's own worker asks for one node; growth adds only the
+    nodes past it (12 GPUs worth it at $16 = 3 nodes in all; 4 at $1 = that one node)."""
+    h = harness(tmp_path, autoscaling=AutoscalingSection(
+        max_nodes=4, node_types=("four",), usd_per_job_hour=usd_per_job_hour))
+    h.controller.submit(job_text("scales", min_workers=1, max_workers=12))
+    report = h.tick()
+    workers = [b for b in report.requested if "CPU" in b.resources]
+    grow = [b for b in report.requested if "CPU" not in b.resources]
+    assert len(workers) == 1 and workers[0].instance_type == "four"
+    assert [(b.instance_type, b.resources) for b in grow] == [("four", {"GPU": 4.0})] * grow_nodes

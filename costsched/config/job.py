@@ -196,9 +196,10 @@ class TrainingConfig:
     """Measure step time, gradient sync and the noise scale (``costsched.api.
     prepare_optimizer``) for the scheduler's goodput model; false: no hooks at all."""
     measurements_key: str | None = None
-    """Jobs that set the same key and ``cost.instance_type`` pool their measured steps: a
-    new one starts from what the others measured instead of the default model. Give one
-    key per model and per-worker batch (e.g. ``resnet50-b64``); null: no pooling."""
+    """Jobs that set the same key pool the steps they measured, per GPU model: a new one
+    starts from what the others measured on its ``cost.instance_type``'s GPU model instead
+    of the default model. Give one key per model and per-worker batch (e.g.
+    ``resnet50-b64``); null: no pooling."""
     allow_tf32: bool = True
     """Allow TF32 matmuls on CUDA (ignored on CPU)."""
     seed: int = 0

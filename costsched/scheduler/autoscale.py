@@ -15,6 +15,7 @@ workers start; nodes no longer asked for go when the autoscaler finds them idle.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Sequence
 
@@ -26,6 +27,8 @@ from costsched.policy.snapshot import Autoscaling, ClusterSnapshot, NodeView
 from costsched.scheduler.interfaces import ResourceBundle
 from costsched.scheduler.policy_view import cheapest_instance, job_bundles
 from costsched.scheduler.state import JobRecord
+
+log = logging.getLogger(__name__)
 
 
 def resource_request(*, waiting: Sequence[tuple[JobRecord, JobConfig]],
@@ -41,16 +44,39 @@ def resource_request(*, waiting: Sequence[tuple[JobRecord, JobConfig]],
 
     room = config.autoscaling.max_nodes - num_nodes
     demand: list[ResourceBundle] = []
+    queued_nodes = 0
     for record, job in sorted(waiting, key=lambda p: (-p[0].priority, p[0].submitted_at)):
         wanted, needed = bundles(job, record.min_workers)
         if wanted and needed <= room:
             demand += wanted
             room -= needed
-    slots = config.accelerator_resource
-    extra = growth_gpus - sum(b.resources.get(slots, 0.0) for b in demand)
-    grow = _whole_nodes(catalog, config, room, gpus=extra) if extra > 0 else ()
+            queued_nodes += needed
+    grow = _whole_nodes(catalog, config, room, gpus=growth_gpus, less=queued_nodes)
     held = [b for record, job in running for b in bundles(job, record.workers)[0]]
     return tuple(held + demand) + grow or floor_request(catalog, config)
+
+
+def send_request(cluster, previous: tuple[ResourceBundle, ...] | None, *,
+                 waiting: Sequence[tuple[JobRecord, JobConfig]],
+                 running: Sequence[tuple[JobRecord, JobConfig]], snapshot: ClusterSnapshot,
+                 policy: Policy, catalog: PriceCatalog, config: SchedulerConfig
+                 ) -> tuple[ResourceBundle, ...] | None:
+    """Send this round's request to ``cluster`` (:func:`resource_request`, with
+    :func:`growth_gpus`), or clear the ``previous`` one; returns what stands now. A
+    policy that fails to size the growth leaves it out (logged), not the round."""
+    try:
+        grow = growth_gpus(policy, snapshot, catalog=catalog, config=config)
+    except Exception as exc:  # noqa: BLE001 - the request for the queue still goes out
+        log.warning("growth autoscaling skipped this round: %s", exc)
+        grow = 0
+    request = resource_request(waiting=waiting, running=running, num_nodes=len(snapshot.nodes),
+                               catalog=catalog, config=config, growth_gpus=grow)
+    if request:
+        cluster.request_resources(request)
+        return request
+    if previous is not None:
+        cluster.clear_resource_request()
+    return None
 
 
 def growth_gpus(policy: Policy, snapshot: ClusterSnapshot, *, catalog: PriceCatalog,
@@ -82,15 +108,17 @@ def _growth_type(catalog: PriceCatalog, config: SchedulerConfig) -> str | None:
 
 
 def _whole_nodes(catalog: PriceCatalog, config: SchedulerConfig, most: int,
-                 gpus: float | None = None) -> tuple[ResourceBundle, ...]:
+                 gpus: float | None = None, less: int = 0) -> tuple[ResourceBundle, ...]:
     """Whole nodes of the cheapest allowed on-demand type (one bundle holding every slot
-    of a node each): ``most``, or enough for ``gpus`` accelerators up to ``most``."""
+    of a node each): ``most``, or the nodes ``gpus`` accelerators fill less ``less``
+    nodes already asked for, at most ``most``."""
     name = _growth_type(catalog, config)
     if name is None or most <= 0:
         return ()
     slots = float(catalog.instance(name).num_gpus_per_node)
     bundle = ResourceBundle(resources={config.accelerator_resource: slots}, instance_type=name)
-    return (bundle,) * (most if gpus is None else min(math.ceil(gpus / slots), most))
+    count = most if gpus is None else min(math.ceil(gpus / slots) - less, most)
+    return (bundle,) * max(count, 0)
 
 
 def floor_request(catalog: PriceCatalog, config: SchedulerConfig) -> tuple[ResourceBundle, ...]:

@@ -26,11 +26,12 @@ from costsched.policy.drive import Executes, drive, is_elastic
 from costsched.policy.registry import Policy, make_policy
 from costsched.policy.snapshot import Decision
 from costsched.policy.validate import InvalidDecision
+from costsched.scheduler import job_models as measured
 from costsched.scheduler import policy_view as models
 from costsched.scheduler import spend
 from costsched.scheduler.actions import adaptive_batch_size, batch_change, plan_actions
 from costsched.scheduler.alerts import all_alerts
-from costsched.scheduler.autoscale import growth_gpus, resource_request
+from costsched.scheduler.autoscale import send_request
 from costsched.scheduler.interfaces import (
     Action,
     Clock,
@@ -42,7 +43,7 @@ from costsched.scheduler.interfaces import (
     RunLedger,
     TickReport,
 )
-from costsched.scheduler.job_models import JobModels, share_key
+from costsched.scheduler.job_models import JobModels
 from costsched.scheduler.restarts import RestartCosts
 from costsched.scheduler.state import ACTIVE, RUNNING, TERMINAL, WAITING, JobRecord, JobStore
 from costsched.scheduler.status import status_row
@@ -64,6 +65,7 @@ class SchedulerController:
         self._round = 0
         self._recovered = False
         self._requested: tuple[ResourceBundle, ...] | None = None
+        self._gpu_models: dict[str, str] = {}  # node id -> GPU model, as last seen
         self._configs: dict[str, JobConfig] = {}
         self._elastic = is_elastic(policy)
         self.job_models = JobModels(store.path)
@@ -139,6 +141,7 @@ class SchedulerController:
             log.warning("cluster unavailable, skipping this round's decision: %s", exc)
             return self._report(now, actions)
         actions += self._requeue_broken({n.node_id for n in nodes}, now)
+        self._gpu_models = {n.node_id: n.gpu_model for n in nodes}  # what ran where
         # No accelerator nodes (scaled to zero): nothing runs (and some policies divide
         # by the cluster's price per GPU).
         snapshot = self._snapshot(now, nodes)
@@ -169,8 +172,9 @@ class SchedulerController:
     def _on_progress(self, job: JobRecord, p: JobProgress, now: float) -> list[Action]:
         spent = max(job.spent_usd, p.spent_usd)
         if p.measurement is not None:
+            gpu_model = measured.placed_gpu_model(job.placement, self._gpu_models)
             self.job_models.record(job.job_id, p.measurement, now=now,
-                                   share_key=share_key(self._config(job)))
+                                   share_key=measured.share_key(self._config(job), gpu_model))
         if p.restart_phases and p.attempt_at is not None and self.restarts.record(
                 job.job_id, p.attempt_at, p.restart_phases, now=now):
             self.store.log(job.job_id, now=now, kind="restart-cost",
@@ -294,8 +298,10 @@ class SchedulerController:
     # -- decisions ------------------------------------------------------------------
     def _snapshot(self, now: float, nodes):
         jobs = self.store.jobs(ACTIVE)
-        for job in jobs:  # a job not yet measured starts from its pool's steps, if any
-            self.job_models.adopt(job.job_id, share_key(self._config(job)), now=now)
+        for job in jobs if self.config.use_measured_models else ():
+            config = self._config(job)  # not yet measured: it starts from its pool, if any
+            gpu_model = measured.declared_gpu_model(config, self.catalog)
+            self.job_models.adopt(job.job_id, measured.share_key(config, gpu_model), now=now)
         views = [models.job_view(j, self._config(j), self.config.sync_penalty_per_gpu,
                                  self.job_rate(j), elastic=self._elastic,
                                  model=self.job_models.model(j.job_id)
@@ -401,19 +407,12 @@ class SchedulerController:
 
     # -- autoscaling -------------------------------------------------------------------
     def _autoscale(self, snapshot) -> None:
-        """Send this round's capacity request (see :func:`resource_request`), or clear it."""
-        request = resource_request(
+        """Send this round's capacity request (see :func:`send_request`), or clear it."""
+        self._requested = send_request(
+            self.cluster, self._requested, snapshot=snapshot, policy=self.policy,
             waiting=[(j, self._config(j)) for j in self.store.jobs(WAITING)],
             running=[(j, self._config(j)) for j in self.store.jobs(RUNNING)],
-            num_nodes=len(snapshot.nodes), catalog=self.catalog, config=self.config,
-            growth_gpus=growth_gpus(self.policy, snapshot, catalog=self.catalog,
-                                    config=self.config))
-        if request:
-            self.cluster.request_resources(request)
-            self._requested = request
-        elif self._requested is not None:
-            self.cluster.clear_resource_request()
-            self._requested = None
+            catalog=self.catalog, config=self.config)
 
     # -- helpers -----------------------------------------------------------------------
     def _config(self, job: JobRecord) -> JobConfig:

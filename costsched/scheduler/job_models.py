@@ -33,7 +33,7 @@ import numpy as np
 
 from costsched.cost.prices import usd_over
 from costsched.errors import ConfigError
-from costsched.goodput.online import OnlineThroughput
+from costsched.goodput.online import OnlineThroughput, config_key
 from costsched.goodput.throughput import (
     DEFAULT_PRIOR,
     ThroughputParams,
@@ -44,6 +44,17 @@ from costsched.sqlite_file import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS measurements (
+    job_id TEXT NOT NULL,
+    num_workers INTEGER NOT NULL,
+    num_nodes INTEGER NOT NULL,
+    local_bsz REAL NOT NULL,
+    accum_steps INTEGER NOT NULL,
+    step_time_s REAL NOT NULL,
+    sync_time_s REAL NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (job_id, num_workers, num_nodes, local_bsz, accum_steps)
+);
+CREATE TABLE IF NOT EXISTS adopted_measurements (
     job_id TEXT NOT NULL,
     num_workers INTEGER NOT NULL,
     num_nodes INTEGER NOT NULL,
@@ -236,12 +247,16 @@ class JobModels:
         row = db.execute("SELECT params, num_points FROM job_models WHERE job_id=?",
                          (job_id,)).fetchone()
         fitted = row is not None and row["params"] is not None
+        own = {config_key(p): p for p in _points(db, job_id)}
+        adopted = _rows_to_points(db.execute(
+            "SELECT * FROM adopted_measurements WHERE job_id=?", (job_id,)).fetchall())
         return OnlineThroughput.restore(
-            _points(db, job_id),
+            [p for p in adopted if config_key(p) not in own] + list(own.values()),
             ThroughputParams(**json.loads(row["params"])) if fitted else None,
             num_points_fitted=row["num_points"] if fitted else 0, prior=self.prior)
 
     def points(self, job_id: str) -> list[ThroughputPoint]:
+        """The job's own measured steps (not those it adopted from a pool)."""
         with self._connect() as db:
             return _points(db, job_id)
 
@@ -256,9 +271,10 @@ class JobModels:
 
     def adopt(self, job_id: str, share_key: str | None, *, now: float) -> bool:
         """A job with no fitted model yet starts from the steps pooled under ``share_key``
-        (:meth:`~costsched.goodput.online.OnlineThroughput.adopt`): they become its
-        points, and it is fitted to them. Returns whether it adopted any (never without
-        a key)."""
+        (:meth:`~costsched.goodput.online.OnlineThroughput.adopt`): they are kept as its
+        adopted points (its own measurements replace them, :meth:`points` leaves them
+        out), and it is fitted to them. Returns whether it adopted any (never without a
+        key)."""
         if share_key is None:
             return False
         with self._connect() as db:
@@ -272,15 +288,16 @@ class JobModels:
         if not learner.adopt(_rows_to_points(rows)):
             return False
         with self._connect() as db:
-            db.executemany("INSERT OR IGNORE INTO measurements VALUES (?,?,?,?,?,?,?,?)",
+            db.executemany("INSERT OR IGNORE INTO adopted_measurements VALUES"
+                           " (?,?,?,?,?,?,?,?)",
                            [(job_id, r["num_workers"], r["num_nodes"], r["local_bsz"],
                              r["accum_steps"], r["step_time_s"], r["sync_time_s"], r["at"])
                             for r in rows])
             db.execute("INSERT OR IGNORE INTO job_models (job_id, at) VALUES (?, ?)",
                        (job_id, now))
-            db.execute("UPDATE job_models SET params=?, num_points=?, at=? WHERE job_id=?",
-                       (json.dumps(asdict(learner.params)), learner.num_points_fitted, now,
-                        job_id))
+            db.execute("UPDATE job_models SET params=?, num_points=?, at=? WHERE job_id=?"
+                       " AND params IS NULL", (json.dumps(asdict(learner.params)),
+                                               learner.num_points_fitted, now, job_id))
         return True
 
     def model(self, job_id: str) -> JobModel | None:
@@ -308,12 +325,25 @@ def throughput_point(m: Measurement) -> ThroughputPoint | None:
         return None
 
 
-def share_key(config) -> str | None:
-    """The pool a job's measured steps go to and a new job starts from: its
-    ``training.measurements_key`` at its ``cost.instance_type`` (steps differ by node
-    type); None when it sets no key."""
+def share_key(config, gpu_model: str | None) -> str | None:
+    """The pool of steps measured on ``gpu_model`` by jobs of ``config``'s
+    ``training.measurements_key`` (steps differ by GPU model); None when the job sets no
+    key or the model is not one known model."""
     key = config.training.measurements_key
-    return None if key is None else f"{key}@{config.cost.instance_type}"
+    return None if key is None or not gpu_model else f"{key}@{gpu_model}"
+
+
+def placed_gpu_model(placement: Mapping[str, int], gpu_models: Mapping[str, str]) -> str | None:
+    """The one GPU model of the nodes in ``placement`` (node id -> model in
+    ``gpu_models``); None for none, several or an unknown node."""
+    found = {gpu_models.get(node_id) for node_id, count in placement.items() if count > 0}
+    return found.pop() if len(found) == 1 else None
+
+
+def declared_gpu_model(config, catalog) -> str:
+    """The GPU model of the job's ``cost.instance_type``: where a job not yet placed is
+    taken to run, for the pool it starts from."""
+    return catalog.instance(config.cost.instance_type).gpu_model
 
 
 def _points(db, job_id: str) -> list[ThroughputPoint]:

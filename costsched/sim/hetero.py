@@ -87,6 +87,8 @@ class HeteroSimulator(Simulator):
         self._gpu_s: dict[tuple[str, str], float] = {}
         self._intervals: dict[str, list[list]] = {j.spec.name: [] for j in self.jobs}
         self._profiled: set[str] = set()
+        if not aware:
+            self._shared = None
         if aware and not config.oracle:
             cache: dict = {}
             for job in self.jobs:
@@ -104,16 +106,15 @@ class HeteroSimulator(Simulator):
         return FittedThroughput(learner.params, app.local_bsz_choices.tolist(), app.max_local_bsz)
 
     def _share_key(self, job: SimJob) -> object:
-        """Aware: the jobs of its app on the GPU model it runs on (steps differ by model)."""
-        if not self._learners:
-            return super()._share_key(job)
+        """The jobs of its app on the GPU model it runs on (steps differ by model)."""
         return job.spec.application, self._on.get(job.spec.name, next(iter(self.pools)))
 
     def _arrived(self, job: SimJob) -> SimJob:
         """Aware, with shared measurements: each model's learner starts from what earlier
-        jobs of its app measured on that model."""
-        if not self._learners or self._shared is None:
-            return super()._arrived(job)
+        jobs of its app measured on that model. (The unaware baseline, one learner fed
+        every model, shares nothing: it could not tell the models' steps apart.)"""
+        if self._shared is None:
+            return job
         name = job.spec.name
         for model in self.pools:
             points = self._shared.points((job.spec.application, model))

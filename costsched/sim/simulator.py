@@ -338,11 +338,12 @@ class Simulator:
 
     def _measure(self, job: SimJob) -> None:
         """Record ``job``'s step on its placement and the batch its noise was measured at."""
-        if job.learned.record(self._measured_point(job)):
+        point = self._measured_point(job)
+        if job.learned.record(point):
             job.fitted = self._fitted(job)
         job.measured_batch_size = job.batch_size
-        if self._shared is not None:
-            self._shared.add(self._share_key(job), job.learned.points)
+        if self._shared is not None:  # what it measured itself, not what it adopted
+            self._shared.add(self._share_key(job), [point])
 
     def _arrived(self, job: SimJob) -> SimJob:
         """``job``, just submitted: with shared measurements, it starts from its app's."""
