@@ -42,9 +42,12 @@ from costsched.goodput.throughput import (
 )
 from costsched.sqlite_file import SqliteFile
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS measurements (
-    job_id TEXT NOT NULL,
+
+def _steps_table(name: str, owner: str) -> str:
+    """A table of measured steps, one mean per configuration of each ``owner``."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {name} (
+    {owner} TEXT NOT NULL,
     num_workers INTEGER NOT NULL,
     num_nodes INTEGER NOT NULL,
     local_bsz REAL NOT NULL,
@@ -52,30 +55,13 @@ CREATE TABLE IF NOT EXISTS measurements (
     step_time_s REAL NOT NULL,
     sync_time_s REAL NOT NULL,
     at REAL NOT NULL,
-    PRIMARY KEY (job_id, num_workers, num_nodes, local_bsz, accum_steps)
-);
-CREATE TABLE IF NOT EXISTS adopted_measurements (
-    job_id TEXT NOT NULL,
-    num_workers INTEGER NOT NULL,
-    num_nodes INTEGER NOT NULL,
-    local_bsz REAL NOT NULL,
-    accum_steps INTEGER NOT NULL,
-    step_time_s REAL NOT NULL,
-    sync_time_s REAL NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (job_id, num_workers, num_nodes, local_bsz, accum_steps)
-);
-CREATE TABLE IF NOT EXISTS shared_measurements (
-    share_key TEXT NOT NULL,
-    num_workers INTEGER NOT NULL,
-    num_nodes INTEGER NOT NULL,
-    local_bsz REAL NOT NULL,
-    accum_steps INTEGER NOT NULL,
-    step_time_s REAL NOT NULL,
-    sync_time_s REAL NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (share_key, num_workers, num_nodes, local_bsz, accum_steps)
-);
+    PRIMARY KEY ({owner}, num_workers, num_nodes, local_bsz, accum_steps)
+);"""
+
+
+# A job's own steps, the steps it adopted from a pool, and the pools (by share key).
+SCHEMA = _steps_table("measurements", "job_id") + _steps_table(
+    "adopted_measurements", "job_id") + _steps_table("shared_measurements", "share_key") + """
 CREATE TABLE IF NOT EXISTS job_models (
     job_id TEXT PRIMARY KEY,
     params TEXT,
