@@ -146,3 +146,52 @@ def test_job_scales_fake_cluster_up_then_down(cluster, tmp_path):
             f"{SLOT} node still up {elapsed:.0f} s after the queue drained{context()}"
         time.sleep(1.0)
     assert ray.cluster_resources().get(INSTANCE, 0) == 0, context()
+
+
+@pytest.mark.extended  # the node counts it asks for: tests/test_scheduler_growth.py
+def test_growth_that_pays_adds_a_node_the_job_then_grows_onto(cluster, tmp_path):
+    """cost-aware with ``autoscaling.usd_per_job_hour``: a 1..2-worker job that scales
+    (the default model) gets its own worker's node and, its second worker being worth
+    its price, one more whole node; the autoscaler adds both and the job grows to 2."""
+    catalog = load_catalog()
+    config = SchedulerConfig(
+        policy="cost-aware", round_s=TICK_S, accelerator_resource=SLOT,
+        state_path=str(tmp_path / "scheduler.db"),
+        autoscaling=AutoscalingSection(min_nodes=0, max_nodes=2, node_types=(NODE_TYPE,),
+                                       usd_per_job_hour=100.0))
+    controller = SchedulerController.from_config(
+        config, cluster=RayClusterClient(SLOT, catalog),
+        runner=RayJobRunner(catalog, str(tmp_path / "ledger.db"), str(tmp_path / "runs")),
+        clock=SystemClock())
+    data = yaml.safe_load(_job_yaml(tmp_path))
+    data["name"] = "autoscale-grow"
+    data["dataset"]["num_samples"] = 4000
+    data["training"]["num_epochs"] = 8
+    data["scaling"].update(min_workers=1, max_workers=2)
+    job_id = controller.submit(yaml.safe_dump(data))
+
+    report = controller.tick()
+    whole = [b for b in report.requested if "CPU" not in b.resources]
+    assert [(b.instance_type, b.resources) for b in whole] == [(NODE_TYPE, {SLOT: 1.0})], \
+        report.requested
+    most_workers, most_slots = 0, 0.0
+    start = time.monotonic()
+    while True:
+        most_slots = max(most_slots, ray.cluster_resources().get(SLOT, 0))
+        job = controller.store.get(job_id)
+        most_workers = max(most_workers, job.workers)
+        if job.state in TERMINAL or most_workers >= 2:
+            break
+        elapsed = time.monotonic() - start
+        assert elapsed < JOB_TIMEOUT_S, (
+            f"job {job.state} on {job.workers} workers after {elapsed:.0f} s, "
+            f"{most_slots} slots seen; events={controller.logs(job_id)}\n"
+            f"autoscaler log tail:\n{_monitor_tail(cluster)}")
+        time.sleep(TICK_S)
+        controller.tick()
+    assert most_slots >= 2, f"the growth node never came: {controller.logs(job_id)}"
+    assert most_workers == 2, f"the job never grew: {controller.logs(job_id)}"
+    controller.cancel(job_id)
+    for _ in range(30):  # let the stop finish so the nodes can go idle
+        controller.finish_stops()
+        time.sleep(0.5)
