@@ -96,10 +96,18 @@ def sublinear(placement, local_bsz):
     return 0.01 * local_bsz * (1 + 0.1 * (sum(placement) - 1))
 
 
-def nodes_wanted(usd_per_job_hour: float, throughput) -> int:
-    snap = snapshot([job("j", throughput=FakeThroughput(throughput))], nodes(1),
-                    autoscaling=scaling(max_nodes=16))
+def nodes_wanted(usd_per_job_hour: float, throughput, priority: int = 0) -> int:
+    snap = snapshot([job("j", throughput=FakeThroughput(throughput), priority=priority)],
+                    nodes(1), autoscaling=scaling(max_nodes=16))
     return CostAwarePolicy(usd_per_job_hour=usd_per_job_hour).nodes_wanted(snap)
+
+
+def test_an_hour_of_a_higher_priority_job_is_worth_2_to_the_priority_hours():
+    # At $4 a job-hour a priority-2 job is sized as a priority-0 one at $16, and a
+    # priority -1 one as at $2: 3, 2 and 1 nodes of this sublinear job.
+    assert [nodes_wanted(4.0, sublinear, priority=p) for p in (2, 0, -1)] == [
+        nodes_wanted(16.0, sublinear), nodes_wanted(4.0, sublinear),
+        nodes_wanted(2.0, sublinear)] == [3, 2, 1]
 
 
 def test_a_job_hour_worth_more_buys_more_nodes():

@@ -81,6 +81,8 @@ class Move:
     """GPUs the step adds (d)."""
     speedup_gained: float
     """Speedup the step adds (g), unweighted."""
+    priority: int = 0
+    """The job's priority: an hour of its JCT is worth 2**priority job-hours."""
 
 
 def usd_per_job_hour_saved(move: Move, gpu_usd_per_hour: float) -> float:
@@ -125,9 +127,10 @@ class CostAwarePolicy:
     """Allocation shapes that avoid split placements: 1, 2, 4, ... GPUs within one node,
     or whole nodes (as Sia restricts them). False: any count."""
     usd_per_job_hour: float = DEFAULT_USD_PER_JOB_HOUR
-    """Autoscaling: dollars one hour less of one job's completion time is worth. The
-    cluster keeps a growth move when the dollars it adds per job-hour it saves are at
-    most this (:func:`usd_per_job_hour_saved`); higher: more nodes, shorter JCT."""
+    """Autoscaling: dollars one hour less of one job's completion time is worth (at
+    priority 0; 2**priority times this for other jobs). The cluster keeps a growth move
+    when the dollars it adds per job-hour it saves are at most that
+    (:func:`usd_per_job_hour_saved`); higher: more nodes, shorter JCT."""
     min_run_s: float = DEFAULT_MIN_RUN_S
     """Hysteresis against preemption ping-pong: a job that began its run less than this
     long ago is not preempted by a job of equal or lower priority, and a running job's
@@ -206,7 +209,7 @@ class CostAwarePolicy:
         wanted = grower.admitted_gpus
         for move in grower.moves:  # spot GPUs are handed out first, at the spot price
             price = prices[wanted + move.num_gpus > spot_gpus]
-            if usd_per_job_hour_saved(move, price) <= self.usd_per_job_hour:
+            if usd_per_job_hour_saved(move, price) <= self.usd_per_job_hour * 2.0 ** move.priority:
                 wanted += move.num_gpus
         num_nodes = max(math.ceil(wanted / gpus_per_node), scaling.min_nodes)
         return min(num_nodes, len(spot) + scaling.max_nodes)  # :func:`_resize` splits it
@@ -355,7 +358,8 @@ class Growth:
             before = self.speedup(job, alloc[job.name])
             self.moves.append(Move(gpus_before=alloc[job.name], speedup_before=before,
                                    num_gpus=target - alloc[job.name],
-                                   speedup_gained=self.speedup(job, target) - before))
+                                   speedup_gained=self.speedup(job, target) - before,
+                                   priority=job.priority))
             capacity.take(job, target - alloc[job.name])
             alloc[job.name] = target
             self._push(heap, rank, job, target,
