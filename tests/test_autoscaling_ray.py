@@ -32,9 +32,11 @@ from costsched.scheduler.interfaces import SystemClock  # noqa: E402
 from costsched.scheduler.state import TERMINAL  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
 from tests.support.autoscaling_cluster import fake_cluster  # noqa: E402
+from tests.support.s3 import keys, s3_server  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
+BUCKET = "costsched-autoscale"
 SLOT = "cpu_slot"
 NODE_TYPE = "g5.xlarge"
 INSTANCE = f"instance_{NODE_TYPE}"
@@ -49,8 +51,10 @@ SCALE_DOWN_TIMEOUT_S = 90.0
 
 @pytest.fixture(scope="module")
 def cluster():
-    with fake_cluster(idle_timeout_minutes=IDLE_TIMEOUT_MINUTES,
-                      logging_level="WARNING") as c:
+    # The S3 server first: the fake nodes' processes inherit its endpoint and keys, so a
+    # run that moves between nodes restores from object storage, not a shared folder.
+    with s3_server(BUCKET), fake_cluster(idle_timeout_minutes=IDLE_TIMEOUT_MINUTES,
+                                         logging_level="WARNING") as c:
         yield c
 
 
@@ -152,7 +156,8 @@ def test_job_scales_fake_cluster_up_then_down(cluster, tmp_path):
 def test_growth_that_pays_adds_a_node_the_job_then_grows_onto(cluster, tmp_path):
     """cost-aware with ``autoscaling.usd_per_job_hour``: a 1..2-worker job that scales
     (the default model) gets its own worker's node and, its second worker being worth
-    its price, one more whole node; the autoscaler adds both and the job grows to 2."""
+    its price, one more whole node; the autoscaler adds both and the job grows to 2,
+    restoring from its checkpoint in the S3 server."""
     catalog = load_catalog()
     config = SchedulerConfig(
         policy="cost-aware", round_s=TICK_S, accelerator_resource=SLOT,
@@ -161,7 +166,7 @@ def test_growth_that_pays_adds_a_node_the_job_then_grows_onto(cluster, tmp_path)
                                        usd_per_job_hour=100.0))
     controller = SchedulerController.from_config(
         config, cluster=RayClusterClient(SLOT, catalog),
-        runner=RayJobRunner(catalog, str(tmp_path / "ledger.db"), str(tmp_path / "runs")),
+        runner=RayJobRunner(catalog, str(tmp_path / "ledger.db"), f"s3://{BUCKET}/runs"),
         clock=SystemClock())
     data = yaml.safe_load(_job_yaml(tmp_path))
     data["name"] = "autoscale-grow"
@@ -174,13 +179,14 @@ def test_growth_that_pays_adds_a_node_the_job_then_grows_onto(cluster, tmp_path)
     whole = [b for b in report.requested if "CPU" not in b.resources]
     assert [(b.instance_type, b.resources) for b in whole] == [(NODE_TYPE, {SLOT: 1.0})], \
         report.requested
-    most_workers, most_slots = 0, 0.0
+    most_workers, most_slots, first_workers = 0, 0.0, 0
     start = time.monotonic()
-    while True:
+    while True:  # to the end of the job: its growth is a stop, checkpoint and restart
         most_slots = max(most_slots, ray.cluster_resources().get(SLOT, 0))
         job = controller.store.get(job_id)
         most_workers = max(most_workers, job.workers)
-        if job.state in TERMINAL or most_workers >= 2:
+        first_workers = first_workers or job.workers
+        if job.state in TERMINAL:
             break
         elapsed = time.monotonic() - start
         assert elapsed < JOB_TIMEOUT_S, (
@@ -190,8 +196,10 @@ def test_growth_that_pays_adds_a_node_the_job_then_grows_onto(cluster, tmp_path)
         time.sleep(TICK_S)
         controller.tick()
     assert most_slots >= 2, f"the growth node never came: {controller.logs(job_id)}"
-    assert most_workers == 2, f"the job never grew: {controller.logs(job_id)}"
-    controller.cancel(job_id)
-    for _ in range(30):  # let the stop finish so the nodes can go idle
-        controller.finish_stops()
-        time.sleep(0.5)
+    assert (first_workers, most_workers) == (1, 2), \
+        f"the job never grew from 1 to 2 workers: {controller.logs(job_id)}"
+    assert job.state in ("COMPLETED", "TARGET_REACHED"), controller.logs(job_id)
+    # The resize stopped the run at a checkpoint in object storage, where the 2-worker
+    # run restored from (no folder is read across nodes).
+    assert any("checkpoint_" in key for key in keys(BUCKET, "runs/")), \
+        keys(BUCKET, "runs/")
