@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from costsched.errors import ConfigError
-from costsched.sim.profiles import canonical_placement, load_profiles, statistical_gain
+from costsched.policy.snapshot import statistical_gain
+from costsched.sim.profiles import canonical_placement, load_profiles
 from tests.support.sim_fixture import FIXTURE, fixture_profiles
 
 
@@ -46,9 +47,9 @@ def test_unmeasured_placement_lies_between_the_measured_node_counts():
 
 
 def test_gain_formula():
-    assert statistical_gain(1.0, 2.0, 5.0) == pytest.approx(1.0)
-    assert statistical_gain(8.0, 1e-12, 1.0) == pytest.approx(8.0)  # all noise: linear
-    assert statistical_gain(8.0, 1.0, 1e-12) == pytest.approx(1.0)  # no noise: no gain
+    assert statistical_gain(2.0, 5.0, 1, 1.0) == pytest.approx(1.0)
+    assert statistical_gain(1e-12, 1.0, 1, 8.0) == pytest.approx(8.0)  # all noise: linear
+    assert statistical_gain(1.0, 1e-12, 1, 8.0) == pytest.approx(1.0)  # no noise: no gain
 
 
 def test_gain_grows_as_training_gets_noisier():

@@ -139,9 +139,7 @@ class OnlineThroughput:
         self._points[key] = point
         if not needs_refit(self.predict_step_time_s(point), point.step_time_s):
             return False
-        self.params = self._fit()
-        self.num_fits += 1
-        self.num_points_fitted = len(self._points)
+        self._refit()
         return True
 
     def adopt(self, points: Iterable[ThroughputPoint]) -> bool:
@@ -152,10 +150,13 @@ class OnlineThroughput:
         if not new:
             return False
         self._points.update(new)
+        self._refit()
+        return True
+
+    def _refit(self) -> None:
         self.params = self._fit()
         self.num_fits += 1
         self.num_points_fitted = len(self._points)
-        return True
 
     def _fit(self) -> ThroughputParams:
         points = self.points

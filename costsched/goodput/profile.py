@@ -31,7 +31,8 @@ import pandas as pd
 
 from costsched.errors import ConfigError
 from costsched.goodput.throughput import ThroughputPoint
-from costsched.sim.profiles import APP_EPOCHS, APP_SPEC_FILE, canonical_placement, statistical_gain
+from costsched.policy.snapshot import statistical_gain
+from costsched.sim.profiles import APP_EPOCHS, APP_SPEC_FILE, canonical_placement
 
 if TYPE_CHECKING:
     from costsched.scheduler.job_models import CurvePoint, JobModels
@@ -161,7 +162,7 @@ def validation_frame(curve: Sequence[CurvePoint], *, epochs: int,
         return np.maximum(sqr, _MIN_GRAD_SQR), var / init_batch_size
 
     sqr, var = stats(known)
-    gains = np.array([statistical_gain(c.global_batch_size / init_batch_size, s, v)
+    gains = np.array([statistical_gain(s, v, init_batch_size, c.global_batch_size)
                       for c, s, v in zip(rows, sqr, var, strict=True)])
     progress = np.cumsum(np.diff(steps, prepend=0.0) * gains)
     metrics = {c.epoch: c.metric for c in rows}

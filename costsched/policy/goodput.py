@@ -95,7 +95,8 @@ _STEP_TABLES_MAX = 20_000
 
 def model_key(throughput: ThroughputModel) -> Hashable:
     """Equal for throughput models that predict the same: their class and ``cache_key``
-    when they carry one, else the object itself."""
+    when they carry one, else the object's ``id`` (the caller keeps the object alive while
+    the key is in use)."""
     key = getattr(throughput, "cache_key", None)
     return ("model", type(throughput), key) if key is not None else ("object", id(throughput))
 
@@ -193,9 +194,7 @@ class GoodputTable:
         return name in self._group
 
     def goodput(self, name: str, num_gpus: int) -> float:
-        group = self._group[name]
-        scored = group.by_count.get(num_gpus) or group.score([num_gpus], self.gpus_per_node)
-        return float(scored[0][self._row[name]])
+        return float(self._scored(name, num_gpus)[0][self._row[name]])
 
     def goodputs(self, name: str, counts: Sequence[int]) -> list[float]:
         """:meth:`goodput` at each of ``counts``."""
@@ -215,9 +214,13 @@ class GoodputTable:
         return np.stack([group.by_count[count][0] for count in counts], axis=1)
 
     def choice(self, name: str, num_gpus: int) -> GoodputChoice:
-        group, row = self._group[name], self._row[name]
-        scored = group.by_count.get(num_gpus) or group.score([num_gpus], self.gpus_per_node)
+        scored, row = self._scored(name, num_gpus), self._row[name]
         return GoodputChoice(goodput=float(scored[0][row]), batch_size=int(scored[1][row]))
+
+    def _scored(self, name: str, num_gpus: int) -> tuple[np.ndarray, np.ndarray]:
+        """(goodput, batch size) of every job of ``name``'s group at ``num_gpus``."""
+        group = self._group[name]
+        return group.by_count.get(num_gpus) or group.score([num_gpus], self.gpus_per_node)
 
 
 class _Group:

@@ -121,8 +121,8 @@ class _TypedGrowth(Growth):
         self.goodputs = {m: GoodputTable(((name, throughput, self.jobs[name].efficiency)
                                           for name, throughput in runs_on[m].items()),
                                          self.per_node[m]) for m in nodes}
-        self._weights: dict[str, float] = {}
-        self._bases: dict[str, float] = {}
+        self._weight_base: dict[str, tuple[float, float]] = {}
+        """Job -> (:meth:`weight`, its best one-GPU goodput on any model)."""
         self._sizes = {m: ModelSizes(partial(self.allowed_on, m), partial(self._usd, m))
                        for m in nodes}
         self._rows: dict[str, dict[str, array]] = {m: {} for m in nodes}
@@ -210,8 +210,8 @@ class _TypedGrowth(Growth):
             jobs = [self.jobs[name] for name in names]
             sizes = self._sizes[model].up_to(max(tops))
             counts = sizes[:bisect_right(sizes, max(tops))]
-            weight = np.array([self._weight_and_base(job)[0] for job in jobs])[:, None]
-            base = np.array([self._bases[name] for name in names])[:, None]
+            weight, base = (np.array(column)[:, None] for column in zip(
+                *(self._weight_and_base(job) for job in jobs), strict=True))
             plain = weight * (table.matrix(names[0], counts) / base)
             factor = [self.restart_factor(job) if self.held.get(job.name, 0) else 1.0
                       for job in jobs]
@@ -245,13 +245,13 @@ class _TypedGrowth(Growth):
 
     def _weight_and_base(self, job: JobView) -> tuple[float, float]:
         """(:meth:`weight`, the job's best one-GPU goodput on any model, at least 1e-12)."""
-        base = self._bases.get(job.name)
-        if base is None:
+        hit = self._weight_base.get(job.name)
+        if hit is None:
             ones = [table.goodput(job.name, 1) or table.goodput(job.name, job.min_gpus)
                     for table in self.goodputs.values() if job.name in table]
-            base = self._bases[job.name] = max(max(ones, default=0.0), 1e-12)
-            self._weights[job.name] = self.weight(job)
-        return self._weights[job.name], base
+            hit = self._weight_base[job.name] = (self.weight(job),
+                                                 max(max(ones, default=0.0), 1e-12))
+        return hit
 
     def cost(self, model: str, count: int) -> float:
         """Dollars per hour of ``count`` GPUs of ``model`` (the policy's mean price); an

@@ -105,9 +105,11 @@ class HeteroSimulator(Simulator):
         learner = self._learners[(job.spec.name, model)]
         return FittedThroughput(learner.params, app.local_bsz_choices.tolist(), app.max_local_bsz)
 
-    def _share_key(self, job: SimJob) -> object:
-        """The jobs of its app on the GPU model it runs on (steps differ by model)."""
-        return job.spec.application, self._on.get(job.spec.name, next(iter(self.pools)))
+    def _share_key(self, job: SimJob, model: str | None = None) -> object:
+        """The jobs of its app on ``model``, by default the one it runs on (steps differ by
+        model)."""
+        return job.spec.application, model or self._on.get(job.spec.name,
+                                                           next(iter(self.pools)))
 
     def _arrived(self, job: SimJob) -> SimJob:
         """Aware, with shared measurements: each model's learner starts from what earlier
@@ -117,7 +119,7 @@ class HeteroSimulator(Simulator):
             return job
         name = job.spec.name
         for model in self.pools:
-            points = self._shared.points((job.spec.application, model))
+            points = self._shared.points(self._share_key(job, model))
             if self._learners[(name, model)].adopt(points):
                 self._fits[(name, model)] = self._typed_fit(job, model)
         self._use_model(job, self._on.get(name, next(iter(self.pools))))

@@ -36,6 +36,7 @@ import pandas as pd
 
 from costsched.config.strict import closest_hint
 from costsched.errors import ConfigError
+from costsched.policy.snapshot import statistical_gain
 
 # Epochs each app trains for, and its per-GPU batch cap, from the data README.
 APP_EPOCHS: dict[str, int] = {
@@ -151,10 +152,12 @@ class AppProfile:
     """A policy's step-time tables for this profile (:mod:`costsched.policy.goodput`): a
     profile holds them, so they go when it does."""
     _columns: dict = field(default_factory=dict, repr=False, compare=False)
-    """Arrays derived from the measurements, kept: curve columns by (batch size, column)
+    """Values derived from the measurements, kept: curve columns by (batch size, column)
     (the simulator reads the noise statistics of every running job every round, and a
-    DataFrame lookup cost more than the interpolation), and the step-time groups by
-    node count."""
+    DataFrame lookup cost more than the interpolation); the curves' epoch axes
+    (``("epoch_axis", size)``), batch sizes (``"sizes"``) and progress axes
+    (``"epoch_at"``); the one-GPU floor (``("floor", local batch)``); the step-time
+    groups' node counts (``"levels"``), replica axes and interpolations by replicas."""
 
     @property
     def init_batch_size(self) -> int:
@@ -304,20 +307,15 @@ class AppProfile:
     def _stats_on_curve(self, size: int, epoch: float) -> tuple[float, float]:
         sqr, var = self.curve_column(size, "grad_sqr"), self.curve_column(size, "grad_var")
         # Row k holds the statistics measured during epoch k (0-based).
-        xs = self._columns.get((size, "epoch"))
+        xs = self._columns.get(("epoch_axis", size))
         if xs is None:
-            xs = self._columns[(size, "epoch")] = np.arange(len(sqr), dtype=float)
+            xs = self._columns[("epoch_axis", size)] = np.arange(len(sqr), dtype=float)
         return float(np.interp(epoch, xs, sqr)), float(np.interp(epoch, xs, var))
 
     def gain(self, batch_size: float, epoch: float) -> float:
         """Progress per step at ``batch_size``: (var + sqr) / (var / s + sqr), s = B / B0."""
         sqr, var = self.grad_stats(batch_size, epoch)
-        return statistical_gain(batch_size / self.init_batch_size, sqr, var)
-
-
-def statistical_gain(scale: float, grad_sqr: float, grad_var: float) -> float:
-    """Pollux gain of a batch ``scale`` times the initial: (var + sqr) / (var / scale + sqr)."""
-    return (grad_var + grad_sqr) / (grad_var / scale + grad_sqr)
+        return statistical_gain(sqr, var, self.init_batch_size, batch_size)
 
 
 def load_app(folder: Path) -> AppProfile:
