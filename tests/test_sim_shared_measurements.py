@@ -68,7 +68,7 @@ def test_a_later_job_of_an_app_starts_from_what_the_earlier_one_measured(share):
     assert all(job.jct_s > 0 for job in result.jobs)
 
 
-def test_without_sharing_the_run_is_as_before_and_oracle_runs_ignore_the_setting():
+def test_oracle_runs_ignore_the_setting_and_learned_runs_change_with_it():
     def jcts(**config):
         jobs = [JobSpec(name=f"bert-{i}", submit_time_s=600.0 * i, application="bert",
                         num_replicas=1, batch_size=12) for i in range(2)]

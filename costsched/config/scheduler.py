@@ -48,7 +48,7 @@ class AutoscalingSection:
             raise ConfigError("`autoscaling` needs 0 <= min_nodes <= max_nodes")
         if self.usd_per_job_hour is not None and not 0 < self.usd_per_job_hour < math.inf:
             raise ConfigError("`autoscaling.usd_per_job_hour` must be a positive number of "
-                              f"dollars (e.g. 16) or null, got {self.usd_per_job_hour}")
+                              f"dollars (e.g. 24) or null, got {self.usd_per_job_hour}")
 
 
 @dataclass(frozen=True, kw_only=True)
