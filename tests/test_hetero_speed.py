@@ -240,7 +240,9 @@ def test_a_step_time_in_floats_is_the_fits_own_arithmetic():
         sync = _sync_of_shape(params, np.maximum(np.array([replicas]) - 2, 0),
                               np.array([nodes_ > 1]), np.array([replicas > 1]))
         expected = (accum - 1) * compute + _optim_s(params, compute, sync)
-        assert predict_step_time_s(params, nodes_, replicas, local, accum) == expected[0]
+        got = predict_step_time_s(params, nodes_, replicas, local, accum)
+        # numpy's vectorised power may differ from libm's in the last bits (AVX-512)
+        assert math.isclose(got, expected[0], rel_tol=1e-14, abs_tol=0.0)
 
 
 def test_the_canonical_placement_is_the_smallest_rotation_of_the_nodes_used():

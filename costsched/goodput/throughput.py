@@ -164,7 +164,9 @@ def predict_step_time_s(params: ThroughputParams, num_nodes: int, num_replicas: 
                          f"l={local_bsz} a={accum_steps}")
     # The fit's arithmetic (:func:`_objective`) for one configuration, in plain floats: a
     # policy asks this for every batch candidate of every job at every size, and array
-    # overhead dominated. The same operations in the same order, so the same doubles.
+    # overhead dominated. The same operations in the same order, so the same doubles up to
+    # the last bit or two of the power, which numpy's vectorised one may round otherwise
+    # on some CPUs (AVX-512).
     p = params
     compute = p.alpha_c + p.beta_c * float(local_bsz)
     extra = max(num_replicas - 2, 0)
