@@ -1,5 +1,5 @@
-"""Several GPU types: one model per job, the best type per dollar, per-type batch caps and
-prices, the heterogeneity-unaware baseline, and ``simulate --cluster`` input errors.
+"""Several GPU types: one model per job, the fast type to the job it speeds up most, per-type
+batch caps and prices, the heterogeneity-unaware baseline, and ``simulate --cluster`` input errors.
 
 Profiles: ``tests/fixtures/sia_small`` (synthetic, see its README): bert on three types,
 `dgx-ext` 100x faster per sample than `aws`, `rtx` 20x slower.
@@ -113,9 +113,10 @@ def test_the_unaware_policy_does_not_prefer_the_fast_type():
     assert hours["p4d.24xlarge"] < 0.9 * sum(hours.values()), hours
 
 
-def two_models(gpus: int = 4):
+def two_models(gpus: int = 4, dear_usd_per_gpu_hour: float = 16.0):
     cheap = NodeView(node_id="c0", gpu_model="CHEAP", num_gpus=gpus, usd_per_hour=4.0 * gpus)
-    dear = NodeView(node_id="d0", gpu_model="DEAR", num_gpus=gpus, usd_per_hour=16.0 * gpus)
+    dear = NodeView(node_id="d0", gpu_model="DEAR", num_gpus=gpus,
+                    usd_per_hour=dear_usd_per_gpu_hour * gpus)
     return cheap, dear
 
 
@@ -127,12 +128,14 @@ def on_model(speedup_on_dear: float, name: str, arrival_time_s: float):
                                              "DEAR": TypeOption(throughput=fast, max_gpus=1)})
 
 
+@pytest.mark.parametrize("dear_usd_per_gpu_hour", [16.0, 40.0])
 @pytest.mark.parametrize("ten_first", [True, False])
-def test_each_job_gets_the_model_where_its_goodput_per_dollar_is_highest(ten_first):
-    """One GPU of each model; DEAR costs 4x CHEAP. The job 10x faster on DEAR gets DEAR
-    (2.5x the goodput per dollar), the job only 2x faster gets CHEAP, whoever came first."""
+def test_the_fast_model_goes_to_the_job_it_speeds_up_most(ten_first, dear_usd_per_gpu_hour):
+    """One GPU of each model, DEAR 4x or 10x CHEAP's catalog price. The job 10x faster on
+    DEAR gets DEAR, the job only 2x faster gets CHEAP, whoever came first: at 10x, per
+    catalog dollar both jobs are better off on CHEAP, and the first would take it."""
     ten, two = on_model(10.0, "ten", 0.0 if ten_first else 1.0), on_model(2.0, "two", 0.5)
-    cluster = two_models(gpus=1)
+    cluster = two_models(gpus=1, dear_usd_per_gpu_hour=dear_usd_per_gpu_hour)
     decision = CostAwarePolicy().decide(snapshot([ten, two], cluster))
     model_of = {n.node_id: n.gpu_model for n in cluster}
     got = {name: {model_of[n] for n in p} for name, p in decision.placements.items()}

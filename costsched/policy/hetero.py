@@ -13,8 +13,10 @@ A job never mixes GPU models in one allocation. Each round, as in the one-model 
 
    with U the weighted speedup (goodput on m' at k' over the job's best one-GPU goodput
    on any model) times Pollux's restart factor unless (m', k') is what it holds. A move
-   to a better and no dearer configuration goes first. ``price(m)``: the mean price of
-   one GPU of model m in the snapshot's nodes.
+   to a better and no dearer configuration goes first. ``price(m)``: the fixed cluster's
+   bill per hour shared out over its GPUs by each model's value to this round's jobs
+   (:meth:`_TypedGrowth._value_prices`): every node is paid for whether used or not, so
+   a catalog price is not what using one of its GPUs costs.
 3. Placement: per model, :func:`~costsched.policy.packing.place_jobs` on that model's
    nodes, so a job keeps its nodes when its (m, k) is unchanged.
 
@@ -99,10 +101,6 @@ class _TypedGrowth(Growth):
         self.per_node = {m: max(n.num_gpus for n in ns) for m, ns in nodes.items()}
         super().__init__(policy, snapshot, max(self.per_node.values()))
         self.aware = policy.heterogeneity_aware
-        self.gpu_price = {m: sum(n.usd_per_hour for n in ns) / max(sum(n.num_gpus for n in ns), 1)
-                          for m, ns in nodes.items()}
-        if not self.aware:
-            self.gpu_price = dict.fromkeys(nodes, self.gpu_usd_per_hour)
         owner = {n.node_id: m for m, ns in nodes.items() for n in ns}
         self.held_model: dict[str, str] = {}
         self.held = {name: num_gpus(p) for name, p in snapshot.placements.items()}
@@ -123,6 +121,8 @@ class _TypedGrowth(Growth):
                                          self.per_node[m]) for m in nodes}
         self._weight_base: dict[str, tuple[float, float]] = {}
         """Job -> (:meth:`weight`, its best one-GPU goodput on any model)."""
+        self.gpu_price = self._value_prices(snapshot)
+        """Model -> dollars per GPU-hour the policy weighs one GPU of it at."""
         self._sizes = {m: ModelSizes(partial(self.allowed_on, m), partial(self._usd, m))
                        for m in nodes}
         self._rows: dict[str, dict[str, array]] = {m: {} for m in nodes}
@@ -243,12 +243,40 @@ class _TypedGrowth(Growth):
         return [weight * (g / base) if k == kept else weight * (g / base) * factor
                 for k, g in zip(counts, goodputs, strict=True)]
 
+    def _value_prices(self, snapshot: ClusterSnapshot) -> dict[str, float]:
+        """Per-GPU price of each model as the policy weighs it: the fixed cluster's bill per
+        hour shared out over its GPUs in proportion to each model's value v(m) to the jobs
+        of this round, the mean over them of their one-GPU goodput on m over their best on
+        any model (aware; unaware, every v(m) = 1). Every node is paid for whether used or
+        not, so a catalog price is not what using a GPU costs: a GPU of a model costs the
+        goodput other jobs could have had on it. A job then wins a model where its edge
+        over its other models beats the other jobs' (its comparative advantage)."""
+        value = dict.fromkeys(self.nodes, 1.0)
+        if self.aware:
+            sums, counts = dict.fromkeys(self.nodes, 0.0), dict.fromkeys(self.nodes, 0)
+            for job in snapshot.jobs:
+                _, base = self._weight_and_base(job)
+                for m, table in self.goodputs.items():
+                    if job.name in table:
+                        sums[m] += self._one_gpu(table, job) / base
+                        counts[m] += 1
+            value = {m: sums[m] / counts[m] if counts[m] else 1.0 for m in self.nodes}
+        bill = sum(n.usd_per_hour for n in snapshot.nodes)
+        units = sum(value[m] * sum(n.num_gpus for n in ns) for m, ns in self.nodes.items())
+        if not units > 0:
+            return dict.fromkeys(self.nodes, self.gpu_usd_per_hour)
+        return {m: bill * value[m] / units for m in self.nodes}
+
+    @staticmethod
+    def _one_gpu(table: GoodputTable, job: JobView) -> float:
+        return table.goodput(job.name, 1) or table.goodput(job.name, job.min_gpus)
+
     def _weight_and_base(self, job: JobView) -> tuple[float, float]:
         """(:meth:`weight`, the job's best one-GPU goodput on any model, at least 1e-12)."""
         hit = self._weight_base.get(job.name)
         if hit is None:
-            ones = [table.goodput(job.name, 1) or table.goodput(job.name, job.min_gpus)
-                    for table in self.goodputs.values() if job.name in table]
+            ones = [self._one_gpu(table, job) for table in self.goodputs.values()
+                    if job.name in table]
             hit = self._weight_base[job.name] = (self.weight(job),
                                                  max(max(ones, default=0.0), 1e-12))
         return hit
