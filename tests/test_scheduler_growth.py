@@ -91,3 +91,44 @@ def test_from_zero_nodes_the_queued_job_and_its_growth_ask_for_whole_nodes_once(
     grow = [b for b in report.requested if "CPU" not in b.resources]
     assert len(workers) == 1 and workers[0].instance_type == "four"
     assert [(b.instance_type, b.resources) for b in grow] == [("four", {"GPU": 4.0})] * grow_nodes
+
+
+def grow_bundles(report) -> list:
+    return [b for b in report.requested if "CPU" not in b.resources]
+
+
+@pytest.mark.parametrize(("half_life_s", "first_asked"), [(None, 1), (300.0, 3)])
+def test_with_hysteresis_growth_nodes_are_asked_for_only_once_the_average_wants_them(
+        tmp_path, half_life_s, first_asked):
+    """The job is worth 12 GPUs at $16 (3 nodes; 1 there). With a 300 s half-life and
+    60 s rounds, a = 1 - 2 ** (-60 / 300) = 0.129 of each round's count goes into an
+    average that starts at the 1 node there: 1.259, 1.484, 1.680. The count changes only
+    once it is past 1.5, at the third round, and then to the 3 wanted: 2 nodes to add."""
+    h = harness(tmp_path, node("n0", slots=4, usd_per_hour=3.2), autoscaling=(
+        AutoscalingSection(max_nodes=3, node_types=("four",), usd_per_job_hour=16.0,
+                           half_life_s=half_life_s)))
+    job = h.controller.submit(job_text("scales", min_workers=1, max_workers=12))
+    asked = [len(grow_bundles(h.tick())) for _ in range(4)]
+    assert h.job(job).workers == 4
+    assert asked == [0] * (first_asked - 1) + [2] * (5 - first_asked)
+
+
+def test_with_hysteresis_a_job_done_within_two_rounds_adds_no_node(tmp_path):
+    h = harness(tmp_path, node("n0", slots=4, usd_per_hour=3.2), autoscaling=(
+        AutoscalingSection(max_nodes=3, node_types=("four",), usd_per_job_hour=16.0,
+                           half_life_s=300.0)))
+    job = h.controller.submit(job_text("scales", min_workers=1, max_workers=12))
+    assert grow_bundles(h.tick()) == grow_bundles(h.tick()) == []
+    h.runner.script[job] = JobProgress(state="finished", outcome="COMPLETED")
+    assert h.tick().requested is None
+
+
+def test_the_half_life_is_checked(tmp_path):
+    path = tmp_path / "scheduler.yaml"
+    path.write_text("autoscaling:\n  max_nodes: 8\n  usd_per_job_hour: 16\n  half_life_s: 300\n")
+    assert load_scheduler_config(path).autoscaling.half_life_s == 300.0
+    for bad in (0, -1, float("inf")):
+        with pytest.raises(ConfigError, match="half_life_s"):
+            AutoscalingSection(usd_per_job_hour=16.0, half_life_s=bad)
+    with pytest.raises(ConfigError, match="usd_per_job_hour"):
+        AutoscalingSection(half_life_s=300.0)

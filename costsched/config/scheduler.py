@@ -42,6 +42,12 @@ class AutoscalingSection:
     worth their price at this value of one hour of one job's completion time (dollars;
     as ``costsched simulate --autoscale --usd-per-job-hour``; the simulator's default is
     24). None: capacity for the running jobs' sizes and the waiting jobs only."""
+    half_life_s: float | None = None
+    """Hysteresis on those growth nodes: follow a moving average of the count the policy
+    wants, with this half-life in seconds, and change it only when the average has moved
+    half a node past the nodes there (as ``costsched simulate --autoscale-half-life``;
+    e.g. 300). None: each round's count. Idle nodes leave after the autoscaler's idle
+    timeout (``cluster.yaml``)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_nodes <= self.max_nodes:
@@ -49,6 +55,12 @@ class AutoscalingSection:
         if self.usd_per_job_hour is not None and not 0 < self.usd_per_job_hour < math.inf:
             raise ConfigError("`autoscaling.usd_per_job_hour` must be a positive number of "
                               f"dollars (e.g. 24) or null, got {self.usd_per_job_hour}")
+        if self.half_life_s is not None and not 0 < self.half_life_s < math.inf:
+            raise ConfigError("`autoscaling.half_life_s` must be a positive number of seconds "
+                              f"(e.g. 300) or null, got {self.half_life_s}")
+        if self.half_life_s is not None and self.usd_per_job_hour is None:
+            raise ConfigError("`autoscaling.half_life_s` smooths the nodes asked for growth; "
+                              "set `autoscaling.usd_per_job_hour` too (e.g. 24)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,8 @@ Capacity for the running jobs plus the waiting jobs that fit under ``max_nodes``
 policy, also whole nodes (the cheapest allowed on-demand type) to grow jobs onto: as
 many as the policy's growth moves are worth at that value of a job-hour
 (:meth:`~costsched.policy.cost_aware.CostAwarePolicy.nodes_wanted`, as the simulator's
-``--autoscale``). The request is sent again every round: Ray keeps one standing request
+``--autoscale``), smoothed over rounds with ``autoscaling.half_life_s``
+(:class:`CapacityRequest`). The request is sent again every round: Ray keeps one standing request
 per cluster, and Ray Data's own autoscaling coordinator (inside every Train run)
 replaces it. Running jobs stay in it so their nodes are not taken as idle while their
 workers start; nodes no longer asked for go when the autoscaler finds them idle.
@@ -17,11 +18,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from costsched.config.job import JobConfig
 from costsched.config.scheduler import SchedulerConfig
 from costsched.cost.prices import PriceCatalog
+from costsched.policy.autoscale_hysteresis import NodeCountHysteresis, NodeCountSmoother
 from costsched.policy.registry import Policy
 from costsched.policy.snapshot import Autoscaling, ClusterSnapshot, NodeView
 from costsched.scheduler.interfaces import ResourceBundle
@@ -56,16 +58,46 @@ def resource_request(*, waiting: Sequence[tuple[JobRecord, JobConfig]],
     return tuple(held + demand) + grow or floor_request(catalog, config)
 
 
+class CapacityRequest:
+    """One live scheduler's standing request, and with ``autoscaling.half_life_s`` the
+    moving average its growth node count follows
+    (:class:`~costsched.policy.autoscale_hysteresis.NodeCountSmoother`, as the simulator's
+    ``--autoscale-half-life``): a count wanted for a round or two adds no node."""
+
+    def __init__(self, config: SchedulerConfig):
+        scaling = config.autoscaling
+        self.standing: tuple[ResourceBundle, ...] | None = None
+        """The request sent last; None: none stands."""
+        self.smoother = None if scaling.half_life_s is None else NodeCountSmoother(
+            NodeCountHysteresis(half_life_s=scaling.half_life_s),
+            min_nodes=scaling.min_nodes, max_nodes=scaling.max_nodes)
+        self._last_s: float | None = None
+        self._round_s = config.round_s
+
+    def send(self, cluster, **request) -> tuple[ResourceBundle, ...] | None:
+        """:func:`send_request` with this request's smoothing; returns what stands now."""
+        now_s = request["snapshot"].time_s
+        elapsed_s = self._round_s if self._last_s is None else now_s - self._last_s
+        self._last_s = now_s
+        smooth = None
+        if self.smoother is not None:
+            def smooth(wanted: int, current: int) -> int:
+                return self.smoother.update(wanted=wanted, current=current, elapsed_s=elapsed_s)
+        self.standing = send_request(cluster, self.standing, smooth=smooth, **request)
+        return self.standing
+
+
 def send_request(cluster, previous: tuple[ResourceBundle, ...] | None, *,
                  waiting: Sequence[tuple[JobRecord, JobConfig]],
                  running: Sequence[tuple[JobRecord, JobConfig]], snapshot: ClusterSnapshot,
-                 policy: Policy, catalog: PriceCatalog, config: SchedulerConfig
+                 policy: Policy, catalog: PriceCatalog, config: SchedulerConfig,
+                 smooth: Callable[[int, int], int] | None = None
                  ) -> tuple[ResourceBundle, ...] | None:
     """Send this round's request to ``cluster`` (:func:`resource_request`, with
     :func:`growth_gpus`), or clear the ``previous`` one; returns what stands now. A
     policy that fails to size the growth leaves it out (logged), not the round."""
     try:
-        grow = growth_gpus(policy, snapshot, catalog=catalog, config=config)
+        grow = growth_gpus(policy, snapshot, catalog=catalog, config=config, smooth=smooth)
     except Exception as exc:  # noqa: BLE001 - the request for the queue still goes out
         log.warning("growth autoscaling skipped this round: %s", exc)
         grow = 0
@@ -80,11 +112,13 @@ def send_request(cluster, previous: tuple[ResourceBundle, ...] | None, *,
 
 
 def growth_gpus(policy: Policy, snapshot: ClusterSnapshot, *, catalog: PriceCatalog,
-                config: SchedulerConfig) -> int:
+                config: SchedulerConfig, smooth: Callable[[int, int], int] | None = None
+                ) -> int:
     """Accelerators the cluster lacks for what the cost-aware policy finds worth paying
     for at ``autoscaling.usd_per_job_hour``: the admitted minimums and the growth moves
     whose JCT saving is worth their dollars, on the nodes there and up to ``max_nodes``
     of the cheapest allowed on-demand type, less the accelerators the nodes have.
+    ``smooth(wanted, current)``: the node count to act on instead of the one wanted.
     0 when that setting is off or the policy does not size jobs by dollars."""
     scaling = config.autoscaling
     usd = scaling.usd_per_job_hour
@@ -99,6 +133,8 @@ def growth_gpus(policy: Policy, snapshot: ClusterSnapshot, *, catalog: PriceCata
     scaled = dataclasses.replace(snapshot, autoscaling=Autoscaling(
         min_nodes=scaling.min_nodes, max_nodes=scaling.max_nodes, template=template))
     wanted = dataclasses.replace(policy, usd_per_job_hour=usd).nodes_wanted(scaled)
+    if smooth is not None:
+        wanted = smooth(wanted, len(snapshot.nodes))
     return max(wanted * template.num_gpus - sum(n.num_gpus for n in snapshot.nodes), 0)
 
 

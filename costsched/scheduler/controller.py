@@ -31,7 +31,7 @@ from costsched.scheduler import policy_view as models
 from costsched.scheduler import spend
 from costsched.scheduler.actions import adaptive_batch_size, batch_change, plan_actions
 from costsched.scheduler.alerts import all_alerts
-from costsched.scheduler.autoscale import send_request
+from costsched.scheduler.autoscale import CapacityRequest
 from costsched.scheduler.interfaces import (
     Action,
     Clock,
@@ -39,7 +39,6 @@ from costsched.scheduler.interfaces import (
     JobProgress,
     JobRunner,
     JobStatus,
-    ResourceBundle,
     RunLedger,
     TickReport,
 )
@@ -64,7 +63,7 @@ class SchedulerController:
         self.ledger = ledger  # status reads each running job's refreshed forecast from it
         self._round = 0
         self._recovered = False
-        self._requested: tuple[ResourceBundle, ...] | None = None
+        self._capacity = CapacityRequest(config)
         self._gpu_models: dict[str, str] = {}  # node id -> GPU model, as last seen
         self._configs: dict[str, JobConfig] = {}
         self._elastic = is_elastic(policy)
@@ -407,9 +406,9 @@ class SchedulerController:
 
     # -- autoscaling -------------------------------------------------------------------
     def _autoscale(self, snapshot) -> None:
-        """Send this round's capacity request (see :func:`send_request`), or clear it."""
-        self._requested = send_request(
-            self.cluster, self._requested, snapshot=snapshot, policy=self.policy,
+        """Send this round's capacity request (see :class:`CapacityRequest`), or clear it."""
+        self._capacity.send(
+            self.cluster, snapshot=snapshot, policy=self.policy,
             waiting=[(j, self._config(j)) for j in self.store.jobs(WAITING)],
             running=[(j, self._config(j)) for j in self.store.jobs(RUNNING)],
             catalog=self.catalog, config=self.config)
@@ -436,4 +435,4 @@ class SchedulerController:
         for alert in alerts:
             log.warning("%s", alert)
         return TickReport(time_s=now, actions=tuple(actions),
-                          alerts=tuple(str(a) for a in alerts), requested=self._requested)
+                          alerts=tuple(str(a) for a in alerts), requested=self._capacity.standing)
