@@ -10,7 +10,7 @@ from costsched.errors import ConfigError
 from costsched.scheduler.interfaces import JobProgress, NodeRecord
 from costsched.scheduler.job_models import FixedBatchThroughput, JobModels
 from tests.test_job_models import GLOBAL_BATCH, SCALES, SYNC_BOUND, measured
-from tests.test_scheduler_fakes import harness, job_text, node
+from tests.test_scheduler_fakes import harness, job_text, make_controller, node
 
 GPU = "A10G"  # the GPU model of every type in the fake catalog
 
@@ -73,6 +73,22 @@ def test_steps_go_to_the_pool_of_the_gpu_model_they_ran_on(tmp_path):
     other = h.controller.submit(keyed("declared-a10g", "cnn"))
     h.tick()
     assert models.model(other) is None
+
+
+def test_the_first_round_after_a_scheduler_restart_pools_on_the_right_gpu_model(tmp_path):
+    t4 = NodeRecord(node_id="t4-0", node_type="four", gpu_model="T4", total_slots=2,
+                    free_slots=2, usd_per_hour=3.2)
+    h = harness(tmp_path, t4)
+    job = h.controller.submit(keyed("on-t4", "cnn", min_workers=1, max_workers=1))
+    h.tick()  # started on the T4 node; then the scheduler restarts
+    restarted = make_controller(h.path, h.clock, h.cluster, h.runner)
+    h.runner.script[job] = JobProgress(state="running", spent_usd=0.0, last_step=5,
+                                       last_step_at=h.clock.now(),
+                                       measurement=measured(1, 1.0, 0.0, 128.0))
+    h.clock.advance(60.0)
+    restarted.tick()  # re-adopts the run and reads its step in the same round
+    assert h.job(job).state == "RUNNING" and h.job(job).run_id
+    assert restarted.job_models.adopt("probe-t4", "cnn@T4", now=h.clock.now())
 
 
 def test_an_empty_key_is_a_one_line_config_error(tmp_path):

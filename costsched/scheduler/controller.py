@@ -131,16 +131,18 @@ class SchedulerController:
         """One scheduling round."""
         now = self.clock.now()
         self.finish_stops()
+        try:  # first: the GPU models the steps polled below ran on (pools are per model)
+            nodes = models.node_views(self.cluster.nodes())
+            self._gpu_models = {n.node_id: n.gpu_model for n in nodes}
+        except Exception as exc:  # noqa: BLE001 - a transient cluster error: retry next round
+            log.warning("cluster unavailable, skipping this round's decision: %s", exc)
+            nodes = None
         actions = self.recover() if not self._recovered else self._poll_running(now)
         self._account(now)
         actions += self._stop_over_budget(now)
-        try:
-            nodes = models.node_views(self.cluster.nodes())
-        except Exception as exc:  # noqa: BLE001 - a transient cluster error: retry next round
-            log.warning("cluster unavailable, skipping this round's decision: %s", exc)
+        if nodes is None:
             return self._report(now, actions)
         actions += self._requeue_broken({n.node_id for n in nodes}, now)
-        self._gpu_models = {n.node_id: n.gpu_model for n in nodes}  # what ran where
         # No accelerator nodes (scaled to zero): nothing runs (and some policies divide
         # by the cluster's price per GPU).
         snapshot = self._snapshot(now, nodes)
