@@ -220,9 +220,7 @@ class JobModels:
                 _record_curve(db, job_id, m, now)
         if point is not None and learner.record(point):  # a fit takes a while: no lock held
             with self._connect() as db:
-                db.execute("UPDATE job_models SET params=?, num_points=?, at=? WHERE job_id=?",
-                           (json.dumps(asdict(learner.params)), learner.num_points_fitted,
-                            now, job_id))
+                _save_fit(db, job_id, learner, now)
 
     def learner(self, job_id: str) -> OnlineThroughput:
         """The job's learner as the file holds it: its measured points and last fit."""
@@ -281,9 +279,7 @@ class JobModels:
                             for r in rows])
             db.execute("INSERT OR IGNORE INTO job_models (job_id, at) VALUES (?, ?)",
                        (job_id, now))
-            db.execute("UPDATE job_models SET params=?, num_points=?, at=? WHERE job_id=?"
-                       " AND params IS NULL", (json.dumps(asdict(learner.params)),
-                                               learner.num_points_fitted, now, job_id))
+            _save_fit(db, job_id, learner, now, unless_fitted=True)
         return True
 
     def model(self, job_id: str) -> JobModel | None:
@@ -297,6 +293,15 @@ class JobModels:
                         most_replicas_tried=learner.most_replicas_tried,
                         samples_per_s=row["samples_per_s"], grad_sqr=row["grad_sqr"],
                         grad_var=row["grad_var"])
+
+
+def _save_fit(db, job_id: str, learner: OnlineThroughput, now: float, *,
+              unless_fitted: bool = False) -> None:
+    """Store ``learner``'s fit as the job's (``unless_fitted``: only if it has none yet,
+    as a fit from the job's own steps may have landed meanwhile)."""
+    db.execute("UPDATE job_models SET params=?, num_points=?, at=? WHERE job_id=?"
+               + (" AND params IS NULL" if unless_fitted else ""),
+               (json.dumps(asdict(learner.params)), learner.num_points_fitted, now, job_id))
 
 
 def throughput_point(m: Measurement) -> ThroughputPoint | None:
