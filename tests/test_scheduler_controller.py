@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from costsched.scheduler.interfaces import JobProgress
+from costsched.scheduler.interfaces import JobProgress, NodeRecord
 from tests.test_scheduler_fakes import (
     FakeClock,
     FakeCluster,
@@ -29,6 +29,20 @@ def test_a_submitted_job_starts_on_the_next_tick(tmp_path):
     assert (job.state, job.workers, job.placement, job.run_id) == (
         "RUNNING", 2, {"n0": 2}, "run-mnist-1")
     assert [e["kind"] for e in h.controller.logs(job_id)] == ["submitted", "started"]
+
+
+def test_on_nodes_of_two_gpu_models_a_job_never_spans_both(tmp_path):
+    t4 = NodeRecord(node_id="t4-0", node_type="four", gpu_model="T4", total_slots=2,
+                    free_slots=2, usd_per_hour=3.2)
+    h = harness(tmp_path, node("n0", slots=2), t4)  # n0: A10G
+    wide = h.controller.submit(job_text("wide", min_workers=1, max_workers=4))
+    h.tick()
+    assert h.job(wide).workers == 2 and len(h.job(wide).placement) == 1
+    other = h.controller.submit(job_text("other", min_workers=1, max_workers=4))
+    h.tick()  # the second job gets the other model's node, whole
+    placements = [h.job(j).placement for j in (wide, other)]
+    assert sorted(n for p in placements for n in p) == ["n0", "t4-0"]
+    assert all(len(p) == 1 and sum(p.values()) == 2 for p in placements)
 
 
 def test_high_priority_arrival_preempts_the_lowest_which_resumes_later(tmp_path):

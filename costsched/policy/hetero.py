@@ -56,11 +56,11 @@ a time, for the sizes a growth step asks."""
 
 
 def uses_gpu_models(policy: CostAwarePolicy, snapshot: ClusterSnapshot) -> bool:
-    """Whether to decide per GPU model: the nodes have several models, the cluster is fixed,
-    and the jobs describe each model (or the policy ignores the models on purpose)."""
+    """Whether to decide per GPU model: the nodes have several models and the cluster is
+    fixed. Jobs that describe no model are scored alike on every model (as unaware), and
+    still kept on one."""
     models = {n.gpu_model for n in snapshot.nodes}
-    return (len(models) > 1 and snapshot.autoscaling is None
-            and (not policy.heterogeneity_aware or any(j.by_gpu_model for j in snapshot.jobs)))
+    return len(models) > 1 and snapshot.autoscaling is None
 
 
 def decide_by_gpu_model(policy: CostAwarePolicy, snapshot: ClusterSnapshot) -> Decision:
@@ -100,7 +100,7 @@ class _TypedGrowth(Growth):
         self.nodes = nodes
         self.per_node = {m: max(n.num_gpus for n in ns) for m, ns in nodes.items()}
         super().__init__(policy, snapshot, max(self.per_node.values()))
-        self.aware = policy.heterogeneity_aware
+        self.aware = policy.heterogeneity_aware and any(j.by_gpu_model for j in snapshot.jobs)
         owner = {n.node_id: m for m, ns in nodes.items() for n in ns}
         self.held_model: dict[str, str] = {}
         self.held = {name: num_gpus(p) for name, p in snapshot.placements.items()}
