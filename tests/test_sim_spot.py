@@ -101,7 +101,7 @@ def test_dollars_are_node_hours_of_each_pool_at_the_catalogs_two_prices():
 
 
 def _choice_snapshot(*, preemptions: int, node_hours: float, restart_s: float,
-                     checkpoint_interval_s: float) -> ClusterSnapshot:
+                     checkpoint_interval_s: float, od_model: str = "T4") -> ClusterSnapshot:
     ncf = fixture_profiles()["ncf"]
     job = JobView(name="j", arrival_time_s=0.0, attained_service_gpu_s=0.0, min_gpus=1,
                   max_gpus=4, requested_gpus=1, requested_batch_size=256,
@@ -110,21 +110,23 @@ def _choice_snapshot(*, preemptions: int, node_hours: float, restart_s: float,
                                              max_batch_size=ncf.max_batch_size,
                                              grad_sqr=1.0, grad_var=1.0),
                   restart_s=restart_s, checkpoint_interval_s=checkpoint_interval_s)
-    nodes = tuple(NodeView(node_id=node_id, gpu_model="T4", num_gpus=4,
+    nodes = tuple(NodeView(node_id=node_id, gpu_model=model, num_gpus=4,
                            usd_per_hour=INSTANCE.node_usd_per_hour(spot), spot=spot)
-                  for node_id, spot in (("spot-0", True), ("od-0", False)))
+                  for node_id, spot, model in (("spot-0", True, "T4"), ("od-0", False, od_model)))
     return ClusterSnapshot(time_s=3600.0, round_index=60, jobs=(job,), nodes=nodes,
                            spot_preemptions=preemptions, spot_node_hours=node_hours)
 
 
+@pytest.mark.parametrize("od_model", ["T4", "A10G"])  # A10G: nodes of two GPU models
 @pytest.mark.parametrize(("preemptions", "node_hours", "market"), [
     (200, 10.0, "od-0"),    # ~10 preemptions per node-hour: redoing work costs > 2.5x
     (0, 1000.0, "spot-0"),  # ~0.001 per node-hour: spot at 40 % of the price wins
 ])
-def test_a_costly_restart_goes_on_demand_when_preemptions_are_frequent(preemptions,
-                                                                         node_hours, market):
+def test_a_costly_restart_goes_on_demand_when_preemptions_are_frequent(
+        preemptions, node_hours, market, od_model):
     snapshot = _choice_snapshot(preemptions=preemptions, node_hours=node_hours,
-                                restart_s=600.0, checkpoint_interval_s=7200.0)
+                                restart_s=600.0, checkpoint_interval_s=7200.0,
+                                od_model=od_model)
     decision = CostAwarePolicy().decide(snapshot)
     assert set(decision.placements["j"]) == {market}
 

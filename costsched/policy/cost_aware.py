@@ -163,11 +163,11 @@ class CostAwarePolicy:
     def decide(self, snapshot: ClusterSnapshot) -> Decision:
         from costsched.policy import hetero  # imports this module
 
-        if hetero.uses_gpu_models(self, snapshot):
-            return hetero.decide_by_gpu_model(self, snapshot)
         snapshot = choose_markets(snapshot, prior_per_node_hour=(
             self.spot_prior_preemptions_per_node_hour),
             prior_node_hours=self.spot_prior_node_hours)
+        if hetero.uses_gpu_models(self, snapshot):
+            return hetero.decide_by_gpu_model(self, snapshot)
         nodes = list(snapshot.nodes)
         gpus_per_node = max((n.num_gpus for n in nodes), default=0)
         added: tuple[NodeView, ...] = ()
