@@ -91,6 +91,20 @@ def test_the_first_round_after_a_scheduler_restart_pools_on_the_right_gpu_model(
     assert restarted.job_models.adopt("probe-t4", "cnn@T4", now=h.clock.now())
 
 
+def test_the_last_step_of_a_job_whose_node_just_went_is_pooled_on_its_model(tmp_path):
+    t4 = NodeRecord(node_id="t4-0", node_type="four", gpu_model="T4", total_slots=2,
+                    free_slots=2, usd_per_hour=3.2)
+    h = harness(tmp_path, t4)
+    job = h.controller.submit(keyed("on-t4", "cnn", min_workers=1, max_workers=1))
+    h.tick()  # started on the T4 node, which is then preempted
+    h.cluster.node_list.remove(t4)
+    h.runner.script[job] = JobProgress(state="running", spent_usd=0.0, last_step=5,
+                                       last_step_at=h.clock.now(),
+                                       measurement=measured(1, 1.0, 0.0, 128.0))
+    h.tick()
+    assert h.controller.job_models.adopt("probe-t4", "cnn@T4", now=h.clock.now())
+
+
 def test_an_empty_key_is_a_one_line_config_error(tmp_path):
     h = harness(tmp_path, node("n0"))
     with pytest.raises(ConfigError, match="measurements_key"):

@@ -113,14 +113,35 @@ def test_with_hysteresis_growth_nodes_are_asked_for_only_once_the_average_wants_
     assert asked == [0] * (first_asked - 1) + [2] * (5 - first_asked)
 
 
-def test_with_hysteresis_a_job_done_within_two_rounds_adds_no_node(tmp_path):
+def test_with_hysteresis_a_job_done_within_two_rounds_leaves_nothing_to_a_later_one(tmp_path):
+    """The first job is worth 3 nodes for two rounds (average 1.484) and ends; after two
+    idle hours the next job starts from the node there, not from that average: its
+    growth nodes too come at its third round."""
     h = harness(tmp_path, node("n0", slots=4, usd_per_hour=3.2), autoscaling=(
         AutoscalingSection(max_nodes=3, node_types=("four",), usd_per_job_hour=16.0,
                            half_life_s=300.0)))
-    job = h.controller.submit(job_text("scales", min_workers=1, max_workers=12))
+    first = h.controller.submit(job_text("scales", min_workers=1, max_workers=12))
     assert grow_bundles(h.tick()) == grow_bundles(h.tick()) == []
-    h.runner.script[job] = JobProgress(state="finished", outcome="COMPLETED")
-    assert h.tick().requested is None
+    h.runner.script[first] = JobProgress(state="finished", outcome="COMPLETED")
+    assert all(h.tick().requested is None for _ in range(120))
+    h.controller.submit(job_text("later", min_workers=1, max_workers=12))
+    assert [len(grow_bundles(h.tick())) for _ in range(4)] == [0, 0, 2, 2]
+
+
+@pytest.mark.parametrize(("slots", "min_nodes", "asked"), [
+    (8, 0, [0, 0, 0, 0, 0, 1, 1]),  # an 8-GPU node there is 2 nodes of the 4-GPU type
+    (4, 2, [1, 1, 1, 1, 1, 2, 2]),  # the floor's second node is asked for at once
+])
+def test_hysteresis_counts_nodes_of_the_growth_type_from_at_least_the_floor(
+        tmp_path, slots, min_nodes, asked):
+    """3 nodes wanted; the average starts from 2 either way (8 GPUs there, or the floor of
+    2 while its second node boots): 2.129, 2.241, 2.338, 2.424, 2.498, 2.563: past 2.5
+    at the sixth round."""
+    h = harness(tmp_path, node("n0", slots=slots, usd_per_hour=0.8 * slots), autoscaling=(
+        AutoscalingSection(min_nodes=min_nodes, max_nodes=3, node_types=("four",),
+                           usd_per_job_hour=16.0, half_life_s=300.0)))
+    h.controller.submit(job_text("scales", min_workers=1, max_workers=12))
+    assert [len(grow_bundles(h.tick())) for _ in range(7)] == asked
 
 
 def test_the_half_life_is_checked(tmp_path):

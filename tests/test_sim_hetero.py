@@ -17,6 +17,7 @@ import yaml
 
 from costsched.config.bundled import default_catalog_path
 from costsched.cost.prices import load_catalog
+from costsched.policy import hetero
 from costsched.policy.cost_aware import CostAwarePolicy, UnawareCostAwarePolicy
 from costsched.policy.snapshot import NodeView, TypeOption
 from costsched.policy.validate import InvalidDecision
@@ -142,7 +143,21 @@ def test_the_fast_model_goes_to_the_job_it_speeds_up_most(ten_first, dear_usd_pe
     assert got == {"ten": {"DEAR"}, "two": {"CHEAP"}}
 
 
-def test_a_lone_job_much_faster_per_dollar_elsewhere_goes_there():
+def test_the_policy_prices_each_model_by_its_worth_to_the_jobs_and_shares_out_the_bill():
+    """v(m): the jobs' mean one-GPU goodput on m over their best; v(CHEAP) = (1/10 + 1/2)
+    / 2 = 0.3, v(DEAR) = 1, v(OTHER) = 0 (no job runs there). The bill, $4 + $40 + $10 an
+    hour, is shared out over the GPUs in proportion: 1.3 units."""
+    ten, two = on_model(10.0, "ten", 0.0), on_model(2.0, "two", 0.5)
+    other = NodeView(node_id="o0", gpu_model="OTHER", num_gpus=1, usd_per_hour=10.0)
+    snap = snapshot([ten, two], (*two_models(gpus=1, dear_usd_per_gpu_hour=40.0), other))
+    prices = hetero._TypedGrowth(CostAwarePolicy(), snap).gpu_price
+    assert prices == pytest.approx({"CHEAP": 54.0 * 0.3 / 1.3, "DEAR": 54.0 / 1.3,
+                                    "OTHER": 0.0})
+    blind = hetero._TypedGrowth(UnawareCostAwarePolicy(), snap).gpu_price
+    assert blind == pytest.approx(dict.fromkeys(("CHEAP", "DEAR", "OTHER"), 54.0 / 3))
+
+
+def test_a_lone_job_much_faster_elsewhere_goes_there():
     lone = on_model(10.0, "lone", 0.0)
     decision = CostAwarePolicy().decide(snapshot([lone], two_models()))
     assert set(decision.placements["lone"]) == {"d0"}

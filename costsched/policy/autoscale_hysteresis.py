@@ -24,9 +24,10 @@ the average restarts there, as Pollux clears its window. Hence:
   (1 - a) ** k < 1 - ``band_nodes`` / d (sooner the larger the change);
 * a count outside the bounds is brought back at once.
 
-State lives here, in the driver (the simulator, later the live scheduler), not in the
-policy: the policy stays a frozen dataclass that decides from a snapshot, and the driver
-passes the count to act on as :attr:`~costsched.policy.snapshot.Autoscaling.target_nodes`.
+State lives here, in the driver (the simulator; live, ``CapacityRequest`` in
+:mod:`costsched.scheduler.autoscale`), not in the policy: the policy stays a frozen
+dataclass that decides from a snapshot, and the driver passes the count to act on as
+:attr:`~costsched.policy.snapshot.Autoscaling.target_nodes`.
 """
 
 from __future__ import annotations

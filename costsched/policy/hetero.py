@@ -252,15 +252,13 @@ class _TypedGrowth(Growth):
         goodput other jobs could have had on it. A job then wins a model where its edge
         over its other models beats the other jobs' (its comparative advantage)."""
         value = dict.fromkeys(self.nodes, 1.0)
-        if self.aware:
-            sums, counts = dict.fromkeys(self.nodes, 0.0), dict.fromkeys(self.nodes, 0)
+        if self.aware and snapshot.jobs:  # a job that cannot run on a model counts 0 there
+            value = dict.fromkeys(self.nodes, 0.0)
             for job in snapshot.jobs:
                 _, base = self._weight_and_base(job)
                 for m, table in self.goodputs.items():
                     if job.name in table:
-                        sums[m] += self._one_gpu(table, job) / base
-                        counts[m] += 1
-            value = {m: sums[m] / counts[m] if counts[m] else 1.0 for m in self.nodes}
+                        value[m] += self._one_gpu(table, job) / base / len(snapshot.jobs)
         bill = sum(n.usd_per_hour for n in snapshot.nodes)
         units = sum(value[m] * sum(n.num_gpus for n in ns) for m, ns in self.nodes.items())
         if not units > 0:
@@ -282,8 +280,8 @@ class _TypedGrowth(Growth):
         return hit
 
     def cost(self, model: str, count: int) -> float:
-        """Dollars per hour of ``count`` GPUs of ``model`` (the policy's mean price); an
-        allowed count's are those :class:`ModelSizes` keeps."""
+        """Dollars per hour of ``count`` GPUs of ``model`` at the policy's price
+        (:meth:`_value_prices`); an allowed count's are those :class:`ModelSizes` keeps."""
         sizes = self._sizes[model]
         at = sizes.index.get(count)
         return sizes.costs[at] if at is not None else self._usd(model, count)

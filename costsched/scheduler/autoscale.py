@@ -74,16 +74,28 @@ class CapacityRequest:
         self._last_s: float | None = None
         self._round_s = config.round_s
 
-    def send(self, cluster, **request) -> tuple[ResourceBundle, ...] | None:
-        """:func:`send_request` with this request's smoothing; returns what stands now."""
-        now_s = request["snapshot"].time_s
-        elapsed_s = self._round_s if self._last_s is None else now_s - self._last_s
-        self._last_s = now_s
-        smooth = None
-        if self.smoother is not None:
-            def smooth(wanted: int, current: int) -> int:
-                return self.smoother.update(wanted=wanted, current=current, elapsed_s=elapsed_s)
-        self.standing = send_request(cluster, self.standing, smooth=smooth, **request)
+    def send(self, cluster, *, waiting: Sequence[tuple[JobRecord, JobConfig]],
+             running: Sequence[tuple[JobRecord, JobConfig]], snapshot: ClusterSnapshot,
+             policy: Policy, catalog: PriceCatalog, config: SchedulerConfig
+             ) -> tuple[ResourceBundle, ...] | None:
+        """:func:`send_request` with this request's smoothing; returns what stands now. A
+        round that sizes no growth (no job, or the policy failed) starts the average
+        afresh: a later job is not grown onto nodes wanted before it."""
+        smoothed = False
+
+        def smooth(wanted: int, current: int) -> int:
+            nonlocal smoothed
+            smoothed = True
+            last_s, self._last_s = self._last_s, snapshot.time_s
+            elapsed_s = self._round_s if last_s is None else snapshot.time_s - last_s
+            return self.smoother.update(wanted=wanted, current=current, elapsed_s=elapsed_s)
+
+        self.standing = send_request(
+            cluster, self.standing, waiting=waiting, running=running, snapshot=snapshot,
+            policy=policy, catalog=catalog, config=config,
+            smooth=smooth if self.smoother is not None else None)
+        if self.smoother is not None and not smoothed:
+            self.smoother.average, self._last_s = None, None
         return self.standing
 
 
@@ -118,7 +130,9 @@ def growth_gpus(policy: Policy, snapshot: ClusterSnapshot, *, catalog: PriceCata
     for at ``autoscaling.usd_per_job_hour``: the admitted minimums and the growth moves
     whose JCT saving is worth their dollars, on the nodes there and up to ``max_nodes``
     of the cheapest allowed on-demand type, less the accelerators the nodes have.
-    ``smooth(wanted, current)``: the node count to act on instead of the one wanted.
+    ``smooth(wanted, current)``: the count to act on instead of the one wanted, both in
+    nodes of that type (the nodes there as their accelerators would fill them, at least
+    ``min_nodes``, which may still be booting).
     0 when that setting is off or the policy does not size jobs by dollars."""
     scaling = config.autoscaling
     usd = scaling.usd_per_job_hour
@@ -133,9 +147,12 @@ def growth_gpus(policy: Policy, snapshot: ClusterSnapshot, *, catalog: PriceCata
     scaled = dataclasses.replace(snapshot, autoscaling=Autoscaling(
         min_nodes=scaling.min_nodes, max_nodes=scaling.max_nodes, template=template))
     wanted = dataclasses.replace(policy, usd_per_job_hour=usd).nodes_wanted(scaled)
-    if smooth is not None:
-        wanted = smooth(wanted, len(snapshot.nodes))
-    return max(wanted * template.num_gpus - sum(n.num_gpus for n in snapshot.nodes), 0)
+    have = sum(n.num_gpus for n in snapshot.nodes)
+    if smooth is not None:  # both counts in nodes of the template, within the bounds
+        current = min(max(math.ceil(have / template.num_gpus), scaling.min_nodes),
+                      scaling.max_nodes)
+        wanted = smooth(wanted, current)
+    return max(wanted * template.num_gpus - have, 0)
 
 
 def _growth_type(catalog: PriceCatalog, config: SchedulerConfig) -> str | None:

@@ -131,9 +131,9 @@ class SchedulerController:
         """One scheduling round."""
         now = self.clock.now()
         self.finish_stops()
-        try:  # first: the GPU models the steps polled below ran on (pools are per model)
-            nodes = models.node_views(self.cluster.nodes())
-            self._gpu_models = {n.node_id: n.gpu_model for n in nodes}
+        try:  # first: the GPU models the steps polled below ran on (pools are per model;
+            nodes = models.node_views(self.cluster.nodes())  # a node gone keeps its own)
+            self._gpu_models |= {n.node_id: n.gpu_model for n in nodes}
         except Exception as exc:  # noqa: BLE001 - a transient cluster error: retry next round
             log.warning("cluster unavailable, skipping this round's decision: %s", exc)
             nodes = None
