@@ -105,6 +105,45 @@ def test_the_last_step_of_a_job_whose_node_just_went_is_pooled_on_its_model(tmp_
     assert h.controller.job_models.adopt("probe-t4", "cnn@T4", now=h.clock.now())
 
 
+@pytest.mark.parametrize("ten_first", [True, False])
+def test_on_two_gpu_models_the_pools_send_each_job_where_its_edge_is(tmp_path, ten_first):
+    """Earlier jobs of key `ten` stepped 10x faster on T4 than on A10G, of key `two` only
+    2x; one GPU of each model. `ten` gets the T4 and `two` the A10G, whoever came first
+    (scored alike, the first would take the first model)."""
+    t4 = NodeRecord(node_id="t4-0", node_type="four", gpu_model="T4", total_slots=1,
+                    free_slots=1, usd_per_hour=3.2)
+    h = harness(tmp_path, node("n0", slots=1, usd_per_hour=1.0), t4)
+    for key, t4_step_s in (("ten", 0.1), ("two", 0.5)):
+        for model, step_s in ((GPU, 1.0), ("T4", t4_step_s)):
+            h.controller.job_models.record(f"old-{key}", measured(1, step_s, 0.0, 128 / step_s),
+                                           now=0.0, share_key=f"{key}@{model}")
+    ids = {}
+    for key in ("ten", "two") if ten_first else ("two", "ten"):
+        ids[key] = h.controller.submit(keyed(key, key, min_workers=1, max_workers=1))
+        h.clock.advance(1.0)
+    h.tick()
+    assert (h.job(ids["ten"]).placement, h.job(ids["two"]).placement) == (
+        {"t4-0": 1}, {"n0": 1})
+
+
+def test_a_job_is_described_on_each_gpu_model_only_once_every_model_has_its_pool(tmp_path):
+    from costsched.scheduler.typed_views import TypedViews
+
+    h = harness(tmp_path, node("n0"))
+    job = h.controller.submit(keyed("cnn-job", "cnn", min_workers=1, max_workers=2))
+    h.tick()
+    record, models = h.job(job), h.controller.job_models
+    config, typed = h.controller._config(record), TypedViews(models)
+    view = h.controller._snapshot(h.clock.now(), ()).jobs[0]
+    models.record("old", SCALES[0], now=0.0, share_key=f"cnn@{GPU}")
+    assert typed.options(view, config, (GPU, "T4")) == {}  # nothing pooled on T4 yet
+    models.record("old", measured(1, 0.25, 0.0, 512.0), now=0.0, share_key="cnn@T4")
+    options = typed.options(view, config, (GPU, "T4"))
+    one = {m: o.throughput.step_time_s((1,), GLOBAL_BATCH) for m, o in options.items()}
+    assert one == pytest.approx({GPU: 1.0, "T4": 0.25}, rel=0.05)  # each model's own steps
+    assert typed.pool_model("cnn@T4") is typed.pool_model("cnn@T4")  # kept while unchanged
+
+
 def test_an_empty_key_is_a_one_line_config_error(tmp_path):
     h = harness(tmp_path, node("n0"))
     with pytest.raises(ConfigError, match="measurements_key"):

@@ -42,10 +42,10 @@ from costsched.scheduler.interfaces import (
     RunLedger,
     TickReport,
 )
-from costsched.scheduler.job_models import JobModels
 from costsched.scheduler.restarts import RestartCosts
 from costsched.scheduler.state import ACTIVE, RUNNING, TERMINAL, WAITING, JobRecord, JobStore
 from costsched.scheduler.status import status_row
+from costsched.scheduler.typed_views import TypedViews
 
 log = logging.getLogger(__name__)
 FINISHED_OUTCOMES = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
@@ -67,7 +67,8 @@ class SchedulerController:
         self._gpu_models: dict[str, str] = {}  # node id -> GPU model, as last seen
         self._configs: dict[str, JobConfig] = {}
         self._elastic = is_elastic(policy)
-        self.job_models = JobModels(store.path)
+        self.job_models = measured.JobModels(store.path)
+        self._typed = TypedViews(self.job_models)  # jobs on each GPU model, from pools
         self.restarts = RestartCosts(store.path)
         self._logged_rejections: set[str] = set()
         self._batch_sizes: dict[str, int] = {}  # each adaptive job's last global batch
@@ -211,9 +212,8 @@ class SchedulerController:
             limit = config.checkpoint.max_failures
             if limit != -1 and failures > limit:
                 detail = f"failed {failures} times (max_failures {limit}): {p.message}"
-                self.store.transition(job.job_id, "FAILED", now=now, kind="failed",
-                                      detail=detail, failures=failures, spent_usd=spent,
-                                      message=detail)
+                self.store.transition(job.job_id, "FAILED", now=now, kind="failed", detail=detail,
+                                      failures=failures, spent_usd=spent, message=detail)
                 return [Action(kind="finish", job_id=job.job_id, detail="FAILED")]
             detail = f"failure {failures}/{limit}: {p.message}; restarting from checkpoint"
             fields = dict(base, failures=failures, message=detail)
@@ -298,18 +298,18 @@ class SchedulerController:
 
     # -- decisions ------------------------------------------------------------------
     def _snapshot(self, now: float, nodes):
-        jobs = self.store.jobs(ACTIVE)
-        for job in jobs if self.config.use_measured_models else ():
+        jobs, use = self.store.jobs(ACTIVE), self.config.use_measured_models
+        for job in jobs if use else ():
             config = self._config(job)  # not yet measured: it starts from its pool, if any
             gpu_model = measured.declared_gpu_model(config, self.catalog)
             self.job_models.adopt(job.job_id, measured.share_key(config, gpu_model), now=now)
-        views = [models.job_view(j, self._config(j), self.config.sync_penalty_per_gpu,
-                                 self.job_rate(j), elastic=self._elastic,
-                                 model=self.job_models.model(j.job_id)
-                                 if self.config.use_measured_models else None,
-                                 restart_s=self.restarts.seconds(j.job_id),
-                                 running_since_s=self.store.run_started_at(j.job_id)
-                                 if j.state in RUNNING else None) for j in jobs]
+        views = [models.job_view(
+            j, self._config(j), self.config.sync_penalty_per_gpu, self.job_rate(j),
+            elastic=self._elastic, model=self.job_models.model(j.job_id) if use else None,
+            restart_s=self.restarts.seconds(j.job_id), running_since_s=(
+                self.store.run_started_at(j.job_id) if j.state in RUNNING else None))
+            for j in jobs]
+        views = self._typed.add(views, [self._config(j) for j in jobs], nodes) if use else views
         placements = {j.job_id: j.placement for j in jobs if j.state in RUNNING}
         return models.build_snapshot(now=now, round_index=self._round, views=views, nodes=nodes,
                                      placements=placements, round_s=self.config.round_s,

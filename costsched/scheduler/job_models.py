@@ -253,6 +253,12 @@ class JobModels:
                            grad_sqr=r["grad_sqr"], grad_var=r["grad_var"],
                            global_batch_size=r["global_batch_size"]) for r in rows]
 
+    def pooled(self, share_key: str) -> list[ThroughputPoint]:
+        """The steps pooled under ``share_key`` (:func:`share_key`), one per configuration."""
+        with self._connect() as db:
+            return _rows_to_points(db.execute("SELECT * FROM shared_measurements WHERE "
+                                              "share_key=?", (share_key,)).fetchall())
+
     def adopt(self, job_id: str, share_key: str | None, *, now: float) -> bool:
         """A job with no fitted model yet starts from the steps pooled under ``share_key``
         (:meth:`~costsched.goodput.online.OnlineThroughput.adopt`): they are kept as its

@@ -1,0 +1,71 @@
+"""Live jobs as seen on each GPU model of a mixed cluster, from the steps pooled there.
+
+On nodes of several GPU models, ``cost-aware`` places each job by what it does on each
+model (:mod:`~costsched.policy.hetero`), which a live job tells only through the steps
+it measures. A job that sets ``training.measurements_key`` pools its steps under the
+GPU model they ran on (:func:`~costsched.scheduler.job_models.share_key`); once every
+GPU model in the cluster has steps pooled under the job's key, the job is described on
+each model by Pollux's model fitted to that model's pool, at its fixed global batch, up
+to the GPUs it may have now. Until then, and for a job without a key or with an
+adaptive batch, it is described on no model, and the policy scores every model alike
+for it (still keeping it on one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+from costsched.config.job import JobConfig
+from costsched.goodput.online import OnlineThroughput
+from costsched.goodput.throughput import ThroughputPoint
+from costsched.policy.snapshot import JobView, NodeView, TypeOption
+from costsched.scheduler.job_models import JobModel, JobModels, share_key
+from costsched.scheduler.policy_view import fixed_batch_throughput
+
+
+class TypedViews:
+    """Fits to each pool (kept while the pool is unchanged) and the views built on them."""
+
+    def __init__(self, job_models: JobModels):
+        self.job_models = job_models
+        self._fits: dict[str, tuple[tuple[ThroughputPoint, ...], JobModel]] = {}
+
+    def add(self, views: Sequence[JobView], configs: Sequence[JobConfig],
+            nodes: Iterable[NodeView]) -> list[JobView]:
+        """``views`` (their jobs' ``configs`` in the same order) with ``by_gpu_model`` set
+        for every job whose key has steps pooled on each GPU model of ``nodes`` (two or
+        more; otherwise the views as they are)."""
+        models = sorted({n.gpu_model for n in nodes})
+        if len(models) < 2:
+            return list(views)
+        return [dataclasses.replace(view, by_gpu_model=options) if (
+            options := self.options(view, config, models)) else view
+                for view, config in zip(views, configs, strict=True)]
+
+    def options(self, view: JobView, config: JobConfig,
+                models: Sequence[str]) -> dict[str, TypeOption]:
+        """``view``'s job on each of ``models``; empty unless every one has its pool."""
+        if config.training.adaptive_batch or config.training.measurements_key is None:
+            return {}
+        fitted = [self.pool_model(share_key(config, m)) for m in models]
+        if any(model is None for model in fitted):
+            return {}
+        return {m: TypeOption(throughput=fixed_batch_throughput(model, config),
+                              max_gpus=view.max_gpus)
+                for m, model in zip(models, fitted, strict=True)}
+
+    def pool_model(self, key: str) -> JobModel | None:
+        """Pollux's model fitted to the steps pooled under ``key``; None: none pooled."""
+        points = tuple(self.job_models.pooled(key))
+        if not points:
+            return None
+        hit = self._fits.get(key)
+        if hit is None or hit[0] != points:
+            learner = OnlineThroughput(prior=self.job_models.prior)
+            learner.adopt(points)
+            hit = self._fits[key] = (points, JobModel(
+                params=learner.params, num_points=learner.num_points_fitted,
+                most_replicas_tried=learner.most_replicas_tried, samples_per_s=None,
+                grad_sqr=None, grad_var=None))
+        return hit[1]
