@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from costsched.errors import ConfigError
+from costsched.policy.snapshot import NodeView
 from costsched.scheduler.interfaces import JobProgress, NodeRecord
 from costsched.scheduler.job_models import FixedBatchThroughput, JobModels
 from tests.test_job_models import GLOBAL_BATCH, SCALES, SYNC_BOUND, measured
@@ -135,13 +136,16 @@ def test_a_job_is_described_on_each_gpu_model_only_once_every_model_has_its_pool
     record, models = h.job(job), h.controller.job_models
     config, typed = h.controller._config(record), TypedViews(models)
     view = h.controller._snapshot(h.clock.now(), ()).jobs[0]
+    nodes = [NodeView(node_id=m, gpu_model=m, num_gpus=1, usd_per_hour=1.0) for m in (GPU, "T4")]
     models.record("old", SCALES[0], now=0.0, share_key=f"cnn@{GPU}")
-    assert typed.options(view, config, (GPU, "T4")) == {}  # nothing pooled on T4 yet
+    assert typed.add([view], [config], nodes) == [view]  # nothing pooled on T4 yet
     models.record("old", measured(1, 0.25, 0.0, 512.0), now=0.0, share_key="cnn@T4")
-    options = typed.options(view, config, (GPU, "T4"))
+    options = typed.add([view], [config], nodes)[0].by_gpu_model
     one = {m: o.throughput.step_time_s((1,), GLOBAL_BATCH) for m, o in options.items()}
     assert one == pytest.approx({GPU: 1.0, "T4": 0.25}, rel=0.05)  # each model's own steps
-    assert typed.pool_model("cnn@T4") is typed.pool_model("cnn@T4")  # kept while unchanged
+    fitted = typed.pool_model("cnn@T4")
+    typed.add([view], [config], nodes)
+    assert typed.pool_model("cnn@T4") is fitted  # the fit is kept while the pool is unchanged
 
 
 def test_an_empty_key_is_a_one_line_config_error(tmp_path):

@@ -30,6 +30,7 @@ class TypedViews:
     def __init__(self, job_models: JobModels):
         self.job_models = job_models
         self._fits: dict[str, tuple[tuple[ThroughputPoint, ...], JobModel]] = {}
+        self._this_round: dict[str, JobModel | None] = {}  # each pool read once a round
 
     def add(self, views: Sequence[JobView], configs: Sequence[JobConfig],
             nodes: Iterable[NodeView]) -> list[JobView]:
@@ -37,6 +38,7 @@ class TypedViews:
         for every job whose key has steps pooled on each GPU model of ``nodes`` (two or
         more; otherwise the views as they are)."""
         models = sorted({n.gpu_model for n in nodes})
+        self._this_round = {}
         if len(models) < 2:
             return list(views)
         return [dataclasses.replace(view, by_gpu_model=options) if (
@@ -57,6 +59,12 @@ class TypedViews:
 
     def pool_model(self, key: str) -> JobModel | None:
         """Pollux's model fitted to the steps pooled under ``key``; None: none pooled."""
+        if key in self._this_round:
+            return self._this_round[key]
+        self._this_round[key] = self._pool_model(key)
+        return self._this_round[key]
+
+    def _pool_model(self, key: str) -> JobModel | None:
         points = tuple(self.job_models.pooled(key))
         if not points:
             return None
