@@ -152,7 +152,7 @@ def time_typed_decision(typed, num_jobs: int, num_nodes: int, gpus_per_node: int
     decisions = []
     for label in DECISION_LABELS:
         # What a simulated round shows the policy: the simulator's own job and node views.
-        snap = sim._snapshot(sim.jobs, time_s=100_000.0, round_index=1)
+        snap = sim.snapshot(sim.jobs, time_s=100_000.0, round_index=1)
         start = time.perf_counter()
         decision = policy.decide(snap)
         took = time.perf_counter() - start

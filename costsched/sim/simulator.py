@@ -258,7 +258,8 @@ class Simulator:
         return FittedThroughput(job.learned.params, job.app.local_bsz_choices.tolist(),
                                 job.app.max_local_bsz)
 
-    def _snapshot(self, active: list[SimJob], time_s: float, round_index: int) -> ClusterSnapshot:
+    def snapshot(self, active: list[SimJob], time_s: float, round_index: int) -> ClusterSnapshot:
+        """What the policy is shown this round: ``active`` jobs' and the nodes' views."""
         cfg = self.config
         scaling = None
         if cfg.autoscale is not None:
@@ -272,7 +273,7 @@ class Simulator:
         )
 
     def _schedule(self, active: list[SimJob], time_s: float, round_index: int) -> None:
-        snapshot = self._snapshot(active, time_s, round_index)
+        snapshot = self.snapshot(active, time_s, round_index)
         if self._smoother is not None:
             wanted = self.policy.nodes_wanted(snapshot)
             target = self._smoother.update(wanted=wanted, current=len(self.nodes),

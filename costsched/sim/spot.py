@@ -188,8 +188,8 @@ class SpotSimulator(Simulator):
         return dataclasses.replace(view, spent_usd=self._job_usd(job),
                                    checkpoint_interval_s=self.pool.checkpoint_interval_s)
 
-    def _snapshot(self, active: list[SimJob], time_s: float, round_index: int) -> ClusterSnapshot:
-        snapshot = super()._snapshot(active, time_s, round_index)
+    def snapshot(self, active: list[SimJob], time_s: float, round_index: int) -> ClusterSnapshot:
+        snapshot = super().snapshot(active, time_s, round_index)
         return dataclasses.replace(snapshot, spot_preemptions=self._nodes_preempted,
                                    spot_node_hours=self._node_s[True] / SECONDS_PER_HOUR)
 
