@@ -128,24 +128,38 @@ def test_on_two_gpu_models_the_pools_send_each_job_where_its_edge_is(tmp_path, t
 
 
 def test_a_job_is_described_on_each_gpu_model_only_once_every_model_has_its_pool(tmp_path):
+    from costsched.policy.cost_aware import CostAwarePolicy, UnawareCostAwarePolicy
     from costsched.scheduler.typed_views import TypedViews
 
     h = harness(tmp_path, node("n0"))
     job = h.controller.submit(keyed("cnn-job", "cnn", min_workers=1, max_workers=2))
+    adaptive = yaml.safe_load(keyed("adaptive", "cnn", min_workers=1, max_workers=2))
+    adaptive["training"].update(adaptive_batch=True, max_batch_size=512)
+    other = h.controller.submit(yaml.safe_dump(adaptive))
     h.tick()
-    record, models = h.job(job), h.controller.job_models
-    config, typed = h.controller._config(record), TypedViews(models)
-    view = h.controller._snapshot(h.clock.now(), ()).jobs[0]
+    models = h.controller.job_models
+    configs = [h.controller._config(h.job(j)) for j in (job, other)]
+    views = list(h.controller._snapshot(h.clock.now(), ()).jobs)
+    assert [v.name for v in views] == [job, other]
+    typed = TypedViews(models, CostAwarePolicy())
     nodes = [NodeView(node_id=m, gpu_model=m, num_gpus=1, usd_per_hour=1.0) for m in (GPU, "T4")]
     models.record("old", SCALES[0], now=0.0, share_key=f"cnn@{GPU}")
-    assert typed.add([view], [config], nodes) == [view]  # nothing pooled on T4 yet
+    assert typed.add(views, configs, nodes) == views  # nothing pooled on T4 yet
     models.record("old", measured(1, 0.25, 0.0, 512.0), now=0.0, share_key="cnn@T4")
-    options = typed.add([view], [config], nodes)[0].by_gpu_model
-    one = {m: o.throughput.step_time_s((1,), GLOBAL_BATCH) for m, o in options.items()}
+    reads = []
+    pooled = models.pooled
+    models.pooled = lambda key: reads.append(key) or pooled(key)
+    seen = typed.add(views, configs, nodes)
+    assert sorted(reads) == [f"cnn@{GPU}", "cnn@T4"]  # each pool read once this round
+    one = {m: o.throughput.step_time_s((1,), GLOBAL_BATCH)
+           for m, o in seen[0].by_gpu_model.items()}
     assert one == pytest.approx({GPU: 1.0, "T4": 0.25}, rel=0.05)  # each model's own steps
-    fitted = typed.pool_model("cnn@T4")
-    typed.add([view], [config], nodes)
-    assert typed.pool_model("cnn@T4") is fitted  # the fit is kept while the pool is unchanged
+    assert seen[1].by_gpu_model == {}  # an adaptive batch: described on no model
+    fits = typed._learners["cnn@T4"].num_fits
+    typed.add(views, configs, nodes)
+    assert typed._learners["cnn@T4"].num_fits == fits  # an unchanged pool is not refitted
+    blind = TypedViews(models, UnawareCostAwarePolicy())
+    assert blind.add(views, configs, nodes) == views  # a policy that ignores models
 
 
 def test_an_empty_key_is_a_one_line_config_error(tmp_path):

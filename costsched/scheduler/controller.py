@@ -68,7 +68,7 @@ class SchedulerController:
         self._configs: dict[str, JobConfig] = {}
         self._elastic = is_elastic(policy)
         self.job_models = measured.JobModels(store.path)
-        self._typed = TypedViews(self.job_models)  # jobs on each GPU model, from pools
+        self._typed = TypedViews(self.job_models, policy)  # jobs on each GPU model, from pools
         self.restarts = RestartCosts(store.path)
         self._logged_rejections: set[str] = set()
         self._batch_sizes: dict[str, int] = {}  # each adaptive job's last global batch

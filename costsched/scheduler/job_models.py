@@ -256,8 +256,9 @@ class JobModels:
     def pooled(self, share_key: str) -> list[ThroughputPoint]:
         """The steps pooled under ``share_key`` (:func:`share_key`), one per configuration."""
         with self._connect() as db:
-            return _rows_to_points(db.execute("SELECT * FROM shared_measurements WHERE "
-                                              "share_key=?", (share_key,)).fetchall())
+            return _rows_to_points(db.execute(
+                "SELECT * FROM shared_measurements WHERE share_key=? ORDER BY num_workers,"
+                " num_nodes, local_bsz, accum_steps", (share_key,)).fetchall())
 
     def adopt(self, job_id: str, share_key: str | None, *, now: float) -> bool:
         """A job with no fitted model yet starts from the steps pooled under ``share_key``

@@ -18,18 +18,20 @@ from collections.abc import Iterable, Sequence
 
 from costsched.config.job import JobConfig
 from costsched.goodput.online import OnlineThroughput
-from costsched.goodput.throughput import ThroughputPoint
 from costsched.policy.snapshot import JobView, NodeView, TypeOption
 from costsched.scheduler.job_models import JobModel, JobModels, share_key
 from costsched.scheduler.policy_view import fixed_batch_throughput
 
 
 class TypedViews:
-    """Fits to each pool (kept while the pool is unchanged) and the views built on them."""
+    """One learner per pool, fed the pool's steps as they change (refitting as a job's own
+    learner does: when a step is off its prediction), and the views built on them."""
 
-    def __init__(self, job_models: JobModels):
+    def __init__(self, job_models: JobModels, policy: object = None):
         self.job_models = job_models
-        self._fits: dict[str, tuple[tuple[ThroughputPoint, ...], JobModel]] = {}
+        self.enabled = bool(getattr(policy, "heterogeneity_aware", False))
+        """Only a policy that reads per-model views gets them (and pays for the fits)."""
+        self._learners: dict[str, OnlineThroughput] = {}
         self._this_round: dict[str, JobModel | None] = {}  # each pool read once a round
 
     def add(self, views: Sequence[JobView], configs: Sequence[JobConfig],
@@ -39,7 +41,7 @@ class TypedViews:
         more; otherwise the views as they are)."""
         models = sorted({n.gpu_model for n in nodes})
         self._this_round = {}
-        if len(models) < 2:
+        if len(models) < 2 or not self.enabled:
             return list(views)
         return [dataclasses.replace(view, by_gpu_model=options) if (
             options := self.options(view, config, models)) else view
@@ -59,21 +61,21 @@ class TypedViews:
 
     def pool_model(self, key: str) -> JobModel | None:
         """Pollux's model fitted to the steps pooled under ``key``; None: none pooled."""
-        if key in self._this_round:
-            return self._this_round[key]
-        self._this_round[key] = self._pool_model(key)
+        if key not in self._this_round:
+            self._this_round[key] = self._pool_model(key)
         return self._this_round[key]
 
     def _pool_model(self, key: str) -> JobModel | None:
-        points = tuple(self.job_models.pooled(key))
+        points = self.job_models.pooled(key)
         if not points:
             return None
-        hit = self._fits.get(key)
-        if hit is None or hit[0] != points:
-            learner = OnlineThroughput(prior=self.job_models.prior)
+        learner = self._learners.get(key)
+        if learner is None:
+            learner = self._learners[key] = OnlineThroughput(prior=self.job_models.prior)
             learner.adopt(points)
-            hit = self._fits[key] = (points, JobModel(
-                params=learner.params, num_points=learner.num_points_fitted,
-                most_replicas_tried=learner.most_replicas_tried, samples_per_s=None,
-                grad_sqr=None, grad_var=None))
-        return hit[1]
+        else:
+            for point in points:  # the same mean again changes nothing
+                learner.record(point)
+        return JobModel(params=learner.params, num_points=learner.num_points_fitted,
+                        most_replicas_tried=learner.most_replicas_tried, samples_per_s=None,
+                        grad_sqr=None, grad_var=None)
