@@ -86,6 +86,10 @@ class NodeCountSmoother:
         """Rounds in which the wanted count differed from the current one and the current
         one was kept."""
 
+    def reset(self) -> None:
+        """Forget the average: the next update starts from the count then current."""
+        self.average = None
+
     def update(self, *, wanted: int, current: int, elapsed_s: float) -> int:
         """Fold in this round's ``wanted`` count; return the count to act on, given the
         ``current`` one and ``elapsed_s`` seconds since the last update."""

@@ -166,7 +166,7 @@ class CostAwarePolicy:
         snapshot = choose_markets(snapshot, prior_per_node_hour=(
             self.spot_prior_preemptions_per_node_hour),
             prior_node_hours=self.spot_prior_node_hours)
-        if hetero.uses_gpu_models(self, snapshot):
+        if hetero.uses_gpu_models(snapshot):
             return hetero.decide_by_gpu_model(self, snapshot)
         nodes = list(snapshot.nodes)
         gpus_per_node = max((n.num_gpus for n in nodes), default=0)

@@ -55,7 +55,7 @@ as arrays, for every size up to their tops at once; a smaller group's are made o
 a time, for the sizes a growth step asks."""
 
 
-def uses_gpu_models(policy: CostAwarePolicy, snapshot: ClusterSnapshot) -> bool:
+def uses_gpu_models(snapshot: ClusterSnapshot) -> bool:
     """Whether to decide per GPU model: the nodes have several models and the cluster is
     fixed. Jobs that describe no model are scored alike on every model (as unaware), and
     still kept on one."""

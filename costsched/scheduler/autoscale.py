@@ -7,10 +7,11 @@ policy, also whole nodes (the cheapest allowed on-demand type) to grow jobs onto
 many as the policy's growth moves are worth at that value of a job-hour
 (:meth:`~costsched.policy.cost_aware.CostAwarePolicy.nodes_wanted`, as the simulator's
 ``--autoscale``), smoothed over rounds with ``autoscaling.half_life_s``
-(:class:`CapacityRequest`). The request is sent again every round: Ray keeps one standing request
-per cluster, and Ray Data's own autoscaling coordinator (inside every Train run)
-replaces it. Running jobs stay in it so their nodes are not taken as idle while their
-workers start; nodes no longer asked for go when the autoscaler finds them idle.
+(:class:`CapacityRequest`). The request is sent again every round: Ray keeps one
+standing request per cluster, and Ray Data's own autoscaling coordinator (inside every
+Train run) replaces it. Running jobs stay in it so their nodes are not taken as idle
+while their workers start; nodes no longer asked for go when the autoscaler finds them
+idle.
 """
 
 from __future__ import annotations
@@ -71,56 +72,45 @@ class CapacityRequest:
         self.smoother = None if scaling.half_life_s is None else NodeCountSmoother(
             NodeCountHysteresis(half_life_s=scaling.half_life_s),
             min_nodes=scaling.min_nodes, max_nodes=scaling.max_nodes)
-        self._last_s: float | None = None
         self._round_s = config.round_s
+        self._now_s = 0.0
+        self._smoothed_at: float | None = None
+        """When the average last took a count; None: it starts afresh."""
+        self._smoothed = False
 
     def send(self, cluster, *, waiting: Sequence[tuple[JobRecord, JobConfig]],
              running: Sequence[tuple[JobRecord, JobConfig]], snapshot: ClusterSnapshot,
              policy: Policy, catalog: PriceCatalog, config: SchedulerConfig
              ) -> tuple[ResourceBundle, ...] | None:
-        """:func:`send_request` with this request's smoothing; returns what stands now. A
+        """Send this round's request to ``cluster`` (:func:`resource_request`, with
+        :func:`growth_gpus`), or clear the one standing; returns what stands now. A
+        policy that fails to size the growth leaves it out (logged), not the round. A
         round that sizes no growth (no job, or the policy failed) starts the average
         afresh: a later job is not grown onto nodes wanted before it."""
-        smoothed = False
-
-        def smooth(wanted: int, current: int) -> int:
-            nonlocal smoothed
-            smoothed = True
-            last_s, self._last_s = self._last_s, snapshot.time_s
-            elapsed_s = self._round_s if last_s is None else snapshot.time_s - last_s
-            return self.smoother.update(wanted=wanted, current=current, elapsed_s=elapsed_s)
-
-        self.standing = send_request(
-            cluster, self.standing, waiting=waiting, running=running, snapshot=snapshot,
-            policy=policy, catalog=catalog, config=config,
-            smooth=smooth if self.smoother is not None else None)
-        if self.smoother is not None and not smoothed:
-            self.smoother.average, self._last_s = None, None
+        self._now_s, self._smoothed = snapshot.time_s, False
+        try:
+            grow = growth_gpus(policy, snapshot, catalog=catalog, config=config,
+                               smooth=self._smooth if self.smoother is not None else None)
+        except Exception as exc:  # noqa: BLE001 - the request for the queue still goes out
+            log.warning("growth autoscaling skipped this round: %s", exc)
+            grow = 0
+        if self.smoother is not None and not self._smoothed:
+            self.smoother.reset()
+            self._smoothed_at = None
+        request = resource_request(waiting=waiting, running=running,
+                                   num_nodes=len(snapshot.nodes), catalog=catalog,
+                                   config=config, growth_gpus=grow)
+        if request:
+            cluster.request_resources(request)
+        elif self.standing is not None:
+            cluster.clear_resource_request()
+        self.standing = request or None
         return self.standing
 
-
-def send_request(cluster, previous: tuple[ResourceBundle, ...] | None, *,
-                 waiting: Sequence[tuple[JobRecord, JobConfig]],
-                 running: Sequence[tuple[JobRecord, JobConfig]], snapshot: ClusterSnapshot,
-                 policy: Policy, catalog: PriceCatalog, config: SchedulerConfig,
-                 smooth: Callable[[int, int], int] | None = None
-                 ) -> tuple[ResourceBundle, ...] | None:
-    """Send this round's request to ``cluster`` (:func:`resource_request`, with
-    :func:`growth_gpus`), or clear the ``previous`` one; returns what stands now. A
-    policy that fails to size the growth leaves it out (logged), not the round."""
-    try:
-        grow = growth_gpus(policy, snapshot, catalog=catalog, config=config, smooth=smooth)
-    except Exception as exc:  # noqa: BLE001 - the request for the queue still goes out
-        log.warning("growth autoscaling skipped this round: %s", exc)
-        grow = 0
-    request = resource_request(waiting=waiting, running=running, num_nodes=len(snapshot.nodes),
-                               catalog=catalog, config=config, growth_gpus=grow)
-    if request:
-        cluster.request_resources(request)
-        return request
-    if previous is not None:
-        cluster.clear_resource_request()
-    return None
+    def _smooth(self, wanted: int, current: int) -> int:
+        last_s, self._smoothed_at, self._smoothed = self._smoothed_at, self._now_s, True
+        elapsed_s = self._round_s if last_s is None else self._now_s - last_s
+        return self.smoother.update(wanted=wanted, current=current, elapsed_s=elapsed_s)
 
 
 def growth_gpus(policy: Policy, snapshot: ClusterSnapshot, *, catalog: PriceCatalog,
