@@ -180,6 +180,14 @@ class JobModel:
     grad_sqr: float | None
     grad_var: float | None
 
+    @classmethod
+    def of(cls, learner: OnlineThroughput, *, samples_per_s: float | None = None,
+           grad_sqr: float | None = None, grad_var: float | None = None) -> JobModel:
+        """``learner``'s fit, with the latest figures given."""
+        return cls(params=learner.params, num_points=learner.num_points_fitted,
+                   most_replicas_tried=learner.most_replicas_tried,
+                   samples_per_s=samples_per_s, grad_sqr=grad_sqr, grad_var=grad_var)
+
     @property
     def noise_scale(self) -> float | None:
         if not self.grad_sqr or self.grad_var is None:
@@ -296,10 +304,8 @@ class JobModels:
             if row is None or row["params"] is None:
                 return None
             learner = self._learner(db, job_id)
-        return JobModel(params=learner.params, num_points=learner.num_points_fitted,
-                        most_replicas_tried=learner.most_replicas_tried,
-                        samples_per_s=row["samples_per_s"], grad_sqr=row["grad_sqr"],
-                        grad_var=row["grad_var"])
+        return JobModel.of(learner, samples_per_s=row["samples_per_s"],
+                           grad_sqr=row["grad_sqr"], grad_var=row["grad_var"])
 
 
 def _save_fit(db, job_id: str, learner: OnlineThroughput, now: float, *,

@@ -76,6 +76,4 @@ class TypedViews:
         else:
             for point in points:  # the same mean again changes nothing
                 learner.record(point)
-        return JobModel(params=learner.params, num_points=learner.num_points_fitted,
-                        most_replicas_tried=learner.most_replicas_tried, samples_per_s=None,
-                        grad_sqr=None, grad_var=None)
+        return JobModel.of(learner)
