@@ -10,6 +10,7 @@ saves, at the cheapest allowed type's $0.80 per GPU-hour (``four``: 4 GPUs, $3.2
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from costsched.config.scheduler import AutoscalingSection, SchedulerConfig, load_scheduler_config
 from costsched.errors import ConfigError
@@ -69,13 +70,21 @@ def test_without_a_value_per_job_hour_or_room_no_node_is_requested_for_growth(
     assert len(h.tick().requested) == 4
 
 
-def test_the_setting_is_read_from_the_config_and_checked(tmp_path):
+@pytest.mark.parametrize(("key", "value"), [("usd_per_job_hour", 16.0), ("half_life_s", 300.0)])
+def test_the_settings_are_read_from_the_config_and_checked(tmp_path, key, value):
     path = tmp_path / "scheduler.yaml"
-    path.write_text("autoscaling:\n  max_nodes: 8\n  usd_per_job_hour: 16\n")
-    assert load_scheduler_config(path).autoscaling.usd_per_job_hour == 16.0
+    settings = {"max_nodes": 8, "usd_per_job_hour": 16.0, key: value}
+    path.write_text(yaml.safe_dump({"autoscaling": settings}))
+    assert getattr(load_scheduler_config(path).autoscaling, key) == value
     for bad in (0, -1, float("inf")):
-        with pytest.raises(ConfigError, match="usd_per_job_hour"):
-            SchedulerConfig(autoscaling=AutoscalingSection(usd_per_job_hour=bad))
+        with pytest.raises(ConfigError, match=key):
+            SchedulerConfig(autoscaling=AutoscalingSection(**{"usd_per_job_hour": 16.0,
+                                                               key: bad}))
+
+
+def test_the_half_life_needs_a_value_per_job_hour():
+    with pytest.raises(ConfigError, match="usd_per_job_hour"):
+        AutoscalingSection(half_life_s=300.0)
 
 
 @pytest.mark.parametrize(("usd_per_job_hour", "grow_nodes"), [(16.0, 2), (1.0, 0)])
@@ -142,14 +151,3 @@ def test_hysteresis_counts_nodes_of_the_growth_type_from_at_least_the_floor(
                            usd_per_job_hour=16.0, half_life_s=300.0)))
     h.controller.submit(job_text("scales", min_workers=1, max_workers=12))
     assert [len(grow_bundles(h.tick())) for _ in range(7)] == asked
-
-
-def test_the_half_life_is_checked(tmp_path):
-    path = tmp_path / "scheduler.yaml"
-    path.write_text("autoscaling:\n  max_nodes: 8\n  usd_per_job_hour: 16\n  half_life_s: 300\n")
-    assert load_scheduler_config(path).autoscaling.half_life_s == 300.0
-    for bad in (0, -1, float("inf")):
-        with pytest.raises(ConfigError, match="half_life_s"):
-            AutoscalingSection(usd_per_job_hour=16.0, half_life_s=bad)
-    with pytest.raises(ConfigError, match="usd_per_job_hour"):
-        AutoscalingSection(half_life_s=300.0)
