@@ -7,6 +7,11 @@ on one replica at every per-GPU batch size and on two replicas (one node, and tw
 nodes) at every other batch size; predict two replicas at the batch sizes left
 out, and four replicas on one node (whose retrogression the fit never saw) at
 every batch size. Prints the median and max relative error of the step time.
+
+Then, for the prior's sync ratios (:data:`~costsched.goodput.throughput.DEFAULT_PRIOR`),
+the fit to every measured placement of each app: the all-reduce across nodes over
+within one (alpha_n / alpha_r), and each retrogression per replica past two over its
+all-reduce (beta_r / alpha_r within a node, beta_n / alpha_n across nodes).
 """
 
 from __future__ import annotations
@@ -67,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
             errors = relative_errors(params, held)
             print(f"{app.name:12} {label:22} {len(held):6d} {np.median(errors):7.1%} "
                   f"{errors.max():7.1%}  {took:.2f} s")
+    print(f"\n{'app':12} {'alpha_r':>8} {'alpha_n/r':>9} {'beta_r/a_r':>10} {'beta_n/a_n':>10}"
+          "  (fit to every placement)")
+    for app in apps:
+        q = fit_throughput(read_placements(app / "placements.csv"))
+        print(f"{app.name:12} {q.alpha_r:8.4f} {q.alpha_n / q.alpha_r:9.2f} "
+              f"{q.beta_r / q.alpha_r:10.1%} {q.beta_n / q.alpha_n:10.1%}")
     return 0
 
 

@@ -157,6 +157,27 @@ def test_with_one_replica_measured_the_sync_terms_come_from_the_prior():
     assert one < predict_step_time_s(params, 1, 2, 8) < predict_step_time_s(params, 2, 2, 8)
 
 
+def test_a_retrogression_measured_within_a_node_does_not_set_the_one_across_nodes():
+    # 2 and 4 GPUs in one node: the third and fourth GPU each add 50 ms to a 100 ms
+    # all-reduce. Across nodes nothing is measured: it takes the prior's shape, scaled
+    # by the job's all-reduce, not the node's steep slope past two replicas.
+    truth = ThroughputParams(alpha_c=0.05, beta_c=0.002, alpha_r=0.1, beta_r=0.05,
+                             alpha_n=0.4, beta_n=0.006, gamma=1.0)
+    points = [ThroughputPoint(num_nodes=1, num_replicas=r, local_bsz=b,
+                              step_time_s=predict_step_time_s(truth, 1, r, b),
+                              sync_time_s=truth.alpha_r + truth.beta_r * (r - 2))
+              for r in (2, 3, 4) for b in (16, 32)]
+    params = fit_throughput(points)
+    assert params.beta_r == pytest.approx(0.05, rel=0.1)
+    scale = params.alpha_r / DEFAULT_PRIOR.alpha_r
+    assert params.alpha_n == pytest.approx(DEFAULT_PRIOR.alpha_n * scale)
+    assert params.beta_n == pytest.approx(DEFAULT_PRIOR.beta_n * scale)
+    assert params.beta_n < params.beta_r / 5
+    # 16 GPUs on 4 nodes: within 30% of the truth (the node's slope would predict 2x).
+    assert predict_step_time_s(params, 4, 16, 32) == pytest.approx(
+        predict_step_time_s(truth, 4, 16, 32), rel=0.3)
+
+
 def test_a_fitted_model_accumulates_past_its_largest_micro_batch():
     model = FittedThroughput(DEFAULT_PRIOR, local_bsz_choices=[8, 16, 32], max_local_bsz=16)
     assert model.local_bsz_choices().tolist() == [8, 16, 32]

@@ -12,9 +12,9 @@ and fit in SQLite and rebuilds the learner from them with :meth:`OnlineThroughpu
   from what the fit predicted for it (:func:`needs_refit`); a refit starts also from
   the previous fit (warm start);
 * exploration of sizes not yet measured, after Pollux's rule: at most
-  a factor (:data:`EXPLORATION_FACTOR` unless given) times the most replicas tried (one
-  before any step), never below the job's minimum, :func:`explored_max_gpus`; applied
-  only where the policy sizes jobs itself;
+  a factor (:data:`EXPLORATION_FACTOR` unless given) times the most replicas tried
+  (:data:`FIRST_GPUS` before any step), never below the job's minimum,
+  :func:`explored_max_gpus`; applied only where the policy sizes jobs itself;
 * optionally, a new job starts from the steps earlier jobs of the same model measured on
   the same hardware (:class:`SharedMeasurements`, :meth:`OnlineThroughput.adopt`).
 """
@@ -43,6 +43,13 @@ than they are, and each doubling costs a restart, so 1, 8, 64 reaches a good siz
 fewer restarts (mean JCT on the Pollux workloads, load 1.0: 2x 1.070, 4x 1.001, 8x 0.988,
 16x 1.016 times published Pollux; see the README)."""
 
+FIRST_GPUS = 4
+"""The most GPUs a learning job is offered before its first step (Pollux's rule: 1).
+Up to one node of four: the prior prices an all-reduce within a node as cheap, and a
+job started on one GPU pays a restart to grow. Tuned with ``bench/policy_tuning.py``
+beside the prior's across-node retrogression (see the README): mean JCT learned,
+load 0.5 / 1.0, 0.981 / 1.002 times published Pollux with 1 and the old prior."""
+
 ConfigKey = tuple[int, int, float, int]
 """(num_nodes, num_replicas, local_bsz, accum_steps): one measured configuration."""
 
@@ -54,12 +61,14 @@ def needs_refit(predicted_step_s: float | None, new_step_s: float) -> bool:
 
 
 def exploration_limit(max_gpus: int, most_replicas_tried: int,
-                      factor: int = EXPLORATION_FACTOR) -> int:
-    """Most GPUs a policy may try for a job: ``min(max_gpus, factor x tried)``, at least 1
-    (Pollux's rule is ``factor`` = 2)."""
-    if factor < 1:
-        raise ValueError(f"the exploration factor must be at least 1, got {factor}")
-    return max(1, min(max_gpus, factor * most_replicas_tried))
+                      factor: int = EXPLORATION_FACTOR, first: int = FIRST_GPUS) -> int:
+    """Most GPUs a policy may try for a job: ``min(max_gpus, factor x tried)``, or
+    ``min(max_gpus, first)`` before any is tried; at least 1 (Pollux's rule is
+    ``factor`` = 2, ``first`` = 1)."""
+    if factor < 1 or first < 1:
+        raise ValueError(f"the exploration factor and first size must be at least 1, "
+                         f"got {factor} and {first}")
+    return max(1, min(max_gpus, factor * most_replicas_tried if most_replicas_tried else first))
 
 
 def explored_max_gpus(min_gpus: int, max_gpus: int, most_gpus_tried: int,

@@ -82,15 +82,18 @@ class ThroughputParams:
 
 
 DEFAULT_PRIOR = ThroughputParams(
-    alpha_c=0.1, beta_c=0.01, alpha_r=0.08, beta_r=0.008, alpha_n=0.32, beta_n=0.032, gamma=1.5,
+    alpha_c=0.1, beta_c=0.01, alpha_r=0.08, beta_r=0.008, alpha_n=0.32, beta_n=0.0048, gamma=1.5,
 )
 """What a job is assumed to do before it is measured: 0.1 s + 10 ms per example of
-compute; an all-reduce of 80 ms within a node and 320 ms across nodes, each 10% of
-that slower per replica past two; partial overlap. From fits to the Pollux
-measurements (16 x 4 T4): the median all-reduce within a node is about 80 ms, across
-nodes about four times that, and the median gamma about 1.5; the retrogression is
-set pessimistic. Once a job's own sync is measured, the unmeasured sync constants
-keep these ratios at the job's scale (see :func:`fit_throughput`)."""
+compute; an all-reduce of 80 ms within a node and 320 ms across nodes; each 10% of
+that slower per replica past two within a node, 1.5% across nodes; partial overlap.
+From fits to the Pollux measurements (16 x 4 T4, every placement of each app): the
+median all-reduce within a node is about 80 ms, across nodes about four times that,
+the median gamma about 1.5; per replica past two, within a node 0.03-42% of alpha_r
+(most near 10%), across nodes 0.6-2.1% of alpha_n. The across-node retrogression was
+10% before; tuned with ``bench/policy_tuning.py`` on workloads 1-4 (see the README).
+Once a job's own sync is measured, the unmeasured sync constants keep these ratios at
+the job's scale (see :func:`fit_throughput`)."""
 
 _NAMES = ("alpha_c", "beta_c", "alpha_n", "beta_n", "alpha_r", "beta_r", "gamma")
 
@@ -282,8 +285,11 @@ def _fill_in(params: ThroughputParams, free: _Free, prior: ThroughputParams) -> 
 
     The scale is a fitted alpha over the prior's (within a node first, else across
     nodes, else 1), so a job whose measured all-reduce is twice the prior's gets
-    twice the prior's unmeasured ones. Across nodes is never faster than within
-    (alpha_n >= 1.1 alpha_r, beta_n >= 1.1 beta_r when across is unmeasured), as Pollux.
+    twice the prior's unmeasured ones. An all-reduce across nodes is never faster than
+    within one (alpha_n >= 1.1 alpha_r when across is unmeasured), as Pollux. Its
+    retrogression per replica may be: within a node it spans at most the node's GPUs
+    (on the T4 nodes measured, 10% of alpha_r per replica but 1-2% across nodes), so
+    Pollux's bound beta_n >= 1.1 beta_r made every job look unscalable across nodes.
     """
     scale = 1.0
     if "alpha_r" in free.names:
@@ -294,8 +300,6 @@ def _fill_in(params: ThroughputParams, free: _Free, prior: ThroughputParams) -> 
     values = asdict(params) | {n: getattr(prior, n) * scale for n in sync if n in free.fixed}
     if "alpha_n" not in free.names:
         values["alpha_n"] = max(values["alpha_n"], 1.1 * values["alpha_r"])
-    if "beta_n" not in free.names:
-        values["beta_n"] = max(values["beta_n"], 1.1 * values["beta_r"])
     return ThroughputParams(**values)
 
 
