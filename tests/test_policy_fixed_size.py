@@ -78,6 +78,26 @@ def test_packing_uses_whole_nodes_then_best_fit():
     assert packed_shape(10, 4) == (4, 4, 2)
 
 
+def test_a_job_kept_split_over_two_nodes_moves_onto_one_once_a_node_frees_up():
+    # "split" was placed 2 + 2 when the cluster was full; "gone" has finished, so n0
+    # is free. Kept at 4 GPUs, "split" moves whole onto one node (a restart it gains
+    # from: its replicas no longer synchronise across nodes); "stay" keeps its node.
+    cluster = nodes(3)
+    names = [n.node_id for n in cluster]
+    current = {"split": {names[1]: 2, names[2]: 2}, "stay": {names[1]: 2}}
+    placed = place_jobs([("split", 4), ("stay", 2)], cluster, current)
+    assert placed["stay"] == {names[1]: 2}
+    assert placed["split"] == {names[0]: 4}
+    # With no node able to hold it whole, it keeps its two nodes (no restart for nothing).
+    full = current | {"other": {names[0]: 4}, "third": {names[2]: 2}}
+    placed = place_jobs([("split", 4), ("stay", 2), ("other", 4), ("third", 2)], cluster, full)
+    assert placed == full
+    # An 8-GPU job on three nodes moves onto two whole ones.
+    wide = {"wide": {names[0]: 2, names[1]: 4, names[2]: 2}}
+    placed = place_jobs([("wide", 8)], nodes(3), wide)
+    assert sorted(placed["wide"].values()) == [4, 4]
+
+
 def test_over_budget_job_gets_nothing():
     broke = job("broke", requested_gpus=1, budget_usd=1.0, spent_usd=1.0)
     decision = FifoPolicy().decide(snapshot([broke], nodes(1)))

@@ -3,7 +3,9 @@
 Replicas on fewer nodes synchronise faster, and every change of placement
 costs the job a restart, so: a job whose count is unchanged keeps its nodes;
 the others are packed largest first, each into the fullest node that holds it
-whole, spilling over the emptiest nodes only when none does.
+whole, spilling over the emptiest nodes only when none does. Last, a job kept
+across several nodes moves onto fewer when the GPUs left free allow (a job split
+when the cluster was full would otherwise stay split as long as its count held).
 
 A job marked ``on_demand`` goes on on-demand nodes only. The others may use any
 node and try spot nodes first, so the on-demand GPUs stay for the jobs that need
@@ -154,4 +156,22 @@ def place_jobs(
         markets = SPOT_FIRST if flexible else ON_DEMAND_ONLY
         if -neg_count <= free.total(markets):
             out[job] = _pack(free, -neg_count, markets)
+    for job, placement in list(out.items()):
+        if len(placement) > 1 and placement == current.get(job):
+            out[job] = _consolidated(free, placement)
     return out
+
+
+def _consolidated(free: _FreeGpus, placement: dict[str, int]) -> dict[str, int]:
+    """``placement`` on fewer nodes of its own markets if the free GPUs allow, else as is."""
+    for node_id, count in placement.items():
+        free.take(node_id, -count)
+    markets = tuple(spot for spot in SPOT_FIRST if any(free.spot[n] == spot for n in placement))
+    packed = _pack(free, sum(placement.values()), markets)
+    if len(packed) < len(placement):
+        return packed
+    for node_id, count in packed.items():
+        free.take(node_id, -count)
+    for node_id, count in placement.items():
+        free.take(node_id, count)
+    return placement
