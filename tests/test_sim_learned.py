@@ -14,6 +14,7 @@ from costsched.goodput.online import (
     FIRST_GPUS,
     OnlineThroughput,
     exploration_limit,
+    first_gpus,
 )
 from costsched.goodput.throughput import ThroughputPoint, predict_step_time_s
 from costsched.policy.cost_aware import CostAwarePolicy
@@ -71,8 +72,9 @@ def test_the_learned_view_is_the_fit_to_what_the_job_ran():
                    batch_size=12)
     sim, result, recorder = run([spec], oracle=False, num_nodes=2)
     first_views, _ = recorder.rounds[0]
-    # Before its first step the job is offered one node's GPUs and no efficiency model.
-    assert first_views["solo"].max_gpus == FIRST_GPUS
+    # Before its first step the job is offered what its user asked for (one GPU) and
+    # no efficiency model.
+    assert first_views["solo"].max_gpus == 1
     assert first_views["solo"].efficiency.grad_var == 0.0
     learned = sim.jobs[0].learned
     assert learned.num_points >= 2 and learned.num_fits >= 1
@@ -112,11 +114,20 @@ def test_exploration_limit_is_the_factor_times_the_most_tried(max_gpus, tried, l
     assert exploration_limit(max_gpus, tried) == limit
 
 
+@pytest.mark.parametrize(("requested", "first"), [(1, 1), (2, 2), (3, 3), (8, FIRST_GPUS)])
+def test_a_new_job_is_first_offered_what_its_user_asked_for_up_to_one_node(requested, first):
+    spec = JobSpec(name="new", submit_time_s=0, application="bert",
+                   num_replicas=requested, batch_size=12)
+    _, _, recorder = run([spec], oracle=False, num_nodes=4)
+    assert recorder.rounds[0][0]["new"].max_gpus == first == first_gpus(requested)
+
+
 def test_pollux_rule_starts_a_job_on_one_gpu_and_doubles():
     assert [exploration_limit(64, tried, factor=2, first=1) for tried in (0, 1, 2, 8)] == [
         1, 2, 4, 16]
     with pytest.raises(ValueError, match="at least 1"):
         exploration_limit(64, 0, first=0)
+    assert (first_gpus(0), first_gpus(16)) == (1, FIRST_GPUS)  # asked for none: one GPU
 
 
 def test_cli_oracle_switch_runs_the_profile_view_under_its_own_name(tmp_path, capsys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from costsched.cost.prices import load_catalog
-from costsched.goodput.online import FIRST_GPUS, OnlineThroughput, SharedMeasurements, config_key
+from costsched.goodput.online import OnlineThroughput, SharedMeasurements, config_key
 from costsched.goodput.throughput import DEFAULT_PRIOR, ThroughputPoint
 from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.sim.simulator import SimConfig, Simulator
@@ -63,7 +63,7 @@ def test_a_later_job_of_an_app_starts_from_what_the_earlier_one_measured(share):
         assert view.max_gpus == earlier.max_gpus > 1
         assert view.throughput.cache_key[1] != DEFAULT_PRIOR
     else:
-        assert view.max_gpus == FIRST_GPUS  # the prior alone: one node before its first step
+        assert view.max_gpus == 1  # the prior alone: the one GPU asked for, before a step
         assert view.throughput.cache_key[1] == DEFAULT_PRIOR
     assert all(job.jct_s > 0 for job in result.jobs)
 

@@ -13,8 +13,9 @@ and fit in SQLite and rebuilds the learner from them with :meth:`OnlineThroughpu
   the previous fit (warm start);
 * exploration of sizes not yet measured, after Pollux's rule: at most
   a factor (:data:`EXPLORATION_FACTOR` unless given) times the most replicas tried
-  (:data:`FIRST_GPUS` before any step), never below the job's minimum,
-  :func:`explored_max_gpus`; applied only where the policy sizes jobs itself;
+  (before any step, what its user asked for, at most :data:`FIRST_GPUS`:
+  :func:`first_gpus`), never below the job's minimum, :func:`explored_max_gpus`;
+  applied only where the policy sizes jobs itself;
 * optionally, a new job starts from the steps earlier jobs of the same model measured on
   the same hardware (:class:`SharedMeasurements`, :meth:`OnlineThroughput.adopt`).
 """
@@ -44,11 +45,12 @@ fewer restarts (mean JCT on the Pollux workloads, load 1.0: 2x 1.070, 4x 1.001, 
 16x 1.016 times published Pollux; see the README)."""
 
 FIRST_GPUS = 4
-"""The most GPUs a learning job is offered before its first step (Pollux's rule: 1).
-Up to one node of four: the prior prices an all-reduce within a node as cheap, and a
-job started on one GPU pays a restart to grow. Tuned with ``bench/policy_tuning.py``
-beside the prior's across-node retrogression (see the README): mean JCT learned,
-load 0.5 / 1.0, 0.981 / 1.002 times published Pollux with 1 and the old prior."""
+"""The most GPUs a learning job is offered before its first step (Pollux's rule: 1):
+what its user asked for, up to one node of four (:func:`first_gpus`). The prior prices
+an all-reduce within a node as cheap, so a job started on one GPU paid a restart to
+grow; and a job asked for on one GPU is most likely one that does not scale (every ncf
+job offered four restarted once to leave them). Tuned with ``bench/policy_tuning.py``
+beside the prior's across-node retrogression (see the README)."""
 
 ConfigKey = tuple[int, int, float, int]
 """(num_nodes, num_replicas, local_bsz, accum_steps): one measured configuration."""
@@ -58,6 +60,12 @@ def needs_refit(predicted_step_s: float | None, new_step_s: float) -> bool:
     """Whether a measurement changes the fit: nothing fitted yet, or a misprediction."""
     return (predicted_step_s is None
             or abs(new_step_s - predicted_step_s) > REFIT_CHANGE * predicted_step_s)
+
+
+def first_gpus(requested_gpus: int) -> int:
+    """The most GPUs a job is offered before any step: its ``requested_gpus`` (what its
+    user asked for), at least 1 and at most :data:`FIRST_GPUS`."""
+    return min(FIRST_GPUS, max(1, requested_gpus))
 
 
 def exploration_limit(max_gpus: int, most_replicas_tried: int,
@@ -72,10 +80,10 @@ def exploration_limit(max_gpus: int, most_replicas_tried: int,
 
 
 def explored_max_gpus(min_gpus: int, max_gpus: int, most_gpus_tried: int,
-                      factor: int = EXPLORATION_FACTOR) -> int:
+                      factor: int = EXPLORATION_FACTOR, first: int = FIRST_GPUS) -> int:
     """The largest size a learning job is offered: Pollux's :func:`exploration_limit`,
     but never below its ``min_gpus`` (a job cannot run smaller than that)."""
-    return max(min_gpus, exploration_limit(max_gpus, most_gpus_tried, factor))
+    return max(min_gpus, exploration_limit(max_gpus, most_gpus_tried, factor, first))
 
 
 def config_key(point: ThroughputPoint) -> ConfigKey:
@@ -126,10 +134,10 @@ class OnlineThroughput:
         return len(self._points)
 
     def max_gpus(self, min_gpus: int, max_gpus: int, gpus_per_replica: int = 1,
-                 factor: int = EXPLORATION_FACTOR) -> int:
+                 factor: int = EXPLORATION_FACTOR, first: int = FIRST_GPUS) -> int:
         """The largest size to offer the job now (:func:`explored_max_gpus`)."""
         return explored_max_gpus(min_gpus, max_gpus, self.most_replicas_tried * gpus_per_replica,
-                                 factor)
+                                 factor, first)
 
     def predict_step_time_s(self, point: ThroughputPoint) -> float | None:
         """The fit's step time at ``point``'s configuration; None before any fit."""

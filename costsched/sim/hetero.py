@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 
 from costsched.cost.prices import SECONDS_PER_HOUR, usd_over
 from costsched.errors import ConfigError
-from costsched.goodput.online import OnlineThroughput, explored_max_gpus
+from costsched.goodput.online import OnlineThroughput, explored_max_gpus, first_gpus
 from costsched.goodput.throughput import FittedThroughput, ThroughputPoint
 from costsched.policy.drive import gpu_range
 from costsched.policy.registry import Policy
@@ -155,7 +155,8 @@ class HeteroSimulator(Simulator):
             else:
                 options[model] = TypeOption(throughput=self._fits[(name, model)],
                                             max_gpus=explored_max_gpus(
-                                                lo, hi, tried, self.config.explore_factor))
+                                                lo, hi, tried, self.config.explore_factor,
+                                                first_gpus(job.spec.num_replicas)))
         top = max(max(o.max_gpus for o in options.values()), view.min_gpus)
         return dataclasses.replace(view, by_gpu_model=options, max_gpus=top)
 

@@ -28,7 +28,12 @@ from threadpoolctl import threadpool_limits
 
 from costsched.cost.prices import SECONDS_PER_HOUR, InstanceType, usd_over
 from costsched.errors import ConfigError
-from costsched.goodput.online import EXPLORATION_FACTOR, OnlineThroughput, SharedMeasurements
+from costsched.goodput.online import (
+    EXPLORATION_FACTOR,
+    OnlineThroughput,
+    SharedMeasurements,
+    first_gpus,
+)
 from costsched.goodput.throughput import FittedThroughput, ThroughputPoint
 from costsched.policy.autoscale_hysteresis import NodeCountHysteresis, NodeCountSmoother
 from costsched.policy.drive import drive, gpu_range
@@ -78,7 +83,8 @@ class SimConfig:
     honest default): the policy sees only what a live job would have measured, Pollux's
     model fitted to the steps simulated so far (:mod:`costsched.goodput.online`), the
     noise scale at the batch it last measured, and sizes up to ``explore_factor``
-    times the most it has tried (Pollux's rule is 2)."""
+    times the most it has tried (Pollux's rule is 2; before any step, the size its user
+    asked for, at most one node: :func:`~costsched.goodput.online.first_gpus`)."""
     explore_factor: int = EXPLORATION_FACTOR
     share_measurements: bool = False
     """Without ``oracle``: a job starts from the steps that earlier jobs of its app (on its
@@ -224,7 +230,8 @@ class Simulator:
                            requested_gpus=spec.num_replicas)
         throughput, (sqr, var) = self._models(job)
         if job.learned is not None and self.config.elastic:
-            hi = job.learned.max_gpus(lo, hi, factor=self.config.explore_factor)
+            hi = job.learned.max_gpus(lo, hi, factor=self.config.explore_factor,
+                                      first=first_gpus(spec.num_replicas))
         return JobView(
             name=spec.name, arrival_time_s=spec.submit_time_s,
             attained_service_gpu_s=job.gpu_s, min_gpus=lo, max_gpus=hi,
