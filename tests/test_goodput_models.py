@@ -162,7 +162,7 @@ def test_a_retrogression_measured_within_a_node_does_not_set_the_one_across_node
     # all-reduce. Across nodes nothing is measured: it takes the prior's shape, scaled
     # by the job's all-reduce, not the node's steep slope past two replicas.
     truth = ThroughputParams(alpha_c=0.05, beta_c=0.002, alpha_r=0.1, beta_r=0.05,
-                             alpha_n=0.4, beta_n=0.006, gamma=1.0)
+                             alpha_n=0.4, beta_n=0.01, gamma=1.0)
     points = [ThroughputPoint(num_nodes=1, num_replicas=r, local_bsz=b,
                               step_time_s=predict_step_time_s(truth, 1, r, b),
                               sync_time_s=truth.alpha_r + truth.beta_r * (r - 2))

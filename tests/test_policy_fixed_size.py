@@ -98,6 +98,18 @@ def test_a_job_kept_split_over_two_nodes_moves_onto_one_once_a_node_frees_up():
     assert sorted(placed["wide"].values()) == [4, 4]
 
 
+def test_a_split_job_is_not_moved_from_spot_gpus_onto_dearer_on_demand_ones():
+    spot = tuple(dataclasses.replace(n, node_id=f"s{i}", spot=True)
+                 for i, n in enumerate(nodes(2)))
+    cluster = spot + nodes(2)  # s0, s1 spot; n0, n1 on-demand; 4 GPUs each
+    current = {"x": {"s1": 2, "n0": 2}, "a": {"s0": 4}, "b": {"s1": 2}}
+    targets = [("x", 4), ("a", 4), ("b", 2)]
+    # n1 could hold x whole, but on 4 on-demand GPUs instead of 2: it stays.
+    assert place_jobs(targets, cluster, current)["x"] == current["x"]
+    # Once b leaves s1, x moves onto s1 whole: fewer nodes, no more on-demand GPUs.
+    assert place_jobs(targets[:2], cluster, current)["x"] == {"s1": 4}
+
+
 def test_over_budget_job_gets_nothing():
     broke = job("broke", requested_gpus=1, budget_usd=1.0, spent_usd=1.0)
     decision = FifoPolicy().decide(snapshot([broke], nodes(1)))

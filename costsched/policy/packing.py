@@ -163,12 +163,18 @@ def place_jobs(
 
 
 def _consolidated(free: _FreeGpus, placement: dict[str, int]) -> dict[str, int]:
-    """``placement`` on fewer nodes of its own markets if the free GPUs allow, else as is."""
+    """``placement`` on fewer nodes of its own markets if the free GPUs allow, and on no
+    more on-demand GPUs than before (a move must not trade spot GPUs for dearer ones);
+    else as is."""
     for node_id, count in placement.items():
         free.take(node_id, -count)
     markets = tuple(spot for spot in SPOT_FIRST if any(free.spot[n] == spot for n in placement))
     packed = _pack(free, sum(placement.values()), markets)
-    if len(packed) < len(placement):
+
+    def on_demand(p: dict[str, int]) -> int:
+        return sum(c for n, c in p.items() if not free.spot[n])
+
+    if len(packed) < len(placement) and on_demand(packed) <= on_demand(placement):
         return packed
     for node_id, count in packed.items():
         free.take(node_id, -count)
