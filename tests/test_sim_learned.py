@@ -164,7 +164,7 @@ def solo_ncf(first_measure_s: float):
 def test_a_new_job_rechooses_its_batch_after_its_first_measured_steps():
     # Its first round starts at the smallest batch (no noise scale yet); ten seconds of
     # steps measure the noise, and it goes on at a larger batch on the same GPU, with
-    # restart, instead of waiting a round for the next decision.
+    # no restart, instead of waiting a round for the next decision.
     result, batches = solo_ncf(10.0)
     never, batches_never = solo_ncf(1000.0)  # past the round: measured at its end only
     assert len(batches_never) == 1 and len(batches) == 2

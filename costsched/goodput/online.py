@@ -49,8 +49,9 @@ FIRST_GPUS = 4
 what its user asked for, up to one node of four (:func:`first_gpus`). The prior prices
 an all-reduce within a node as cheap, so a job started on one GPU paid a restart to
 grow; and a job asked for on one GPU is most likely one that does not scale (every ncf
-job offered four restarted once to leave them). Tuned with ``bench/policy_tuning.py``
-beside the prior's across-node retrogression (see the README)."""
+job offered four restarted once to leave them; in the Pollux traces ncf jobs ask for 1
+GPU, the other apps for 4 to 48). Tuned with ``bench/policy_tuning.py`` beside the
+prior's across-node retrogression (see the README): the ask with no cap was worse."""
 
 ConfigKey = tuple[int, int, float, int]
 """(num_nodes, num_replicas, local_bsz, accum_steps): one measured configuration."""

@@ -87,11 +87,13 @@ DEFAULT_PRIOR = ThroughputParams(
 """What a job is assumed to do before it is measured: 0.1 s + 10 ms per example of
 compute; an all-reduce of 80 ms within a node and 320 ms across nodes; each 10% of
 that slower per replica past two within a node, 1.5% across nodes; partial overlap.
-From fits to the Pollux measurements (16 x 4 T4, every placement of each app): the
-median all-reduce within a node is about 80 ms, across nodes about four times that,
-the median gamma about 1.5; per replica past two, within a node 0.03-42% of alpha_r
-(most near 10%), across nodes 0.6-2.1% of alpha_n. The across-node retrogression was
-10% before; tuned with ``bench/policy_tuning.py`` on workloads 1-4 (see the README).
+From fits to the Pollux measurements (16 x 4 T4): the median all-reduce within a node
+is about 80 ms, across nodes about four times that, the median gamma about 1.5. Per
+replica past two, the fits to every measured placement of each app
+(``bench/fitted_model.py``, second table) give 0-15.5% of alpha_r within a node and
+1.1-7.5% of alpha_n across nodes (median about 2.3% each); 10% within is kept
+pessimistic. The across-node 1.5% (10% before) was tuned with
+``bench/policy_tuning.py`` on workloads 1-4 (see the README).
 Once a job's own sync is measured, the unmeasured sync constants keep these ratios at
 the job's scale (see :func:`fit_throughput`)."""
 
@@ -287,9 +289,10 @@ def _fill_in(params: ThroughputParams, free: _Free, prior: ThroughputParams) -> 
     nodes, else 1), so a job whose measured all-reduce is twice the prior's gets
     twice the prior's unmeasured ones. An all-reduce across nodes is never faster than
     within one (alpha_n >= 1.1 alpha_r when across is unmeasured), as Pollux. Its
-    retrogression per replica may be: within a node it spans at most the node's GPUs
-    (on the T4 nodes measured, 10% of alpha_r per replica but 1-2% across nodes), so
-    Pollux's bound beta_n >= 1.1 beta_r made every job look unscalable across nodes.
+    retrogression per replica may be: within a node it spans at most the node's GPUs,
+    and a steep slope over the third and fourth GPU (up to 15.5% of alpha_r per replica
+    in the Pollux fits, against at most 7.5% of alpha_n across nodes) carried across
+    nodes by Pollux's bound beta_n >= 1.1 beta_r made jobs look unscalable there.
     """
     scale = 1.0
     if "alpha_r" in free.names:

@@ -165,7 +165,7 @@ def place_jobs(
 def _consolidated(free: _FreeGpus, placement: dict[str, int]) -> dict[str, int]:
     """``placement`` on fewer nodes of its own markets if the free GPUs allow, and on no
     more on-demand GPUs than before (a move must not trade spot GPUs for dearer ones);
-    else as is."""
+    else as is. (A negative take gives GPUs back: its own first, the packed ones on undo.)"""
     for node_id, count in placement.items():
         free.take(node_id, -count)
     markets = tuple(spot for spot in SPOT_FIRST if any(free.spot[n] == spot for n in placement))
