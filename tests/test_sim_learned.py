@@ -144,10 +144,10 @@ def test_cli_oracle_switch_runs_the_profile_view_under_its_own_name(tmp_path, ca
     assert (out / "load-1.0_workload-9" / "cost-aware-oracle" / "summary.json").is_file()
 
 
-def solo_ncf(first_measure_s: float):
+def solo_ncf(first_measure_s: float, batch_size: int = 256):
     """A lone ncf job, learning: its result and the batches it measured in its first round."""
     spec = JobSpec(name="solo", submit_time_s=0, application="ncf", num_replicas=1,
-                   batch_size=256)
+                   batch_size=batch_size)
     config = SimConfig(instance=load_catalog().instance("g4dn.12xlarge"), num_nodes=1,
                        elastic=True, first_measure_s=first_measure_s)
     sim = Simulator(config=config, profiles=fixture_profiles(), workload=[spec],
@@ -162,7 +162,8 @@ def solo_ncf(first_measure_s: float):
 
 
 def test_a_new_job_rechooses_its_batch_after_its_first_measured_steps():
-    # Its first round starts at the smallest batch (no noise scale yet); ten seconds of
+    # Its first round starts at the batch its user asked for, here the smallest (no noise
+    # scale yet); ten seconds of
     # steps measure the noise, and it goes on at a larger batch on the same GPU, with
     # no restart, instead of waiting a round for the next decision.
     result, batches = solo_ncf(10.0)
@@ -171,6 +172,15 @@ def test_a_new_job_rechooses_its_batch_after_its_first_measured_steps():
     assert batches_never[0] in batches and max(batches) > batches_never[0]
     assert result.jobs[0].restarts == never.jobs[0].restarts
     assert result.jobs[0].jct_s < never.jobs[0].jct_s
+
+
+def test_before_its_first_measurement_a_job_runs_at_the_batch_its_user_asked_for():
+    # With no noise measured, the policy's flat efficiency would pick the app's smallest
+    # batch (256 for ncf); a live job runs at its configured batch, and so does this one.
+    result, batches = solo_ncf(10.0, batch_size=4096)
+    smallest, _ = solo_ncf(10.0, batch_size=256)
+    assert batches[0] == 4096
+    assert result.jobs[0].jct_s < smallest.jobs[0].jct_s
 
 
 def test_first_measure_s_must_not_be_negative():

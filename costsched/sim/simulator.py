@@ -298,6 +298,8 @@ class Simulator:
                 job.num_placements += 1
             job.placement = new
             job.batch_size = decision.batch_sizes.get(job.spec.name, job.batch_size) if new else 0
+            if new and job.learned is not None and not job.measured_batch_size:
+                job.batch_size = self._unmeasured_batch_size(job)
 
     def _advance(self, job: SimJob, time_s: float) -> None:
         """Run ``job`` on its placement for one round (or until it completes). A learning
@@ -363,6 +365,14 @@ class Simulator:
     def _share_key(self, job: SimJob) -> object:
         """The jobs whose measurements ``job`` may start from: those of its app."""
         return job.spec.application
+
+    @staticmethod
+    def _unmeasured_batch_size(job: SimJob) -> int:
+        """The batch a learning job runs before its first measurement: the one its user
+        asked for (within its app's range), as a live job does; with no noise measured
+        yet, the policy's flat efficiency would pick the app's smallest batch."""
+        app = job.app
+        return min(max(job.spec.batch_size, app.init_batch_size), app.max_batch_size)
 
     def _first_batch_size(self, job: SimJob, time_s: float) -> int:
         """The best batch on the GPUs ``job`` holds, by the model it just measured."""
