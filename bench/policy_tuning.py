@@ -3,6 +3,7 @@
     python bench/policy_tuning.py [--oracle] [--loads 0.5 1.0] [--workloads 1 2 3 4]
                                   [--set service_power=0.5 ...] [--explore-factor 2]
                                   [--first-measure-s 10] [--share-measurements]
+                                  [--hide-remaining-work]
 
 The constants of ``CostAwarePolicy`` were tuned with this script on workloads 1-4 of
 ``../shared/data/pollux`` at loads 0.5 and 1.0 only (see the README), and so were
@@ -57,6 +58,9 @@ def main(argv=None) -> int:
                         help="learned sizes: at most this many times the most GPUs tried")
     parser.add_argument("--share-measurements", action="store_true",
                         help="a new job starts from what earlier jobs of its app measured")
+    parser.add_argument("--hide-remaining-work", action="store_true",
+                        help="jobs do not tell the policy the work they have left "
+                             "(it weighs them by attained service instead)")
     parser.add_argument("--first-measure-s", type=float, default=None,
                         help="seconds of steps before a new job's first measurement")
     args = parser.parse_args(argv)
@@ -72,7 +76,8 @@ def main(argv=None) -> int:
             jobs = load_workload(data / "workloads" / f"load-{load}" / f"workload-{number}.csv")
             config = SimConfig(instance=instance, elastic=True, oracle=args.oracle,
                                explore_factor=args.explore_factor,
-                               share_measurements=args.share_measurements, **timing)
+                               share_measurements=args.share_measurements,
+                               tell_remaining_work=not args.hide_remaining_work, **timing)
             started = time.monotonic()
             result = Simulator(config=config, profiles=profiles, workload=jobs,
                                policy=policy).run()
@@ -87,6 +92,7 @@ def main(argv=None) -> int:
                 print("  " + by_app(result.jobs), flush=True)
     print(json.dumps({"set": overrides, "oracle": args.oracle, **timing,
                       "share_measurements": args.share_measurements,
+                      "remaining_work": not args.hide_remaining_work,
                       "explore_factor": args.explore_factor,
                       "mean_ratio": round(float(np.mean(list(ratios.values()))), 3)}))
     return 0

@@ -46,6 +46,22 @@ def test_the_scalable_job_gets_the_spare_gpus():
     check_decision(snap, decision, elastic=True)
 
 
+@pytest.mark.parametrize("tells_work_left", [True, False])
+def test_spare_gpus_go_to_the_job_nearest_its_end_when_jobs_say_what_is_left(tells_work_left):
+    # The old job has had 100 GPU-hours and needs 1 more; the new one has had none and
+    # needs 100. Told what is left, the policy speeds the job that ends soon (SRPT);
+    # not told, it can only guess by service had (LAS) and speeds the new one.
+    old = job("old", attained_service_gpu_s=100 * 3600.0)
+    new = job("new")
+    if tells_work_left:
+        one_gpu = best_goodput(old, 1, 4).goodput  # work per second on one GPU
+        old = dataclasses.replace(old, remaining_work=1 * 3600.0 * one_gpu)
+        new = dataclasses.replace(new, remaining_work=100 * 3600.0 * one_gpu)
+    decision = CostAwarePolicy(node_shapes=False).decide(snapshot([old, new], nodes(1)))
+    favoured, other = ("old", "new") if tells_work_left else ("new", "old")
+    assert gpus(decision, favoured) == 3 and gpus(decision, other) == 1
+
+
 def test_node_shapes_never_split_a_job_over_nodes():
     # 1 GPU is held by a job that does not scale; the scalable one may take a whole
     # node (4), not the 7 that would straddle both nodes, nor 3 on the shared node.

@@ -3,11 +3,13 @@ and the live controller; what the live path cannot execute is cut and said."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
 
 from costsched.policy.drive import Executes, drive, gpu_range
+from costsched.policy.goodput import best_goodput
 from costsched.policy.snapshot import Decision, NodeView
 from costsched.policy.validate import InvalidDecision
 from costsched.scheduler.policy_view import job_view
@@ -102,6 +104,22 @@ def test_simulated_views_are_rigid_under_fixed_sizes_and_live_views_keep_their_r
     for elastic in (True, False):
         view = job_view(record, config, 0.05, rate, elastic=elastic)
         assert (view.min_gpus, view.max_gpus, view.requested_gpus) == (1, 3, 3)
+
+
+def test_a_live_job_tells_the_policy_its_work_left_from_the_time_its_run_reported(tmp_path):
+    # Before any measurement the view scales linearly with a 5% sync penalty per extra
+    # GPU: 2 workers run k / (1 + 0.05 (k - 1)) = 2 / 1.05 times one. A run that said it
+    # needs 1000 s more on 2 workers has 1000 x 2 / 1.05 s of one-GPU work left.
+    h = harness(tmp_path, node("n0", slots=4))
+    record = h.job(h.controller.submit(job_text("j", min_workers=1, max_workers=3)))
+    config, rate = h.controller._config(record), h.controller.job_rate(record)
+    running = dataclasses.replace(record, eta_s=1000.0, workers=2, placement={"n0": 2})
+    view = job_view(running, config, 0.05, rate, elastic=True)
+    one_gpu = best_goodput(view, 1, 4).goodput
+    assert view.remaining_work / one_gpu == pytest.approx(1000.0 * 2 / 1.05)
+    for unknown in (record, dataclasses.replace(running, eta_s=None),
+                    dataclasses.replace(running, workers=0, placement={})):
+        assert job_view(unknown, config, 0.05, rate, elastic=True).remaining_work is None
 
 
 def test_the_controller_logs_what_it_does_not_execute_once(tmp_path, caplog):

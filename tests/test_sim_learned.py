@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 
 import pytest
@@ -40,10 +42,11 @@ class Recorder:
         return self.policy.decide(snapshot)
 
 
-def run(workload, *, oracle: bool, num_nodes: int = 2, explore_factor: int = EXPLORATION_FACTOR):
+def run(workload, *, oracle: bool, num_nodes: int = 2, explore_factor: int = EXPLORATION_FACTOR,
+        **config):
     recorder = Recorder()
     config = SimConfig(instance=load_catalog().instance("g4dn.12xlarge"), num_nodes=num_nodes,
-                       elastic=True, oracle=oracle, explore_factor=explore_factor)
+                       elastic=True, oracle=oracle, explore_factor=explore_factor, **config)
     sim = Simulator(config=config, profiles=fixture_profiles(), workload=workload,
                     policy=recorder)
     return sim, sim.run(), recorder
@@ -122,6 +125,22 @@ def test_a_new_job_is_first_offered_what_its_user_asked_for_up_to_one_node(reque
     assert recorder.rounds[0][0]["new"].max_gpus == first == first_gpus(requested)
 
 
+@pytest.mark.parametrize("tell", [True, False])
+def test_a_job_tells_the_policy_the_work_it_has_left_unless_the_run_hides_it(tell):
+    spec = JobSpec(name="solo", submit_time_s=0, application="bert", num_replicas=2,
+                   batch_size=12)
+    _, result, recorder = run([spec], oracle=False, tell_remaining_work=tell)
+    left = [views["solo"].remaining_work for views, _ in recorder.rounds]
+    if not tell:
+        assert left == [None] * len(left)
+        return
+    # Starts at the app's whole work (its last epoch's progress), falls every round it
+    # trains, and is nearly gone in the last round before it completes.
+    assert left[0] == pytest.approx(fixture_profiles()["bert"].target_progress)
+    assert all(later < earlier for earlier, later in itertools.pairwise(left[1:]))
+    assert 0 < left[-1] < left[0] / len(left) * 2
+
+
 def test_pollux_rule_starts_a_job_on_one_gpu_and_doubles():
     assert [exploration_limit(64, tried, factor=2, first=1) for tried in (0, 1, 2, 8)] == [
         1, 2, 4, 16]
@@ -142,6 +161,19 @@ def test_cli_oracle_switch_runs_the_profile_view_under_its_own_name(tmp_path, ca
     assert "cost-aware (oracle) on load-1.0/workload-9" in printed
     assert "las on load-1.0/workload-9" in printed  # fixed-size policies learn nothing
     assert (out / "load-1.0_workload-9" / "cost-aware-oracle" / "summary.json").is_file()
+
+
+def test_cli_can_hide_the_work_left_and_names_that_run_apart(tmp_path, capsys):
+    args = ["simulate", "--workload", str(FIXTURE_WORKLOAD), "--policy", "cost-aware",
+            "--policy", "las", "--nodes", "2", "--profiles", str(FIXTURE), "--out",
+            str(tmp_path), "--hide-remaining-work"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "cost-aware (work hidden) on load-1.0/workload-9" in printed
+    assert "las on load-1.0/workload-9" in printed  # fixed-size policies weigh nothing
+    run = tmp_path / "load-1.0_workload-9"
+    assert json.loads((run / "cost-aware-work-hidden" / "summary.json").read_text())[
+        "num_jobs"] == len(load_workload(FIXTURE_WORKLOAD))
 
 
 def solo_ncf(first_measure_s: float, batch_size: int = 256):

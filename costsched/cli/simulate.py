@@ -100,6 +100,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--share-measurements", action="store_true",
                         help="without --oracle, a new job starts from the steps earlier jobs "
                              "of its app measured (on its GPU type), not from the prior alone")
+    parser.add_argument("--hide-remaining-work", action="store_true",
+                        help="jobs do not tell the policy the work they have left, so "
+                             "cost-aware weighs them by the service they have had (LAS) "
+                             "instead of by the work left (SRPT)")
     parser.add_argument("--out", default="sim-out", metavar="DIR",
                         help="output folder (default sim-out)")
     parser.add_argument("--profiles", default=None, metavar="DIR",
@@ -247,11 +251,13 @@ def run(args: argparse.Namespace) -> int:
             tag += " (oracle)" if args.oracle and name in ELASTIC else ""
             tag += " (shared)" if args.share_measurements and not args.oracle and name in ELASTIC \
                 else ""
+            tag += " (work hidden)" if args.hide_remaining_work and name in ELASTIC else ""
             sim = build(name, jobs, {"autoscale": autoscale if resizes else None,
                                      "autoscale_hysteresis": hysteresis if resizes else None,
                                      "elastic": name in ELASTIC, "oracle": args.oracle,
                                      "explore_factor": explore_factor,
-                                     "share_measurements": args.share_measurements})
+                                     "share_measurements": args.share_measurements,
+                                     "tell_remaining_work": not args.hide_remaining_work})
             result = sim.run(on_round=_progress(f"{tag} {label}"))
             summary = summarise(result, policy=tag, workload=label)
             run_dir = out / label.replace("/", "_") / _slug(tag)

@@ -12,7 +12,9 @@ Each round:
    rises most per dollar. A job's utility at k GPUs is its speedup over one
    GPU (goodput with the best batch size and gradient accumulation,
    :mod:`~costsched.policy.goodput`), weighted by 2**priority x
-   (tau / (tau + attained service)) ** service_power, and, unless k is what it
+   (tau / (tau + R)) ** service_power, R the GPU-seconds it still needs on one GPU when
+   it says how much work it has left (``remaining_work``: nearest its end first, as
+   SRPT), else its attained service (as LAS), and, unless k is what it
    holds now, multiplied by Pollux's restart factor
    max(H - restarts x restart_s, 0) / (H + restart_s), H = max(restart_horizon_s,
    age): a resize must pay back its restart, and each restart makes the next
@@ -117,12 +119,13 @@ class CostAwarePolicy:
     Pollux's restart factor max(H - restarts x restart_s, 0) / (H + restart_s) with
     H = max(restart_horizon_s, age), which shrinks with every restart the job has had."""
     service_scale_gpu_s: float = 3600.0 * 16
-    """tau of the attained-service weight (tau / (tau + attained)) ** service_power:
-    how fast a job's claim on extra GPUs fades as it ages, GPU-seconds. 16 GPU-hours
-    is the service at which the Tiresias baseline demotes a job (see ``las``)."""
+    """tau of the weight (tau / (tau + R)) ** service_power, R the GPU-seconds the job
+    still needs on one GPU when it says how much work it has left, else its attained
+    service: how fast a job's claim on extra GPUs fades with R. 16 GPU-hours is the
+    service at which the Tiresias baseline demotes a job (see ``las``)."""
     service_power: float = 1.0
-    """Exponent of the attained-service weight: 1 ranks extra GPUs like LAS, 0 ignores
-    service (pure speedup); between, long jobs keep a claim and are not starved."""
+    """Exponent of the weight: 1 ranks extra GPUs like SRPT (LAS without the work left),
+    0 ignores it (pure speedup); between, long jobs keep a claim and are not starved."""
     node_shapes: bool = True
     """Allocation shapes that avoid split placements: 1, 2, 4, ... GPUs within one node,
     or whole nodes (as Sia restricts them). False: any count."""
@@ -263,16 +266,23 @@ class Growth:
         usd_per_gpu_round = usd_over(price, self.snapshot.round_s)
         return min(job.max_gpus, int(left_usd // usd_per_gpu_round) if left_usd > 0 else 0)
 
-    def weight(self, job: JobView) -> float:
-        """2**priority x tau / (tau + attained service).
+    def weight(self, job: JobView, one_gpu_goodput: float | None = None) -> float:
+        """2**priority x (tau / (tau + R)) ** service_power, R the GPU-seconds the job
+        still needs on one GPU (its ``remaining_work`` over its one-GPU goodput,
+        ``one_gpu_goodput`` or its own model's) when it says, else its attained service.
 
-        Philly job sizes are heavy-tailed: the more service a job has had, the
-        more it likely still needs, so a unit of its speedup shortens mean JCT
-        less (the reasoning behind LAS and the Gittins index).
+        A unit of speedup shortens mean JCT most on the job nearest its end (SRPT); with
+        its work left unknown, the more service a job has had the more it likely still
+        needs, as Philly's job sizes are heavy-tailed (LAS, the Gittins index).
         """
         tau = self.policy.service_scale_gpu_s
-        share = tau / (tau + job.attained_service_gpu_s)
-        return (2.0 ** job.priority) * share ** self.policy.service_power
+        need = job.attained_service_gpu_s
+        if job.remaining_work is not None:
+            if one_gpu_goodput is None:
+                one_gpu_goodput = self.choice(job, 1).goodput or self.choice(
+                    job, job.min_gpus).goodput
+            need = job.remaining_work / max(one_gpu_goodput, 1e-12)
+        return (2.0 ** job.priority) * (tau / (tau + need)) ** self.policy.service_power
 
     def speedup(self, job: JobView, count: int) -> float:
         """Goodput at ``count`` GPUs over goodput at one (at its min if one is unusable)."""

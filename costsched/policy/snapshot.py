@@ -145,6 +145,10 @@ class JobView:
     by_gpu_model: Mapping[str, TypeOption] = field(default_factory=dict)
     """GPU model (:attr:`NodeView.gpu_model`) -> how the job runs there, for a policy that
     tells GPU types apart; empty: ``throughput`` holds on every node."""
+    remaining_work: float | None = None
+    """Work the job has left to its end, in the units of its goodput (steps at its initial
+    batch size): what its declared epochs less those it reported done come to. None when
+    it does not say; cost-aware then weighs it by attained service alone."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_gpus <= self.max_gpus:
@@ -153,6 +157,8 @@ class JobView:
             raise ConfigError(f"job {self.name}: requested GPUs and batch size must be >= 1")
         if self.gpus_per_worker < 1:
             raise ConfigError(f"job {self.name}: gpus_per_worker must be >= 1")
+        if self.remaining_work is not None and not self.remaining_work >= 0:
+            raise ConfigError(f"job {self.name}: remaining_work must be >= 0 or None")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,11 @@
   2); before the first measurement the whole min..max range (``model`` is None
   then, as it is for every job when ``use_measured_models`` is off).
 
+* work left: once its run has reported the seconds it needs to its target or last
+  epoch (``eta_s``), that times its goodput on the workers it held then
+  (:func:`remaining_work`), which cost-aware weighs it by (nearest its end first); before
+  that, None, and cost-aware weighs it by the service it has had.
+
 A job with ``training.adaptive_batch`` is seen as Pollux sees it instead: the fitted
 model at every per-GPU batch (:class:`~costsched.goodput.throughput.FittedThroughput`)
 and the efficiency of its measured noise scale, so the policy picks its global batch
@@ -22,6 +27,7 @@ gradient noise, every batch is given the same progress per step, so the smallest
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +38,7 @@ from costsched.config.job import JobConfig
 from costsched.cost.prices import JobRate, PriceCatalog
 from costsched.goodput.online import explored_max_gpus
 from costsched.goodput.throughput import DEFAULT_PRIOR, FittedThroughput
+from costsched.policy.goodput import best_goodput
 from costsched.policy.snapshot import ClusterSnapshot, EfficiencyModel, JobView, NodeView
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
 from costsched.scheduler.job_models import FixedBatchThroughput, JobModel
@@ -99,7 +106,7 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
         # Pure noise (grad_sqr ~ 0): gain(B) ~ B / B0, efficiency ~ 1 at every batch.
         efficiency = EfficiencyModel(init_batch_size=batch, max_batch_size=batch * max_gpus,
                                      grad_sqr=1e-9, grad_var=1.0)
-    return JobView(
+    view = JobView(
         name=record.job_id, arrival_time_s=record.submitted_at,
         attained_service_gpu_s=record.attained_gpu_s,
         min_gpus=lo, max_gpus=hi,
@@ -110,6 +117,18 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
         on_demand=not config.cost.spot, gpus_per_worker=per_worker,
         running_since_s=running_since_s,
     )
+    return dataclasses.replace(view, remaining_work=remaining_work(view, record, per_worker))
+
+
+def remaining_work(view: JobView, record: JobRecord, per_worker: int) -> float | None:
+    """The work a job has left, in its goodput's units: the seconds its run last reported
+    to its target or last epoch (``eta_s``) at the goodput of the workers it held then;
+    None when it has not reported them or holds no workers."""
+    if record.eta_s is None or record.workers <= 0:
+        return None
+    per_node = max(record.placement.values(), default=record.workers) * per_worker
+    goodput = best_goodput(view, record.workers * per_worker, per_node).goodput
+    return max(record.eta_s, 0.0) * goodput if goodput > 0 else None
 
 
 def adaptive_batch_choices(base: int, limit: int, max_gpus: int) -> list[int]:

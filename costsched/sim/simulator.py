@@ -89,6 +89,10 @@ class SimConfig:
     share_measurements: bool = False
     """Without ``oracle``: a job starts from the steps that earlier jobs of its app (on its
     GPU type) measured, not from the prior alone (:class:`SharedMeasurements`)."""
+    tell_remaining_work: bool = True
+    """Each job tells the policy the work it has left (its app's epochs less the progress
+    made: ``JobView.remaining_work``), as a live job that declares its epochs can. False:
+    the policy knows only the service each job has had."""
 
     def __post_init__(self) -> None:
         if (self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0
@@ -244,6 +248,8 @@ class Simulator:
             spent_usd=usd_over(self.gpu_usd_per_hour, job.gpu_s),
             usd_per_gpu_hour=self.gpu_usd_per_hour,
             num_restarts=max(job.num_placements - 1, 0),
+            remaining_work=(max(app.target_progress - job.progress, 0.0)
+                            if self.config.tell_remaining_work else None),
         )
 
     def _models(self, job: SimJob) -> tuple[object, tuple[float, float]]:
