@@ -12,8 +12,8 @@
   2); before the first measurement the whole min..max range (``model`` is None
   then, as it is for every job when ``use_measured_models`` is off).
 
-* work left: once its run has reported the seconds it needs to its target or last
-  epoch (``eta_s``), that times its goodput on the workers it held then
+* work left: once its run has reported the seconds it needs to its last step at its
+  attempt's step rate (``eta_s``), that times its goodput on the workers it held then
   (:func:`remaining_work`), which cost-aware weighs it by (nearest its end first); before
   that, None, and cost-aware weighs it by the service it has had.
 
@@ -122,8 +122,9 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
 
 def remaining_work(view: JobView, record: JobRecord, per_worker: int) -> float | None:
     """The work a job has left, in its goodput's units: the seconds its run last reported
-    to its target or last epoch (``eta_s``) at the goodput of the workers it held then;
-    None when it has not reported them or holds no workers."""
+    to its last step (``eta_s``, at that attempt's step rate) times its goodput on the
+    workers it holds; None when it has not reported them or holds no workers (a new
+    attempt reports none before its first steps)."""
     if record.eta_s is None or record.workers <= 0:
         return None
     per_node = max(record.placement.values(), default=record.workers) * per_worker
