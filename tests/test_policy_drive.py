@@ -12,6 +12,7 @@ from costsched.policy.drive import Executes, drive, gpu_range
 from costsched.policy.goodput import best_goodput
 from costsched.policy.snapshot import Decision, NodeView
 from costsched.policy.validate import InvalidDecision
+from costsched.scheduler.interfaces import JobProgress
 from costsched.scheduler.policy_view import job_view
 from tests.support.policy_fakes import job, nodes, snapshot
 from tests.test_scheduler_fakes import harness, job_text, node
@@ -120,6 +121,27 @@ def test_a_live_job_tells_the_policy_its_work_left_from_the_time_its_run_reporte
     for unknown in (record, dataclasses.replace(running, eta_s=None),
                     dataclasses.replace(running, workers=0, placement={})):
         assert job_view(unknown, config, 0.05, rate, elastic=True).remaining_work is None
+
+
+@pytest.mark.parametrize("nearer", ["a", "b", "c"])
+def test_the_live_controller_gives_the_spare_gpu_to_the_job_nearest_its_end(tmp_path, nearer):
+    # Three like jobs of 1-2 workers share a 4-GPU node: one gets the fourth GPU. Once
+    # their runs report how long they still need, it goes to the one that ends in ten
+    # minutes, not to those that need ten hours, whichever it is.
+    h = harness(tmp_path, node("n0", slots=4))
+    ids = {name: h.controller.submit(job_text(name, min_workers=1, max_workers=2))
+           for name in ("a", "b", "c")}
+    h.tick()
+    for _ in range(3):
+        for name, job_id in ids.items():
+            record = h.job(job_id)
+            h.runner.script[job_id] = JobProgress(
+                state="running", spent_usd=record.spent_usd, last_step=record.last_step + 1,
+                last_step_at=h.clock.now() + 60.0, usd_per_hour=record.usd_per_hour,
+                eta_s=600.0 if name == nearer else 36_000.0)
+        h.tick()
+    workers = {name: h.job(job_id).workers for name, job_id in ids.items()}
+    assert workers == {name: 2 if name == nearer else 1 for name in ids}, workers
 
 
 def test_the_controller_logs_what_it_does_not_execute_once(tmp_path, caplog):
