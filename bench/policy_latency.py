@@ -56,6 +56,8 @@ def make_jobs(profiles, num_jobs: int, seed: int) -> tuple[JobView, ...]:
         app = profiles[apps[i % len(apps)]]
         epoch = int(rng.integers(app.max_epochs))
         sqr, var = app.grad_stats(app.init_batch_size, epoch)
+        progress = app.curve_column(app.init_batch_size, "progress")
+        done = float(progress[epoch - 1]) if epoch else 0.0
         jobs.append(JobView(
             name=f"{app.name}-{i}", arrival_time_s=float(i), attained_service_gpu_s=float(
                 rng.exponential(20_000)), min_gpus=1, max_gpus=max_useful_gpus(app),
@@ -64,6 +66,7 @@ def make_jobs(profiles, num_jobs: int, seed: int) -> tuple[JobView, ...]:
             efficiency=EfficiencyModel(init_batch_size=app.init_batch_size,
                                        max_batch_size=app.max_batch_size,
                                        grad_sqr=max(sqr, 1e-12), grad_var=var),
+            remaining_work=app.target_progress - done,
         ))
     return tuple(jobs)
 

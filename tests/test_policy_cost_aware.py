@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from costsched.policy.cost_aware import CostAwarePolicy
+from costsched.policy.cost_aware import CostAwarePolicy, Growth
 from costsched.policy.goodput import best_goodput
 from costsched.policy.snapshot import Autoscaling, EfficiencyModel
 from costsched.policy.validate import check_decision
@@ -57,9 +57,17 @@ def test_spare_gpus_go_to_the_job_nearest_its_end_when_jobs_say_what_is_left(tel
         one_gpu = best_goodput(old, 1, 4).goodput  # work per second on one GPU
         old = dataclasses.replace(old, remaining_work=1 * 3600.0 * one_gpu)
         new = dataclasses.replace(new, remaining_work=100 * 3600.0 * one_gpu)
-    decision = CostAwarePolicy(node_shapes=False).decide(snapshot([old, new], nodes(1)))
+    snap = snapshot([old, new], nodes(1))
+    policy = CostAwarePolicy(node_shapes=False)
+    decision = policy.decide(snap)
     favoured, other = ("old", "new") if tells_work_left else ("new", "old")
     assert gpus(decision, favoured) == 3 and gpus(decision, other) == 1
+    # The weight itself: tau / (tau + hours left on one GPU), tau = 16 GPU-hours; else
+    # tau / (tau + hours of service had).
+    growth = Growth(policy, snap, 4)
+    expected = {"old": 16 / 17, "new": 16 / 116} if tells_work_left else {
+        "old": 16 / 116, "new": 1.0}
+    assert {j.name: growth.weight(j) for j in (old, new)} == pytest.approx(expected)
 
 
 def test_node_shapes_never_split_a_job_over_nodes():

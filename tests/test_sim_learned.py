@@ -163,17 +163,20 @@ def test_cli_oracle_switch_runs_the_profile_view_under_its_own_name(tmp_path, ca
     assert (out / "load-1.0_workload-9" / "cost-aware-oracle" / "summary.json").is_file()
 
 
-def test_cli_can_hide_the_work_left_and_names_that_run_apart(tmp_path, capsys):
+def test_cli_can_hide_the_work_left_and_the_run_is_named_apart_and_slower(tmp_path, capsys):
+    # On three nodes the fixture's jobs compete for spare GPUs: weighed by the service
+    # they have had instead of the work they have left, they finish later on average.
     args = ["simulate", "--workload", str(FIXTURE_WORKLOAD), "--policy", "cost-aware",
-            "--policy", "las", "--nodes", "2", "--profiles", str(FIXTURE), "--out",
-            str(tmp_path), "--hide-remaining-work"]
-    assert main(args) == 0
+            "--policy", "las", "--nodes", "3", "--profiles", str(FIXTURE), "--out",
+            str(tmp_path)]
+    assert main(args) == 0 and main(args + ["--hide-remaining-work"]) == 0
     printed = capsys.readouterr().out
     assert "cost-aware (work hidden) on load-1.0/workload-9" in printed
     assert "las on load-1.0/workload-9" in printed  # fixed-size policies weigh nothing
     run = tmp_path / "load-1.0_workload-9"
-    assert json.loads((run / "cost-aware-work-hidden" / "summary.json").read_text())[
-        "num_jobs"] == len(load_workload(FIXTURE_WORKLOAD))
+    told, hidden = (json.loads((run / name / "summary.json").read_text())["mean_jct_s"]
+                    for name in ("cost-aware", "cost-aware-work-hidden"))
+    assert told < hidden
 
 
 def solo_ncf(first_measure_s: float, batch_size: int = 256):

@@ -278,10 +278,11 @@ class Growth:
         tau = self.policy.service_scale_gpu_s
         need = job.attained_service_gpu_s
         if job.remaining_work is not None:
-            if one_gpu_goodput is None:
-                one_gpu_goodput = self.choice(job, 1).goodput or self.choice(
-                    job, job.min_gpus).goodput
-            need = job.remaining_work / max(one_gpu_goodput, 1e-12)
+            if one_gpu_goodput is None:  # per GPU at its least size if one is unusable
+                one_gpu_goodput = self.choice(job, 1).goodput or (
+                    self.choice(job, job.min_gpus).goodput / job.min_gpus)
+            if one_gpu_goodput > 0:  # else no rate to judge the work by: service had
+                need = job.remaining_work / one_gpu_goodput
         return (2.0 ** job.priority) * (tau / (tau + need)) ** self.policy.service_power
 
     def speedup(self, job: JobView, count: int) -> float:

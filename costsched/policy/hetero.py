@@ -275,8 +275,8 @@ class _TypedGrowth(Growth):
         if hit is None:
             ones = [self._one_gpu(table, job) for table in self.goodputs.values()
                     if job.name in table]
-            base = max(max(ones, default=0.0), 1e-12)
-            hit = self._weight_base[job.name] = (self.weight(job, base), base)
+            best = max(ones, default=0.0)
+            hit = self._weight_base[job.name] = (self.weight(job, best), max(best, 1e-12))
         return hit
 
     def cost(self, model: str, count: int) -> float:

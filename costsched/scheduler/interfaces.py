@@ -112,7 +112,8 @@ class JobProgress:
     usd_per_hour: float = 0.0
     """Current burn rate; 0 when unknown (the controller then prices the allocation)."""
     eta_s: float | None = None
-    """Estimated seconds to the target or the last epoch; None when unknown."""
+    """Estimated seconds to the last step at this attempt's step rate
+    (:func:`costsched.training.state.eta_s`); None when unknown."""
     node_lost: bool = False
     """The failure came from a node dying or a spot reclaim, not from the job."""
     message: str = ""

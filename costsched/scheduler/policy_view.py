@@ -13,9 +13,9 @@
   then, as it is for every job when ``use_measured_models`` is off).
 
 * work left: once its run has reported the seconds it needs to its last step at its
-  attempt's step rate (``eta_s``), that times its goodput on the workers it held then
+  attempt's step rate (``eta_s``), that times its goodput on the workers it holds
   (:func:`remaining_work`), which cost-aware weighs it by (nearest its end first); before
-  that, None, and cost-aware weighs it by the service it has had.
+  that, and while it waits, None, and cost-aware weighs it by the service it has had.
 
 A job with ``training.adaptive_batch`` is seen as Pollux sees it instead: the fitted
 model at every per-GPU batch (:class:`~costsched.goodput.throughput.FittedThroughput`)

@@ -91,8 +91,10 @@ class SimConfig:
     GPU type) measured, not from the prior alone (:class:`SharedMeasurements`)."""
     tell_remaining_work: bool = True
     """Each job tells the policy the work it has left (its app's epochs less the progress
-    made: ``JobView.remaining_work``), as a live job that declares its epochs can. False:
-    the policy knows only the service each job has had."""
+    made: ``JobView.remaining_work``) from its arrival on, queued or running. A live job
+    tells it only while it runs, once its run has reported its time to go, so this is
+    the best case for the live scheduler. False: the policy knows only the service each
+    job has had."""
 
     def __post_init__(self) -> None:
         if (self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0
