@@ -177,8 +177,7 @@ def test_spot_off_is_the_simulator_as_before(policy):
     """The fixture run matches what the simulator wrote before spot pools existed (with
     that simulator's exploration by doubling and first measurement at a round's end;
     cost-aware's recorded again since with the learner's new prior, first size and first
-    batch, see
-    ``tests/fixtures/spot/README.md``)."""
+    batch, see ``tests/fixtures/spot/README.md``)."""
     golden = json.loads((SPOT_FIXTURES / "spot_off_golden.json").read_text())[policy]
     result = simulate(load_workload(FIXTURE_WORKLOAD), policy, num_nodes=2,
                       first_measure_s=1e9, explore_factor=2)

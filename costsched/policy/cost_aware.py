@@ -266,10 +266,10 @@ class Growth:
         usd_per_gpu_round = usd_over(price, self.snapshot.round_s)
         return min(job.max_gpus, int(left_usd // usd_per_gpu_round) if left_usd > 0 else 0)
 
-    def weight(self, job: JobView, one_gpu_goodput: float | None = None) -> float:
+    def weight(self, job: JobView) -> float:
         """2**priority x (tau / (tau + R)) ** service_power, R the GPU-seconds the job
-        still needs on one GPU (its ``remaining_work`` over its one-GPU goodput,
-        ``one_gpu_goodput`` or its own model's) when it says, else its attained service.
+        still needs (its ``remaining_work`` over :meth:`one_gpu_rate`) when it says and
+        that rate is known, else its attained service.
 
         A unit of speedup shortens mean JCT most on the job nearest its end (SRPT); with
         its work left unknown, the more service a job has had the more it likely still
@@ -278,12 +278,16 @@ class Growth:
         tau = self.policy.service_scale_gpu_s
         need = job.attained_service_gpu_s
         if job.remaining_work is not None:
-            if one_gpu_goodput is None:  # per GPU at its least size if one is unusable
-                one_gpu_goodput = self.choice(job, 1).goodput or (
-                    self.choice(job, job.min_gpus).goodput / job.min_gpus)
-            if one_gpu_goodput > 0:  # else no rate to judge the work by: service had
-                need = job.remaining_work / one_gpu_goodput
+            rate = self.one_gpu_rate(job)
+            if rate > 0:  # else no rate to judge the work by: the service it has had
+                need = job.remaining_work / rate
         return (2.0 ** job.priority) * (tau / (tau + need)) ** self.policy.service_power
+
+    def one_gpu_rate(self, job: JobView) -> float:
+        """Work per GPU-second on one GPU (per GPU at its least size if one cannot run it);
+        0 when neither can."""
+        return self.choice(job, 1).goodput or (
+            self.choice(job, job.min_gpus).goodput / job.min_gpus)
 
     def speedup(self, job: JobView, count: int) -> float:
         """Goodput at ``count`` GPUs over goodput at one (at its min if one is unusable)."""

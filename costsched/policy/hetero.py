@@ -266,8 +266,13 @@ class _TypedGrowth(Growth):
         return {m: bill * value[m] / units for m in self.nodes}
 
     @staticmethod
-    def _one_gpu(table: GoodputTable, job: JobView) -> float:
-        return table.goodput(job.name, 1) or table.goodput(job.name, job.min_gpus)
+    def _one_gpu(table: GoodputTable, job: JobView, least: int = 1) -> float:
+        """Goodput on one GPU (at the job's least size, over ``least``, if one is unusable)."""
+        return table.goodput(job.name, 1) or table.goodput(job.name, job.min_gpus) / least
+
+    def one_gpu_rate(self, job: JobView) -> float:
+        return max((self._one_gpu(table, job, job.min_gpus) for table in self.goodputs.values()
+                    if job.name in table), default=0.0)
 
     def _weight_and_base(self, job: JobView) -> tuple[float, float]:
         """(:meth:`weight`, the job's best one-GPU goodput on any model, at least 1e-12)."""
@@ -275,8 +280,8 @@ class _TypedGrowth(Growth):
         if hit is None:
             ones = [self._one_gpu(table, job) for table in self.goodputs.values()
                     if job.name in table]
-            best = max(ones, default=0.0)
-            hit = self._weight_base[job.name] = (self.weight(job, best), max(best, 1e-12))
+            hit = self._weight_base[job.name] = (self.weight(job),
+                                                 max(max(ones, default=0.0), 1e-12))
         return hit
 
     def cost(self, model: str, count: int) -> float:
