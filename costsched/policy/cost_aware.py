@@ -278,9 +278,9 @@ class Growth:
         tau = self.policy.service_scale_gpu_s
         need = job.attained_service_gpu_s
         if job.remaining_work is not None:
-            rate = self.one_gpu_rate(job)
-            if rate > 0:  # else no rate to judge the work by: the service it has had
-                need = job.remaining_work / rate
+            per_gpu = self.one_gpu_rate(job)
+            if per_gpu > 0:  # else no pace to judge the work by: the service it has had
+                need = job.remaining_work / per_gpu
         return (2.0 ** job.priority) * (tau / (tau + need)) ** self.policy.service_power
 
     def one_gpu_rate(self, job: JobView) -> float:
