@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,15 +11,24 @@ from costsched.errors import ConfigError
 
 
 class SqliteFile:
-    """A database file created with ``schema`` on first use; ``what`` names it in errors."""
+    """A database file created with ``schema`` on first use; ``what`` names it in errors.
 
-    def __init__(self, path: str | Path, schema: str, what: str):
+    ``added_columns``: (table, column, declaration) that later versions added to
+    ``schema``'s tables; a file made before them gets them (NULL or their default in
+    the rows it has), so an upgrade keeps every row."""
+
+    def __init__(self, path: str | Path, schema: str, what: str,
+                 added_columns: Sequence[tuple[str, str, str]] = ()):
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self.transaction() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(schema)
+                for table, column, declaration in added_columns:
+                    have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                    if column not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{self.path} is not a {what} ({exc})") from None
 

@@ -13,6 +13,7 @@ from costsched.policy.goodput import best_goodput
 from costsched.policy.snapshot import Decision, NodeView
 from costsched.policy.validate import InvalidDecision
 from costsched.scheduler.interfaces import JobProgress
+from costsched.scheduler.job_models import Measurement
 from costsched.scheduler.policy_view import job_view
 from tests.support.policy_fakes import job, nodes, snapshot
 from tests.test_scheduler_fakes import harness, job_text, node
@@ -121,6 +122,37 @@ def test_a_live_job_tells_the_policy_its_work_left_from_the_time_its_run_reporte
     for unknown in (record, dataclasses.replace(running, eta_s=None),
                     dataclasses.replace(running, workers=0, placement={})):
         assert job_view(unknown, config, 0.05, rate, elastic=True).remaining_work is None
+
+
+def test_a_measured_job_keeps_its_work_left_in_steps_while_it_waits_or_restarts(tmp_path):
+    # Its run reports step 100 of 400. A fixed-batch job's goodput is steps per second,
+    # so 300 steps are left: the same while it runs, once it waits (no workers) and on a
+    # new attempt that has no steps yet (no eta), so its weight does not fall back to its
+    # service at every resize. Without a fitted model (steps not measured) the view's
+    # step time is notional, and the work left is known only from a running eta.
+    h = harness(tmp_path, node("n0", slots=4))
+    job_id = h.controller.submit(job_text("j", min_workers=1, max_workers=2))
+    h.tick()
+    record = h.job(job_id)
+    h.runner.script[job_id] = JobProgress(
+        state="running", spent_usd=record.spent_usd, last_step=100, total_steps=400,
+        last_step_at=h.clock.now(), usd_per_hour=record.usd_per_hour, eta_s=50.0,
+        measurement=Measurement(num_workers=2, num_nodes=1, local_bsz=64, accum_steps=1,
+                                step_time_s=0.5, sync_time_s=0.02, samples_per_s=256.0,
+                                grad_sqr=0.5, grad_var=32.0))
+    h.tick()
+    record = h.job(job_id)
+    assert (record.last_step, record.total_steps) == (100, 400)
+    config, rate = h.controller._config(record), h.controller.job_rate(record)
+    model = h.controller.job_models.model(job_id)
+    assert model is not None
+    for moment in (record, dataclasses.replace(record, workers=0, placement={}, eta_s=None),
+                   dataclasses.replace(record, eta_s=None)):
+        view = job_view(moment, config, 0.05, rate, elastic=True, model=model)
+        assert view.remaining_work == 300.0
+    unmeasured = job_view(dataclasses.replace(record, workers=0, placement={}), config, 0.05,
+                          rate, elastic=True)
+    assert unmeasured.remaining_work is None
 
 
 @pytest.mark.parametrize("nearer", ["a", "b", "c"])

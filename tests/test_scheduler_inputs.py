@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from costsched.config.scheduler import load_scheduler_config
 from costsched.errors import ConfigError, CostschedError
 from costsched.scheduler.interfaces import JobProgress
-from costsched.scheduler.state import JobStore
+from costsched.scheduler.state import SCHEMA, JobStore
 from tests.test_scheduler_fakes import dump, harness, job_text, node
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,34 @@ def test_state_transitions_are_checked_and_repeats_are_no_ops(tmp_path):
     record = store.get(job.job_id)
     assert (record.state, record.workers, record.ended_at) == ("COMPLETED", 0, 3.0)
     assert [e["kind"] for e in store.events(job.job_id)] == ["submitted", "started", "finished"]
+
+
+def test_a_state_file_from_before_total_steps_is_upgraded_and_keeps_its_jobs(tmp_path):
+    # The file an earlier version made, with a job in it: its jobs table lacks total_steps.
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("\n".join(line for line in SCHEMA.splitlines() if "total_steps" not in line))
+    db.execute("INSERT INTO jobs (job_id, name, config_yaml, config_hash, priority, budget_usd,"
+               " min_workers, max_workers, state, submitted_at, last_step) VALUES"
+               " ('j-1', 'j', '{}', 'h', 0, 1.0, 1, 2, 'QUEUED', 0.0, 5)")
+    db.commit()
+    db.close()
+    assert "total_steps" not in _columns(path)
+    store = JobStore(path)
+    kept = store.get("j-1")
+    assert (kept.name, kept.max_workers, kept.last_step, kept.total_steps) == ("j", 2, 5, None)
+    store.update("j-1", total_steps=40)
+    again = JobStore(path).get("j-1")  # reopening changes nothing
+    assert (again.last_step, again.total_steps) == (5, 40)
+    assert _columns(path).count("total_steps") == 1
+
+
+def _columns(path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
+    finally:
+        db.close()
 
 
 def test_a_file_that_is_not_a_state_file_is_a_config_error(tmp_path):

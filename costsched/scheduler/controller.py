@@ -61,8 +61,7 @@ class SchedulerController:
         self.store, self.policy, self.cluster, self.runner = store, policy, cluster, runner
         self.clock, self.catalog, self.config = clock, catalog, config
         self.ledger = ledger  # status reads each running job's refreshed forecast from it
-        self._round = 0
-        self._recovered = False
+        self._round, self._recovered = 0, False
         self._capacity = CapacityRequest(config)
         self._gpu_models: dict[str, str] = {}  # node id -> GPU model, as last seen
         self._configs: dict[str, JobConfig] = {}
@@ -186,7 +185,8 @@ class SchedulerController:
             self.store.update(
                 job.job_id, spent_usd=spent, last_step=max(p.last_step, job.last_step),
                 last_step_at=p.last_step_at or (now if stepped else job.last_step_at),
-                usd_per_hour=p.usd_per_hour or self._rate(job, job.workers), eta_s=p.eta_s)
+                usd_per_hour=p.usd_per_hour or self._rate(job, job.workers), eta_s=p.eta_s,
+                total_steps=p.total_steps or job.total_steps)
             self.store.transition(job.job_id, "RUNNING", now=now, kind="resized",
                                   detail=f"running on {job.workers} workers")
             return []

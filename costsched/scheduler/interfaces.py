@@ -109,6 +109,8 @@ class JobProgress:
     """Latest optimiser step reported."""
     last_step_at: float | None = None
     """When that step was reported, on the controller's clock."""
+    total_steps: int | None = None
+    """Optimiser steps the run takes in all, as it last reported; None when it has not."""
     usd_per_hour: float = 0.0
     """Current burn rate; 0 when unknown (the controller then prices the allocation)."""
     eta_s: float | None = None

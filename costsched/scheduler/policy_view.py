@@ -117,14 +117,24 @@ def job_view(record: JobRecord, config: JobConfig, sync_penalty_per_gpu: float,
         on_demand=not config.cost.spot, gpus_per_worker=per_worker,
         running_since_s=running_since_s,
     )
-    return dataclasses.replace(view, remaining_work=remaining_work(view, record, per_worker))
+    by_steps = model is not None and not config.training.adaptive_batch
+    return dataclasses.replace(view, remaining_work=remaining_work(
+        view, record, per_worker, by_steps=by_steps))
 
 
-def remaining_work(view: JobView, record: JobRecord, per_worker: int) -> float | None:
-    """The work a job has left, in its goodput's units: the seconds its run last reported
-    to its last step (``eta_s``, at that attempt's step rate) times its goodput on the
-    workers it holds; None when it has not reported them or holds no workers (a new
-    attempt reports none before its first steps)."""
+def remaining_work(view: JobView, record: JobRecord, per_worker: int, *,
+                   by_steps: bool = False) -> float | None:
+    """The work a job has left, in its goodput's units (steps at its initial batch).
+
+    ``by_steps`` (a fixed-batch job with a fitted model, so that its goodput is real
+    steps per second), once its run has reported its total steps: those less its last
+    step, whether it runs, waits or restarts. Otherwise the seconds its run last
+    reported to its last step (``eta_s``, at that attempt's step rate) times its goodput
+    on the workers it holds. None when neither is known: a job that has not reported
+    yet, or one judged by ``eta_s`` that holds no workers or whose new attempt has no
+    steps yet."""
+    if by_steps and record.total_steps is not None:
+        return float(max(record.total_steps - record.last_step, 0))
     if record.eta_s is None or record.workers <= 0:
         return None
     per_node = max(record.placement.values(), default=record.workers) * per_worker

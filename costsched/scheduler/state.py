@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     attained_gpu_s REAL NOT NULL DEFAULT 0,
     last_step INTEGER NOT NULL DEFAULT 0,
     last_step_at REAL,
+    total_steps INTEGER,
     accounted_at REAL,
     run_id TEXT NOT NULL DEFAULT '',
     checkpoint_path TEXT NOT NULL DEFAULT '',
@@ -85,7 +86,8 @@ CREATE TABLE IF NOT EXISTS requests (
 MUTABLE = frozenset({
     "started_at", "ended_at", "workers", "placement", "restarts", "preemptions",
     "spot_restarts", "failures", "spent_usd", "usd_per_hour", "eta_s", "attained_gpu_s",
-    "last_step", "last_step_at", "accounted_at", "run_id", "checkpoint_path", "message",
+    "last_step", "last_step_at", "total_steps", "accounted_at", "run_id", "checkpoint_path",
+    "message",
 })
 """Columns :meth:`JobStore.update` may write (identity and config never change)."""
 
@@ -142,6 +144,9 @@ class JobRecord:
     """Latest optimiser step."""
     last_step_at: float | None
     """When it was reported."""
+    total_steps: int | None
+    """Optimiser steps the run takes in all (its epochs at its batch), as its run last
+    reported; None before it has."""
     accounted_at: float | None
     """Up to when attained service was counted."""
     run_id: str
@@ -163,7 +168,8 @@ class JobStore:
     """The jobs and events tables in the SQLite file at ``path`` (created on first use)."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        self._file = SqliteFile(path, SCHEMA, "costsched scheduler state file")
+        self._file = SqliteFile(path, SCHEMA, "costsched scheduler state file",
+                                added_columns=(("jobs", "total_steps", "INTEGER"),))
         self.path = self._file.path
         self._connect = self._file.transaction
 

@@ -92,9 +92,9 @@ class SimConfig:
     tell_remaining_work: bool = True
     """Each job tells the policy the work it has left (its app's epochs less the progress
     made: ``JobView.remaining_work``) from its arrival on, queued or running. A live job
-    tells it only while it runs, once its run has reported its time to go, so this is
-    the best case for the live scheduler. False: the policy knows only the service each
-    job has had."""
+    tells it only once its run has reported it (an adaptive-batch one only while it
+    runs), so this is the best case for the live scheduler. False: the policy knows only
+    the service each job has had."""
 
     def __post_init__(self) -> None:
         if (self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0

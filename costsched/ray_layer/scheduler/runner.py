@@ -382,6 +382,7 @@ class RayJobRunner:
             return JobProgress(state="running", spent_usd=spent, usd_per_hour=usd_per_hour,
                                last_step=int(progress["global_step"]),
                                last_step_at=float(progress["reported_at"]),
+                               total_steps=_total_steps(progress),
                                eta_s=eta_s(progress), measurement=measurement_of(progress),
                                restart_phases=None if phases is None else phases | {
                                    "stop": self._attempt_stop_s.get(job_id, 0.0)},
@@ -390,3 +391,10 @@ class RayJobRunner:
                  if i["outcome"] == "RUNNING"]
         return JobProgress(state="running", spent_usd=spent, usd_per_hour=usd_per_hour,
                            last_step_at=max(beats) if beats else None)
+
+
+def _total_steps(progress: dict) -> int | None:
+    try:
+        return int(progress["total_steps"])
+    except (KeyError, TypeError, ValueError):
+        return None
