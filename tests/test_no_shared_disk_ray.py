@@ -183,6 +183,10 @@ def test_every_stop_checkpoints_to_s3_and_resumes_on_another_node(site):
     progress = drive.stepping(1, asked)
     assert progress["resumed_from_step"] >= step
     assert _worker_nodes() == {a}
+    # The scheduler learns the run's total steps (its work left in steps): 40 epochs.
+    polled = drive.runner.poll(job_id)
+    assert polled.total_steps == progress["total_steps"] > polled.last_step >= step
+    assert polled.total_steps % 40 == 0
 
     # Node a is lost after its attempt checkpointed: resume on b and c, losing at most
     # one checkpoint interval.
