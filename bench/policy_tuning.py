@@ -3,7 +3,7 @@
     python bench/policy_tuning.py [--oracle] [--loads 0.5 1.0] [--workloads 1 2 3 4]
                                   [--set service_power=0.5 ...] [--explore-factor 2]
                                   [--first-measure-s 10] [--share-measurements]
-                                  [--hide-remaining-work]
+                                  [--hide-remaining-work | --remaining-work-while-running]
 
 The constants of ``CostAwarePolicy`` were tuned with this script on workloads 1-4 of
 ``../shared/data/pollux`` at loads 0.5 and 1.0 only (see the README), and so were
@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     parser.add_argument("--hide-remaining-work", action="store_true",
                         help="jobs do not tell the policy the work they have left "
                              "(it weighs them by attained service instead)")
+    parser.add_argument("--remaining-work-while-running", action="store_true",
+                        help="a job tells the work it has left only while it runs, measured "
+                             "and past its restart (as a live adaptive-batch job does)")
     parser.add_argument("--first-measure-s", type=float, default=None,
                         help="seconds of steps before a new job's first measurement")
     args = parser.parse_args(argv)
@@ -77,7 +80,9 @@ def main(argv=None) -> int:
             config = SimConfig(instance=instance, elastic=True, oracle=args.oracle,
                                explore_factor=args.explore_factor,
                                share_measurements=args.share_measurements,
-                               tell_remaining_work=not args.hide_remaining_work, **timing)
+                               tell_remaining_work=not args.hide_remaining_work,
+                               remaining_work_while_running=args.remaining_work_while_running,
+                               **timing)
             started = time.monotonic()
             result = Simulator(config=config, profiles=profiles, workload=jobs,
                                policy=policy).run()
@@ -92,7 +97,8 @@ def main(argv=None) -> int:
                 print("  " + by_app(result.jobs), flush=True)
     print(json.dumps({"set": overrides, "oracle": args.oracle, **timing,
                       "share_measurements": args.share_measurements,
-                      "remaining_work": not args.hide_remaining_work,
+                      "remaining_work": not args.hide_remaining_work and (
+                          "while running" if args.remaining_work_while_running else True),
                       "explore_factor": args.explore_factor,
                       "mean_ratio": round(float(np.mean(list(ratios.values()))), 3)}))
     return 0

@@ -141,6 +141,27 @@ def test_a_job_tells_the_policy_the_work_it_has_left_unless_the_run_hides_it(tel
     assert 0 < left[-1] < left[0] / len(left) * 2
 
 
+def test_a_job_can_tell_its_work_left_only_while_it_runs_as_a_live_run_does():
+    # Three two-GPU asks on one 4-GPU node: one waits at first. Told only while running,
+    # a job's work left is known exactly in the rounds it holds GPUs (it was measured in
+    # its first round; a 30 s restart ends within a 60 s round). With 150 s restarts a
+    # job that was just placed is still restoring at the next decision: unknown then.
+    specs = [JobSpec(name=f"j{i}", submit_time_s=0, application="bert", num_replicas=2,
+                     batch_size=12) for i in range(3)]
+
+    def told(recorder) -> set[tuple[bool, bool]]:
+        return {(held.get(name, 0) > 0, view.remaining_work is not None)
+                for views, held in recorder.rounds for name, view in views.items()}
+
+    _, _, recorder = run(specs, oracle=False, num_nodes=1, remaining_work_while_running=True)
+    assert told(recorder) == {(False, False), (True, True)}
+    _, _, slow = run(specs, oracle=False, num_nodes=1, remaining_work_while_running=True,
+                     restart_s=150.0)
+    assert told(slow) == {(False, False), (True, False), (True, True)}
+    _, _, always = run(specs, oracle=False, num_nodes=1)
+    assert told(always) == {(False, True), (True, True)}
+
+
 def test_pollux_rule_starts_a_job_on_one_gpu_and_doubles():
     assert [exploration_limit(64, tried, factor=2, first=1) for tried in (0, 1, 2, 8)] == [
         1, 2, 4, 16]

@@ -95,6 +95,10 @@ class SimConfig:
     tells it only once its run has reported it (an adaptive-batch one only while it
     runs), so this is the best case for the live scheduler. False: the policy knows only
     the service each job has had."""
+    remaining_work_while_running: bool = False
+    """With ``tell_remaining_work``, a job tells it only while it holds GPUs, has been
+    measured and is not restoring from a placement change: what a live adaptive-batch
+    job's run reports (its time to go, from its running attempt's steps)."""
 
     def __post_init__(self) -> None:
         if (self.num_nodes < 0 or self.round_s <= 0 or self.restart_s < 0
@@ -251,8 +255,13 @@ class Simulator:
             usd_per_gpu_hour=self.gpu_usd_per_hour,
             num_restarts=max(job.num_placements - 1, 0),
             remaining_work=(max(app.target_progress - job.progress, 0.0)
-                            if self.config.tell_remaining_work else None),
+                            if self._tells_work_left(job) else None),
         )
+
+    def _tells_work_left(self, job: SimJob) -> bool:
+        cfg = self.config
+        return cfg.tell_remaining_work and (not cfg.remaining_work_while_running or bool(
+            job.placement and job.restart_left_s <= 0 and job.measured_batch_size))
 
     def _models(self, job: SimJob) -> tuple[object, tuple[float, float]]:
         """(throughput model, (grad_sqr, grad_var)) the policy sees for ``job``: the
