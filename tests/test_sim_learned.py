@@ -200,6 +200,19 @@ def test_cli_can_hide_the_work_left_and_the_run_is_named_apart_and_slower(tmp_pa
     assert told < hidden
 
 
+def test_cli_can_tell_the_work_left_only_while_a_job_runs(tmp_path, capsys):
+    args = ["simulate", "--workload", str(FIXTURE_WORKLOAD), "--policy", "cost-aware",
+            "--nodes", "3", "--profiles", str(FIXTURE), "--out", str(tmp_path)]
+    assert main(args + ["--remaining-work-while-running"]) == 0
+    assert "cost-aware (work told while running) on load-1.0/workload-9" in (
+        capsys.readouterr().out)
+    summary = tmp_path / "load-1.0_workload-9" / "cost-aware-work-told-while-running"
+    assert (summary / "summary.json").is_file()
+    with pytest.raises(SystemExit):  # one or the other
+        main(args + ["--remaining-work-while-running", "--hide-remaining-work"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def solo_ncf(first_measure_s: float, batch_size: int = 256):
     """A lone ncf job, learning: its result and the batches it measured in its first round."""
     spec = JobSpec(name="solo", submit_time_s=0, application="ncf", num_replicas=1,

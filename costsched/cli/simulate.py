@@ -100,10 +100,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--share-measurements", action="store_true",
                         help="without --oracle, a new job starts from the steps earlier jobs "
                              "of its app measured (on its GPU type), not from the prior alone")
-    parser.add_argument("--hide-remaining-work", action="store_true",
-                        help="jobs do not tell the policy the work they have left, so "
-                             "cost-aware weighs them by the service they have had (LAS) "
-                             "instead of by the work left (SRPT)")
+    told = parser.add_mutually_exclusive_group()
+    told.add_argument("--hide-remaining-work", action="store_true",
+                      help="jobs do not tell the policy the work they have left, so "
+                           "cost-aware weighs them by the service they have had (LAS) "
+                           "instead of by the work left (SRPT)")
+    told.add_argument("--remaining-work-while-running", action="store_true",
+                      help="a job tells the work it has left only while it runs, measured "
+                           "and past its restart, as a live adaptive-batch job does")
     parser.add_argument("--out", default="sim-out", metavar="DIR",
                         help="output folder (default sim-out)")
     parser.add_argument("--profiles", default=None, metavar="DIR",
@@ -252,12 +256,16 @@ def run(args: argparse.Namespace) -> int:
             tag += " (shared)" if args.share_measurements and not args.oracle and name in ELASTIC \
                 else ""
             tag += " (work hidden)" if args.hide_remaining_work and name in ELASTIC else ""
+            tag += (" (work told while running)" if args.remaining_work_while_running
+                    and name in ELASTIC else "")
             sim = build(name, jobs, {"autoscale": autoscale if resizes else None,
                                      "autoscale_hysteresis": hysteresis if resizes else None,
                                      "elastic": name in ELASTIC, "oracle": args.oracle,
                                      "explore_factor": explore_factor,
                                      "share_measurements": args.share_measurements,
-                                     "tell_remaining_work": not args.hide_remaining_work})
+                                     "tell_remaining_work": not args.hide_remaining_work,
+                                     "remaining_work_while_running":
+                                         args.remaining_work_while_running})
             result = sim.run(on_round=_progress(f"{tag} {label}"))
             summary = summarise(result, policy=tag, workload=label)
             run_dir = out / label.replace("/", "_") / _slug(tag)
