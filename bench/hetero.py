@@ -38,6 +38,8 @@ def p99(values) -> float:
     index int(0.99 n), over every job of every workload."""
     ordered = sorted(values)
     return ordered[int(0.99 * len(ordered))]
+
+
 POLICIES = ("cost-aware", "cost-aware-unaware")
 
 

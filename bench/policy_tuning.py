@@ -58,12 +58,13 @@ def main(argv=None) -> int:
                         help="learned sizes: at most this many times the most GPUs tried")
     parser.add_argument("--share-measurements", action="store_true",
                         help="a new job starts from what earlier jobs of its app measured")
-    parser.add_argument("--hide-remaining-work", action="store_true",
-                        help="jobs do not tell the policy the work they have left "
-                             "(it weighs them by attained service instead)")
-    parser.add_argument("--remaining-work-while-running", action="store_true",
-                        help="a job tells the work it has left only while it runs, measured "
-                             "and past its restart (as a live adaptive-batch job does)")
+    told = parser.add_mutually_exclusive_group()
+    told.add_argument("--hide-remaining-work", action="store_true",
+                      help="jobs do not tell the policy the work they have left "
+                           "(it weighs them by attained service instead)")
+    told.add_argument("--remaining-work-while-running", action="store_true",
+                      help="a job tells the work it has left only while it runs, measured "
+                           "and past its restart (as a live adaptive-batch job does)")
     parser.add_argument("--first-measure-s", type=float, default=None,
                         help="seconds of steps before a new job's first measurement")
     args = parser.parse_args(argv)

@@ -28,7 +28,7 @@ class SqliteFile:
                 for table, column, declaration in added_columns:
                     have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
                     if column not in have:
-                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                        _add_column(db, table, column, declaration)
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{self.path} is not a {what} ({exc})") from None
 
@@ -42,3 +42,12 @@ class SqliteFile:
                 yield db
         finally:
             db.close()
+
+
+def _add_column(db: sqlite3.Connection, table: str, column: str, declaration: str) -> None:
+    """Add ``column`` unless another process opening the same file just did."""
+    try:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column name" not in str(exc):
+            raise

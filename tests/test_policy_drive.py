@@ -7,6 +7,7 @@ import dataclasses
 import logging
 
 import pytest
+import yaml
 
 from costsched.policy.drive import Executes, drive, gpu_range
 from costsched.policy.goodput import best_goodput
@@ -16,7 +17,7 @@ from costsched.scheduler.interfaces import JobProgress
 from costsched.scheduler.job_models import Measurement
 from costsched.scheduler.policy_view import job_view
 from tests.support.policy_fakes import job, nodes, snapshot
-from tests.test_scheduler_fakes import harness, job_text, node
+from tests.test_scheduler_fakes import QUICKSTART, harness, job_text, node
 
 LIVE = Executes(batch_sizes=False, node_changes=False)
 
@@ -124,35 +125,67 @@ def test_a_live_job_tells_the_policy_its_work_left_from_the_time_its_run_reporte
         assert job_view(unknown, config, 0.05, rate, elastic=True).remaining_work is None
 
 
+def _report(h, job_id: str, *, last_step: int, total_steps: int | None,
+            eta_s: float | None) -> None:
+    """The job's run reports, with a measurement of its steps, and a round polls it."""
+    record = h.job(job_id)
+    h.runner.script[job_id] = JobProgress(
+        state="running", spent_usd=record.spent_usd, last_step=last_step,
+        total_steps=total_steps, last_step_at=h.clock.now(), usd_per_hour=record.usd_per_hour,
+        eta_s=eta_s, measurement=Measurement(
+            num_workers=2, num_nodes=1, local_bsz=64, accum_steps=1, step_time_s=0.5,
+            sync_time_s=0.02, samples_per_s=256.0, grad_sqr=0.5, grad_var=32.0))
+    h.tick()
+
+
 def test_a_measured_job_keeps_its_work_left_in_steps_while_it_waits_or_restarts(tmp_path):
     # Its run reports step 100 of 400. A fixed-batch job's goodput is steps per second,
     # so 300 steps are left: the same while it runs, once it waits (no workers) and on a
-    # new attempt that has no steps yet (no eta), so its weight does not fall back to its
-    # service at every resize. Without a fitted model (steps not measured) the view's
-    # step time is notional, and the work left is known only from a running eta.
+    # new attempt that has reported no steps yet (no eta, no totals), so its weight does
+    # not fall back to its service at every resize. Without a fitted model (steps not
+    # measured) the view's step time is notional, and the work left is known only from
+    # a running eta.
     h = harness(tmp_path, node("n0", slots=4))
     job_id = h.controller.submit(job_text("j", min_workers=1, max_workers=2))
     h.tick()
+    _report(h, job_id, last_step=100, total_steps=400, eta_s=50.0)
+    assert (h.job(job_id).last_step, h.job(job_id).total_steps) == (100, 400)
+    _report(h, job_id, last_step=0, total_steps=None, eta_s=None)  # a new attempt
     record = h.job(job_id)
-    h.runner.script[job_id] = JobProgress(
-        state="running", spent_usd=record.spent_usd, last_step=100, total_steps=400,
-        last_step_at=h.clock.now(), usd_per_hour=record.usd_per_hour, eta_s=50.0,
-        measurement=Measurement(num_workers=2, num_nodes=1, local_bsz=64, accum_steps=1,
-                                step_time_s=0.5, sync_time_s=0.02, samples_per_s=256.0,
-                                grad_sqr=0.5, grad_var=32.0))
-    h.tick()
-    record = h.job(job_id)
-    assert (record.last_step, record.total_steps) == (100, 400)
+    assert (record.last_step, record.total_steps, record.eta_s) == (100, 400, None)
     config, rate = h.controller._config(record), h.controller.job_rate(record)
     model = h.controller.job_models.model(job_id)
     assert model is not None
-    for moment in (record, dataclasses.replace(record, workers=0, placement={}, eta_s=None),
-                   dataclasses.replace(record, eta_s=None)):
+    for moment in (record, dataclasses.replace(record, workers=0, placement={}),
+                   dataclasses.replace(record, eta_s=50.0)):
         view = job_view(moment, config, 0.05, rate, elastic=True, model=model)
         assert view.remaining_work == 300.0
     unmeasured = job_view(dataclasses.replace(record, workers=0, placement={}), config, 0.05,
                           rate, elastic=True)
     assert unmeasured.remaining_work is None
+
+
+def test_an_adaptive_batch_job_tells_its_work_left_only_from_its_running_eta(tmp_path):
+    # Its steps are at a batch that changes, so its total steps are not steps at its
+    # first batch: a waiting adaptive job is weighed by service, a running one by eta.
+    training = dict(yaml.safe_load(QUICKSTART.read_text())["training"], adaptive_batch=True)
+    h = harness(tmp_path, node("n0", slots=4))
+    job_id = h.controller.submit(job_text("a", min_workers=1, max_workers=2,
+                                          training=training))
+    h.tick()
+    _report(h, job_id, last_step=100, total_steps=400, eta_s=None)
+    record = h.job(job_id)
+    config, rate = h.controller._config(record), h.controller.job_rate(record)
+    model = h.controller.job_models.model(job_id)
+    assert record.total_steps == 400 and model is not None
+    waiting = dataclasses.replace(record, workers=0, placement={})
+    assert job_view(waiting, config, 0.05, rate, elastic=True, model=model).remaining_work \
+        is None
+    running = dataclasses.replace(record, eta_s=50.0)
+    view = job_view(running, config, 0.05, rate, elastic=True, model=model)
+    per_node = max(running.placement.values())
+    assert view.remaining_work == pytest.approx(
+        50.0 * best_goodput(view, running.workers, per_node).goodput)
 
 
 @pytest.mark.parametrize("nearer", ["a", "b", "c"])

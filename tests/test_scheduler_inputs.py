@@ -118,6 +118,20 @@ def test_a_state_file_from_before_total_steps_is_upgraded_and_keeps_its_jobs(tmp
     assert _columns(path).count("total_steps") == 1
 
 
+def test_two_processes_upgrading_one_state_file_at_once_both_open_it(tmp_path):
+    # Each saw the column missing; the second to add it finds it there: not an error.
+    from costsched.sqlite_file import _add_column
+
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute("CREATE TABLE jobs (job_id TEXT)")
+    _add_column(db, "jobs", "total_steps", "INTEGER")
+    _add_column(db, "jobs", "total_steps", "INTEGER")
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        _add_column(db, "missing", "total_steps", "INTEGER")
+    db.close()
+    assert _columns(tmp_path / "s.db") == ["job_id", "total_steps"]
+
+
 def _columns(path) -> list[str]:
     db = sqlite3.connect(path)
     try:

@@ -162,6 +162,28 @@ def test_a_job_can_tell_its_work_left_only_while_it_runs_as_a_live_run_does():
     assert told(always) == {(False, True), (True, True)}
 
 
+@pytest.mark.parametrize("oracle", [False, True])
+def test_told_while_running_means_holding_gpus_measured_and_not_restoring(oracle):
+    spec = JobSpec(name="j", submit_time_s=0, application="bert", num_replicas=2,
+                   batch_size=12)
+    config = SimConfig(instance=load_catalog().instance("g4dn.12xlarge"), num_nodes=1,
+                       elastic=True, oracle=oracle, remaining_work_while_running=True)
+    sim = Simulator(config=config, profiles=fixture_profiles(), workload=[spec],
+                    policy=CostAwarePolicy())
+    job = sim.jobs[0]
+    assert (job.learned is None) == oracle  # the oracle measures nothing: not needed then
+
+    def told(placement, restart_left_s, measured) -> bool:
+        job.placement, job.restart_left_s, job.measured_batch_size = (
+            placement, restart_left_s, measured)
+        return sim._view(job, 0.0).remaining_work is not None
+
+    assert told({"n0": 2}, 0.0, 12)
+    assert not told({}, 0.0, 12)  # waiting
+    assert not told({"n0": 2}, 30.0, 12)  # restoring from a placement change
+    assert told({"n0": 2}, 0.0, 0) == oracle  # not yet measured
+
+
 def test_pollux_rule_starts_a_job_on_one_gpu_and_doubles():
     assert [exploration_limit(64, tried, factor=2, first=1) for tried in (0, 1, 2, 8)] == [
         1, 2, 4, 16]

@@ -12,10 +12,12 @@
   2); before the first measurement the whole min..max range (``model`` is None
   then, as it is for every job when ``use_measured_models`` is off).
 
-* work left: once its run has reported the seconds it needs to its last step at its
-  attempt's step rate (``eta_s``), that times its goodput on the workers it holds
-  (:func:`remaining_work`), which cost-aware weighs it by (nearest its end first); before
-  that, and while it waits, None, and cost-aware weighs it by the service it has had.
+* work left (:func:`remaining_work`), which cost-aware weighs a job by (nearest its end
+  first): for a fixed-batch job with a fitted model, the total steps its run reported
+  less its last step, also while it waits or restarts; for any other, once its running
+  attempt has reported the seconds it needs to its last step (``eta_s``), that times its
+  goodput on the workers it holds. Before that (and, for the latter, while it waits)
+  None, and cost-aware weighs it by the service it has had.
 
 A job with ``training.adaptive_batch`` is seen as Pollux sees it instead: the fitted
 model at every per-GPU batch (:class:`~costsched.goodput.throughput.FittedThroughput`)

@@ -261,7 +261,8 @@ class Simulator:
     def _tells_work_left(self, job: SimJob) -> bool:
         cfg = self.config
         return cfg.tell_remaining_work and (not cfg.remaining_work_while_running or bool(
-            job.placement and job.restart_left_s <= 0 and job.measured_batch_size))
+            job.placement and job.restart_left_s <= 0
+            and (job.learned is None or job.measured_batch_size)))  # oracle: no measuring
 
     def _models(self, job: SimJob) -> tuple[object, tuple[float, float]]:
         """(throughput model, (grad_sqr, grad_var)) the policy sees for ``job``: the

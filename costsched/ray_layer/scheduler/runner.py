@@ -394,7 +394,9 @@ class RayJobRunner:
 
 
 def _total_steps(progress: dict) -> int | None:
+    """The run's total optimiser steps as it reported them; None unless a positive count."""
     try:
-        return int(progress["total_steps"])
-    except (KeyError, TypeError, ValueError):
+        total = int(progress["total_steps"])
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
+    return total if total > 0 else None
