@@ -1,6 +1,7 @@
 """cost-aware on Sia's heterogeneous 64-GPU cluster, aware vs unaware of GPU types.
 
     python bench/hetero.py [--workloads 1 2 ...] [--oracle] [--share-measurements]
+                           [--remaining-work-while-running]
                            [--profiles DIR]
 
 Cluster: 6 x g4dn.12xlarge (4 T4) + 3 x on-prem 8 x RTX 2080 Ti + 2 x p4d.24xlarge
@@ -44,10 +45,11 @@ POLICIES = ("cost-aware", "cost-aware-unaware")
 
 
 def run_one(policy_name: str, jobs, pools, profiles, *, oracle: bool,
-            share_measurements: bool = False) -> dict:
+            share_measurements: bool = False, while_running: bool = False) -> dict:
     config = SimConfig(instance=pools[0].instance, instance_name=pools[0].instance_name,
                        num_nodes=sum(p.num_nodes for p in pools), elastic=True, oracle=oracle,
-                       share_measurements=share_measurements)
+                       share_measurements=share_measurements,
+                       remaining_work_while_running=while_running)
     policy = make_policy(policy_name)
     sim = HeteroSimulator(config=config, pools=pools, profiles=profiles, workload=jobs,
                           policy=policy, aware=policy.heterogeneity_aware,
@@ -75,6 +77,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workloads", nargs="+", type=int, default=list(range(1, 9)))
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
     parser.add_argument("--oracle", action="store_true")
+    parser.add_argument("--remaining-work-while-running", action="store_true",
+                        help="a job tells the work it has left only while it runs, measured "
+                             "and past its restart (as a live adaptive-batch job does)")
     parser.add_argument("--share-measurements", action="store_true",
                         help="a new job starts from what earlier jobs of its app measured on "
                              "each GPU type")
@@ -89,7 +94,8 @@ def main(argv=None) -> int:
         jobs = load_workload(data / "workloads" / "philly" / f"workload-{number}.csv")
         for name in args.policies:
             row = run_one(name, jobs, pools, profiles, oracle=args.oracle,
-                          share_measurements=args.share_measurements)
+                          share_measurements=args.share_measurements,
+                          while_running=args.remaining_work_while_running)
             runs[name].append(row)
             print(f"workload {number} {name}: mean JCT {row['jct_h']:.2f} h, "
                   f"{row['gpu_h_per_job']:.2f} GPU-h/job, ${row['usd_per_job']:.2f}/job, "
@@ -97,7 +103,9 @@ def main(argv=None) -> int:
                   f" ({row['seconds']:.0f} s)", flush=True)
     print(f"\nworkloads {' '.join(map(str, args.workloads))}"
           f"{' (oracle)' if args.oracle else ' (learned)'}"
-          f"{', shared measurements' if args.share_measurements else ''}; mean over workloads")
+          f"{', shared measurements' if args.share_measurements else ''}"
+          f"{', work left told while running' if args.remaining_work_while_running else ''}"
+          "; mean over workloads")
     print(f"{'policy':<20} {'JCT h':>6} {'published':>14} {'GPU-h/job':>9} {'$/job':>7} "
           f"{'restarts/job':>12} {'s/run':>6}  GPU-h by type")
     tails = []
