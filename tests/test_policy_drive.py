@@ -153,6 +153,8 @@ def test_a_measured_job_keeps_its_work_left_in_steps_while_it_waits_or_restarts(
     _report(h, job_id, last_step=0, total_steps=None, eta_s=None)  # a new attempt
     record = h.job(job_id)
     assert (record.last_step, record.total_steps, record.eta_s) == (100, 400, None)
+    (row,) = h.controller.status()  # and `costsched status` shows them
+    assert (row.last_step, row.total_steps) == (100, 400)
     config, rate = h.controller._config(record), h.controller.job_rate(record)
     model = h.controller.job_models.model(job_id)
     assert model is not None

@@ -77,6 +77,16 @@ def test_status_shows_small_dollars_to_three_significant_digits():
     assert cells["$/H"] == "0.0447"
 
 
+@pytest.mark.parametrize(("state", "steps", "cell"), [
+    ("RUNNING", {"last_step": 100, "total_steps": 400}, "100/400"),
+    ("PREEMPTED", {"last_step": 100, "total_steps": 400}, "100/400"),  # kept while waiting
+    ("RUNNING", {"last_step": 7}, "7"),  # a run that does not report its total
+    ("QUEUED", {}, "-"),
+])
+def test_status_shows_the_steps_done_of_the_total(state, steps, cell):
+    assert status_cells(state=state, **steps)["STEPS"] == cell
+
+
 @pytest.mark.parametrize(("state", "eta"), [
     ("RUNNING", "4m05s"), ("RESIZING", "4m05s"),
     ("QUEUED", "-"), ("PREEMPTED", "-"), ("COMPLETED", "-"), ("BUDGET_EXHAUSTED", "-"),

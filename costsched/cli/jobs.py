@@ -188,11 +188,12 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
     """``costsched status`` as a table, then one line per active alert.
 
     Dollars keep three significant digits under $1 (a $0.004 budget is not
-    ``0.00``); the ETA shows only while a job holds workers, since a finished or
-    waiting job's last estimate is stale: to its target (its last epoch without one) by
-    its run's refreshed forecast, with the dollars it will have spent by then, else to
-    its last step at its step rate; ``unreachable`` when the fitted curve levels off
-    below the target.
+    ``0.00``); steps are the last reported of the total (kept while a job waits); the
+    ETA shows only while a job holds workers, since a finished or waiting job's last
+    estimate is stale: to its target (its last epoch without one) by its run's
+    refreshed forecast, with the dollars it will have spent by then, else to its last
+    step at its step rate; ``unreachable`` when the fitted curve levels off below the
+    target.
     """
     # Here, not at the top: `costsched --help` must not pay for the scheduler's imports.
     from costsched.scheduler.state import RUNNING
@@ -200,11 +201,11 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "no jobs"
     header = ("JOB", "NAME", "STATE", "PRI", "WORKERS", "GPUS", "SPENT $", "BUDGET $",
-              "$/H", "ETA", "FORECAST $", "RESTARTS")
+              "$/H", "STEPS", "ETA", "FORECAST $", "RESTARTS")
     table = [header] + [(
         r["job_id"], r["name"], r["state"], str(r["priority"]), str(r["workers"]),
         str(r["gpus"]), format_usd(r["spent_usd"]), format_usd(r["budget_usd"]),
-        format_usd(r["usd_per_hour"]),
+        format_usd(r["usd_per_hour"]), steps_cell(r),
         *(forecast_cells(r) if r["state"] in RUNNING else ("-", "-")),
         f"{r['restarts']} ({r['preemptions']}p {r['spot_restarts']}s {r['failures']}f)",
     ) for r in rows]
@@ -214,6 +215,13 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
     lines += [measured_line(r) for r in rows if r.get("samples_per_s") is not None]
     lines += [f"ALERT {alert}" for r in rows for alert in r["alerts"]]
     return "\n".join(lines)
+
+
+def steps_cell(row: dict[str, Any]) -> str:
+    """``step/total`` as its run last reported them (the step alone before a total is
+    known; ``-`` before any)."""
+    step, total = row.get("last_step") or 0, row.get("total_steps")
+    return f"{step}/{total}" if total else (str(step) if step else "-")
 
 
 def forecast_cells(row: dict[str, Any]) -> tuple[str, str]:

@@ -224,6 +224,10 @@ class JobStatus:
     """Restarts after its own errors."""
     alerts: tuple[str, ...]
     """Active alerts (stall, budget burn)."""
+    last_step: int = 0
+    """Latest optimiser step its runs reported (kept while it waits)."""
+    total_steps: int | None = None
+    """Optimiser steps it takes in all, as its run reported; None before it has."""
     samples_per_s: float | None = None
     """Measured training throughput now, examples per second."""
     speedup_down: float | None = None

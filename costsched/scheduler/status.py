@@ -38,6 +38,7 @@ def status_row(job: JobRecord, config: JobConfig, *, now: float, stall_minutes: 
         budget_usd=job.budget_usd, usd_per_hour=job.usd_per_hour if running else 0.0,
         eta_s=job.eta_s if running else None, restarts=job.restarts,
         preemptions=job.preemptions, spot_restarts=job.spot_restarts, failures=job.failures,
+        last_step=job.last_step, total_steps=job.total_steps,
         alerts=tuple(str(a) for a in job_alerts(job, now=now, stall_minutes=stall_minutes)),
         **measured, **forecast)
 
