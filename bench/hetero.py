@@ -1,7 +1,7 @@
 """cost-aware on Sia's heterogeneous 64-GPU cluster, aware vs unaware of GPU types.
 
     python bench/hetero.py [--workloads 1 2 ...] [--oracle] [--share-measurements]
-                           [--remaining-work-while-running]
+                           [--hide-remaining-work | --remaining-work-while-running]
                            [--profiles DIR]
 
 Cluster: 6 x g4dn.12xlarge (4 T4) + 3 x on-prem 8 x RTX 2080 Ti + 2 x p4d.24xlarge
@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from costsched.cli.simulate import add_remaining_work_options, remaining_work_config
 from costsched.cost.prices import load_catalog
 from costsched.policy.registry import make_policy
 from costsched.sim.gpu_types import SIA_RESTART_S, load_typed_profiles, sia_dir, sia_pools
@@ -45,11 +46,10 @@ POLICIES = ("cost-aware", "cost-aware-unaware")
 
 
 def run_one(policy_name: str, jobs, pools, profiles, *, oracle: bool,
-            share_measurements: bool = False, while_running: bool = False) -> dict:
+            share_measurements: bool = False, told: dict | None = None) -> dict:
     config = SimConfig(instance=pools[0].instance, instance_name=pools[0].instance_name,
                        num_nodes=sum(p.num_nodes for p in pools), elastic=True, oracle=oracle,
-                       share_measurements=share_measurements,
-                       remaining_work_while_running=while_running)
+                       share_measurements=share_measurements, **(told or {}))
     policy = make_policy(policy_name)
     sim = HeteroSimulator(config=config, pools=pools, profiles=profiles, workload=jobs,
                           policy=policy, aware=policy.heterogeneity_aware,
@@ -77,9 +77,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workloads", nargs="+", type=int, default=list(range(1, 9)))
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
     parser.add_argument("--oracle", action="store_true")
-    parser.add_argument("--remaining-work-while-running", action="store_true",
-                        help="a job tells the work it has left only while it runs, measured "
-                             "and past its restart (as a live adaptive-batch job does)")
+    add_remaining_work_options(parser)
     parser.add_argument("--share-measurements", action="store_true",
                         help="a new job starts from what earlier jobs of its app measured on "
                              "each GPU type")
@@ -95,7 +93,7 @@ def main(argv=None) -> int:
         for name in args.policies:
             row = run_one(name, jobs, pools, profiles, oracle=args.oracle,
                           share_measurements=args.share_measurements,
-                          while_running=args.remaining_work_while_running)
+                          told=remaining_work_config(args))
             runs[name].append(row)
             print(f"workload {number} {name}: mean JCT {row['jct_h']:.2f} h, "
                   f"{row['gpu_h_per_job']:.2f} GPU-h/job, ${row['usd_per_job']:.2f}/job, "
@@ -105,6 +103,7 @@ def main(argv=None) -> int:
           f"{' (oracle)' if args.oracle else ' (learned)'}"
           f"{', shared measurements' if args.share_measurements else ''}"
           f"{', work left told while running' if args.remaining_work_while_running else ''}"
+          f"{', work left hidden' if args.hide_remaining_work else ''}"
           "; mean over workloads")
     print(f"{'policy':<20} {'JCT h':>6} {'published':>14} {'GPU-h/job':>9} {'$/job':>7} "
           f"{'restarts/job':>12} {'s/run':>6}  GPU-h by type")

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from costsched.cli.simulate import add_remaining_work_options, remaining_work_config
 from costsched.cost.prices import load_catalog
 from costsched.goodput import online
 from costsched.policy.cost_aware import CostAwarePolicy
@@ -58,13 +59,7 @@ def main(argv=None) -> int:
                         help="learned sizes: at most this many times the most GPUs tried")
     parser.add_argument("--share-measurements", action="store_true",
                         help="a new job starts from what earlier jobs of its app measured")
-    told = parser.add_mutually_exclusive_group()
-    told.add_argument("--hide-remaining-work", action="store_true",
-                      help="jobs do not tell the policy the work they have left "
-                           "(it weighs them by attained service instead)")
-    told.add_argument("--remaining-work-while-running", action="store_true",
-                      help="a job tells the work it has left only while it runs, measured "
-                           "and past its restart (as a live adaptive-batch job does)")
+    add_remaining_work_options(parser)
     parser.add_argument("--first-measure-s", type=float, default=None,
                         help="seconds of steps before a new job's first measurement")
     args = parser.parse_args(argv)
@@ -81,9 +76,7 @@ def main(argv=None) -> int:
             config = SimConfig(instance=instance, elastic=True, oracle=args.oracle,
                                explore_factor=args.explore_factor,
                                share_measurements=args.share_measurements,
-                               tell_remaining_work=not args.hide_remaining_work,
-                               remaining_work_while_running=args.remaining_work_while_running,
-                               **timing)
+                               **remaining_work_config(args), **timing)
             started = time.monotonic()
             result = Simulator(config=config, profiles=profiles, workload=jobs,
                                policy=policy).run()

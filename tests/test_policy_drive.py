@@ -165,6 +165,10 @@ def test_a_measured_job_keeps_its_work_left_in_steps_while_it_waits_or_restarts(
     unmeasured = job_view(dataclasses.replace(record, workers=0, placement={}), config, 0.05,
                           rate, elastic=True)
     assert unmeasured.remaining_work is None
+    h.runner.script[job_id] = JobProgress(state="finished", outcome="COMPLETED",
+                                          spent_usd=record.spent_usd, last_step=400)
+    h.tick()  # its last step is kept: status shows 400/400, not the last poll's 100
+    assert (h.state(job_id), h.job(job_id).last_step) == ("COMPLETED", 400)
 
 
 def test_an_adaptive_batch_job_tells_its_work_left_only_from_its_running_eta(tmp_path):

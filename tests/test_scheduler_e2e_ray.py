@@ -196,6 +196,11 @@ def test_scheduler_through_ray_job_submit_runs_three_jobs_to_the_right_end(site)
           120, detail=lambda: rows())
     preempted_at = step(site, low)
     assert preempted_at >= 10  # it stopped at a checkpoint it had just saved
+    # Waiting, it still shows its steps done of its total (the scheduler polled its run
+    # in the round that preempted it): the policy weighs it by the steps it has left.
+    waiting = rows()[low]
+    assert waiting["total_steps"] == read_progress(low)["total_steps"] > 0
+    assert 10 <= waiting["last_step"] <= preempted_at
 
     _wait("the capped job to stop at its budget",
           lambda: rows()[capped]["state"] in TERMINAL, 180, detail=lambda: rows())

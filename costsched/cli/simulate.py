@@ -100,14 +100,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--share-measurements", action="store_true",
                         help="without --oracle, a new job starts from the steps earlier jobs "
                              "of its app measured (on its GPU type), not from the prior alone")
-    told = parser.add_mutually_exclusive_group()
-    told.add_argument("--hide-remaining-work", action="store_true",
-                      help="jobs do not tell the policy the work they have left, so "
-                           "cost-aware weighs them by the service they have had (LAS) "
-                           "instead of by the work left (SRPT)")
-    told.add_argument("--remaining-work-while-running", action="store_true",
-                      help="a job tells the work it has left only while it runs, measured "
-                           "and past its restart, as a live adaptive-batch job does")
+    add_remaining_work_options(parser)
     parser.add_argument("--out", default="sim-out", metavar="DIR",
                         help="output folder (default sim-out)")
     parser.add_argument("--profiles", default=None, metavar="DIR",
@@ -263,9 +256,7 @@ def run(args: argparse.Namespace) -> int:
                                      "elastic": name in ELASTIC, "oracle": args.oracle,
                                      "explore_factor": explore_factor,
                                      "share_measurements": args.share_measurements,
-                                     "tell_remaining_work": not args.hide_remaining_work,
-                                     "remaining_work_while_running":
-                                         args.remaining_work_while_running})
+                                     **remaining_work_config(args)})
             result = sim.run(on_round=_progress(f"{tag} {label}"))
             summary = summarise(result, policy=tag, workload=label)
             run_dir = out / label.replace("/", "_") / _slug(tag)
@@ -347,3 +338,21 @@ def _cluster_builder(args: argparse.Namespace, policies: list[str]):
 def _slug(tag: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "-" for c in tag).strip("-").replace(
         "--", "-")
+
+
+def add_remaining_work_options(parser: argparse.ArgumentParser) -> None:
+    """What jobs tell the policy of the work they have left (one option or neither)."""
+    told = parser.add_mutually_exclusive_group()
+    told.add_argument("--hide-remaining-work", action="store_true",
+                      help="jobs do not tell the policy the work they have left, so "
+                           "cost-aware weighs them by the service they have had (LAS) "
+                           "instead of by the work left (SRPT)")
+    told.add_argument("--remaining-work-while-running", action="store_true",
+                      help="a job tells the work it has left only while it runs, measured "
+                           "and past its restart, as a live adaptive-batch job does")
+
+
+def remaining_work_config(args: argparse.Namespace) -> dict[str, bool]:
+    """The :class:`~costsched.sim.simulator.SimConfig` fields those options set."""
+    return {"tell_remaining_work": not args.hide_remaining_work,
+            "remaining_work_while_running": args.remaining_work_while_running}

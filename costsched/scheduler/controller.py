@@ -62,10 +62,9 @@ class SchedulerController:
         self.clock, self.catalog, self.config = clock, catalog, config
         self.ledger = ledger  # status reads each running job's refreshed forecast from it
         self._round, self._recovered = 0, False
-        self._capacity = CapacityRequest(config)
+        self._capacity, self._elastic = CapacityRequest(config), is_elastic(policy)
         self._gpu_models: dict[str, str] = {}  # node id -> GPU model, as last seen
         self._configs: dict[str, JobConfig] = {}
-        self._elastic = is_elastic(policy)
         self.job_models = measured.JobModels(store.path)
         self._typed = TypedViews(self.job_models, policy)  # jobs on each GPU model, from pools
         self.restarts = RestartCosts(store.path)
@@ -193,7 +192,8 @@ class SchedulerController:
         if p.state == "finished":
             outcome = p.outcome if p.outcome in FINISHED_OUTCOMES else "COMPLETED"
             self.store.transition(job.job_id, outcome, now=now, kind="finished",
-                                  detail=p.message or outcome, spent_usd=spent, eta_s=None)
+                                  detail=p.message or outcome, spent_usd=spent, eta_s=None,
+                                  last_step=max(p.last_step, job.last_step))
             return [Action(kind="finish", job_id=job.job_id, detail=outcome)]
         return self._on_failure(job, p, now, spent)
 
