@@ -171,6 +171,25 @@ def test_a_measured_job_keeps_its_work_left_in_steps_while_it_waits_or_restarts(
     assert (h.state(job_id), h.job(job_id).last_step) == ("COMPLETED", 400)
 
 
+def test_after_a_restore_from_an_older_checkpoint_the_lost_steps_are_left_again(tmp_path):
+    # Step 100 of 400, then its node goes and it resumes from its checkpoint at step 90:
+    # the run reports 92, so 308 steps are left (not 300). A run that does not report its
+    # total steps (a custom entrypoint) is taken at the larger step, as before.
+    h = harness(tmp_path, node("n0", slots=4))
+    job_id = h.controller.submit(job_text("j", min_workers=1, max_workers=2))
+    h.tick()
+    _report(h, job_id, last_step=100, total_steps=400, eta_s=50.0)
+    _report(h, job_id, last_step=92, total_steps=400, eta_s=52.0)
+    record = h.job(job_id)
+    assert (record.last_step, record.total_steps) == (92, 400)
+    model = h.controller.job_models.model(job_id)
+    view = job_view(record, h.controller._config(record), 0.05, h.controller.job_rate(record),
+                    elastic=True, model=model)
+    assert view.remaining_work == 308.0
+    _report(h, job_id, last_step=80, total_steps=None, eta_s=None)
+    assert h.job(job_id).last_step == 92
+
+
 def test_an_adaptive_batch_job_tells_its_work_left_only_from_its_running_eta(tmp_path):
     # Its steps are at a batch that changes, so its total steps are not steps at its
     # first batch: a waiting adaptive job is weighed by service, a running one by eta.

@@ -42,6 +42,7 @@ from costsched.scheduler.interfaces import (
     RunLedger,
     TickReport,
 )
+from costsched.scheduler.progress import running_fields
 from costsched.scheduler.restarts import RestartCosts
 from costsched.scheduler.state import ACTIVE, RUNNING, TERMINAL, WAITING, JobRecord, JobStore
 from costsched.scheduler.status import status_row
@@ -180,12 +181,8 @@ class SchedulerController:
             self.store.log(job.job_id, now=now, kind="restart-cost",
                            detail=describe(p.restart_phases))
         if p.state == "running":
-            stepped = p.last_step > job.last_step
-            self.store.update(
-                job.job_id, spent_usd=spent, last_step=max(p.last_step, job.last_step),
-                last_step_at=p.last_step_at or (now if stepped else job.last_step_at),
-                usd_per_hour=p.usd_per_hour or self._rate(job, job.workers), eta_s=p.eta_s,
-                total_steps=p.total_steps or job.total_steps)
+            self.store.update(job.job_id, spent_usd=spent, **running_fields(job, p, now=now),
+                              usd_per_hour=p.usd_per_hour or self._rate(job, job.workers))
             self.store.transition(job.job_id, "RUNNING", now=now, kind="resized",
                                   detail=f"running on {job.workers} workers")
             return []

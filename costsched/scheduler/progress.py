@@ -1,0 +1,26 @@
+"""What a poll of a live job's run writes to its record (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from costsched.scheduler.interfaces import JobProgress
+from costsched.scheduler.state import JobRecord
+
+
+def running_fields(job: JobRecord, p: JobProgress, *, now: float) -> dict[str, Any]:
+    """The record's progress fields after a poll ``p`` of ``job``'s running run.
+
+    * ``last_step``: the run's own when it reports its total steps too (a report from
+      its current attempt, which may be below the stored step after a restore from an
+      older checkpoint: the steps since were lost and are left again); else the larger
+      of the two (a poll before the attempt's first report says 0);
+    * ``last_step_at``: when the run reported it, else now if the step moved on;
+    * ``total_steps``: the run's, else the stored one (a new attempt says none yet);
+    * ``eta_s``: the run's, None before its attempt has one.
+    """
+    last_step = p.last_step if p.total_steps else max(p.last_step, job.last_step)
+    stepped = p.last_step > job.last_step
+    return {"last_step": last_step,
+            "last_step_at": p.last_step_at or (now if stepped else job.last_step_at),
+            "total_steps": p.total_steps or job.total_steps, "eta_s": p.eta_s}
