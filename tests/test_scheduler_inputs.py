@@ -118,8 +118,9 @@ def test_a_state_file_from_before_total_steps_is_upgraded_and_keeps_its_jobs(tmp
     assert _columns(path).count("total_steps") == 1
 
 
-def test_two_processes_upgrading_one_state_file_at_once_both_open_it(tmp_path):
-    # Each saw the column missing; the second to add it finds it there: not an error.
+def test_adding_a_column_another_process_just_added_is_not_an_error(tmp_path):
+    # Two processes upgrading one file at once each see the column missing; the second
+    # to add it finds it there. (The race itself is too narrow to provoke in a test.)
     from costsched.sqlite_file import _add_column
 
     db = sqlite3.connect(tmp_path / "s.db")

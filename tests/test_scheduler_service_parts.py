@@ -12,7 +12,13 @@ import pytest
 from costsched.cli.jobs import format_status
 from costsched.scheduler.interfaces import JobStatus, NodeRecord
 from costsched.scheduler.metrics import measure
-from costsched.training.state import checkpoint_name, checkpoint_sequence, eta_s, progress_record
+from costsched.training.state import (
+    checkpoint_name,
+    checkpoint_sequence,
+    eta_s,
+    progress_record,
+    reported_total_steps,
+)
 from tests.conftest import REPO
 
 
@@ -93,6 +99,15 @@ def test_status_shows_the_steps_done_of_the_total(state, steps, cell):
 ])
 def test_status_shows_an_eta_only_while_a_job_holds_workers(state, eta):
     assert status_cells(state=state, eta_s=245.0)["ETA"] == eta
+
+
+@pytest.mark.parametrize(("progress", "total"), [
+    ({"total_steps": 400}, 400), ({"total_steps": "400"}, 400), ({}, None),
+    ({"total_steps": 0}, None), ({"total_steps": None}, None),
+    ({"total_steps": float("inf")}, None), ({"total_steps": "many"}, None),
+])
+def test_a_runs_total_steps_are_read_from_its_progress_or_none(progress, total):
+    assert reported_total_steps(progress) == total
 
 
 def test_progress_record_gives_an_eta_from_this_attempts_step_rate():

@@ -167,6 +167,16 @@ def progress_record(metrics: dict[str, Any], *, now: float) -> dict[str, Any]:
     return {k: metrics[k] for k in PROGRESS_KEYS if k in metrics} | {"reported_at": now}
 
 
+def reported_total_steps(progress: dict[str, Any]) -> int | None:
+    """The optimiser steps the run takes in all, as its progress says; None unless a
+    positive count."""
+    try:
+        total = int(progress["total_steps"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    return total if total > 0 else None
+
+
 def eta_s(progress: dict[str, Any]) -> float | None:
     """Seconds to the last step at this attempt's step rate:
     eta = (total_steps - step) * (reported_at - first_step_at) / (step - resumed_from_step);

@@ -55,7 +55,7 @@ from costsched.ray_layer.scheduler.driver import RunDriver, code_env
 from costsched.ray_layer.scheduler.names import DRIVER_PREFIX, NAMESPACE
 from costsched.scheduler.interfaces import JobProgress, RunHandle
 from costsched.scheduler.job_models import Measurement, measurement_from_report
-from costsched.training.state import eta_s
+from costsched.training.state import eta_s, reported_total_steps
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +382,7 @@ class RayJobRunner:
             return JobProgress(state="running", spent_usd=spent, usd_per_hour=usd_per_hour,
                                last_step=int(progress["global_step"]),
                                last_step_at=float(progress["reported_at"]),
-                               total_steps=_total_steps(progress),
+                               total_steps=reported_total_steps(progress),
                                eta_s=eta_s(progress), measurement=measurement_of(progress),
                                restart_phases=None if phases is None else phases | {
                                    "stop": self._attempt_stop_s.get(job_id, 0.0)},
@@ -391,12 +391,3 @@ class RayJobRunner:
                  if i["outcome"] == "RUNNING"]
         return JobProgress(state="running", spent_usd=spent, usd_per_hour=usd_per_hour,
                            last_step_at=max(beats) if beats else None)
-
-
-def _total_steps(progress: dict) -> int | None:
-    """The run's total optimiser steps as it reported them; None unless a positive count."""
-    try:
-        total = int(progress["total_steps"])
-    except (KeyError, TypeError, ValueError, OverflowError):
-        return None
-    return total if total > 0 else None
