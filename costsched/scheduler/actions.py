@@ -15,11 +15,16 @@ ACTION_ORDER = {"preempt": 0, "resize": 1, "resume": 2, "start": 3}
 
 
 def plan_actions(jobs: Sequence[JobRecord], gpus_per_worker: Mapping[str, int],
-                 decision: Decision, reject: Callable[[str], None]) -> list[Action]:
+                 decision: Decision, reject: Callable[[str], None],
+                 gpu_models: Mapping[str, str] | None = None) -> list[Action]:
     """The actions that move ``jobs``' allocations to ``decision``. A placement that is
     not a whole number of workers within the job's range is not executed: the job gets
-    nothing this round and ``reject`` is told why."""
+    nothing this round and ``reject`` is told why. A running job kept at its worker count
+    moves (a resize to the same count: one restart) only where :func:`move_reason` says
+    so, and only while no job is resizing (``gpu_models``: node id -> GPU model; None:
+    no moves)."""
     actions = []
+    settled = gpu_models is not None and all(j.state != "RESIZING" for j in jobs)
     for job in jobs:
         per_worker = gpus_per_worker[job.job_id]
         placement = {n: c for n, c in decision.placements.get(job.job_id, {}).items() if c}
@@ -32,6 +37,11 @@ def plan_actions(jobs: Sequence[JobRecord], gpus_per_worker: Mapping[str, int],
             workers, placement = 0, {}
         held = job.workers if job.state in RUNNING else 0
         if held == workers:
+            why = move_reason(job.placement, placement, gpu_models or {}) if (
+                held and settled and job.state == "RUNNING") else None
+            if why:
+                actions.append(Action(kind="resize", job_id=job.job_id, num_workers=workers,
+                                      placement=placement, detail=f"moved {why}"))
             continue
         if workers == 0:
             kind = "preempt"
@@ -42,6 +52,24 @@ def plan_actions(jobs: Sequence[JobRecord], gpus_per_worker: Mapping[str, int],
         actions.append(Action(kind=kind, job_id=job.job_id, num_workers=workers,
                               placement=placement, detail=f"{held} -> {workers} workers"))
     return sorted(actions, key=lambda a: ACTION_ORDER[a.kind])
+
+
+def move_reason(current: Mapping[str, int], placement: Mapping[str, int],
+                gpu_models: Mapping[str, str]) -> str | None:
+    """Why a job that keeps its worker count should restart on ``placement``: it goes onto
+    another GPU model, or onto fewer nodes (a job that spilled over several when the
+    cluster was full, consolidated); None for any other change of nodes, which is not
+    worth a restart (the job stays where it is)."""
+    held = {n: c for n, c in current.items() if c}
+    if not held or not placement or held == dict(placement):
+        return None
+    before = {gpu_models.get(n) for n in held}
+    after = {gpu_models.get(n) for n in placement}
+    if None not in before | after and before != after:
+        return f"onto {', '.join(sorted(after))} from {', '.join(sorted(before))}"
+    if len(placement) < len(held):
+        return f"onto {len(placement)} node{'s' * (len(placement) > 1)} from {len(held)}"
+    return None
 
 
 def adaptive_batch_size(training: TrainingConfig, chosen: int | None) -> int | None:

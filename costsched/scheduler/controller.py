@@ -339,7 +339,7 @@ class SchedulerController:
         """The actions that move current allocations to ``decision`` (pure given the store)."""
         jobs = self.store.jobs(ACTIVE)
         return plan_actions(jobs, {j.job_id: models.gpus_per_worker(self._config(j))
-                                   for j in jobs}, decision, self._reject_once)
+                                   for j in jobs}, decision, self._reject_once, self._gpu_models)
 
     def _apply(self, decision: Decision, now: float) -> list[Action]:
         done = []
