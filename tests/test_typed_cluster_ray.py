@@ -35,7 +35,8 @@ from costsched.scheduler.controller import SchedulerController  # noqa: E402
 from costsched.scheduler.interfaces import SystemClock  # noqa: E402
 from costsched.scheduler.state import TERMINAL  # noqa: E402
 from costsched.scheduler.typed_views import TypedViews  # noqa: E402
-from tests.conftest import REPO, quickstart_dict  # noqa: E402
+from tests.conftest import quickstart_dict  # noqa: E402
+from tests.support.charges import interval_usd  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -64,16 +65,6 @@ def _job_yaml(name: str) -> str:
     data["checkpoint"].update(interval_steps=10)
     data["cost"].update(budget_usd=5.0)
     return yaml.safe_dump(data, sort_keys=False)
-
-
-def _usd(interval: dict, node_type: str) -> float:
-    """An interval's charge from its raw times and slots at ``node_type``'s on-demand
-    price, the catalog read as plain YAML."""
-    row = yaml.safe_load((REPO / "configs" / "prices.yaml").read_text())[
-        "instance_types"][node_type]
-    slots = interval["num_workers"] * interval["accelerators_per_worker"]
-    seconds = interval["ended_at"] - interval["started_at"]
-    return seconds * slots * row["on_demand_usd_per_hour"] / row["num_gpus_per_node"] / 3600.0
 
 
 def _types_while(seen: list[tuple[float, str]], start: float, end: float) -> set[str]:
@@ -129,7 +120,7 @@ def test_jobs_on_two_gpu_models_stay_on_one_model_and_pay_its_price(cluster, tmp
             # Billed at the price of the node type the job was seen on while the attempt
             # ran (a start withdrawn by a newer decision never ran and has no interval).
             types = _types_while(seen[j], interval["started_at"], interval["ended_at"])
-            assert any(interval["cost_usd"] == pytest.approx(_usd(interval, t), rel=1e-6)
+            assert any(interval["cost_usd"] == pytest.approx(interval_usd(interval, t), rel=1e-6)
                        for t in types), (interval, types, seen[j])
 
     # The steps measured on each model are pooled under it, apart, and a model is fitted
