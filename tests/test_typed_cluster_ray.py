@@ -7,11 +7,11 @@ cluster (``cluster.yaml``). The controller runs here with the real cluster clien
 runner and the default ``cost-aware`` policy. An elastic job (1..4 workers) submitted
 alone gets the two slots of one node, not four across both models; a second one then
 gets the other node. Both pool their measured steps under one
-``training.measurements_key`` and run to the end. At every tick each job's workers are
-on nodes of one GPU model; every attempt is billed at the catalog price of the node
-type it ran on (recomputed from the test's own map of nodes and the catalog read as
-plain YAML); the steps measured on each model are pooled under that model, and a
-model is fitted to each pool.
+``training.measurements_key`` and run to the end. At every tick each job's placement,
+as the scheduler records it, is on nodes of one GPU model; every attempt is billed at
+the catalog price of a node type the test saw it on while it ran (from the test's own
+map of nodes and the catalog read as plain YAML); the steps measured on each model are
+pooled under that model, and a model is fitted to each pool.
 """
 
 from __future__ import annotations
