@@ -71,7 +71,8 @@ def node(node_id: str, slots: int = 1, usd_per_hour: float = 1.0) -> NodeRecord:
 @dataclass
 class FakeRunner:
     """Runs spend ``usd_per_hour`` of their workers' catalog price while alive and
-    step once per poll; ``script`` overrides the next poll of a job."""
+    step once per poll, each poll from the attempt begun at the last start or resize;
+    ``script`` overrides the next poll of a job."""
 
     clock: FakeClock
     usd_per_gpu_hour: float = 0.8
@@ -85,14 +86,15 @@ class FakeRunner:
     def start(self, job_id, config, num_workers, placement, batch_size=None):
         self.calls.append(("start", job_id, num_workers))
         self.batch_sizes[job_id] = batch_size
-        self.runs[job_id] = {"workers": num_workers, "since": self.clock.now(), "step": 0}
+        self.runs[job_id] = {"workers": num_workers, "since": self.clock.now(), "step": 0,
+                             "attempt": self.clock.now()}
         return RunHandle(run_id=f"run-{job_id}", checkpoint_path=f"/ckpt/{job_id}")
 
     def resize(self, job_id, num_workers, placement, batch_size=None):
         self.calls.append(("resize", job_id, num_workers))
         self.batch_sizes[job_id] = batch_size
         self._settle(job_id)
-        self.runs[job_id]["workers"] = num_workers
+        self.runs[job_id].update(workers=num_workers, attempt=self.clock.now())
 
     def stop(self, job_id, reason):
         self.calls.append(("stop", job_id, reason))
@@ -123,7 +125,8 @@ class FakeRunner:
         # As the Ray runner does: the rate it bills at, that of the nodes it runs on.
         return JobProgress(state="running", spent_usd=self.spent[job_id],
                            last_step=self.runs[job_id]["step"], last_step_at=self.clock.now(),
-                           usd_per_hour=self.runs[job_id]["workers"] * self.usd_per_gpu_hour)
+                           usd_per_hour=self.runs[job_id]["workers"] * self.usd_per_gpu_hour,
+                           attempt_at=self.runs[job_id]["attempt"])
 
     def kinds(self, job_id: str) -> list[str]:
         return [c[0] if c[0] != "stop" else f"stop:{c[2]}" for c in self.calls if c[1] == job_id]

@@ -1,6 +1,7 @@
 """Live moves: a running job the policy keeps at its size but places elsewhere restarts
 there only when it goes onto fewer nodes or onto another GPU model, and only while no
-job is resizing (``costsched/scheduler/actions.py``)."""
+job is resizing or has yet to step in its current attempt
+(``costsched/scheduler/actions.py``)."""
 
 from __future__ import annotations
 
@@ -50,11 +51,12 @@ def _running(tmp_path, *names: str):
     return [h.job(j) for j in ids]
 
 
-def _plan(jobs, placements, gpu_models):
+def _plan(jobs, placements, gpu_models, stepping=None):
+    """``stepping``: ids of the jobs whose attempt has stepped (None: all)."""
     rejected = []
     actions = plan_actions(jobs, {j.job_id: 1 for j in jobs},
                            Decision(placements=placements, batch_sizes={}), rejected.append,
-                           gpu_models)
+                           gpu_models, {j.job_id for j in jobs} if stepping is None else stepping)
     assert rejected == []
     return [(a.kind, a.job_id, a.num_workers, dict(a.placement), a.detail) for a in actions]
 
@@ -76,7 +78,7 @@ def test_only_a_move_onto_fewer_nodes_or_another_gpu_model_is_worth_a_restart(tm
     assert _plan([whole], {job.job_id: {"n9": 2}}, models) == []
 
 
-def test_no_job_moves_while_one_is_resizing(tmp_path):
+def test_no_job_moves_while_one_is_resizing_or_has_not_stepped_since_its_start(tmp_path):
     a, b = _running(tmp_path, "a", "b")
     split = dataclasses.replace(a, workers=2, placement={"n0": 1, "n1": 1})
     models = dict.fromkeys(("n0", "n1", "n2", "n3"), "A10G")
@@ -85,6 +87,10 @@ def test_no_job_moves_while_one_is_resizing(tmp_path):
     resizing = dataclasses.replace(b, state="RESIZING")
     assert _plan([split, resizing], move | {b.job_id: b.placement}, models) == []
     assert _plan([dataclasses.replace(split, state="RESIZING")], move, models) == []
+    # Nor while a running job's current attempt has not stepped: its workers may not hold
+    # their slots yet, and Ray would report those as free.
+    assert _plan([split, b], move | {b.job_id: b.placement}, models, {a.job_id}) == []
+    assert _plan([split], move, models, set()) == []
 
 
 def test_the_controller_moves_a_job_kept_at_its_size_onto_another_gpu_model(tmp_path):
@@ -97,6 +103,8 @@ def test_the_controller_moves_a_job_kept_at_its_size_onto_another_gpu_model(tmp_
     held = next(iter(h.job(job).placement))
     other = "t4-0" if held == "n0" else "n0"
     decision = Decision(placements={job: {other: 2}}, batch_sizes={})
+    assert h.controller.plan(decision) == [], "started, not yet polled: it stays"
+    h.tick()  # polled: its attempt has stepped
     actions = h.controller.plan(decision)
     assert [(a.kind, dict(a.placement)) for a in actions] == [("resize", {other: 2})]
     assert actions[0].detail.startswith("moved onto ")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from costsched.config.job import TrainingConfig
 from costsched.policy.snapshot import Decision
@@ -16,15 +16,20 @@ ACTION_ORDER = {"preempt": 0, "resize": 1, "resume": 2, "start": 3}
 
 def plan_actions(jobs: Sequence[JobRecord], gpus_per_worker: Mapping[str, int],
                  decision: Decision, reject: Callable[[str], None],
-                 gpu_models: Mapping[str, str] | None = None) -> list[Action]:
+                 gpu_models: Mapping[str, str] | None = None,
+                 stepping: Collection[str] = frozenset()) -> list[Action]:
     """The actions that move ``jobs``' allocations to ``decision``. A placement that is
     not a whole number of workers within the job's range is not executed: the job gets
     nothing this round and ``reject`` is told why. A running job kept at its worker count
     moves (a resize to the same count: one restart) only where :func:`move_reason` says
-    so, and only while no job is resizing (``gpu_models``: node id -> GPU model; None:
-    no moves)."""
+    so (``gpu_models``: node id -> GPU model; None: no moves), and only while every
+    running job is ``stepping`` (ids of those whose current attempt has reported a
+    step) and none is resizing. Until then an attempt's workers may not hold their slots
+    yet: Ray reports those slots free, the decision counts them twice (the job's own and
+    free), and would move jobs onto slots others hold."""
     actions = []
-    settled = gpu_models is not None and all(j.state != "RESIZING" for j in jobs)
+    settled = gpu_models is not None and all(
+        j.state == "RUNNING" and j.job_id in stepping for j in jobs if j.state in RUNNING)
     for job in jobs:
         per_worker = gpus_per_worker[job.job_id]
         placement = {n: c for n, c in decision.placements.get(job.job_id, {}).items() if c}

@@ -42,7 +42,7 @@ from costsched.scheduler.interfaces import (
     RunLedger,
     TickReport,
 )
-from costsched.scheduler.progress import running_fields
+from costsched.scheduler.progress import running_fields, stepped_this_attempt
 from costsched.scheduler.restarts import RestartCosts
 from costsched.scheduler.state import ACTIVE, RUNNING, TERMINAL, WAITING, JobRecord, JobStore
 from costsched.scheduler.status import status_row
@@ -65,6 +65,7 @@ class SchedulerController:
         self._round, self._recovered = 0, False
         self._capacity, self._elastic = CapacityRequest(config), is_elastic(policy)
         self._gpu_models: dict[str, str] = {}  # node id -> GPU model, as last seen
+        self._stepping: dict[str, bool] = {}  # job id -> its attempt has stepped, as polled
         self._configs: dict[str, JobConfig] = {}
         self.job_models = measured.JobModels(store.path)
         self._typed = TypedViews(self.job_models, policy)  # jobs on each GPU model, from pools
@@ -181,6 +182,8 @@ class SchedulerController:
             self.store.log(job.job_id, now=now, kind="restart-cost",
                            detail=describe(p.restart_phases))
         if p.state == "running":
+            self._stepping[job.job_id] = stepped_this_attempt(
+                p, self.store.run_started_at(job.job_id))
             self.store.update(job.job_id, spent_usd=spent, **running_fields(job, p, now=now),
                               usd_per_hour=p.usd_per_hour or self._rate(job, job.workers))
             self.store.transition(job.job_id, "RUNNING", now=now, kind="resized",
@@ -339,7 +342,8 @@ class SchedulerController:
         """The actions that move current allocations to ``decision`` (pure given the store)."""
         jobs = self.store.jobs(ACTIVE)
         return plan_actions(jobs, {j.job_id: models.gpus_per_worker(self._config(j))
-                                   for j in jobs}, decision, self._reject_once, self._gpu_models)
+                                   for j in jobs}, decision, self._reject_once, self._gpu_models,
+                            {job_id for job_id, yes in self._stepping.items() if yes})
 
     def _apply(self, decision: Decision, now: float) -> list[Action]:
         done = []
@@ -422,8 +426,7 @@ class SchedulerController:
         return config
 
     def _status_row(self, job: JobRecord, now: float) -> JobStatus:
-        config = self._config(job)
-        return status_row(job, config, now=now, stall_minutes=self.config.stall_minutes,
+        return status_row(job, self._config(job), now=now, stall_minutes=self.config.stall_minutes,
                           spent_usd=self.spent_now(job, now) if job.state in ACTIVE
                           else job.spent_usd, model=self.job_models.model(job.job_id),
                           ledger=self.ledger)

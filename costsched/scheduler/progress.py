@@ -24,3 +24,10 @@ def running_fields(job: JobRecord, p: JobProgress, *, now: float) -> dict[str, A
     return {"last_step": last_step,
             "last_step_at": p.last_step_at or (now if stepped else job.last_step_at),
             "total_steps": p.total_steps or job.total_steps, "eta_s": p.eta_s}
+
+
+def stepped_this_attempt(p: JobProgress, started_at: float | None) -> bool:
+    """Whether poll ``p`` reports a step of the attempt the controller started (or resized)
+    at ``started_at``: until then its workers may not hold their slots yet (a poll during a
+    resize still shows the attempt before)."""
+    return p.attempt_at is not None and started_at is not None and p.attempt_at >= started_at

@@ -26,11 +26,12 @@ def node_temp_root() -> Path:
 
 @contextlib.contextmanager
 def cluster_without_shared_disk(bucket: str, node_resources: list[dict[str, float]],
-                                ) -> Iterator[tuple[Any, Path]]:
+                                cpus_per_node: int = 1) -> Iterator[tuple[Any, Path]]:
     """A local S3 server holding ``bucket`` and a ``ray.cluster_utils.Cluster`` whose
-    head (1 CPU) and nodes (1 CPU each, ``node_resources[i]``) each have their own temp
-    folder, this process connected to it; yields the cluster and the temp root (a node
-    added later gets a folder under it). Everything is shut down and removed after."""
+    head (1 CPU) and nodes (``cpus_per_node`` CPUs each, ``node_resources[i]``) each have
+    their own temp folder, this process connected to it; yields the cluster and the temp
+    root (a node added later gets a folder under it). Everything is shut down and
+    removed after."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -41,7 +42,8 @@ def cluster_without_shared_disk(bucket: str, node_resources: list[dict[str, floa
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "temp_dir": str(temp / "head")})
         for i, resources in enumerate(node_resources):
-            cluster.add_node(num_cpus=1, resources=resources, temp_dir=str(temp / f"n{i}"))
+            cluster.add_node(num_cpus=cpus_per_node, resources=resources,
+                             temp_dir=str(temp / f"n{i}"))
         ray.init(address=cluster.address, logging_level="WARNING")
         try:
             yield cluster, temp

@@ -1,0 +1,152 @@
+"""A live move at the same size, on a real local Ray cluster whose nodes share no disk.
+
+``ray.cluster_utils.Cluster``: a head without slots and two nodes of two ``cpu_slot``
+each, every node with its own temp folder, run state on a local S3 server (``moto``).
+Other work (an actor of this test) holds one slot of each node, so a job of exactly two
+workers, driven by the controller with the real cluster client, job runner and the
+default ``cost-aware`` policy, starts spread over both nodes. Once the other work on
+one node ends, the scheduler moves the job onto that node whole: one restart at the
+same size, logged as such, resumed from its checkpoint in the bucket at or after the
+step it had reached, its workers then on that node alone as Ray reports them. It moves
+once, and the ledger bills both attempts at two workers, as recomputed from its
+intervals and the catalog read as plain YAML.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray")
+
+from costsched.config.scheduler import SchedulerConfig  # noqa: E402
+from costsched.cost.accounting import ATTEMPT_KEY  # noqa: E402
+from costsched.cost.ledger import Ledger  # noqa: E402
+from costsched.cost.prices import load_catalog  # noqa: E402
+from costsched.ray_layer import channel  # noqa: E402
+from costsched.ray_layer.scheduler.cluster import RayClusterClient  # noqa: E402
+from costsched.ray_layer.scheduler.runner import RayJobRunner  # noqa: E402
+from costsched.scheduler.controller import SchedulerController  # noqa: E402
+from costsched.scheduler.interfaces import SystemClock  # noqa: E402
+from costsched.scheduler.state import TERMINAL  # noqa: E402
+from tests.conftest import quickstart_dict  # noqa: E402
+from tests.support.charges import recomputed_usd  # noqa: E402
+from tests.support.nodes import cluster_without_shared_disk  # noqa: E402
+from tests.support.s3 import keys  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+BUCKET = "costsched-moves"
+TICK_S = 2.0
+INTERVAL = 10
+
+
+@pytest.fixture(scope="module")
+def site():
+    with cluster_without_shared_disk(BUCKET, [{"cpu_slot": 2}] * 2, cpus_per_node=2) as (
+            cluster, _):
+        yield cluster
+
+
+@ray.remote(num_cpus=0, resources={"cpu_slot": 1})
+class OtherWork:
+    """Holds one slot of its node: work the scheduler does not control."""
+
+    def ready(self) -> bool:
+        return True
+
+
+def _hold(node_id: str):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    actor = OtherWork.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node_id, soft=False)).remote()
+    ray.get(actor.ready.remote(), timeout=60)
+    return actor
+
+
+def _job_yaml() -> str:
+    data = quickstart_dict()
+    data["name"] = "pair"
+    data["dataset"]["num_samples"] = 3000
+    data["training"].update(num_epochs=6, target_metric=None)
+    data["scaling"].update(min_workers=2, max_workers=2)
+    data["checkpoint"].update(interval_steps=INTERVAL)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _worker_nodes() -> set[str]:
+    from ray.util.state import list_actors
+
+    return {a.node_id for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
+                                                    ("state", "=", "ALIVE")])}
+
+
+def test_a_split_job_moves_onto_one_node_once_it_frees(site, tmp_path):
+    n0, n1 = (n.node_id for n in site.worker_nodes)
+    holders = {n: _hold(n) for n in (n0, n1)}
+    catalog = load_catalog()
+    config = SchedulerConfig(policy="cost-aware", round_s=TICK_S, accelerator_resource="cpu_slot",
+                             state_path=str(tmp_path / "scheduler.db"), stop_grace_s=60.0)
+    ledger_path = str(tmp_path / "ledger.db")
+    controller = SchedulerController.from_config(
+        config, cluster=RayClusterClient("cpu_slot", catalog),
+        runner=RayJobRunner(catalog, ledger_path, f"s3://{BUCKET}/runs", stop_grace_s=60.0),
+        clock=SystemClock())
+    job_id = controller.submit(_job_yaml())
+
+    def tick_until(done, timeout_s: float, what: str):
+        deadline = time.monotonic() + timeout_s
+        while not (value := done()):
+            job = controller.store.get(job_id)
+            assert job.state not in TERMINAL, (what, job.state, controller.logs(job_id))
+            assert time.monotonic() < deadline, (what, controller.logs(job_id))
+            controller.tick()
+            time.sleep(TICK_S)
+        return value
+
+    def stepped_on_2(since: float):
+        """The progress of an attempt begun after ``since`` once it stepped on 2 workers."""
+        p = channel.progress(job_id) or {}
+        return p if (p.get("world_size") == 2 and p.get(ATTEMPT_KEY, 0) > since
+                     and p.get("global_step", 0) > max(p.get("resumed_from_step", 0), 0)
+                     ) else None
+
+    def split_and_past_a_checkpoint():
+        job = controller.store.get(job_id)
+        # Not moved onto slots the other work holds (its own, before its workers hold
+        # them, look free in Ray's count).
+        assert (job.placement, job.restarts) == ({n0: 1, n1: 1}, 0), controller.logs(job_id)
+        return (stepped_on_2(started) or {}).get("global_step", 0) > INTERVAL
+
+    started = time.time()
+    controller.tick()
+    assert controller.store.get(job_id).placement == {n0: 1, n1: 1}, "no node had 2 free"
+    tick_until(split_and_past_a_checkpoint, 300, "no checkpoint on the split placement")
+    assert _worker_nodes() == {n0, n1}
+    job = controller.store.get(job_id)
+    assert (job.state, job.restarts) == ("RUNNING", 0), "a split job alone stays put"
+
+    # The other work on n1 ends: the job moves onto n1 whole, at the same size.
+    reached, freed = channel.progress(job_id)["global_step"], time.time()
+    ray.kill(holders.pop(n1))
+    tick_until(lambda: controller.store.get(job_id).restarts, 120, "no move")
+    job = controller.store.get(job_id)
+    assert (job.workers, job.placement, job.restarts) == (2, {n1: 2}, 1)
+    assert controller.logs(job_id)[-1]["detail"] == "moved onto 1 node from 2"
+    progress = tick_until(lambda: stepped_on_2(freed), 300, "no step after the move")
+    assert progress["resumed_from_step"] >= reached, "resumed from the checkpoint of the stop"
+    assert _worker_nodes() == {n1}, "Ray runs its workers on that node alone"
+
+    tick_until(lambda: controller.store.get(job_id).state == "COMPLETED", 600, "not finished")
+    job = controller.store.get(job_id)
+    assert (job.state, job.restarts) == ("COMPLETED", 1), controller.logs(job_id)
+    stored = keys(BUCKET, f"runs/{job_id}/")
+    assert any("/checkpoint_" in k for k in stored), stored
+
+    ledger = Ledger(ledger_path, catalog)
+    assert [i["num_workers"] for i in ledger.intervals(job_id)] == [2, 2]
+    assert ledger.run_cost_usd(job_id) == pytest.approx(recomputed_usd(ledger, job_id),
+                                                        rel=1e-6)
