@@ -9,11 +9,13 @@ one node ends, the scheduler moves the job onto that node whole: one restart at 
 same size, logged as such, resumed from its checkpoint in the bucket at or after the
 step it had reached, its workers then on that node alone as Ray reports them. It moves
 once, and the ledger bills both attempts at two workers, as recomputed from its
-intervals and the catalog read as plain YAML.
+intervals and the catalog read as plain YAML. And a job is never started on a slot the
+other work holds beside a job whose worker has not yet taken its own.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -67,14 +69,26 @@ def _hold(node_id: str):
     return actor
 
 
-def _job_yaml() -> str:
+def _job_yaml(name: str = "pair", workers: int = 2, epochs: int = 6) -> str:
     data = quickstart_dict()
-    data["name"] = "pair"
+    data["name"] = name
     data["dataset"]["num_samples"] = 3000
-    data["training"].update(num_epochs=6, target_metric=None)
-    data["scaling"].update(min_workers=2, max_workers=2)
+    data["training"].update(num_epochs=epochs, target_metric=None)
+    data["scaling"].update(min_workers=workers, max_workers=workers)
     data["checkpoint"].update(interval_steps=INTERVAL)
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def _controller(tmp_path) -> tuple[SchedulerController, str]:
+    """The controller over the real cluster client and runner; the ledger's path."""
+    catalog = load_catalog()
+    config = SchedulerConfig(policy="cost-aware", round_s=TICK_S, accelerator_resource="cpu_slot",
+                             state_path=str(tmp_path / "scheduler.db"), stop_grace_s=60.0)
+    ledger_path = str(tmp_path / "ledger.db")
+    return SchedulerController.from_config(
+        config, cluster=RayClusterClient("cpu_slot", catalog),
+        runner=RayJobRunner(catalog, ledger_path, f"s3://{BUCKET}/runs", stop_grace_s=60.0),
+        clock=SystemClock()), ledger_path
 
 
 def _worker_nodes() -> set[str]:
@@ -87,14 +101,7 @@ def _worker_nodes() -> set[str]:
 def test_a_split_job_moves_onto_one_node_once_it_frees(site, tmp_path):
     n0, n1 = (n.node_id for n in site.worker_nodes)
     holders = {n: _hold(n) for n in (n0, n1)}
-    catalog = load_catalog()
-    config = SchedulerConfig(policy="cost-aware", round_s=TICK_S, accelerator_resource="cpu_slot",
-                             state_path=str(tmp_path / "scheduler.db"), stop_grace_s=60.0)
-    ledger_path = str(tmp_path / "ledger.db")
-    controller = SchedulerController.from_config(
-        config, cluster=RayClusterClient("cpu_slot", catalog),
-        runner=RayJobRunner(catalog, ledger_path, f"s3://{BUCKET}/runs", stop_grace_s=60.0),
-        clock=SystemClock())
+    controller, ledger_path = _controller(tmp_path)
     job_id = controller.submit(_job_yaml())
 
     def tick_until(done, timeout_s: float, what: str):
@@ -146,7 +153,41 @@ def test_a_split_job_moves_onto_one_node_once_it_frees(site, tmp_path):
     stored = keys(BUCKET, f"runs/{job_id}/")
     assert any("/checkpoint_" in k for k in stored), stored
 
-    ledger = Ledger(ledger_path, catalog)
+    ledger = Ledger(ledger_path, load_catalog())
     assert [i["num_workers"] for i in ledger.intervals(job_id)] == [2, 2]
     assert ledger.run_cost_usd(job_id) == pytest.approx(recomputed_usd(ledger, job_id),
                                                         rel=1e-6)
+    for holder in holders.values():
+        ray.kill(holder)
+
+
+def test_no_job_starts_on_a_slot_other_work_holds_beside_a_starting_job(site, tmp_path):
+    """One slot of each node is held by other work: two 1-worker jobs fit. The first
+    starts; in the next round, before its worker has taken its slot (Ray still reports
+    that slot free), two more arrive: one gets the other node's slot, the third waits
+    for a job to end (not the slot that other work holds beside the starting job)."""
+    holders = [_hold(n.node_id) for n in site.worker_nodes]
+    controller, ledger_path = _controller(tmp_path)
+    first = controller.submit(_job_yaml("first", workers=1, epochs=2))
+    controller.tick()
+    assert controller.store.get(first).state == "RUNNING"
+    jobs = [first] + [controller.submit(_job_yaml(name, workers=1, epochs=2))
+                      for name in ("second", "third")]
+    deadline = time.monotonic() + 600
+    while not all(controller.store.get(j).state in TERMINAL for j in jobs):
+        assert time.monotonic() < deadline, [controller.logs(j) for j in jobs]
+        controller.tick()
+        time.sleep(TICK_S)
+    for j in jobs:
+        job = controller.store.get(j)
+        assert (job.state, job.failures) == ("COMPLETED", 0), controller.logs(j)
+    # The runs' own record: no more than two ran at once. A run's interval opens at its
+    # start, and a job the scheduler started only once Ray showed a slot free (after the
+    # run before it ended and closed its interval) never makes a third.
+    ledger = Ledger(ledger_path, load_catalog())
+    edges = sorted((t, step) for j in jobs for i in ledger.intervals(j)
+                   for t, step in ((i["started_at"], 1), (i["ended_at"], -1)))
+    at_once = max(itertools.accumulate(step for _, step in edges))
+    assert at_once == 2, [ledger.intervals(j) for j in jobs]
+    for holder in holders:
+        ray.kill(holder)

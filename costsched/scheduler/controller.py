@@ -42,7 +42,8 @@ from costsched.scheduler.interfaces import (
     RunLedger,
     TickReport,
 )
-from costsched.scheduler.progress import running_fields, stepped_this_attempt
+from costsched.scheduler.outside_work import OutsideWork
+from costsched.scheduler.progress import running_fields
 from costsched.scheduler.restarts import RestartCosts
 from costsched.scheduler.state import ACTIVE, RUNNING, TERMINAL, WAITING, JobRecord, JobStore
 from costsched.scheduler.status import status_row
@@ -65,7 +66,7 @@ class SchedulerController:
         self._round, self._recovered = 0, False
         self._capacity, self._elastic = CapacityRequest(config), is_elastic(policy)
         self._gpu_models: dict[str, str] = {}  # node id -> GPU model, as last seen
-        self._stepping: dict[str, bool] = {}  # job id -> its attempt has stepped, as polled
+        self._outside = OutsideWork()  # which jobs have stepped; other work on each node
         self._configs: dict[str, JobConfig] = {}
         self.job_models = measured.JobModels(store.path)
         self._typed = TypedViews(self.job_models, policy)  # jobs on each GPU model, from pools
@@ -182,8 +183,7 @@ class SchedulerController:
             self.store.log(job.job_id, now=now, kind="restart-cost",
                            detail=describe(p.restart_phases))
         if p.state == "running":
-            self._stepping[job.job_id] = stepped_this_attempt(
-                p, self.store.run_started_at(job.job_id))
+            self._outside.polled(job.job_id, p, self.store.run_started_at(job.job_id))
             self.store.update(job.job_id, spent_usd=spent, **running_fields(job, p, now=now),
                               usd_per_hour=p.usd_per_hour or self._rate(job, job.workers))
             self.store.transition(job.job_id, "RUNNING", now=now, kind="resized",
@@ -311,7 +311,8 @@ class SchedulerController:
             for j in jobs]
         views = self._typed.add(views, [self._config(j) for j in jobs], nodes) if use else views
         placements = {j.job_id: j.placement for j in jobs if j.state in RUNNING}
-        return models.build_snapshot(now=now, round_index=self._round, views=views, nodes=nodes,
+        return models.build_snapshot(now=now, round_index=self._round, views=views,
+                                     nodes=self._outside.nodes(nodes, placements),
                                      placements=placements, round_s=self.config.round_s,
                                      restart_s=self.config.restart_s)
 
@@ -343,7 +344,7 @@ class SchedulerController:
         jobs = self.store.jobs(ACTIVE)
         return plan_actions(jobs, {j.job_id: models.gpus_per_worker(self._config(j))
                                    for j in jobs}, decision, self._reject_once, self._gpu_models,
-                            {job_id for job_id, yes in self._stepping.items() if yes})
+                            self._outside.stepping())
 
     def _apply(self, decision: Decision, now: float) -> list[Action]:
         done = []
@@ -410,11 +411,10 @@ class SchedulerController:
     # -- autoscaling -------------------------------------------------------------------
     def _autoscale(self, snapshot) -> None:
         """Send this round's capacity request (see :class:`CapacityRequest`), or clear it."""
-        self._capacity.send(
-            self.cluster, snapshot=snapshot, policy=self.policy,
-            waiting=[(j, self._config(j)) for j in self.store.jobs(WAITING)],
-            running=[(j, self._config(j)) for j in self.store.jobs(RUNNING)],
-            catalog=self.catalog, config=self.config)
+        self._capacity.send(self.cluster, snapshot=snapshot, policy=self.policy,
+                            waiting=[(j, self._config(j)) for j in self.store.jobs(WAITING)],
+                            running=[(j, self._config(j)) for j in self.store.jobs(RUNNING)],
+                            catalog=self.catalog, config=self.config)
 
     # -- helpers -----------------------------------------------------------------------
     def _config(self, job: JobRecord) -> JobConfig:

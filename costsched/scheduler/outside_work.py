@@ -1,0 +1,61 @@
+"""Slots each node's other work holds, as the live policy is told them (pure).
+
+Ray reports each node's free slots; the policy takes the scheduler's own jobs' slots back
+out of the rest (:meth:`~costsched.policy.snapshot.ClusterSnapshot.free_gpus`) and plans
+around what is left: work it does not control (another user's actors, a sweep). But an
+attempt's workers take their slots some seconds after it starts, and Ray reports those
+slots free until then: the other work on that node would look smaller by as many, and the
+policy would start or move jobs onto slots it holds. So while a job on a node has not yet
+stepped in its current attempt, that node's other work is taken as at least what it was
+when last seen with every job there stepping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from costsched.policy.snapshot import NodeView
+from costsched.scheduler.interfaces import JobProgress
+from costsched.scheduler.progress import stepped_this_attempt
+
+
+class OutsideWork:
+    """Which jobs have stepped in their current attempt, and each node's other work."""
+
+    def __init__(self) -> None:
+        self._stepping: dict[str, bool] = {}
+        self._seen: dict[str, int] = {}
+        """Node id -> slots other work held there when last seen with every job stepping."""
+
+    def polled(self, job_id: str, progress: JobProgress, started_at: float | None) -> None:
+        """Note a poll of a running job whose current attempt began at ``started_at``."""
+        self._stepping[job_id] = stepped_this_attempt(progress, started_at)
+
+    def stepping(self) -> set[str]:
+        """Ids of the jobs whose current attempt has reported a step, as last polled."""
+        return {job_id for job_id, yes in self._stepping.items() if yes}
+
+    def nodes(self, nodes: tuple[NodeView, ...],
+              placements: Mapping[str, Mapping[str, int]]) -> tuple[NodeView, ...]:
+        """``nodes`` with ``reserved_gpus`` raised, on a node holding a job that has not
+        stepped yet, so that the other work there counts at least what it last did."""
+        placed: dict[str, int] = {}
+        unsettled: set[str] = set()
+        for job_id, placement in placements.items():
+            for node_id, count in placement.items():
+                placed[node_id] = placed.get(node_id, 0) + count
+                if count and not self._stepping.get(job_id, False):
+                    unsettled.add(node_id)
+        views = []
+        for node in nodes:
+            if node.reserved_gpus is not None:
+                here = placed.get(node.node_id, 0)
+                outside = max(node.reserved_gpus - here, 0)
+                if node.node_id not in unsettled:
+                    self._seen[node.node_id] = outside
+                elif outside < self._seen.get(node.node_id, 0):
+                    node = dataclasses.replace(node, reserved_gpus=min(
+                        here + self._seen[node.node_id], node.num_gpus))
+            views.append(node)
+        return tuple(views)
