@@ -60,13 +60,23 @@ class OtherWork:
         return True
 
 
-def _hold(node_id: str):
+@pytest.fixture
+def hold():
+    """hold(node_id): other work on one slot of that node, ended after the test."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    actor = OtherWork.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        node_id, soft=False)).remote()
-    ray.get(actor.ready.remote(), timeout=60)
-    return actor
+    actors = []
+
+    def start(node_id: str):
+        actor = OtherWork.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node_id, soft=False)).remote()
+        actors.append(actor)
+        ray.get(actor.ready.remote(), timeout=60)
+        return actor
+
+    yield start
+    for actor in actors:
+        ray.kill(actor)
 
 
 def _job_yaml(name: str = "pair", workers: int = 2, epochs: int = 6) -> str:
@@ -98,9 +108,9 @@ def _worker_nodes() -> set[str]:
                                                     ("state", "=", "ALIVE")])}
 
 
-def test_a_split_job_moves_onto_one_node_once_it_frees(site, tmp_path):
+def test_a_split_job_moves_onto_one_node_once_it_frees(site, hold, tmp_path):
     n0, n1 = (n.node_id for n in site.worker_nodes)
-    holders = {n: _hold(n) for n in (n0, n1)}
+    holders = {n: hold(n) for n in (n0, n1)}
     controller, ledger_path = _controller(tmp_path)
     job_id = controller.submit(_job_yaml())
 
@@ -138,7 +148,7 @@ def test_a_split_job_moves_onto_one_node_once_it_frees(site, tmp_path):
 
     # The other work on n1 ends: the job moves onto n1 whole, at the same size.
     reached, freed = channel.progress(job_id)["global_step"], time.time()
-    ray.kill(holders.pop(n1))
+    ray.kill(holders[n1])
     tick_until(lambda: controller.store.get(job_id).restarts, 120, "no move")
     job = controller.store.get(job_id)
     assert (job.workers, job.placement, job.restarts) == (2, {n1: 2}, 1)
@@ -157,16 +167,15 @@ def test_a_split_job_moves_onto_one_node_once_it_frees(site, tmp_path):
     assert [i["num_workers"] for i in ledger.intervals(job_id)] == [2, 2]
     assert ledger.run_cost_usd(job_id) == pytest.approx(recomputed_usd(ledger, job_id),
                                                         rel=1e-6)
-    for holder in holders.values():
-        ray.kill(holder)
 
 
-def test_no_job_starts_on_a_slot_other_work_holds_beside_a_starting_job(site, tmp_path):
+def test_no_job_starts_on_a_slot_other_work_holds_beside_a_starting_job(site, hold, tmp_path):
     """One slot of each node is held by other work: two 1-worker jobs fit. The first
     starts; in the next round, before its worker has taken its slot (Ray still reports
     that slot free), two more arrive: one gets the other node's slot, the third waits
     for a job to end (not the slot that other work holds beside the starting job)."""
-    holders = [_hold(n.node_id) for n in site.worker_nodes]
+    for n in site.worker_nodes:
+        hold(n.node_id)
     controller, ledger_path = _controller(tmp_path)
     first = controller.submit(_job_yaml("first", workers=1, epochs=2))
     controller.tick()
@@ -189,5 +198,3 @@ def test_no_job_starts_on_a_slot_other_work_holds_beside_a_starting_job(site, tm
                    for t, step in ((i["started_at"], 1), (i["ended_at"], -1)))
     at_once = max(itertools.accumulate(step for _, step in edges))
     assert at_once == 2, [ledger.intervals(j) for j in jobs]
-    for holder in holders:
-        ray.kill(holder)

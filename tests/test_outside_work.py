@@ -32,14 +32,19 @@ def test_other_work_is_held_as_last_seen_until_the_job_beside_it_steps():
     assert _free(work, 1, {"a": {"n0": 1}}) == 1
     assert _free(OutsideWork(), 1, {"a": {"n0": 1}}) == 2, "unguarded: 2 look free"
     work.polled("a", stepped, started_at=100.0)
-    assert work.stepping() == {"a"}
     assert _free(work, 2, {"a": {"n0": 1}}) == 1
+    assert work.stepping() == {"a"}
     # The other work ends: once the job there steps, its slot is free again.
+    work.polled("a", stepped, started_at=100.0)
     assert _free(work, 1, {"a": {"n0": 1}}) == 2
     # A new attempt (a resize at 200 s) that has not stepped: as last seen again.
     work.polled("a", stepped, started_at=200.0)
-    assert work.stepping() == set()
     assert _free(work, 0, {"a": {"n0": 2}}) == 2
+    assert work.stepping() == set()
+    # Stepped once, then not polled this round (its poll failed): not counted stepping.
+    work.polled("a", dataclasses.replace(stepped, attempt_at=201.0), started_at=200.0)
+    assert _free(work, 2, {"a": {"n0": 2}}) == 2 and work.stepping() == {"a"}
+    assert _free(work, 1, {"a": {"n0": 2}}) == 2 and work.stepping() == set()
 
 
 def test_a_job_is_not_started_on_slots_other_work_holds_beside_a_starting_job(tmp_path):

@@ -108,3 +108,32 @@ def test_the_controller_moves_a_job_kept_at_its_size_onto_another_gpu_model(tmp_
     actions = h.controller.plan(decision)
     assert [(a.kind, dict(a.placement)) for a in actions] == [("resize", {other: 2})]
     assert actions[0].detail.startswith("moved onto ")
+
+
+def test_nothing_starts_on_the_slots_of_a_job_left_in_place(tmp_path):
+    """The decision moves J onto one node and gives its old slots to K, but J may not
+    move yet (M has not stepped): K waits rather than start on slots J still holds."""
+    j, m, k = _running(tmp_path, "j", "m", "k")
+    j = dataclasses.replace(j, workers=2, placement={"n0": 1, "n1": 1})
+    m = dataclasses.replace(m, workers=1, placement={"n2": 1})
+    k = dataclasses.replace(k, state="QUEUED", workers=0, placement={})
+    models = dict.fromkeys(("n0", "n1", "n2", "n3"), "A10G")
+    decision = {j.job_id: {"n1": 2}, m.job_id: {"n2": 1}, k.job_id: {"n0": 1}}
+    assert _plan([j, m, k], decision, models) == [
+        ("resize", j.job_id, 2, {"n1": 2}, "moved onto 1 node from 2"),
+        ("resume", k.job_id, 1, {"n0": 1}, "0 -> 1 workers")]
+    def waiting(jobs, placements, stepping):
+        """The actions planned (none expected) and the jobs told to wait, by node."""
+        rejected = []
+        actions = plan_actions(jobs, {x.job_id: 1 for x in jobs},
+                               Decision(placements=placements, batch_sizes={}),
+                               rejected.append, models, stepping)
+        return actions, [line.split(":")[0] + " @" + line.split("node ")[1].split()[0]
+                         for line in rejected]
+
+    assert waiting([j, m, k], decision, {j.job_id}) == ([], [f"job {k.job_id} @n0"])
+    # A job the decision resizes onto those slots waits too, and so does the one that
+    # would have taken the slots it gives up.
+    decision = {j.job_id: {"n1": 2}, m.job_id: {"n0": 1, "n3": 1}, k.job_id: {"n2": 1}}
+    assert waiting([j, m, k], decision, {m.job_id, k.job_id}) == (
+        [], [f"job {m.job_id} @n0", f"job {k.job_id} @n2"])

@@ -26,8 +26,11 @@ def plan_actions(jobs: Sequence[JobRecord], gpus_per_worker: Mapping[str, int],
     running job is ``stepping`` (ids of those whose current attempt has reported a
     step) and none is resizing. Until then an attempt's workers may not hold their slots
     yet: Ray reports those slots free, the decision counts them twice (the job's own and
-    free), and would move jobs onto slots others hold."""
+    free), and would move jobs onto slots others hold. A job left where it is though the
+    decision placed it elsewhere still holds its slots: what would need them waits
+    (:func:`without_clashes`)."""
     actions = []
+    left: dict[str, tuple[Mapping[str, int], Mapping[str, int]]] = {}
     settled = gpu_models is not None and all(
         j.state == "RUNNING" and j.job_id in stepping for j in jobs if j.state in RUNNING)
     for job in jobs:
@@ -47,6 +50,8 @@ def plan_actions(jobs: Sequence[JobRecord], gpus_per_worker: Mapping[str, int],
             if why:
                 actions.append(Action(kind="resize", job_id=job.job_id, num_workers=workers,
                                       placement=placement, detail=f"moved {why}"))
+            elif held:
+                left[job.job_id] = (job.placement, placement)
             continue
         if workers == 0:
             kind = "preempt"
@@ -56,7 +61,33 @@ def plan_actions(jobs: Sequence[JobRecord], gpus_per_worker: Mapping[str, int],
             kind = "resume" if job.started_at is not None else "start"
         actions.append(Action(kind=kind, job_id=job.job_id, num_workers=workers,
                               placement=placement, detail=f"{held} -> {workers} workers"))
-    return sorted(actions, key=lambda a: ACTION_ORDER[a.kind])
+    current = {j.job_id: j.placement for j in jobs}
+    return sorted(without_clashes(actions, left, current, reject),
+                  key=lambda a: ACTION_ORDER[a.kind])
+
+
+def without_clashes(actions: list[Action],
+                    left: dict[str, tuple[Mapping[str, int], Mapping[str, int]]],
+                    current: Mapping[str, Mapping[str, int]],
+                    reject: Callable[[str], None]) -> list[Action]:
+    """``actions`` less the starts and resizes onto a node where a job left in place
+    (``left``: job id -> (the placement it keeps, the one the decision gave it)) holds
+    more than the decision gave it: the decision handed those slots out, and they are
+    not free. A resize held back leaves its job in place too, so this repeats until
+    nothing more clashes; ``reject`` is told each one. Preemptions always go ahead."""
+    while True:
+        held = {node for kept, decided in left.values() for node, count in kept.items()
+                if count > decided.get(node, 0)}
+        clash = [a for a in actions if a.kind != "preempt" and held & set(a.placement)]
+        if not clash:
+            return actions
+        for action in clash:
+            reject(f"job {action.job_id}: {action.kind} waits a round: node "
+                   f"{', '.join(sorted(held & set(action.placement)))} still holds slots "
+                   "of a job left in place")
+            if action.kind == "resize":
+                left[action.job_id] = (current[action.job_id], action.placement)
+        actions = [a for a in actions if a not in clash]
 
 
 def move_reason(current: Mapping[str, int], placement: Mapping[str, int],

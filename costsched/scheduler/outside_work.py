@@ -3,11 +3,14 @@
 Ray reports each node's free slots; the policy takes the scheduler's own jobs' slots back
 out of the rest (:meth:`~costsched.policy.snapshot.ClusterSnapshot.free_gpus`) and plans
 around what is left: work it does not control (another user's actors, a sweep). But an
-attempt's workers take their slots some seconds after it starts, and Ray reports those
-slots free until then: the other work on that node would look smaller by as many, and the
-policy would start or move jobs onto slots it holds. So while a job on a node has not yet
-stepped in its current attempt, that node's other work is taken as at least what it was
-when last seen with every job there stepping.
+attempt's workers take their slots some time after it starts, and Ray reports those slots
+free until then: the other work on that node would look smaller by as many, and the policy
+would start or move jobs onto slots it holds. So while a job on a node has not reported a
+step of its current attempt (its first report comes after its first
+``checkpoint.interval_steps`` steps or epoch, after its restore), that node's other work is
+taken as at least what it was when last seen with every job there stepping. This errs
+safe: a job that has not reported only makes its nodes look fuller for a while. After a
+restart of the scheduler nothing has been seen yet, and nothing is held until then.
 """
 
 from __future__ import annotations
@@ -21,31 +24,38 @@ from costsched.scheduler.progress import stepped_this_attempt
 
 
 class OutsideWork:
-    """Which jobs have stepped in their current attempt, and each node's other work."""
+    """Which jobs have stepped in their current attempt, and each node's other work.
+
+    A round's polls count from the round's snapshot (:meth:`nodes`) on: a job not polled
+    this round (its poll failed, or it is not running) counts as not stepping."""
 
     def __init__(self) -> None:
-        self._stepping: dict[str, bool] = {}
+        self._polled: set[str] = set()
+        self._stepping: frozenset[str] = frozenset()
         self._seen: dict[str, int] = {}
         """Node id -> slots other work held there when last seen with every job stepping."""
 
     def polled(self, job_id: str, progress: JobProgress, started_at: float | None) -> None:
         """Note a poll of a running job whose current attempt began at ``started_at``."""
-        self._stepping[job_id] = stepped_this_attempt(progress, started_at)
+        if stepped_this_attempt(progress, started_at):
+            self._polled.add(job_id)
 
-    def stepping(self) -> set[str]:
-        """Ids of the jobs whose current attempt has reported a step, as last polled."""
-        return {job_id for job_id, yes in self._stepping.items() if yes}
+    def stepping(self) -> frozenset[str]:
+        """Ids of the jobs whose current attempt had reported a step by this round's polls."""
+        return self._stepping
 
     def nodes(self, nodes: tuple[NodeView, ...],
               placements: Mapping[str, Mapping[str, int]]) -> tuple[NodeView, ...]:
         """``nodes`` with ``reserved_gpus`` raised, on a node holding a job that has not
-        stepped yet, so that the other work there counts at least what it last did."""
+        stepped yet, so that the other work there counts at least what it last did. Ends
+        the round's polls."""
+        self._stepping, self._polled = frozenset(self._polled), set()
         placed: dict[str, int] = {}
         unsettled: set[str] = set()
         for job_id, placement in placements.items():
             for node_id, count in placement.items():
                 placed[node_id] = placed.get(node_id, 0) + count
-                if count and not self._stepping.get(job_id, False):
+                if count and job_id not in self._stepping:
                     unsettled.add(node_id)
         views = []
         for node in nodes:

@@ -29,5 +29,7 @@ def running_fields(job: JobRecord, p: JobProgress, *, now: float) -> dict[str, A
 def stepped_this_attempt(p: JobProgress, started_at: float | None) -> bool:
     """Whether poll ``p`` reports a step of the attempt the controller started (or resized)
     at ``started_at``: until then its workers may not hold their slots yet (a poll during a
-    resize still shows the attempt before)."""
+    resize still shows the attempt before). ``p.attempt_at`` is on the workers' clock,
+    taken after the attempt's start-up: a worker clock behind the scheduler's by more than
+    that would keep the job not stepping (no moves, its nodes held fuller), the safe way."""
     return p.attempt_at is not None and started_at is not None and p.attempt_at >= started_at
