@@ -78,18 +78,22 @@ def test_only_a_move_onto_fewer_nodes_or_another_gpu_model_is_worth_a_restart(tm
     assert _plan([whole], {job.job_id: {"n9": 2}}, models) == []
 
 
-def test_no_job_moves_while_one_is_resizing_or_has_not_stepped_since_its_start(tmp_path):
+def test_no_job_moves_while_one_on_its_nodes_resizes_or_has_not_stepped(tmp_path):
     a, b = _running(tmp_path, "a", "b")
     split = dataclasses.replace(a, workers=2, placement={"n0": 1, "n1": 1})
     models = dict.fromkeys(("n0", "n1", "n2", "n3"), "A10G")
     move = {a.job_id: {"n2": 2}}
-    assert len(_plan([split, b], move | {b.job_id: b.placement}, models)) == 1
-    resizing = dataclasses.replace(b, state="RESIZING")
-    assert _plan([split, resizing], move | {b.job_id: b.placement}, models) == []
+    for where in ({"n2": 1}, {"n1": 1}, {"n3": 1}):  # where it goes, leaves, or neither
+        other = dataclasses.replace(b, workers=1, placement=where)
+        stays = {b.job_id: where}
+        assert len(_plan([split, other], move | stays, models)) == 1
+        blocked = [] if "n3" not in where else _plan([split, other], move | stays, models)
+        resizing = dataclasses.replace(other, state="RESIZING")
+        assert _plan([split, resizing], move | stays, models) == blocked
+        # Nor while a job there has not stepped in its current attempt: its workers may
+        # not hold their slots yet, and Ray would report those as free.
+        assert _plan([split, other], move | stays, models, {a.job_id}) == blocked
     assert _plan([dataclasses.replace(split, state="RESIZING")], move, models) == []
-    # Nor while a running job's current attempt has not stepped: its workers may not hold
-    # their slots yet, and Ray would report those as free.
-    assert _plan([split, b], move | {b.job_id: b.placement}, models, {a.job_id}) == []
     assert _plan([split], move, models, set()) == []
 
 
@@ -111,16 +115,17 @@ def test_the_controller_moves_a_job_kept_at_its_size_onto_another_gpu_model(tmp_
 
 
 def test_nothing_starts_on_the_slots_of_a_job_left_in_place(tmp_path):
-    """The decision moves J onto one node and gives its old slots to K, but J may not
-    move yet (M has not stepped): K waits rather than start on slots J still holds."""
+    """The decision moves J onto one node and gives its old slot to K, but J may not
+    move yet (M, beside it, has not stepped): K waits rather than start on a slot J
+    still holds."""
     j, m, k = _running(tmp_path, "j", "m", "k")
     j = dataclasses.replace(j, workers=2, placement={"n0": 1, "n1": 1})
-    m = dataclasses.replace(m, workers=1, placement={"n2": 1})
+    m = dataclasses.replace(m, workers=1, placement={"n0": 1})
     k = dataclasses.replace(k, state="QUEUED", workers=0, placement={})
     models = dict.fromkeys(("n0", "n1", "n2", "n3"), "A10G")
-    decision = {j.job_id: {"n1": 2}, m.job_id: {"n2": 1}, k.job_id: {"n0": 1}}
+    decision = {j.job_id: {"n3": 2}, m.job_id: {"n0": 1}, k.job_id: {"n0": 1}}
     assert _plan([j, m, k], decision, models) == [
-        ("resize", j.job_id, 2, {"n1": 2}, "moved onto 1 node from 2"),
+        ("resize", j.job_id, 2, {"n3": 2}, "moved onto 1 node from 2"),
         ("resume", k.job_id, 1, {"n0": 1}, "0 -> 1 workers")]
     def waiting(jobs, placements, stepping):
         """The actions planned (none expected) and the jobs told to wait, by node."""
@@ -132,8 +137,9 @@ def test_nothing_starts_on_the_slots_of_a_job_left_in_place(tmp_path):
                          for line in rejected]
 
     assert waiting([j, m, k], decision, {j.job_id}) == ([], [f"job {k.job_id} @n0"])
-    # A job the decision resizes onto those slots waits too, and so does the one that
-    # would have taken the slots it gives up.
+    # J itself has not stepped: a job the decision resizes onto its slots waits too, and
+    # so does the one that would have taken the slots that job gives up.
+    m = dataclasses.replace(m, placement={"n2": 1})
     decision = {j.job_id: {"n1": 2}, m.job_id: {"n0": 1, "n3": 1}, k.job_id: {"n2": 1}}
     assert waiting([j, m, k], decision, {m.job_id, k.job_id}) == (
         [], [f"job {m.job_id} @n0", f"job {k.job_id} @n2"])

@@ -22,17 +22,17 @@ def plan_actions(jobs: Sequence[JobRecord], gpus_per_worker: Mapping[str, int],
     not a whole number of workers within the job's range is not executed: the job gets
     nothing this round and ``reject`` is told why. A running job kept at its worker count
     moves (a resize to the same count: one restart) only where :func:`move_reason` says
-    so (``gpu_models``: node id -> GPU model; None: no moves), and only while every
-    running job is ``stepping`` (ids of those whose current attempt has reported a
-    step) and none is resizing. Until then an attempt's workers may not hold their slots
-    yet: Ray reports those slots free, the decision counts them twice (the job's own and
-    free), and would move jobs onto slots others hold. A job left where it is though the
-    decision placed it elsewhere still holds its slots: what would need them waits
-    (:func:`without_clashes`)."""
+    so (``gpu_models``: node id -> GPU model; None: no moves), and only while every job
+    on the nodes it leaves or goes to, itself included, is ``stepping`` (ids of those
+    whose current attempt has reported a step) and none there is resizing. Until then an
+    attempt's workers may not hold their slots yet: Ray reports those slots free, the
+    decision counts them twice (the job's own and free), and would move jobs onto slots
+    others hold. A job left where it is though the decision placed it elsewhere still
+    holds its slots: what would need them waits (:func:`without_clashes`)."""
     actions = []
     left: dict[str, tuple[Mapping[str, int], Mapping[str, int]]] = {}
-    settled = gpu_models is not None and all(
-        j.state == "RUNNING" and j.job_id in stepping for j in jobs if j.state in RUNNING)
+    unsettled = {node for j in jobs if j.state in RUNNING and not (
+        j.state == "RUNNING" and j.job_id in stepping) for node, c in j.placement.items() if c}
     for job in jobs:
         per_worker = gpus_per_worker[job.job_id]
         placement = {n: c for n, c in decision.placements.get(job.job_id, {}).items() if c}
@@ -45,8 +45,9 @@ def plan_actions(jobs: Sequence[JobRecord], gpus_per_worker: Mapping[str, int],
             workers, placement = 0, {}
         held = job.workers if job.state in RUNNING else 0
         if held == workers:
+            settled = gpu_models is not None and not unsettled & {*job.placement, *placement}
             why = move_reason(job.placement, placement, gpu_models or {}) if (
-                held and settled and job.state == "RUNNING") else None
+                held and settled and job.state == "RUNNING" and job.job_id in stepping) else None
             if why:
                 actions.append(Action(kind="resize", job_id=job.job_id, num_workers=workers,
                                       placement=placement, detail=f"moved {why}"))
