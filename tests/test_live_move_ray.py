@@ -35,7 +35,7 @@ from costsched.scheduler.interfaces import SystemClock  # noqa: E402
 from costsched.scheduler.state import TERMINAL  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
 from tests.support.charges import recomputed_usd  # noqa: E402
-from tests.support.nodes import cluster_without_shared_disk  # noqa: E402
+from tests.support.nodes import cluster_without_shared_disk, train_worker_nodes  # noqa: E402
 from tests.support.s3 import keys  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -101,13 +101,6 @@ def _controller(tmp_path) -> tuple[SchedulerController, str]:
         clock=SystemClock()), ledger_path
 
 
-def _worker_nodes() -> set[str]:
-    from ray.util.state import list_actors
-
-    return {a.node_id for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
-                                                    ("state", "=", "ALIVE")])}
-
-
 def test_a_split_job_moves_onto_one_node_once_it_frees(site, hold, tmp_path):
     n0, n1 = (n.node_id for n in site.worker_nodes)
     holders = {n: hold(n) for n in (n0, n1)}
@@ -142,7 +135,7 @@ def test_a_split_job_moves_onto_one_node_once_it_frees(site, hold, tmp_path):
     controller.tick()
     assert controller.store.get(job_id).placement == {n0: 1, n1: 1}, "no node had 2 free"
     tick_until(split_and_past_a_checkpoint, 300, "no checkpoint on the split placement")
-    assert _worker_nodes() == {n0, n1}
+    assert train_worker_nodes() == {n0, n1}
     job = controller.store.get(job_id)
     assert (job.state, job.restarts) == ("RUNNING", 0), "a split job alone stays put"
 
@@ -155,7 +148,7 @@ def test_a_split_job_moves_onto_one_node_once_it_frees(site, hold, tmp_path):
     assert controller.logs(job_id)[-1]["detail"] == "moved onto 1 node from 2"
     progress = tick_until(lambda: stepped_on_2(freed), 300, "no step after the move")
     assert progress["resumed_from_step"] >= reached, "resumed from the checkpoint of the stop"
-    assert _worker_nodes() == {n1}, "Ray runs its workers on that node alone"
+    assert train_worker_nodes() == {n1}, "Ray runs its workers on that node alone"
 
     tick_until(lambda: controller.store.get(job_id).state == "COMPLETED", 600, "not finished")
     job = controller.store.get(job_id)

@@ -41,7 +41,7 @@ from costsched.ray_layer.scheduler.runner import RayJobRunner  # noqa: E402
 from costsched.training.state import checkpoint_sequence  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
 from tests.support.charges import recomputed_usd  # noqa: E402
-from tests.support.nodes import node_temp_root  # noqa: E402
+from tests.support.nodes import node_temp_root, train_worker_nodes  # noqa: E402
 from tests.support.s3 import keys, s3_server  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -96,13 +96,6 @@ def _left_behind(address: str) -> tuple[list[str], list[str], float]:
         address=address, filters=[("state", "!=", "DEAD")], limit=1000,
         raise_on_missing_output=False) if a.class_name in RUN_ACTORS)
     return groups, actors, ray.available_resources().get("cpu_slot", 0.0)
-
-
-def _worker_nodes() -> set[str]:
-    from ray.util.state import list_actors
-
-    return {a.node_id for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
-                                                    ("state", "=", "ALIVE")])}
 
 
 class Drive:
@@ -182,7 +175,7 @@ def test_every_stop_checkpoints_to_s3_and_resumes_on_another_node(site):
     drive.runner.resize(job_id, 1, {a: 1})
     progress = drive.stepping(1, asked)
     assert progress["resumed_from_step"] >= step
-    assert _worker_nodes() == {a}
+    assert train_worker_nodes() == {a}
     # The scheduler learns the run's total steps (its work left in steps): 40 epochs.
     polled = drive.runner.poll(job_id)
     assert polled.total_steps == progress["total_steps"] > polled.last_step >= step
@@ -197,7 +190,7 @@ def test_every_stop_checkpoints_to_s3_and_resumes_on_another_node(site):
     drive.runner.advance()
     progress = drive.start(2, {b: 1, c: 1})
     assert progress["resumed_from_step"] >= reached - INTERVAL
-    assert _worker_nodes() == {b, c}
+    assert train_worker_nodes() == {b, c}
 
     # A budget stop checkpoints first too.
     sequence = checkpoint_sequence(channel.noted_checkpoint(job_id))
@@ -233,7 +226,7 @@ def test_a_preempted_job_resumes_from_s3_on_a_node_that_joined_later(site):
     step = drive.stop("preempted")
     progress = drive.start(1, {fresh.node_id: 1})
     assert progress["resumed_from_step"] >= step
-    assert _worker_nodes() == {fresh.node_id}
+    assert train_worker_nodes() == {fresh.node_id}
     drive.stop("budget")
     drive.released(cluster, ray.cluster_resources()["cpu_slot"])  # every slot free again
     ledger = ledger_for(drive.ledger_path, drive.catalog)

@@ -1,6 +1,7 @@
 """Live moves: a running job the policy keeps at its size but places elsewhere restarts
-there only when it goes onto fewer nodes or onto another GPU model, and only while no
-job is resizing or has yet to step in its current attempt
+there only when it goes onto fewer nodes or onto another GPU model, and only once every
+job on the nodes it leaves or goes to has stepped in its current attempt and none there
+resizes; what needs the slots of a job left in place waits
 (``costsched/scheduler/actions.py``)."""
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ from costsched.policy.snapshot import (
     Decision,
     JobView,
     NodeView,
+    gpus_placed,
     num_gpus,
 )
 from costsched.policy.spot_choice import (
@@ -425,12 +426,8 @@ def _resize_market(
             for node_id in snapshot.new_node_ids(num_nodes - len(nodes))
         )
         return nodes + list(new), new, ()
-    placed = dict.fromkeys((n.node_id for n in nodes), 0)
-    for placement in snapshot.placements.values():
-        for node_id, count in placement.items():
-            if node_id in placed:
-                placed[node_id] += count
-    load = [max(placed[n.node_id], n.reserved_gpus or 0) for n in nodes]
+    placed = gpus_placed(snapshot.placements)
+    load = [max(placed.get(n.node_id, 0), n.reserved_gpus or 0) for n in nodes]
     ranked = sorted(range(len(nodes)), key=lambda i: (load[i], -i))
     drop = {nodes[i].node_id for i in ranked[: len(nodes) - num_nodes]}
     return [n for n in nodes if n.node_id not in drop], (), tuple(sorted(drop))

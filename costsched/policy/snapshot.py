@@ -236,17 +236,9 @@ class ClusterSnapshot:
     def free_gpus(self) -> dict[str, int]:
         """GPUs per node the policy may hand out: the node's GPUs less those held by work
         it does not control, ``max(reserved_gpus - GPUs placed there, 0)``."""
-        placed: dict[str, int] = {}
-        for placement in self.placements.values():
-            for node_id, count in placement.items():
-                placed[node_id] = placed.get(node_id, 0) + count
-        free = {}
-        for node in self.nodes:
-            outside = 0
-            if node.reserved_gpus is not None:
-                outside = max(node.reserved_gpus - placed.get(node.node_id, 0), 0)
-            free[node.node_id] = max(node.num_gpus - outside, 0)
-        return free
+        placed = gpus_placed(self.placements)
+        return {node.node_id: max(node.num_gpus - outside_gpus(node, placed), 0)
+                for node in self.nodes}
 
     def new_node_ids(self, count: int) -> tuple[str, ...]:
         """Fresh node ids for nodes this decision adds (unique across rounds)."""
@@ -266,6 +258,23 @@ class Decision:
     """New nodes to start; placements may already use their ids."""
     nodes_to_remove: tuple[str, ...] = ()
     """Ids of nodes to release; no placement uses them."""
+
+
+def gpus_placed(placements: Mapping[str, Placement]) -> dict[str, int]:
+    """GPUs placed on each node (by node id) over ``placements``."""
+    placed: dict[str, int] = {}
+    for placement in placements.values():
+        for node_id, count in placement.items():
+            placed[node_id] = placed.get(node_id, 0) + count
+    return placed
+
+
+def outside_gpus(node: NodeView, placed: Mapping[str, int]) -> int:
+    """GPUs of ``node`` held by work the policy does not control: its ``reserved_gpus``
+    less the GPUs ``placed`` there (:func:`gpus_placed`), at least 0; 0 when unknown."""
+    if node.reserved_gpus is None:
+        return 0
+    return max(node.reserved_gpus - placed.get(node.node_id, 0), 0)
 
 
 def placement_shape(placement: Placement) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from costsched.policy.snapshot import NodeView
+from costsched.policy.snapshot import NodeView, gpus_placed, outside_gpus
 from costsched.scheduler.interfaces import JobProgress
 from costsched.scheduler.progress import stepped_this_attempt
 
@@ -50,22 +50,18 @@ class OutsideWork:
         stepped yet, so that the other work there counts at least what it last did. Ends
         the round's polls."""
         self._stepping, self._polled = frozenset(self._polled), set()
-        placed: dict[str, int] = {}
-        unsettled: set[str] = set()
-        for job_id, placement in placements.items():
-            for node_id, count in placement.items():
-                placed[node_id] = placed.get(node_id, 0) + count
-                if count and job_id not in self._stepping:
-                    unsettled.add(node_id)
+        placed = gpus_placed(placements)
+        unsettled = {node_id for job_id, placement in placements.items()
+                     if job_id not in self._stepping
+                     for node_id, count in placement.items() if count}
         views = []
         for node in nodes:
             if node.reserved_gpus is not None:
-                here = placed.get(node.node_id, 0)
-                outside = max(node.reserved_gpus - here, 0)
+                outside = outside_gpus(node, placed)
                 if node.node_id not in unsettled:
                     self._seen[node.node_id] = outside
                 elif outside < self._seen.get(node.node_id, 0):
                     node = dataclasses.replace(node, reserved_gpus=min(
-                        here + self._seen[node.node_id], node.num_gpus))
+                        placed.get(node.node_id, 0) + self._seen[node.node_id], node.num_gpus))
             views.append(node)
         return tuple(views)

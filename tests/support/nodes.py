@@ -51,3 +51,11 @@ def cluster_without_shared_disk(bucket: str, node_resources: list[dict[str, floa
             ray.shutdown()
             cluster.shutdown()
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def train_worker_nodes() -> set[str]:
+    """Ids of the nodes on which Ray runs a live Ray Train worker now, as Ray reports them."""
+    from ray.util.state import list_actors
+
+    return {a.node_id for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"),
+                                                    ("state", "=", "ALIVE")])}
