@@ -3,15 +3,17 @@
 ``ray.cluster_utils.Cluster``: a head without accelerator slots, one node marked as a
 ``g4dn.12xlarge`` (T4) and one as a ``p4d.24xlarge`` (A100), two ``cpu_slot`` slots
 each, told apart only by their ``instance_<type>`` marker resources, as on a cloud
-cluster (``cluster.yaml``). The controller runs here with the real cluster client, job
-runner and the default ``cost-aware`` policy. An elastic job (1..4 workers) submitted
-alone gets the two slots of one node, not four across both models; a second one then
-gets the other node. Both pool their measured steps under one
-``training.measurements_key`` and run to the end. At every tick each job's placement,
-as the scheduler records it, is on nodes of one GPU model; every attempt is billed at
-the catalog price of a node type the test saw it on while it ran (from the test's own
-map of nodes and the catalog read as plain YAML); the steps measured on each model are
-pooled under that model, and a model is fitted to each pool.
+cluster (``cluster.yaml``); each node has its own temp folder and run state is on a
+local S3 server, so a job moved between the models resumes from the bucket. The
+controller runs here with the real cluster client, job runner and the default
+``cost-aware`` policy. An elastic job (1..4 workers) submitted alone gets the two slots
+of one node, not four across both models; a second one then gets the other node. Both
+pool their measured steps under one ``training.measurements_key`` and run to the end. At
+every tick each job's placement, as the scheduler records it, is on nodes of one GPU
+model; every attempt is billed at the catalog price of a node type the test saw it on
+while it ran (from the test's own map of nodes and the catalog read as plain YAML); the
+steps measured on each model are pooled under that model, and a model is fitted to each
+pool.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ import pytest
 import yaml
 
 ray = pytest.importorskip("ray")
-
-from ray.cluster_utils import Cluster  # noqa: E402
 
 from costsched.config.scheduler import SchedulerConfig  # noqa: E402
 from costsched.cost.ledger import Ledger  # noqa: E402
@@ -37,9 +37,11 @@ from costsched.scheduler.state import TERMINAL  # noqa: E402
 from costsched.scheduler.typed_views import TypedViews  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
 from tests.support.charges import interval_usd  # noqa: E402
+from tests.support.nodes import cluster_without_shared_disk  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
+BUCKET = "costsched-typed"
 TICK_S = 2.0
 TYPES = ("g4dn.12xlarge", "p4d.24xlarge")
 KEY = "mnist1d-cnn"
@@ -47,13 +49,11 @@ KEY = "mnist1d-cnn"
 
 @pytest.fixture(scope="module")
 def cluster():
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    nodes = {cluster.add_node(num_cpus=2, resources={"cpu_slot": 2, f"instance_{t}": 1}).node_id: t
-             for t in TYPES}
-    ray.init(address=cluster.address, logging_level="WARNING")
-    yield nodes
-    ray.shutdown()
-    cluster.shutdown()
+    """Node id -> node type of the two marked nodes; the nodes share no disk."""
+    with cluster_without_shared_disk(BUCKET, [{"cpu_slot": 2, f"instance_{t}": 1} for t in TYPES],
+                                     cpus_per_node=2):
+        yield {n["NodeID"]: t for n in ray.nodes() for t in TYPES
+               if n["Alive"] and n["Resources"].get(f"instance_{t}")}
 
 
 def _job_yaml(name: str) -> str:
@@ -83,7 +83,7 @@ def test_jobs_on_two_gpu_models_stay_on_one_model_and_pay_its_price(cluster, tmp
     ledger_path = str(tmp_path / "ledger.db")
     controller = SchedulerController.from_config(
         config, cluster=RayClusterClient("cpu_slot", catalog),
-        runner=RayJobRunner(catalog, ledger_path, str(tmp_path / "runs"), stop_grace_s=30.0),
+        runner=RayJobRunner(catalog, ledger_path, f"s3://{BUCKET}/runs", stop_grace_s=30.0),
         clock=SystemClock())
     # Alone, a job that may use 4 workers gets the 2 of one node: 4 would span both models.
     wide = controller.submit(_job_yaml("wide"))
