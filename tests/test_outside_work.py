@@ -9,7 +9,7 @@ import dataclasses
 from costsched.policy.snapshot import ClusterSnapshot, NodeView
 from costsched.scheduler.interfaces import JobProgress
 from costsched.scheduler.outside_work import OutsideWork
-from tests.test_scheduler_fakes import harness, job_text, node
+from tests.test_scheduler_fakes import harness, job_text, make_controller, node
 
 
 def _free(work: OutsideWork, reserved: int, placements: dict) -> int:
@@ -62,3 +62,24 @@ def test_a_job_is_not_started_on_slots_other_work_holds_beside_a_starting_job(tm
     h.cluster.node_list = [dataclasses.replace(h.cluster.node_list[0], free_slots=0)]
     h.tick()
     assert h.state(b) == "QUEUED", "a stepped: the node is full"
+
+
+def test_a_restarted_scheduler_holds_the_other_work_it_last_saw(tmp_path):
+    h = harness(tmp_path, node("n0", slots=3))
+    free = [dataclasses.replace(h.cluster.node_list[0], free_slots=n) for n in range(3)]
+    h.cluster.node_list = [free[2]]  # other work holds one slot
+    a = h.controller.submit(job_text("a"))
+    h.tick()
+    h.cluster.node_list = [free[1]]  # a's worker holds its slot; a steps
+    h.tick()
+    b = h.controller.submit(job_text("b"))
+    h.runner.script[b] = JobProgress(state="running")  # b's worker never takes its slot
+    h.tick()
+    assert (h.state(a), h.state(b)) == ("RUNNING", "RUNNING")
+    # The scheduler restarts while b has not stepped: Ray still reports b's slot free.
+    successor = make_controller(h.path, h.clock, h.cluster, h.runner)
+    c = successor.submit(job_text("c"))
+    h.clock.advance(60.0)
+    successor.tick()
+    assert successor.store.get(c).state == "QUEUED", successor.logs(c)
+    assert successor.store.get(b).state == "RUNNING"

@@ -66,7 +66,7 @@ class SchedulerController:
         self._round, self._recovered = 0, False
         self._capacity, self._elastic = CapacityRequest(config), is_elastic(policy)
         self._gpu_models: dict[str, str] = {}  # node id -> GPU model, as last seen
-        self._outside = OutsideWork()  # which jobs have stepped; other work on each node
+        self._outside = OutsideWork(store.path)  # jobs that stepped; other work per node
         self._configs: dict[str, JobConfig] = {}
         self.job_models = measured.JobModels(store.path)
         self._typed = TypedViews(self.job_models, policy)  # jobs on each GPU model, from pools
