@@ -17,8 +17,11 @@ What the policy sees: without ``oracle``, per (job, type) a learner
 one-type simulator) fitted to the steps the job ran on that type, plus Sia's bootstrap:
 when the job arrives, one GPU of every type measured at that type's smallest and largest
 per-GPU batch (that profiling's GPU time is neither simulated nor charged). On every
-type it is offered at most twice the most GPUs it has tried on any type (Pollux's
-exploration rule, with the scaling seen on one type taken to carry to the others).
+type it is offered at most ``SimConfig.explore_factor`` (8) times the most GPUs it has
+tried on any type (Pollux's exploration rule, factor 2 there, with the scaling seen on
+one type taken to carry to the others); the bootstrap's one-GPU points count as tried,
+so from its arrival a job is offered up to 8 GPUs, not the one-type simulator's first
+size (:func:`~costsched.goodput.online.first_gpus`; see the README).
 With ``aware=False`` (the heterogeneity-unaware baseline) the policy gets one learner
 per job, fed whatever type the job ran on, and no per-type views (with ``oracle``: the
 first pool's profile).

@@ -45,6 +45,9 @@ def summarise(result: SimResult, *, policy: str, workload: str) -> dict[str, obj
     assert tuple(summary) == SUMMARY_KEYS
     if result.spot is not None:
         summary.update({key: getattr(result.spot, key) for key in SPOT_SUMMARY_KEYS})
+    broke = sum(job.outcome == "BUDGET_EXHAUSTED" for job in result.jobs)
+    if broke:  # only then, so runs without budgets write what they always did
+        summary["num_budget_exhausted"] = broke
     return summary
 
 
@@ -57,6 +60,8 @@ def jobs_frame(result: SimResult) -> pd.DataFrame:
     if result.spot is not None:
         frame["preemptions"] = [j.preemptions for j in result.jobs]
         frame["lost_gpu_hours"] = [j.lost_gpu_hours for j in result.jobs]
+    if any(j.outcome != "COMPLETED" for j in result.jobs):
+        frame["outcome"] = [j.outcome for j in result.jobs]
     return frame
 
 

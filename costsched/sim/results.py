@@ -30,6 +30,9 @@ class SimJobResult:
     """Times a spot node under it was preempted (:mod:`~costsched.sim.spot`)."""
     lost_gpu_hours: float = 0.0
     """GPU-hours of work preemptions undid (held since its last checkpoint)."""
+    outcome: str = "COMPLETED"
+    """``COMPLETED``, or ``BUDGET_EXHAUSTED``: it ended when its budget could not pay
+    another round at its least size (``finish_s`` is then when it ended)."""
 
     @property
     def jct_s(self) -> float:

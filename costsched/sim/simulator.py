@@ -47,6 +47,7 @@ from costsched.policy.snapshot import (
     NodeView,
     placement_shape,
 )
+from costsched.sim.budgets import out_of_budget
 from costsched.sim.profiles import AppProfile
 from costsched.sim.results import SimJobResult, SimResult
 from costsched.sim.workload import JobSpec
@@ -128,6 +129,7 @@ class SimJob:
     fitted: FittedThroughput | None = None
     """What the policy sees of ``learned``: its fit (the prior before any step)."""
     measured_batch_size: int = 0
+    outcome: str = "COMPLETED"
 
 
 class ProfileThroughput:
@@ -218,6 +220,9 @@ class Simulator:
                 active.append(self._arrived(pending.pop(0)))
             self._schedule(active, time_s, round_index)
             for job in active:
+                if not job.placement and math.isfinite(job.spec.budget_usd) and out_of_budget(
+                        self._view(job, time_s), self.nodes, cfg.round_s):
+                    job.finish_time_s, job.outcome = time_s, "BUDGET_EXHAUSTED"
                 self._advance(job, time_s)
             finished = [j for j in active if j.finish_time_s is not None]
             done += len(finished)
@@ -421,7 +426,7 @@ class Simulator:
                       submit_s=j.spec.submit_time_s, finish_s=float(j.finish_time_s),
                       gpu_hours=j.gpu_s / SECONDS_PER_HOUR,
                       cost_usd=usd_over(self.gpu_usd_per_hour, j.gpu_s),
-                      restarts=max(j.num_placements - 1, 0))
+                      restarts=max(j.num_placements - 1, 0), outcome=j.outcome)
             for j in self.jobs
         )
         node_hours = node_s / SECONDS_PER_HOUR

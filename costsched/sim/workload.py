@@ -54,9 +54,15 @@ def load_workload(path: str | Path) -> tuple[JobSpec, ...]:
         JobSpec(name=str(r.name), submit_time_s=float(r.time), application=str(r.application),
                 num_replicas=int(r.num_replicas), batch_size=int(r.batch_size),
                 priority=int(getattr(r, "priority", 0) or 0),
-                budget_usd=float(getattr(r, "budget_usd", math.inf)))
+                budget_usd=_budget(getattr(r, "budget_usd", math.inf)))
         for r in frame.itertuples(index=False)
     )
+
+
+def _budget(cell: object) -> float:
+    """A ``budget_usd`` cell: dollars, or none (infinite) when blank."""
+    value = float(cell)  # type: ignore[arg-type]
+    return math.inf if math.isnan(value) else value
 
 
 def workload_label(path: str | Path) -> str:
