@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument("--spot-nodes", type=int, default=16)
     parser.add_argument("--checkpoint-interval", type=float,
                         default=DEFAULT_CHECKPOINT_INTERVAL_S)
+    parser.add_argument("--spot-notice", type=float, default=0.0, metavar="S",
+                        help="seconds of warning before a preemption (AWS: 120; default 0)")
     parser.add_argument("--oracle", action="store_true")
     parser.add_argument("--no-blind", action="store_true", help="skip (c)")
     parser.add_argument("--autoscale", default=None, metavar="MIN:MAX",
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
     data = pollux_dir(args.profiles)
     profiles = load_profiles(data)
     pool = SpotPool(trace=load_spot_trace(args.trace), num_nodes=args.spot_nodes,
-                    checkpoint_interval_s=args.checkpoint_interval)
+                    checkpoint_interval_s=args.checkpoint_interval, notice_s=args.spot_notice)
     autoscale = parse_autoscale(args.autoscale)
     aware = CostAwarePolicy(usd_per_job_hour=args.usd_per_job_hour)
     blind = dataclasses.replace(BLIND, usd_per_job_hour=args.usd_per_job_hour)
@@ -111,7 +113,8 @@ def main(argv=None) -> int:
     pool_text = (f"on-demand autoscaled {args.autoscale} at ${args.usd_per_job_hour:g}/job-h"
                  if autoscale else f"{args.on_demand_nodes} on-demand")
     print(f"(b) spot: {pool_text} + up to {args.spot_nodes} spot from "
-          f"{args.trace}, checkpoints every {args.checkpoint_interval:.0f} s", flush=True)
+          f"{args.trace}, checkpoints every {args.checkpoint_interval:.0f} s, "
+          f"notice {args.spot_notice:.0f} s", flush=True)
     for number in args.workloads:
         jobs = load_workload(data / "workloads" / "load-1.0" / f"workload-{number}.csv")
         for name, (spot_pool, num_nodes, policy, scale) in clusters.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from costsched.scheduler.interfaces import JobProgress, NodeRecord
@@ -331,3 +333,25 @@ def test_the_budget_reserve_is_the_jobs_measured_stop_latency(tmp_path):
     assert stop_reserve_s([{"stop": 0.0, "scheduling": 3.0}], prior=5.0) == 5.0
     assert stop_reserve_s([{"stop": 4.0}, {"stop": 20.0}, {"stop": 6.0}],
                           prior=5.0) == pytest.approx(30.0)  # 1.5 x the slowest
+
+
+def test_jobs_on_a_node_with_a_reclaim_notice_stop_at_a_checkpoint_and_move(tmp_path):
+    h = harness(tmp_path, node("n0"), node("n1"))
+    job_id = h.controller.submit(job_text("victim", spot=True))
+    h.tick()
+    held = next(iter(h.job(job_id).placement))
+    other = ({"n0", "n1"} - {held}).pop()
+    h.cluster.node_list = [dataclasses.replace(n, reclaim_notice=n.node_id == held)
+                           for n in h.cluster.node_list]
+    report = h.tick()
+    assert [a.kind for a in report.actions] == ["requeue", "resume"]
+    job = h.job(job_id)
+    assert (job.state, job.spot_restarts, job.failures) == ("RUNNING", 1, 0)
+    assert set(job.placement) == {other}
+    # Asked to stop at a checkpoint (a graceful stop), not as a node already gone.
+    assert h.runner.kinds(job_id) == ["start", "stop:spot_notice", "start"]
+    assert h.controller.logs(job_id)[-2]["detail"].startswith("spot notice: node ")
+    # The noticed node gets no work while it is still there.
+    second = h.controller.submit(job_text("second", spot=True))
+    h.tick()
+    assert (h.state(second), h.job(job_id).placement) == ("QUEUED", {other: 1})

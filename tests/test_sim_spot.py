@@ -29,10 +29,11 @@ INSTANCE = load_catalog().instance("g4dn.12xlarge")
 
 
 def spot_sim(workload, policy: str, trace: SpotTrace, *, num_nodes: int = 1,
-             spot_nodes: int = 2, checkpoint_interval_s: float = 600.0, seed: int = 0):
+             spot_nodes: int = 2, checkpoint_interval_s: float = 600.0, seed: int = 0,
+             notice_s: float = 0.0):
     config = SimConfig(instance=INSTANCE, num_nodes=num_nodes, elastic=policy in ELASTIC)
     pool = SpotPool(trace=trace, num_nodes=spot_nodes,
-                    checkpoint_interval_s=checkpoint_interval_s, seed=seed)
+                    checkpoint_interval_s=checkpoint_interval_s, seed=seed, notice_s=notice_s)
     return SpotSimulator(config=config, profiles=fixture_profiles(), workload=workload,
                          policy=make_policy(policy), pool=pool)
 
@@ -56,6 +57,24 @@ def test_a_preempted_job_loses_exactly_the_work_since_its_last_checkpoint():
     assert ncf.target_progress * step_s > 480  # it was still running when preempted
     assert job.jct_s == pytest.approx(30.0 + ncf.target_progress * step_s + 180.0 + 30.0)
     assert job.restarts == 1
+
+
+@pytest.mark.parametrize(("notice_s", "lost_s"), [(60.0, 60.0), (120.0, 120.0), (900.0, 180.0)])
+def test_with_a_notice_a_preempted_job_loses_only_the_work_after_it(notice_s, lost_s):
+    ncf = fixture_profiles()["ncf"]
+    step_s = ncf.step_time_s((1,), 256)[0]
+    solo = JobSpec(name="solo", submit_time_s=0, application="ncf", num_replicas=1,
+                   batch_size=256)
+    trace = SpotTrace(path="t", gap_s=60.0, counts=(1,) * 8 + (0,) * 10_000)
+    sim = spot_sim([solo], "fifo", trace, spot_nodes=1, checkpoint_interval_s=300.0,
+                   notice_s=notice_s)
+    job = sim.run().jobs[0]
+    # As above, preempted at t=480 after a checkpoint at t=300; told notice_s before: it
+    # stopped then, keeping its progress of then (a notice from before the checkpoint
+    # gains nothing), and redoes only what it did after.
+    assert job.preemptions == 1
+    assert job.lost_gpu_hours == pytest.approx(lost_s / 3600)
+    assert job.jct_s == pytest.approx(30.0 + ncf.target_progress * step_s + lost_s + 30.0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
@@ -152,7 +171,8 @@ def test_a_bad_trace_is_one_line_and_exit_2(tmp_path, capsys, name, words):
 
 
 @pytest.mark.parametrize("extra", [["--spot"], ["--autoscale", "1:2", "--autoscale-half-life",
-                                              "300"], ["--spot-nodes", "0"]])
+                                              "300"], ["--spot-nodes", "0"],
+                                   ["--spot-notice", "-5"]])
 def test_conflicting_spot_options_are_one_line(tmp_path, capsys, extra):
     code = main(["simulate", "--workload", str(FIXTURE_WORKLOAD), "--profiles", str(FIXTURE),
                  "--spot-trace", str(FLAKY), *extra, "--out", str(tmp_path / "out")])

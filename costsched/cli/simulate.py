@@ -88,6 +88,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-interval", type=float, default=None, metavar="S",
                         help="seconds of running between a job's checkpoints; a preempted job "
                              "loses the work since its last (default 1800)")
+    parser.add_argument("--spot-notice", type=float, default=None, metavar="S",
+                        help="seconds of warning before a preemption (AWS: 120), in which a "
+                             "job stops at a checkpoint, as the live scheduler does; it then "
+                             "keeps its progress of then (default 0: none)")
     parser.add_argument("--spot-seed", type=int, default=0,
                         help="seed of which spot nodes a drop in the trace preempts (default 0)")
     parser.add_argument("--oracle", action="store_true",
@@ -201,9 +205,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--explore-factor wants a whole number >= 1, got {explore_factor}")
     autoscale = parse_autoscale(args.autoscale)
     usd_per_job_hour, half_life_s = parse_autoscale_settings(args)
-    spot_args = (args.spot_nodes, args.checkpoint_interval)
+    spot_args = (args.spot_nodes, args.checkpoint_interval, args.spot_notice)
     if args.spot_trace is None and any(a is not None for a in spot_args):
-        raise ConfigError("--spot-nodes and --checkpoint-interval need --spot-trace")
+        raise ConfigError("--spot-nodes, --checkpoint-interval and --spot-notice need "
+                          "--spot-trace")
     if args.spot_trace is not None and (args.cluster is not None or args.spot
                                         or half_life_s > 0):
         raise ConfigError("--spot-trace adds a spot pool to a one-type cluster resized each "
@@ -288,10 +293,11 @@ def _spot_pool(args: argparse.Namespace):
     interval = (DEFAULT_CHECKPOINT_INTERVAL_S if args.checkpoint_interval is None
                 else args.checkpoint_interval)
     pool = SpotPool(trace=trace, num_nodes=num_nodes, checkpoint_interval_s=interval,
-                    seed=args.spot_seed)
+                    seed=args.spot_seed, notice_s=args.spot_notice or 0.0)
     print(f"spot pool: up to {pool.num_nodes} x {args.instance_type} from {trace.path} "
           f"(tick {trace.gap_s:.0f} s, {len(trace.counts)} ticks), checkpoints every "
-          f"{interval:.0f} s; on-demand pool: {args.nodes} nodes", file=sys.stderr)
+          f"{interval:.0f} s, notice {pool.notice_s:.0f} s; on-demand pool: {args.nodes} "
+          f"nodes", file=sys.stderr)
     return pool
 
 

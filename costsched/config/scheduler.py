@@ -80,6 +80,10 @@ class SchedulerConfig:
     nodes, as Ray Train needs for multi-node checkpoints."""
     stop_grace_s: float = 120.0
     """Seconds a stopping job gets to checkpoint and end before it is killed."""
+    spot_notice_url: str = "http://169.254.169.254"
+    """Instance metadata service each spot node reads its interruption notice from
+    (AWS IMDSv2; ``{node_id}`` in it is replaced by the Ray node id); jobs on a node
+    with a notice stop at a checkpoint and move. Empty: notices are not read."""
     stall_minutes: float = 15.0
     """A running job with no new step for this long raises a stall alert."""
     stall_restart_minutes: float = 30.0

@@ -8,11 +8,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from costsched.cost.formatting import format_usd
 from costsched.cost.prices import usd_over
+from costsched.scheduler.interfaces import Action, ResourceBundle, TickReport
 from costsched.scheduler.state import RUNNING, JobRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,3 +57,14 @@ def job_alerts(job: JobRecord, *, now: float, stall_minutes: float) -> list[Aler
 
 def all_alerts(jobs: list[JobRecord], *, now: float, stall_minutes: float) -> list[Alert]:
     return [a for job in jobs for a in job_alerts(job, now=now, stall_minutes=stall_minutes)]
+
+
+def tick_report(running: Iterable[JobRecord], *, now: float, stall_minutes: float,
+                actions: Sequence[Action],
+                requested: tuple[ResourceBundle, ...] | None) -> TickReport:
+    """A round's report: its actions and the alerts on ``running`` jobs (each logged)."""
+    alerts = all_alerts(running, now=now, stall_minutes=stall_minutes)
+    for alert in alerts:
+        log.warning("%s", alert)
+    return TickReport(time_s=now, actions=tuple(actions), alerts=tuple(str(a) for a in alerts),
+                      requested=requested)

@@ -30,7 +30,7 @@ from costsched.scheduler import job_models as measured
 from costsched.scheduler import policy_view as models
 from costsched.scheduler import spend
 from costsched.scheduler.actions import adaptive_batch_size, batch_change, plan_actions
-from costsched.scheduler.alerts import all_alerts
+from costsched.scheduler.alerts import tick_report
 from costsched.scheduler.autoscale import CapacityRequest
 from costsched.scheduler.interfaces import (
     Action,
@@ -51,6 +51,7 @@ from costsched.scheduler.typed_views import TypedViews
 
 log = logging.getLogger(__name__)
 FINISHED_OUTCOMES = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
+NOTICE = "spot notice"  # how a requeue for a node's reclaim notice is logged
 
 
 class SchedulerController:
@@ -66,6 +67,7 @@ class SchedulerController:
         self._round, self._recovered = 0, False
         self._capacity, self._elastic = CapacityRequest(config), is_elastic(policy)
         self._gpu_models: dict[str, str] = {}  # node id -> GPU model, as last seen
+        self._noticed: set[str] = set()  # nodes the cloud will reclaim soon
         self._outside = OutsideWork(store.path)  # jobs that stepped; other work per node
         self._configs: dict[str, JobConfig] = {}
         self.job_models = measured.JobModels(store.path)
@@ -134,13 +136,14 @@ class SchedulerController:
         now = self.clock.now()
         self.finish_stops()
         try:  # first: the GPU models the steps polled below ran on (pools are per model;
-            nodes = models.node_views(self.cluster.nodes())  # a node gone keeps its own)
+            records = self.cluster.nodes()  # a node gone keeps its own)
+            nodes, self._noticed = models.node_views(records), models.noticed(records)
             self._gpu_models |= {n.node_id: n.gpu_model for n in nodes}
         except Exception as exc:  # noqa: BLE001 - a transient cluster error: retry next round
             log.warning("cluster unavailable, skipping this round's decision: %s", exc)
             nodes = None
         actions = self.recover() if not self._recovered else self._poll_running(now)
-        self._account(now)
+        spend.account(self.store, now, lambda j: models.gpus_per_worker(self._config(j)))
         actions += self._stop_over_budget(now)
         if nodes is None:
             return self._report(now, actions)
@@ -201,8 +204,9 @@ class SchedulerController:
                     spent: float) -> list[Action]:
         config = self._config(job)
         base = dict(spent_usd=spent, workers=0, placement={}, usd_per_hour=0.0)
-        if p.node_lost:
-            detail = f"node lost ({p.message or 'spot reclaim'}); restarting from checkpoint"
+        if p.node_lost:  # gone, or going (its reclaim notice: the message says so)
+            detail = (p.message if (p.message or "").startswith(NOTICE) else
+                      f"node lost ({p.message or 'spot reclaim'})") + "; restarting from checkpoint"
             fields = dict(base, spot_restarts=job.spot_restarts + 1, message=detail)
         elif p.state == "lost":
             detail = f"run lost ({p.message or 'no live run'}); restarting from checkpoint"
@@ -222,9 +226,10 @@ class SchedulerController:
         return [Action(kind="requeue", job_id=job.job_id, detail=detail)]
 
     def _requeue_broken(self, alive: set[str], now: float) -> list[Action]:
-        """A running job placed on a node that is gone (spot reclaim, crash) is stopped and
-        requeued from its checkpoint, not counted against max_failures; one that took no
-        step for ``stall_restart_minutes`` is killed and requeued as a failure."""
+        """A running job placed on a node that is gone (spot reclaim, crash) or about to go
+        (a reclaim notice: it stops at a checkpoint first) is stopped and requeued from its
+        checkpoint, not counted against max_failures; one that took no step for
+        ``stall_restart_minutes`` is killed and requeued as a failure."""
         actions, limit_s = [], self.config.stall_restart_minutes * 60.0
         for job in self.store.jobs(RUNNING):
             lost = sorted(node for node in job.placement if node not in alive)
@@ -232,12 +237,16 @@ class SchedulerController:
             stalled = limit_s > 0 and since is not None and now - since > limit_s
             if not lost and not stalled:
                 continue
+            notice = bool(lost) and set(lost) <= self._noticed
             try:
-                self.runner.stop(job.job_id, "node_lost" if lost else "stalled")
+                self.runner.stop(job.job_id, "spot_notice" if notice else
+                                 "node_lost" if lost else "stalled")
             except Exception as exc:  # noqa: BLE001 - its run is gone with the node anyway
                 log.warning("stopping %s (lost or stalled) failed: %s", job.job_id, exc)
             spent = max(job.spent_usd, self._spent_after_stop(job))
-            message = (f"node {', '.join(n[:12] for n in lost)} gone" if lost
+            nodes = ", ".join(n[:12] for n in lost)
+            message = (f"{NOTICE}: node {nodes} will be reclaimed; stopped at a checkpoint"
+                       if notice else f"node {nodes} gone" if lost
                        else f"stalled: no step for {(now - since) / 60.0:.0f} min")
             actions += self._on_failure(job, JobProgress(
                 state="failed", node_lost=bool(lost), spent_usd=spent, message=message),
@@ -246,14 +255,6 @@ class SchedulerController:
 
     def _spent_after_stop(self, job: JobRecord) -> float:  # final once the stop finishes
         return getattr(self._poll(job), "spent_usd", 0.0)
-
-    def _account(self, now: float) -> None:
-        """Add each running job's GPU-seconds since it was last counted."""
-        for job in self.store.jobs(RUNNING):
-            since = job.accounted_at if job.accounted_at is not None else now
-            gpus = job.workers * models.gpus_per_worker(self._config(job))
-            self.store.update(job.job_id, accounted_at=now,
-                              attained_gpu_s=job.attained_gpu_s + gpus * max(now - since, 0.0))
 
     # -- budget -------------------------------------------------------------------
     def _stop_over_budget(self, now: float) -> list[Action]:
@@ -432,9 +433,6 @@ class SchedulerController:
                           ledger=self.ledger)
 
     def _report(self, now: float, actions: list[Action]) -> TickReport:
-        alerts = all_alerts(self.store.jobs(RUNNING), now=now,
-                            stall_minutes=self.config.stall_minutes)
-        for alert in alerts:
-            log.warning("%s", alert)
-        return TickReport(time_s=now, actions=tuple(actions),
-                          alerts=tuple(str(a) for a in alerts), requested=self._capacity.standing)
+        return tick_report(self.store.jobs(RUNNING), now=now, actions=actions,
+                           stall_minutes=self.config.stall_minutes,
+                           requested=self._capacity.standing)

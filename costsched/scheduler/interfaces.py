@@ -53,6 +53,9 @@ class NodeRecord:
     """Spot (preemptible) capacity."""
     alive: bool = True
     """False once the node has died or been reclaimed; dead nodes get no work."""
+    reclaim_notice: bool = False
+    """The cloud has said it will reclaim this spot node soon (AWS's two-minute
+    interruption notice): it gets no work, and the jobs on it stop at a checkpoint."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,7 +152,8 @@ class JobRunner(Protocol):
 
     def stop(self, job_id: str, reason: str) -> None:
         """Ask the run to stop at a checkpoint, without waiting for it; ``reason``:
-        preempted, budget, cancelled, resize, node_lost or stalled."""
+        preempted, budget, cancelled, resize, node_lost, stalled or spot_notice (its
+        node will be reclaimed soon)."""
         ...
 
     def advance(self) -> list[tuple[str, float]]:

@@ -180,15 +180,21 @@ def fixed_batch_throughput(model: JobModel, config: JobConfig) -> FixedBatchThro
 
 
 def node_views(nodes: Iterable[NodeRecord]) -> tuple[NodeView, ...]:
-    """Alive nodes with accelerator slots, as the policy sees them. Slots reserved on a
-    node (total - free) include those of the scheduler's own running jobs; the policy
-    takes those back out and plans only around the rest (work it does not control)."""
+    """Alive nodes with accelerator slots and no reclaim notice, as the policy sees them.
+    Slots reserved on a node (total - free) include those of the scheduler's own running
+    jobs; the policy takes those back out and plans only around the rest (work it does
+    not control)."""
     return tuple(
         NodeView(node_id=n.node_id, gpu_model=n.gpu_model, num_gpus=n.total_slots,
                  usd_per_hour=n.usd_per_hour, spot=n.spot,
                  reserved_gpus=max(n.total_slots - n.free_slots, 0))
-        for n in nodes if n.alive and n.total_slots > 0
+        for n in nodes if n.alive and n.total_slots > 0 and not n.reclaim_notice
     )
+
+
+def noticed(nodes: Iterable[NodeRecord]) -> set[str]:
+    """Ids of the alive nodes with a reclaim notice."""
+    return {n.node_id for n in nodes if n.alive and n.reclaim_notice}
 
 
 def build_snapshot(*, now: float, round_index: int, views: Sequence[JobView],

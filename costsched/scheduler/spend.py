@@ -7,8 +7,10 @@ GPU-seconds at the job's rate, plus the time since the last round.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from costsched.cost.prices import JobRate, usd_over
-from costsched.scheduler.state import RUNNING, JobRecord
+from costsched.scheduler.state import RUNNING, JobRecord, JobStore
 
 
 def held_usd(job: JobRecord, rate: JobRate) -> float:
@@ -27,3 +29,12 @@ def spent_now(job: JobRecord, rate: JobRate, gpus_per_worker: int, now: float) -
         held += (usd_over(job.usd_per_hour, since_s) if job.usd_per_hour > 0 else
                  rate.usd_for_accelerator_s(job.workers * gpus_per_worker * since_s))
     return max(job.spent_usd, held)
+
+
+def account(store: JobStore, now: float, gpus_per_worker: Callable[[JobRecord], int]) -> None:
+    """Add each running job's GPU-seconds since it was last counted."""
+    for job in store.jobs(RUNNING):
+        since = job.accounted_at if job.accounted_at is not None else now
+        gpus = job.workers * gpus_per_worker(job)
+        store.update(job.job_id, accounted_at=now,
+                     attained_gpu_s=job.attained_gpu_s + gpus * max(now - since, 0.0))

@@ -11,7 +11,11 @@ As :class:`~costsched.sim.simulator.Simulator`, with these rules:
   (AWS does not spare idle ones) with a generator seeded by ``SpotPool.seed``;
 * a job on a preempted node loses the work since its last checkpoint: its progress goes
   back to the checkpoint's, and the GPU-seconds it held since are lost (still paid). It
-  then waits for the policy to place it again and pays the restart (``restart_s``) there;
+  then waits for the policy to place it again and pays the restart (``restart_s``) there.
+  With a notice (``SpotPool.notice_s``, AWS's two minutes; the live scheduler reads it,
+  :mod:`costsched.scheduler.spot_notice`) it stops at a checkpoint when told: it keeps
+  its progress of ``notice_s`` before the preemption (at its pace over the round before;
+  never less than its last checkpoint's) and loses only what it did and held after;
 * a job checkpoints at the end of a round once it has held GPUs for at least
   ``checkpoint_interval_s`` since its last checkpoint (the interval rounds up to whole
   rounds), and on every placement change (a resize restarts from a fresh checkpoint, as
@@ -67,12 +71,17 @@ class SpotPool:
     """Seconds of running between a job's checkpoints."""
     seed: int = 0
     """Seed of the pick of which spot nodes a drop in the trace preempts."""
+    notice_s: float = 0.0
+    """Seconds of warning before a preemption (AWS gives 120): a job stops at a checkpoint
+    when told. 0: none, it loses everything since its last checkpoint."""
 
     def __post_init__(self) -> None:
         if self.num_nodes < 1:
             raise ConfigError("the spot pool needs at least one node (--spot-nodes)")
         if self.checkpoint_interval_s <= 0:
             raise ConfigError("the checkpoint interval must be positive (--checkpoint-interval)")
+        if self.notice_s < 0:
+            raise ConfigError("the spot notice must be >= 0 seconds (--spot-notice)")
 
 
 @dataclass(kw_only=True)
@@ -87,6 +96,21 @@ class _Checkpoint:
     lost_gpu_s: float = 0.0
     spot_gpu_s: float = 0.0
     """GPU-seconds it held on spot nodes (the rest were on-demand)."""
+
+
+def _at(points: list[tuple[float, float, float]],
+        time_s: float) -> tuple[float, float] | None:
+    """(progress, GPU-seconds) at ``time_s``, linear between ``points`` (time, progress,
+    GPU-seconds; in time order); the first point's before them; None without points."""
+    if not points:
+        return None
+    if time_s <= points[0][0]:
+        return points[0][1], points[0][2]
+    for (t0, p0, g0), (t1, p1, g1) in zip(points, points[1:], strict=False):
+        if time_s <= t1:
+            frac = (time_s - t0) / (t1 - t0) if t1 > t0 else 1.0
+            return p0 + frac * (p1 - p0), g0 + frac * (g1 - g0)
+    return points[-1][1], points[-1][2]
 
 
 class SpotSimulator(Simulator):
@@ -107,6 +131,9 @@ class SpotSimulator(Simulator):
         self._spot_ids: list[str] = []
         self._next_spot = 0
         self._ckpt = {j.spec.name: _Checkpoint() for j in self.jobs}
+        self._history: dict[str, list[tuple[float, float, float]]] = {}
+        """Job -> (time, progress, GPU-seconds) at the last rounds' starts (a notice's worth)."""
+        self._now = 0.0
         self._nodes_preempted = 0
         self._node_s = {True: 0.0, False: 0.0}
         self._billed_node_s = 0.0
@@ -117,6 +144,7 @@ class SpotSimulator(Simulator):
 
     def _replay(self, active: list[SimJob], time_s: float) -> None:
         """Grow or shrink the spot pool to the trace's count at ``time_s``."""
+        self._now = time_s
         granted = self.pool.trace.count_at(time_s)
         want = min(granted, self.pool.num_nodes)
         have = len(self._spot_ids)
@@ -144,13 +172,20 @@ class SpotSimulator(Simulator):
                         spot=True)
 
     def _preempt(self, job: SimJob) -> None:
-        """Back to the last checkpoint; GPUs released; the next placement pays a restart."""
+        """Back to the last checkpoint (with a notice: to where the job was when told);
+        GPUs released; the next placement pays a restart."""
         ckpt = self._ckpt[job.spec.name]
+        if self.pool.notice_s > 0:
+            told = _at(self._history.get(job.spec.name, []) + [
+                (self._now, job.progress, job.gpu_s)], self._now - self.pool.notice_s)
+            if told is not None and told[0] > ckpt.progress:
+                ckpt.progress, ckpt.gpu_s = told
         ckpt.preemptions += 1
         ckpt.lost_gpu_s += job.gpu_s - ckpt.gpu_s
         job.progress = ckpt.progress
         ckpt.gpu_s, ckpt.held_s = job.gpu_s, 0.0
         job.placement, job.batch_size, job.restart_left_s = {}, 0, 0.0
+        self._history.pop(job.spec.name, None)  # progress before this went back
 
     # Rounds ---------------------------------------------------------------------------
 
@@ -163,6 +198,12 @@ class SpotSimulator(Simulator):
         for job in active:
             if job.num_placements > before[job.spec.name]:
                 self._checkpoint(job)
+        if self.pool.notice_s > 0:
+            keep = int(np.ceil(self.pool.notice_s / self.config.round_s)) + 1
+            for job in active:
+                points = self._history.setdefault(job.spec.name, [])
+                points.append((time_s, job.progress, job.gpu_s))
+                del points[:-keep]
 
     def _checkpoint(self, job: SimJob) -> None:
         ckpt = self._ckpt[job.spec.name]

@@ -158,7 +158,7 @@ MEASUREMENT_KEYS = ("num_nodes", "local_bsz", "accum_steps", "step_time_s", "syn
 """A report's step measurements (see ``costsched.goodput.measure``), kept with progress."""
 PROGRESS_KEYS = ("global_step", "total_steps", "epoch", "resumed_from_step", "first_step_at",
                  "cost_usd", "world_size", "val_accuracy", "global_batch_size", ATTEMPT_KEY,
-                 *MEASUREMENT_KEYS, *PHASE_KEYS.values())
+                 "stop_reason", "final", *MEASUREMENT_KEYS, *PHASE_KEYS.values())
 
 
 def progress_record(metrics: dict[str, Any], *, now: float) -> dict[str, Any]:

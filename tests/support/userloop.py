@@ -11,7 +11,8 @@ import costsched.api as cs
 
 
 def train_loop(config):
-    """Linear regression; a checkpoint every 10 steps; stops when costsched says so.
+    """Linear regression; a checkpoint every ``checkpoint_every`` (10) steps and a report
+    without one every ``report_every`` steps between; stops when costsched says so.
     ``step_s`` sleeps that long a step; ``on_step`` (in-process only) is called a step."""
     ctx = cs.get_context()
     torch.manual_seed(0)
@@ -34,10 +35,13 @@ def train_loop(config):
         if config.get("on_step"):
             config["on_step"]()
         stop = cs.should_stop()
-        if step % 10 == 0 or stop:
+        every = config.get("checkpoint_every", 10)
+        if step % every == 0 or stop:
             cs.report({"loss": loss.item(), "global_step": step},
                       checkpoint={"model": model.state_dict(),
                                   "optimizer": optimizer.state_dict(), "step": step})
+        elif step % config.get("report_every", every) == 0:
+            cs.report({"loss": loss.item(), "global_step": step})
         if stop:
             return
 

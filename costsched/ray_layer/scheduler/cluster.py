@@ -20,6 +20,7 @@ from ray.autoscaler.sdk import request_resources
 from costsched.config.job import CostSection
 from costsched.cost.prices import PriceCatalog
 from costsched.errors import SchedulerUnavailable
+from costsched.ray_layer.scheduler.notices import SpotNotices
 from costsched.scheduler.interfaces import NodeRecord, ResourceBundle
 
 log = logging.getLogger(__name__)
@@ -100,16 +101,19 @@ def _available_per_node() -> Mapping[str, Mapping[str, float]] | None:
 class RayClusterClient:
     """Nodes and autoscaler requests of the connected Ray cluster."""
 
-    def __init__(self, accelerator_resource: str, catalog: PriceCatalog):
+    def __init__(self, accelerator_resource: str, catalog: PriceCatalog,
+                 notices: SpotNotices | None = None):
         self.accelerator_resource = accelerator_resource
         self.catalog = catalog
+        self.notices = notices
 
     def nodes(self) -> Sequence[NodeRecord]:
         """All nodes Ray knows, dead ones with ``alive=False``.
 
         ``total_slots`` = the node's ``accelerator_resource``; ``free_slots`` from
         Ray's per-node available resources (totals when unavailable);
-        ``usd_per_hour`` = the catalog's on-demand (or spot) node price of its type.
+        ``usd_per_hour`` = the catalog's on-demand (or spot) node price of its type;
+        ``reclaim_notice`` from the spot notice watchers, when there are any.
         """
         free = _available_per_node()
         records = []
@@ -129,6 +133,10 @@ class RayClusterClient:
                 total_slots=total, free_slots=free_slots,
                 usd_per_hour=instance.node_usd_per_hour(spot), spot=spot,
                 alive=bool(node.get("Alive", False))))
+        if self.notices is not None:
+            noticed = self.notices.noticed(r.node_id for r in records if r.spot and r.alive)
+            records = [dataclasses.replace(r, reclaim_notice=r.node_id in noticed)
+                       for r in records]
         return records
 
     def _node_type(self, resources: Mapping[str, float]) -> str:

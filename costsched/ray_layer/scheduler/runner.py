@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 FINISHED = ("COMPLETED", "TARGET_REACHED", "BUDGET_EXHAUSTED")
 STOP_OUTCOMES = {"preempted": "PREEMPTED", "budget": "BUDGET_EXHAUSTED",
                  "cancelled": "CANCELLED", "resize": "RESIZED", "node_lost": "NODE_LOST",
-                 "stalled": "STALLED"}
+                 "stalled": "STALLED", "spot_notice": "SPOT_NOTICE"}
 
 
 def measurement_of(progress: dict) -> Measurement | None:

@@ -36,6 +36,7 @@ from costsched.ray_layer.scheduler.cluster import RayClusterClient, head_node_id
 from costsched.ray_layer.scheduler.driver import keep_code
 from costsched.ray_layer.scheduler.metrics import MetricsExporter
 from costsched.ray_layer.scheduler.names import NAMESPACE, SERVICE_NAME
+from costsched.ray_layer.scheduler.notices import SpotNotices
 from costsched.ray_layer.scheduler.runner import RayJobRunner
 from costsched.scheduler.controller import SchedulerController
 from costsched.scheduler.interfaces import SystemClock, TickReport
@@ -70,7 +71,8 @@ class SchedulerService:
         catalog = load_catalog(config.prices_path)
         self.controller = SchedulerController.from_config(
             config,
-            cluster=RayClusterClient(config.accelerator_resource, catalog),
+            cluster=RayClusterClient(config.accelerator_resource, catalog,
+                                     SpotNotices(config.spot_notice_url)),
             runner=RayJobRunner(catalog, config.ledger_path, config.storage_path,
                                 stop_grace_s=config.stop_grace_s),
             clock=SystemClock(), ledger=ledger_for(config.ledger_path, catalog))
@@ -151,6 +153,10 @@ class SchedulerService:
         log.info("submitted %s", job_id)
         self._wake.set()
         return {"job_id": job_id}
+
+    def wake(self) -> None:
+        """Run a round now (a spot node's watcher read its reclaim notice)."""
+        self._wake.set()
 
     @_user_errors
     def cancel(self, job_id: str) -> dict[str, Any]:

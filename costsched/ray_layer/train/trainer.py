@@ -249,6 +249,15 @@ def new_run_id(job: JobConfig) -> str:
     return f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
+def last_report(run_id: str, *, since: float) -> dict[str, Any]:
+    """The step and outcome fields of the run's last report (from its channel) if it was
+    made at or after ``since`` (this attempt's), else nothing."""
+    progress = channel.progress(run_id) or {}
+    if float(progress.get("reported_at", 0.0)) < since:
+        return {}
+    return {k: progress[k] for k in ("global_step", "stop_reason", "final") if k in progress}
+
+
 def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog,
             ledger: Ledger | RemoteLedger,
             run_id: str | None = None,
@@ -287,7 +296,10 @@ def run_job(job: JobConfig, splits: Splits | None, *, catalog: PriceCatalog,
     except Exception as exc:  # the run failed beyond max_failures: record it, then say why
         account.finish(outcome="FAILED", now=time.time(), metrics={"error": str(exc)[:500]})
         raise CostschedError(f"run {run_id} failed: {failure_summary(exc)}") from exc
-    metrics = dict(result.metrics or {})
+    # Ray Train's result carries the metrics of the newest checkpoint; the outcome is that
+    # of the last report this run made (a run resumed from a stop's checkpoint that wrote
+    # none since would otherwise end as that stop).
+    metrics = dict(result.metrics or {}) | last_report(run_id, since=started)
     outcome = run_outcome(metrics, channel.stop_request(run_id))
     account.finish(outcome=outcome, now=time.time(), metrics=metrics)
     return JobResult(
