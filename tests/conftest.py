@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,5 +19,25 @@ QUICKSTART = REPO / "configs" / "quickstart.yaml"
 os.environ.setdefault("COSTSCHED_CACHE_DIR", tempfile.mkdtemp(prefix="costsched-test-cache-"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_stale_ray_handles():
+    """Collect garbage before each module, while no Ray cluster is connected. Actor ids
+    repeat from one cluster to the next in one process (job 1 every time): a handle of
+    an earlier module's actor collected during a later cluster drops the reference of
+    that cluster's actor of the same id, and Ray cancels it before it runs (seen once:
+    "all references to the actor were removed ... never ran")."""
+    gc.collect()
+    yield
+
+
 def quickstart_dict() -> dict[str, Any]:
     return copy.deepcopy(yaml.safe_load(QUICKSTART.read_text()))
+
+
+@pytest.fixture
+def hold():
+    """hold(node_id): other work on one ``cpu_slot`` of that node of a real-Ray test's
+    cluster, ended after the test (``tests/support/other_work.py``)."""
+    from tests.support.other_work import holding
+
+    yield from holding()

@@ -24,7 +24,6 @@ import yaml
 ray = pytest.importorskip("ray")
 
 from costsched.config.scheduler import SchedulerConfig  # noqa: E402
-from costsched.cost.accounting import ATTEMPT_KEY  # noqa: E402
 from costsched.cost.ledger import Ledger  # noqa: E402
 from costsched.cost.prices import load_catalog  # noqa: E402
 from costsched.ray_layer import channel  # noqa: E402
@@ -34,6 +33,7 @@ from costsched.scheduler.controller import SchedulerController  # noqa: E402
 from costsched.scheduler.interfaces import SystemClock  # noqa: E402
 from costsched.scheduler.state import TERMINAL  # noqa: E402
 from tests.conftest import quickstart_dict  # noqa: E402
+from tests.support import ticking  # noqa: E402
 from tests.support.charges import recomputed_usd  # noqa: E402
 from tests.support.nodes import cluster_without_shared_disk, train_worker_nodes  # noqa: E402
 from tests.support.s3 import keys  # noqa: E402
@@ -50,33 +50,6 @@ def site():
     with cluster_without_shared_disk(BUCKET, [{"cpu_slot": 2}] * 2, cpus_per_node=2) as (
             cluster, _):
         yield cluster
-
-
-@ray.remote(num_cpus=0, resources={"cpu_slot": 1})
-class OtherWork:
-    """Holds one slot of its node: work the scheduler does not control."""
-
-    def ready(self) -> bool:
-        return True
-
-
-@pytest.fixture
-def hold():
-    """hold(node_id): other work on one slot of that node, ended after the test."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    actors = []
-
-    def start(node_id: str):
-        actor = OtherWork.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            node_id, soft=False)).remote()
-        actors.append(actor)
-        ray.get(actor.ready.remote(), timeout=60)
-        return actor
-
-    yield start
-    for actor in actors:
-        ray.kill(actor)
 
 
 def _job_yaml(name: str = "pair", workers: int = 2, epochs: int = 6) -> str:
@@ -108,21 +81,11 @@ def test_a_split_job_moves_onto_one_node_once_it_frees(site, hold, tmp_path):
     job_id = controller.submit(_job_yaml())
 
     def tick_until(done, timeout_s: float, what: str):
-        deadline = time.monotonic() + timeout_s
-        while not (value := done()):
-            job = controller.store.get(job_id)
-            assert job.state not in TERMINAL, (what, job.state, controller.logs(job_id))
-            assert time.monotonic() < deadline, (what, controller.logs(job_id))
-            controller.tick()
-            time.sleep(TICK_S)
-        return value
+        return ticking.tick_until(controller, job_id, done, timeout_s, what, tick_s=TICK_S)
 
     def stepped_on_2(since: float):
         """The progress of an attempt begun after ``since`` once it stepped on 2 workers."""
-        p = channel.progress(job_id) or {}
-        return p if (p.get("world_size") == 2 and p.get(ATTEMPT_KEY, 0) > since
-                     and p.get("global_step", 0) > max(p.get("resumed_from_step", 0), 0)
-                     ) else None
+        return ticking.stepped(job_id, since, workers=2)
 
     def split_and_past_a_checkpoint():
         job = controller.store.get(job_id)

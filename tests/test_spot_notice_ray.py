@@ -26,7 +26,6 @@ import yaml
 ray = pytest.importorskip("ray")
 
 from costsched.config.scheduler import SchedulerConfig  # noqa: E402
-from costsched.cost.accounting import ATTEMPT_KEY  # noqa: E402
 from costsched.cost.ledger import Ledger  # noqa: E402
 from costsched.cost.prices import load_catalog  # noqa: E402
 from costsched.ray_layer import channel  # noqa: E402
@@ -35,7 +34,7 @@ from costsched.ray_layer.scheduler.notices import SpotNotices  # noqa: E402
 from costsched.ray_layer.scheduler.runner import RayJobRunner  # noqa: E402
 from costsched.scheduler.controller import SchedulerController  # noqa: E402
 from costsched.scheduler.interfaces import SystemClock  # noqa: E402
-from costsched.scheduler.state import TERMINAL  # noqa: E402
+from tests.support import ticking  # noqa: E402
 from tests.support.charges import recomputed_usd  # noqa: E402
 from tests.support.imds import FakeImds  # noqa: E402
 from tests.support.nodes import cluster_without_shared_disk, train_worker_nodes  # noqa: E402
@@ -55,14 +54,6 @@ def site():
         yield cluster
 
 
-@ray.remote(num_cpus=0, resources={"cpu_slot": 1})
-class OtherWork:
-    """Holds the slot of its node: work the scheduler does not control."""
-
-    def ready(self) -> bool:
-        return True
-
-
 def _job_yaml() -> str:
     """A user's own loop (tests/support/userloop.py) that reports every 5 steps and writes
     a checkpoint only when asked to stop: all it keeps across a move is the stop's."""
@@ -77,16 +68,12 @@ def _job_yaml() -> str:
         "cost": {"instance_type": "local-cpu", "budget_usd": 1.0, "spot": True}})
 
 
-def test_a_job_on_a_spot_node_with_a_reclaim_notice_checkpoints_and_moves(site, tmp_path):
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+def test_a_job_on_a_spot_node_with_a_reclaim_notice_checkpoints_and_moves(site, hold, tmp_path):
     marked = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
     spot_node = next(n for n in site.worker_nodes if marked[n.node_id].get("spot"))
     spot, od = spot_node.node_id, next(n.node_id for n in site.worker_nodes
                                        if n is not spot_node)
-    holder = OtherWork.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        od, soft=False)).remote()
-    ray.get(holder.ready.remote(), timeout=60)
+    holder = hold(od)
     catalog = load_catalog()
     with FakeImds() as imds:
         config = SchedulerConfig(policy="cost-aware", round_s=TICK_S,
@@ -101,19 +88,10 @@ def test_a_job_on_a_spot_node_with_a_reclaim_notice_checkpoints_and_moves(site, 
         job_id = controller.submit(_job_yaml())
 
         def tick_until(done, timeout_s: float, what: str):
-            deadline = time.monotonic() + timeout_s
-            while not (value := done()):
-                job = controller.store.get(job_id)
-                assert job.state not in TERMINAL, (what, job.state, controller.logs(job_id))
-                assert time.monotonic() < deadline, (what, controller.logs(job_id))
-                controller.tick()
-                time.sleep(TICK_S)
-            return value
+            return ticking.tick_until(controller, job_id, done, timeout_s, what, tick_s=TICK_S)
 
         def stepped(since: float):
-            p = channel.progress(job_id) or {}
-            return p if (p.get(ATTEMPT_KEY, 0) > since and p.get("global_step", 0) > max(
-                p.get("resumed_from_step", 0), 0)) else None
+            return ticking.stepped(job_id, since)
 
         started = time.time()
         controller.tick()
