@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import gc
 import os
 import tempfile
 from pathlib import Path
@@ -17,17 +16,6 @@ QUICKSTART = REPO / "configs" / "quickstart.yaml"
 # Prepared datasets are cached for the session (and the Ray workers and CLI
 # subprocesses it starts), not in the home folder of whoever runs the tests.
 os.environ.setdefault("COSTSCHED_CACHE_DIR", tempfile.mkdtemp(prefix="costsched-test-cache-"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_stale_ray_handles():
-    """Collect garbage before each module, while no Ray cluster is connected. Actor ids
-    repeat from one cluster to the next in one process (job 1 every time): a handle of
-    an earlier module's actor collected during a later cluster drops the reference of
-    that cluster's actor of the same id, and Ray cancels it before it runs (seen once:
-    "all references to the actor were removed ... never ran")."""
-    gc.collect()
-    yield
 
 
 def quickstart_dict() -> dict[str, Any]:

@@ -71,7 +71,11 @@ def ensure_auth_token() -> None:
     loader = AuthenticationTokenLoader.instance()
     if not loader.has_token(ignore_auth_mode=True):
         generate_and_save_token()
-        loader.reset_cache()
+    # Leave no token cached in this process: Ray reads it again where it needs it. A
+    # cache left by this check made a later cluster started from the same process
+    # cancel the first actor this process created there ("all references to the actor
+    # were removed"; seen in the test suite, after the end-to-end module).
+    loader.reset_cache()
 
 
 def use_token_auth_if_available() -> None:
