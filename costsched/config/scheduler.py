@@ -16,6 +16,7 @@ from costsched.config.strict import build, closest_hint, parse_yaml_mapping, rea
 from costsched.cost.prices import PriceCatalog
 from costsched.errors import ConfigError
 from costsched.policy.registry import POLICIES
+from costsched.scheduler.spot_notice import IMDS_URL
 
 DEFAULT_SCHEDULER_CONFIG = bundled_config("scheduler.yaml")
 OVERRIDE_KEYS: dict[str, tuple[str, str]] = {
@@ -80,7 +81,7 @@ class SchedulerConfig:
     nodes, as Ray Train needs for multi-node checkpoints."""
     stop_grace_s: float = 120.0
     """Seconds a stopping job gets to checkpoint and end before it is killed."""
-    spot_notice_url: str = "http://169.254.169.254"
+    spot_notice_url: str = IMDS_URL
     """Instance metadata service each spot node reads its interruption notice from
     (AWS IMDSv2; ``{node_id}`` in it is replaced by the Ray node id); jobs on a node
     with a notice stop at a checkpoint and move. Empty: notices are not read."""

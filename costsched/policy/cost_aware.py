@@ -62,6 +62,7 @@ from costsched.policy.snapshot import (
     JobView,
     NodeView,
     gpus_placed,
+    mean_gpu_usd_per_hour,
     num_gpus,
 )
 from costsched.policy.spot_choice import (
@@ -244,8 +245,7 @@ class Growth:
         nodes = snapshot.nodes
         if not nodes and snapshot.autoscaling is not None:
             nodes = (snapshot.autoscaling.template,)
-        self.gpu_usd_per_hour = (sum(n.usd_per_hour for n in nodes)
-                                 / max(sum(n.num_gpus for n in nodes), 1))
+        self.gpu_usd_per_hour = mean_gpu_usd_per_hour(nodes)
         self._choices: dict[tuple[str, int], GoodputChoice] = {}
         self.moves: list[Move] = []
         """Growth moves, in the order made."""

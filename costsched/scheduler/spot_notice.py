@@ -6,7 +6,7 @@ service (IMDSv2: a session token from ``PUT /latest/api/token``, then
 ``{"action": "terminate" | "stop" | "hibernate", "time": "2026-12-03T08:22:00Z"}``.
 A job on such a node can still write a checkpoint and end in that time, and resume
 elsewhere from it, instead of losing everything since its last checkpoint. The Ray
-layer runs one :func:`watch` loop on each spot node
+layer runs one :class:`NoticeLoop` on each spot node
 (:mod:`costsched.ray_layer.scheduler.notices`) and the scheduler stops the jobs there.
 
 ``url`` is the metadata service's base address; ``{node_id}`` in it is replaced by the
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 IMDS_URL = "http://169.254.169.254"
+"""EC2's instance metadata service (the scheduler config's default ``spot_notice_url``)."""
 TOKEN_TTL_S = 21600
 ACTIONS = ("terminate", "stop", "hibernate")
 
