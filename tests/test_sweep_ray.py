@@ -131,7 +131,9 @@ def test_budget_binds_and_is_never_crossed(local_ray, tmp_path):
 def synthetic_trial(config: dict) -> None:
     """A Tune trial whose dollars to the target are a known function of its point."""
     started = time.time()
-    time.sleep(1.0)  # long enough that trials started together overlap
+    # Long enough that two trials Tune starts together overlap even when their workers
+    # start seconds apart on a loaded machine (1 s missed in two clean-clone runs).
+    time.sleep(3.0)
     tune.report({"objective": dollars_to_target(config), "started": started,
                      "ended": time.time()})
 
