@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         by_type = {t: np.mean([r["by_type"][t] for r in rows]) for t in rows[0]["by_type"]}
         print(f"{name:<20} {np.mean([r['jct_h'] for r in rows]):6.3f} "
               f"{label + f' {published:.1f} h':>14} "
-              f"{np.mean([r['gpu_h_per_job'] for r in rows]):9.2f} "
+              f"{np.mean([r['gpu_h_per_job'] for r in rows]):9.3f} "
               f"{np.mean([r['usd_per_job'] for r in rows]):7.2f} "
               f"{np.mean([r['restarts_per_job'] for r in rows]):12.1f} "
               f"{np.mean([r['seconds'] for r in rows]):6.0f}  "

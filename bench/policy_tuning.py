@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     data = pollux_dir()
     profiles, published = load_profiles(data), load_published(data)
     instance = load_catalog().instance("g4dn.12xlarge")
-    ratios = {}
+    ratios, gpu_hours = {}, {}
     for load in args.loads:
         for number in args.workloads:
             jobs = load_workload(data / "workloads" / f"load-{load}" / f"workload-{number}.csv")
@@ -84,9 +84,11 @@ def main(argv=None) -> int:
             ratio = mean / published[f"load-{load}"]["pollux"][f"workload-{number}"]
             ratios[(load, number)] = ratio
             restarts = np.mean([j.restarts for j in result.jobs])
+            gpu_hours[(load, number)] = float(np.mean([j.gpu_hours for j in result.jobs]))
             print(f"load {load} workload {number}: mean JCT {mean:.0f} s, {ratio:.3f} x "
-                  f"Pollux, {restarts:.1f} restarts/job ({time.monotonic() - started:.0f} s)",
-                  flush=True)
+                  f"Pollux, {restarts:.1f} restarts/job, "
+                  f"{gpu_hours[(load, number)]:.3f} GPU-h/job "
+                  f"({time.monotonic() - started:.0f} s)", flush=True)
             if args.by_app:
                 print("  " + by_app(result.jobs), flush=True)
     print(json.dumps({"set": overrides, "oracle": args.oracle, **timing,
@@ -94,7 +96,8 @@ def main(argv=None) -> int:
                       "remaining_work": not args.hide_remaining_work and (
                           "while running" if args.remaining_work_while_running else True),
                       "explore_factor": args.explore_factor,
-                      "mean_ratio": round(float(np.mean(list(ratios.values()))), 3)}))
+                      "mean_ratio": round(float(np.mean(list(ratios.values()))), 3),
+                      "mean_gpu_h_per_job": round(float(np.mean(list(gpu_hours.values()))), 3)}))
     return 0
 
 

@@ -17,10 +17,11 @@ Each round:
    SRPT), else its attained service (as LAS), and, unless k is what it
    holds now, multiplied by Pollux's restart factor
    max(H - restarts x restart_s, 0) / (H + restart_s), H = max(restart_horizon_s,
-   age): a resize must pay back its restart, and each restart makes the next
-   dearer (restart_s is the job's own measured restart cost when it has one, else
-   the snapshot's). Sizes are 1, 2, 4, ... GPUs within a node or whole nodes
-   (``node_shapes``), which packing places without splitting a job.
+   age), or the time it needs to finish on what it holds when that is less: a resize
+   must pay back its restart, and each restart makes the next dearer (restart_s is
+   the job's own measured restart cost when it has one, else the snapshot's). Sizes
+   are 1, 2, 4, ... GPUs within a node or whole nodes (``node_shapes``), which packing
+   places without splitting a job.
 3. Autoscaling (optional). Growth is first run on ``max_nodes``; the cluster keeps
    all admitted minimums and each growth move whose JCT saving is worth what it adds
    to the bill at ``usd_per_job_hour`` (:func:`usd_per_job_hour_saved`), rounded up to
@@ -119,7 +120,8 @@ class CostAwarePolicy:
     restart_horizon_s: float = 600.0
     """Least age a restart is judged over: a resize multiplies the job's utility by
     Pollux's restart factor max(H - restarts x restart_s, 0) / (H + restart_s) with
-    H = max(restart_horizon_s, age), which shrinks with every restart the job has had."""
+    H = max(restart_horizon_s, age) (at most the time the job needs to finish, when it
+    says its work left), which shrinks with every restart the job has had."""
     service_scale_gpu_s: float = 3600.0 * 16
     """tau of the weight (tau / (tau + R)) ** service_power, R the GPU-seconds the job
     still needs on one GPU when it says how much work it has left, else its attained
@@ -190,10 +192,8 @@ class CostAwarePolicy:
         targets = [(job.name, alloc.get(job.name, 0)) for job in grower.order]
         placements = place_jobs(targets, nodes, snapshot.placements, usable=usable,
                                 on_demand={job.name for job in grower.order if job.on_demand})
-        batch_sizes = {
-            name: grower.choice(grower.jobs[name], num_gpus(p)).batch_size
-            for name, p in placements.items()
-        }
+        batch_sizes = {name: grower.choice(grower.jobs[name], num_gpus(p)).batch_size
+                       for name, p in placements.items()}
         return Decision(placements=placements, batch_sizes=batch_sizes,
                         nodes_to_add=added, nodes_to_remove=removed)
 
@@ -305,13 +305,20 @@ class Growth:
         return value * self.restart_factor(job)
 
     def restart_factor(self, job: JobView) -> float:
-        """Pollux's max(H - restarts x restart_s, 0) / (H + restart_s), H = max(horizon, age):
-        a job that has run long is likely to run long still, so a restart is repaid over
-        its age; every restart it has had already makes the next one dearer."""
+        """Pollux's max(H - restarts x restart_s, 0) / (H + restart_s): a restart is repaid
+        over the time the job still runs, H = max(horizon, age) (a job that has run long
+        likely runs long still), cut to the time it needs to finish on what it holds when
+        it says its work left; every restart it has had makes the next one dearer."""
         age_s = max(self.snapshot.time_s - job.arrival_time_s, 0.0)
         horizon_s = max(self.policy.restart_horizon_s, age_s)
+        goodput = self.held_goodput(job) if job.remaining_work is not None else 0.0
+        if goodput > 0:
+            horizon_s = min(horizon_s, job.remaining_work / goodput)
         restart_s = self.snapshot.restart_s if job.restart_s is None else job.restart_s
         return max(horizon_s - job.num_restarts * restart_s, 0.0) / (horizon_s + restart_s)
+
+    def held_goodput(self, job: JobView) -> float:
+        return self.choice(job, num_gpus(self.snapshot.placements.get(job.name))).goodput
 
     def best_move(self, job: JobView, count: int, top: int) -> tuple[float, int] | None:
         """The best next step up from ``count``: the next allowed size, a jump to a node

@@ -50,9 +50,8 @@ from costsched.policy.snapshot import (
 )
 
 GROUP_MIN_JOBS = 16
-"""Jobs sharing a throughput model on one GPU model from which their utilities are made
-as arrays, for every size up to their tops at once; a smaller group's are made one job at
-a time, for the sizes a growth step asks."""
+"""Jobs sharing a throughput model on one GPU model from which their utilities are made as
+arrays, every size up to their tops at once; a smaller group's: a job and size at a time."""
 
 
 def uses_gpu_models(snapshot: ClusterSnapshot) -> bool:
@@ -119,15 +118,13 @@ class _TypedGrowth(Growth):
         self.goodputs = {m: GoodputTable(((name, throughput, self.jobs[name].efficiency)
                                           for name, throughput in runs_on[m].items()),
                                          self.per_node[m]) for m in nodes}
-        self._weight_base: dict[str, tuple[float, float]] = {}
-        """Job -> (:meth:`weight`, its best one-GPU goodput on any model)."""
+        self._weight_base: dict[str, tuple[float, float]] = {}  # see _weight_and_base
         self.gpu_price = self._value_prices(snapshot)
         """Model -> dollars per GPU-hour the policy weighs one GPU of it at."""
         self._sizes = {m: ModelSizes(partial(self.allowed_on, m), partial(self._usd, m))
                        for m in nodes}
         self._rows: dict[str, dict[str, array]] = {m: {} for m in nodes}
-        """Model -> job -> array holding its utility at each allowed count, from the
-        smallest (:meth:`utility_row`)."""
+        """Model -> job -> its utilities at each allowed count, from 1 (:meth:`utility_row`)."""
         self._starts: dict[str, dict[str, int]] = {m: {} for m in nodes}
         self._lengths: dict[str, dict[str, int]] = {m: {} for m in nodes}
         self._ahead: dict[str, dict[str, array | None]] = {m: {} for m in nodes}
@@ -269,6 +266,10 @@ class _TypedGrowth(Growth):
     def _one_gpu(table: GoodputTable, job: JobView, least: int = 1) -> float:
         """Goodput on one GPU (at the job's least size, over ``least``, if one is unusable)."""
         return table.goodput(job.name, 1) or table.goodput(job.name, job.min_gpus) / least
+
+    def held_goodput(self, job: JobView) -> float:
+        table = self.goodputs.get(self.held_model.get(job.name))
+        return table.goodput(job.name, self.held[job.name]) if table and job.name in table else 0.0
 
     def one_gpu_rate(self, job: JobView) -> float:
         return max((self._one_gpu(table, job, job.min_gpus) for table in self.goodputs.values()
