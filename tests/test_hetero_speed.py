@@ -161,8 +161,8 @@ def cluster(rng: random.Random, num_nodes: dict | None = None) -> tuple[NodeView
 
 def typed_jobs(rng: random.Random, models: list, count: int, first: int = 0) -> list[JobView]:
     """Jobs whose models per GPU type come from ``models``, every other one the same model
-    and batch limits (a large group: scored as arrays), with budgets, priorities and
-    services that vary."""
+    and batch limits (a large group: scored as arrays), with budgets, priorities,
+    services and work left (some none said) that vary."""
     jobs = []
     shared = {m: rng.choice(models) for m in ("T4", "RTX2080Ti", "A100-40GB")}
     for i in range(first, first + count):
@@ -177,7 +177,8 @@ def typed_jobs(rng: random.Random, models: list, count: int, first: int = 0) -> 
             arrival_time_s=float(rng.randint(0, 5000)), priority=rng.choice([0, 0, 1]),
             attained_service_gpu_s=rng.expovariate(1 / 20_000), num_restarts=rng.randint(0, 3),
             budget_usd=rng.choice([math.inf, math.inf, 5.0]), spent_usd=rng.uniform(0, 4),
-            max_gpus=200, min_gpus=rng.choice([1, 1, 2])))
+            max_gpus=200, min_gpus=rng.choice([1, 1, 2]),
+            remaining_work=rng.choice([None, 10 ** rng.uniform(0, 7)])))
     return jobs
 
 

@@ -17,9 +17,10 @@ Each round:
    SRPT), else its attained service (as LAS), and, unless k is what it
    holds now, multiplied by Pollux's restart factor
    max(H - restarts x restart_s, 0) / (H + restart_s), H = max(restart_horizon_s,
-   age), or the time it needs to finish on what it holds when that is less: a resize
-   must pay back its restart, and each restart makes the next dearer (restart_s is
-   the job's own measured restart cost when it has one, else the snapshot's). Sizes
+   age), or the time its work left takes at k when it says that work and that is less
+   (:mod:`~costsched.policy.restart`): a resize must pay back its restart, and each
+   restart makes the next dearer (restart_s is the job's own measured restart cost
+   when it has one, else the snapshot's). Sizes
    are 1, 2, 4, ... GPUs within a node or whole nodes (``node_shapes``), which packing
    places without splitting a job.
 3. Autoscaling (optional). Growth is first run on ``max_nodes``; the cluster keeps
@@ -57,6 +58,7 @@ from costsched.policy.hysteresis import (
     in_min_run,
 )
 from costsched.policy.packing import Capacity, place_jobs
+from costsched.policy.restart import restart_factor
 from costsched.policy.snapshot import (
     ClusterSnapshot,
     Decision,
@@ -120,8 +122,8 @@ class CostAwarePolicy:
     restart_horizon_s: float = 600.0
     """Least age a restart is judged over: a resize multiplies the job's utility by
     Pollux's restart factor max(H - restarts x restart_s, 0) / (H + restart_s) with
-    H = max(restart_horizon_s, age) (at most the time the job needs to finish, when it
-    says its work left), which shrinks with every restart the job has had."""
+    H = max(restart_horizon_s, age) (at most the time its work left takes at the new size,
+    when it says that work), which shrinks with every restart the job has had."""
     service_scale_gpu_s: float = 3600.0 * 16
     """tau of the weight (tau / (tau + R)) ** service_power, R the GPU-seconds the job
     still needs on one GPU when it says how much work it has left, else its attained
@@ -302,23 +304,19 @@ class Growth:
         held = num_gpus(self.snapshot.placements.get(job.name))
         if count <= 0 or held in (0, count):
             return value
-        return value * self.restart_factor(job)
+        return value * self.restart_factor(job, self.choice(job, count).goodput)
 
-    def restart_factor(self, job: JobView) -> float:
-        """Pollux's max(H - restarts x restart_s, 0) / (H + restart_s): a restart is repaid
-        over the time the job still runs, H = max(horizon, age) (a job that has run long
-        likely runs long still), cut to the time it needs to finish on what it holds when
-        it says its work left; every restart it has had makes the next one dearer."""
+    def restart_factor(self, job: JobView, goodput: float) -> float:
+        """:func:`~costsched.policy.restart.restart_factor` at ``goodput``."""
+        return restart_factor(*self.restart_terms(job), goodput)
+
+    def restart_terms(self, job: JobView) -> tuple[float, float, float, float]:
+        """(H = max(horizon, age), work left (inf: not said), restarts x restart_s, restart_s)."""
         age_s = max(self.snapshot.time_s - job.arrival_time_s, 0.0)
-        horizon_s = max(self.policy.restart_horizon_s, age_s)
-        goodput = self.held_goodput(job) if job.remaining_work is not None else 0.0
-        if goodput > 0:
-            horizon_s = min(horizon_s, job.remaining_work / goodput)
         restart_s = self.snapshot.restart_s if job.restart_s is None else job.restart_s
-        return max(horizon_s - job.num_restarts * restart_s, 0.0) / (horizon_s + restart_s)
-
-    def held_goodput(self, job: JobView) -> float:
-        return self.choice(job, num_gpus(self.snapshot.placements.get(job.name))).goodput
+        work_left = math.inf if job.remaining_work is None else job.remaining_work
+        return (max(self.policy.restart_horizon_s, age_s), work_left,
+                job.num_restarts * restart_s, restart_s)
 
     def best_move(self, job: JobView, count: int, top: int) -> tuple[float, int] | None:
         """The best next step up from ``count``: the next allowed size, a jump to a node

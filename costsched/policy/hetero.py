@@ -39,6 +39,7 @@ from costsched.cost.prices import SECONDS_PER_HOUR, usd_over
 from costsched.policy.cost_aware import CostAwarePolicy, Growth
 from costsched.policy.goodput import GoodputChoice, GoodputTable
 from costsched.policy.packing import Capacity, place_jobs
+from costsched.policy.restart import restart_factors
 from costsched.policy.size_scan import ModelSizes, best_size, move_ratio, running_max
 from costsched.policy.snapshot import (
     ClusterSnapshot,
@@ -209,10 +210,11 @@ class _TypedGrowth(Growth):
             counts = sizes[:bisect_right(sizes, max(tops))]
             weight, base = (np.array(column)[:, None] for column in zip(
                 *(self._weight_and_base(job) for job in jobs), strict=True))
-            plain = weight * (table.matrix(names[0], counts) / base)
-            factor = [self.restart_factor(job) if self.held.get(job.name, 0) else 1.0
-                      for job in jobs]
-            rows = plain * np.array(factor)[:, None]
+            goodput = table.matrix(names[0], counts)
+            plain = weight * (goodput / base)
+            holds = np.array([self.held.get(job.name, 0) > 0 for job in jobs])[:, None]
+            rows = plain * np.where(holds, restart_factors(
+                [self.restart_terms(job) for job in jobs], goodput), 1.0)
             for at, name in enumerate(names):  # the count it holds here: no restart
                 kept = index.get(self.held.get(name, 0), len(counts))
                 if kept < len(counts) and self.held_model.get(name) == model:
@@ -235,9 +237,9 @@ class _TypedGrowth(Growth):
         held = self.held.get(job.name, 0)
         if held == 0:
             return [weight * (g / base) for g in goodputs]
-        factor = self.restart_factor(job)
         kept = held if self.held_model.get(job.name) == model else None
-        return [weight * (g / base) if k == kept else weight * (g / base) * factor
+        return [weight * (g / base) if k == kept else
+                weight * (g / base) * self.restart_factor(job, g)
                 for k, g in zip(counts, goodputs, strict=True)]
 
     def _value_prices(self, snapshot: ClusterSnapshot) -> dict[str, float]:
@@ -266,10 +268,6 @@ class _TypedGrowth(Growth):
     def _one_gpu(table: GoodputTable, job: JobView, least: int = 1) -> float:
         """Goodput on one GPU (at the job's least size, over ``least``, if one is unusable)."""
         return table.goodput(job.name, 1) or table.goodput(job.name, job.min_gpus) / least
-
-    def held_goodput(self, job: JobView) -> float:
-        table = self.goodputs.get(self.held_model.get(job.name))
-        return table.goodput(job.name, self.held[job.name]) if table and job.name in table else 0.0
 
     def one_gpu_rate(self, job: JobView) -> float:
         return max((self._one_gpu(table, job, job.min_gpus) for table in self.goodputs.values()
