@@ -163,13 +163,22 @@ def holdings(site: Site, *job_ids: str) -> Holdings:
                     run_actors=tuple(sorted(counts.items())), named=tuple(named))
 
 
+def no_more_than(now: Holdings, before: Holdings) -> bool:
+    """Whether ``now`` holds nothing ``before`` did not (and no named actor of the jobs):
+    what an earlier job still held then may have ended since."""
+    return (not now.named and now.free_slots >= before.free_slots
+            and collections.Counter(now.groups) <= collections.Counter(before.groups)
+            and collections.Counter(dict(now.run_actors))
+            <= collections.Counter(dict(before.run_actors)))
+
+
 def leftover(site: Site, runner: RayJobRunner, job_ids: tuple[str, ...],
              before: Holdings) -> str | None:
-    """What the jobs left behind: None once the cluster holds again what it held before
+    """What the jobs left behind: None once the cluster holds no more than it held before
     they started, and nothing of theirs. Waits up to :data:`RELEASE_S` for Ray to free
     it, while the runner's rounds (``advance``) go on, as the scheduler's do."""
     deadline = time.monotonic() + RELEASE_S
-    while (now := holdings(site, *job_ids)) != dataclasses.replace(before, named=()):
+    while not no_more_than(now := holdings(site, *job_ids), before):
         if time.monotonic() > deadline:
             return (f"{', '.join(job_ids)} left behind: {now} (before: {before}); "
                     f"run actors: {run_actors(site)}")
