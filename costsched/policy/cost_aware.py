@@ -20,9 +20,8 @@ Each round:
    age), or the time its work left takes at k when it says that work and that is less
    (:mod:`~costsched.policy.restart`): a resize must pay back its restart, and each
    restart makes the next dearer (restart_s is the job's own measured restart cost
-   when it has one, else the snapshot's). Sizes
-   are 1, 2, 4, ... GPUs within a node or whole nodes (``node_shapes``), which packing
-   places without splitting a job.
+   when it has one, else the snapshot's). Sizes are 1, 2, 4, ... GPUs within a node
+   or whole nodes (``node_shapes``), which packing places without splitting a job.
 3. Autoscaling (optional). Growth is first run on ``max_nodes``; the cluster keeps
    all admitted minimums and each growth move whose JCT saving is worth what it adds
    to the bill at ``usd_per_job_hour`` (:func:`usd_per_job_hour_saved`), rounded up to

@@ -125,7 +125,7 @@ class _TypedGrowth(Growth):
         self._sizes = {m: ModelSizes(partial(self.allowed_on, m), partial(self._usd, m))
                        for m in nodes}
         self._rows: dict[str, dict[str, array]] = {m: {} for m in nodes}
-        """Model -> job -> its utilities at each allowed count, from 1 (:meth:`utility_row`)."""
+        """Model -> job -> its utilities at each allowed count, smallest first (utility_row)."""
         self._starts: dict[str, dict[str, int]] = {m: {} for m in nodes}
         self._lengths: dict[str, dict[str, int]] = {m: {} for m in nodes}
         self._ahead: dict[str, dict[str, array | None]] = {m: {} for m in nodes}

@@ -200,12 +200,12 @@ class SchedulerController:
             return [Action(kind="finish", job_id=job.job_id, detail=outcome)]
         return self._on_failure(job, p, now, spent)
 
-    def _on_failure(self, job: JobRecord, p: JobProgress, now: float,
-                    spent: float) -> list[Action]:
+    def _on_failure(self, job: JobRecord, p: JobProgress, now: float, spent: float,
+                    notice: bool = False) -> list[Action]:
         config = self._config(job)
         base = dict(spent_usd=spent, workers=0, placement={}, usd_per_hour=0.0)
-        if p.node_lost:  # gone, or going (its reclaim notice: the message says so)
-            detail = (p.message if (p.message or "").startswith(NOTICE) else
+        if p.node_lost:  # gone, or going (``notice``: its reclaim notice, said in the message)
+            detail = (p.message if notice else
                       f"node lost ({p.message or 'spot reclaim'})") + "; restarting from checkpoint"
             fields = dict(base, spot_restarts=job.spot_restarts + 1, message=detail)
         elif p.state == "lost":
@@ -250,7 +250,7 @@ class SchedulerController:
                        else f"stalled: no step for {(now - since) / 60.0:.0f} min")
             actions += self._on_failure(job, JobProgress(
                 state="failed", node_lost=bool(lost), spent_usd=spent, message=message),
-                now, spent)
+                now, spent, notice)
         return actions
 
     def _spent_after_stop(self, job: JobRecord) -> float:  # final once the stop finishes
