@@ -18,7 +18,7 @@ Each round:
    holds now, multiplied by Pollux's restart factor
    max(H - restarts x restart_s, 0) / (H + restart_s), H = max(restart_horizon_s,
    age), or the time its work left takes at k when it says that work and that is less
-   (:mod:`~costsched.policy.restart`): a resize must pay back its restart, and each
+   (:mod:`~costsched.policy.restart_factor`): a resize must pay back its restart, and each
    restart makes the next dearer (restart_s is the job's own measured restart cost
    when it has one, else the snapshot's). Sizes are 1, 2, 4, ... GPUs within a node
    or whole nodes (``node_shapes``), which packing places without splitting a job.
@@ -57,7 +57,7 @@ from costsched.policy.hysteresis import (
     in_min_run,
 )
 from costsched.policy.packing import Capacity, place_jobs
-from costsched.policy.restart import restart_factor
+from costsched.policy.restart_factor import restart_factor
 from costsched.policy.snapshot import (
     ClusterSnapshot,
     Decision,
@@ -306,7 +306,7 @@ class Growth:
         return value * self.restart_factor(job, self.choice(job, count).goodput)
 
     def restart_factor(self, job: JobView, goodput: float) -> float:
-        """:func:`~costsched.policy.restart.restart_factor` at ``goodput``."""
+        """:func:`~costsched.policy.restart_factor.restart_factor` at ``goodput``."""
         return restart_factor(*self.restart_terms(job), goodput)
 
     def restart_terms(self, job: JobView) -> tuple[float, float, float, float]:

@@ -39,7 +39,7 @@ from costsched.cost.prices import SECONDS_PER_HOUR, usd_over
 from costsched.policy.cost_aware import CostAwarePolicy, Growth
 from costsched.policy.goodput import GoodputChoice, GoodputTable
 from costsched.policy.packing import Capacity, place_jobs
-from costsched.policy.restart import restart_factors
+from costsched.policy.restart_factor import restart_factors
 from costsched.policy.size_scan import ModelSizes, best_size, move_ratio, running_max
 from costsched.policy.snapshot import (
     ClusterSnapshot,

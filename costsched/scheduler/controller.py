@@ -12,7 +12,7 @@ after (a repeated runner call is idempotent)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from costsched.config.job import JobConfig, parse_job
@@ -39,6 +39,7 @@ from costsched.scheduler.interfaces import (
     JobProgress,
     JobRunner,
     JobStatus,
+    NodeRecord,
     RunLedger,
     TickReport,
 )
@@ -68,6 +69,7 @@ class SchedulerController:
         self._capacity, self._elastic = CapacityRequest(config), is_elastic(policy)
         self._gpu_models: dict[str, str] = {}  # node id -> GPU model, as last seen
         self._noticed: set[str] = set()  # nodes the cloud will reclaim soon
+        self.node_records: Sequence[NodeRecord] | None = None  # this round's cluster.nodes()
         self._outside = OutsideWork(store.path)  # jobs that stepped; other work per node
         self._configs: dict[str, JobConfig] = {}
         self.job_models = measured.JobModels(store.path)
@@ -136,12 +138,12 @@ class SchedulerController:
         now = self.clock.now()
         self.finish_stops()
         try:  # first: the GPU models the steps polled below ran on (pools are per model;
-            records = self.cluster.nodes()  # a node gone keeps its own)
+            records = self.node_records = self.cluster.nodes()  # a node gone keeps its own)
             nodes, self._noticed = models.node_views(records), models.noticed(records)
             self._gpu_models |= {n.node_id: n.gpu_model for n in nodes}
         except Exception as exc:  # noqa: BLE001 - a transient cluster error: retry next round
             log.warning("cluster unavailable, skipping this round's decision: %s", exc)
-            nodes = None
+            nodes = self.node_records = None
         actions = self.recover() if not self._recovered else self._poll_running(now)
         spend.account(self.store, now, lambda j: models.gpus_per_worker(self._config(j)))
         actions += self._stop_over_budget(now)

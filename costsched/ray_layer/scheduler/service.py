@@ -119,7 +119,9 @@ class SchedulerService:
             self.rounds += 1
             self.last_round_at = report.time_s
             self._log_round(report)
-            self._metrics.publish(measure(rows, self.controller.cluster.nodes()))
+            nodes = self.controller.node_records  # the round's own read (watchers asked once)
+            self._metrics.publish(measure(rows, nodes if nodes is not None
+                                          else self.controller.cluster.nodes()))
         except Exception:  # noqa: BLE001 - a round must never kill the service
             log.exception("scheduling round failed; retrying next round")
 
