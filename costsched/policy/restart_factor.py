@@ -23,6 +23,8 @@ def restart_factor(horizon_s: float, work_left: float, spent_s: float, restart_s
     ``spent_s`` the restarts had x ``restart_s``."""
     if 0 < goodput < math.inf:
         horizon_s = min(horizon_s, work_left / goodput)
+    if horizon_s + restart_s <= 0:  # nothing left and a free restart: nothing to pay
+        return 1.0
     return max(horizon_s - spent_s, 0.0) / (horizon_s + restart_s)
 
 
@@ -35,4 +37,6 @@ def restart_factors(terms: list[tuple[float, float, float, float]],
     with np.errstate(divide="ignore", invalid="ignore"):
         cut = np.where((goodput > 0) & np.isfinite(goodput), work_left / goodput, np.inf)
     horizon = np.minimum(horizon, cut)
-    return np.maximum(horizon - spent, 0.0) / (horizon + restart)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.maximum(horizon - spent, 0.0) / (horizon + restart)
+    return np.where(horizon + restart > 0, factor, 1.0)
