@@ -64,7 +64,6 @@ from costsched.policy.snapshot import (
     JobView,
     NodeView,
     gpus_placed,
-    mean_gpu_usd_per_hour,
     num_gpus,
 )
 from costsched.policy.spot_choice import (
@@ -246,7 +245,7 @@ class Growth:
         nodes = snapshot.nodes
         if not nodes and snapshot.autoscaling is not None:
             nodes = (snapshot.autoscaling.template,)
-        self.gpu_usd_per_hour = mean_gpu_usd_per_hour(nodes)
+        self.gpu_usd_per_hour = usd_per_gpu_hour_of(nodes)
         self._choices: dict[tuple[str, int], GoodputChoice] = {}
         self.moves: list[Move] = []
         """Growth moves, in the order made."""

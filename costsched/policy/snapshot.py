@@ -8,7 +8,7 @@ in the snapshot, so the simulator and the live scheduler drive the same object.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -258,11 +258,6 @@ class Decision:
     """New nodes to start; placements may already use their ids."""
     nodes_to_remove: tuple[str, ...] = ()
     """Ids of nodes to release; no placement uses them."""
-
-
-def mean_gpu_usd_per_hour(nodes: Sequence[NodeView]) -> float:
-    """The nodes' bill per hour over their GPUs (0 without GPUs)."""
-    return sum(n.usd_per_hour for n in nodes) / max(sum(n.num_gpus for n in nodes), 1)
 
 
 def gpus_placed(placements: Mapping[str, Placement]) -> dict[str, int]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from costsched.cost.prices import usd_over
-from costsched.policy.snapshot import JobView, NodeView, mean_gpu_usd_per_hour
+from costsched.cost.prices import usd_over, usd_per_gpu_hour_of
+from costsched.policy.snapshot import JobView, NodeView
 
 
 def out_of_budget(view: JobView, nodes: Sequence[NodeView], round_s: float) -> bool:
@@ -14,5 +14,5 @@ def out_of_budget(view: JobView, nodes: Sequence[NodeView], round_s: float) -> b
     never be placed again, so the simulator ends it, as the live scheduler stops it."""
     price = view.usd_per_gpu_hour
     if price is None:
-        price = mean_gpu_usd_per_hour(nodes)
+        price = usd_per_gpu_hour_of(nodes)
     return view.budget_usd - view.spent_usd < usd_over(price, round_s * view.min_gpus)
