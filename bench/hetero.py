@@ -45,8 +45,9 @@ def p99(values) -> float:
 POLICIES = ("cost-aware", "cost-aware-unaware")
 
 
-def run_one(policy_name: str, jobs, pools, profiles, *, oracle: bool,
-            share_measurements: bool = False, told: dict | None = None) -> dict:
+def simulate(policy_name: str, jobs, pools, profiles, *, oracle: bool,
+             share_measurements: bool = False, told: dict | None = None):
+    """(the simulator, its result) of one run on ``pools``."""
     config = SimConfig(instance=pools[0].instance, instance_name=pools[0].instance_name,
                        num_nodes=sum(p.num_nodes for p in pools), elastic=True, oracle=oracle,
                        share_measurements=share_measurements, **(told or {}))
@@ -54,8 +55,14 @@ def run_one(policy_name: str, jobs, pools, profiles, *, oracle: bool,
     sim = HeteroSimulator(config=config, pools=pools, profiles=profiles, workload=jobs,
                           policy=policy, aware=policy.heterogeneity_aware,
                           restart_s_by_app=SIA_RESTART_S)
+    return sim, sim.run()
+
+
+def run_one(policy_name: str, jobs, pools, profiles, *, oracle: bool,
+            share_measurements: bool = False, told: dict | None = None) -> dict:
     started = time.monotonic()
-    result = sim.run()
+    sim, result = simulate(policy_name, jobs, pools, profiles, oracle=oracle,
+                           share_measurements=share_measurements, told=told)
     n = len(result.jobs)
     return {
         "jct_h": float(np.mean([j.jct_s for j in result.jobs])) / 3600,

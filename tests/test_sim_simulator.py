@@ -7,9 +7,18 @@ import json
 import pytest
 
 from costsched.cli.main import main
+from costsched.cost.prices import load_catalog
+from costsched.policy.registry import make_policy
 from costsched.sim.outputs import JOB_COLUMNS, SUMMARY_KEYS, summarise
+from costsched.sim.simulator import SimConfig, Simulator
 from costsched.sim.workload import JobSpec, load_workload
-from tests.support.sim_fixture import FIXTURE, FIXTURE_WORKLOAD, fixture_profiles, simulate
+from tests.support.sim_fixture import (
+    FIXTURE,
+    FIXTURE_WORKLOAD,
+    Recorder,
+    fixture_profiles,
+    simulate,
+)
 
 
 def test_a_lone_job_takes_restart_plus_measured_steps():
@@ -86,3 +95,28 @@ def test_a_fixed_size_job_larger_than_the_cluster_is_a_config_error():
     with pytest.raises(ConfigError, match="never run"):
         simulate([huge], "las", num_nodes=2)
     assert simulate([huge], "cost-aware", num_nodes=2).jobs[0].finish_s > 0
+
+
+def test_the_policy_sees_when_each_run_began_as_the_live_scheduler_shows_it():
+    """The simulator tells the policy when each running job's current run began (its last
+    placement change), as the live scheduler does (``running_since_s``), so the policy's
+    hysteresis (``min_run_s``) acts in simulation too. Checked against the placements the
+    policy saw round by round."""
+    recorder = Recorder(make_policy("cost-aware"))
+    config = SimConfig(instance=load_catalog().instance("g4dn.12xlarge"), num_nodes=2,
+                       elastic=True)
+    Simulator(config=config, profiles=fixture_profiles(), workload=load_workload(FIXTURE_WORKLOAD),
+              policy=recorder).run()
+    since: dict[str, float] = {}
+    previous, checked, resized = None, 0, 0
+    for snapshot, _ in recorder.rounds:
+        for name, placement in snapshot.placements.items():
+            if previous is None or previous.placements.get(name) != placement:
+                since[name] = previous.time_s
+                resized += name in previous.placements
+        for view in snapshot.jobs:
+            if snapshot.placements.get(view.name):
+                assert view.running_since_s == pytest.approx(since[view.name]), view.name
+                checked += 1
+        previous = snapshot
+    assert checked > 20 and resized > 0

@@ -124,6 +124,7 @@ class SimJob:
     batch_size: int = 0
     restart_left_s: float = 0.0
     num_placements: int = 0
+    run_started_s: float = 0.0  # its last placement change: the live ``running_since_s``
     finish_time_s: float | None = None
     learned: OnlineThroughput | None = None
     fitted: FittedThroughput | None = None
@@ -258,7 +259,7 @@ class Simulator:
             priority=spec.priority, budget_usd=spec.budget_usd,
             spent_usd=usd_over(self.gpu_usd_per_hour, job.gpu_s),
             usd_per_gpu_hour=self.gpu_usd_per_hour,
-            num_restarts=max(job.num_placements - 1, 0),
+            num_restarts=max(job.num_placements - 1, 0), running_since_s=job.run_started_s,
             remaining_work=(max(app.target_progress - job.progress, 0.0)
                             if self._tells_work_left(job) else None),
         )
@@ -318,7 +319,7 @@ class Simulator:
             new = {n: c for n, c in decision.placements.get(job.spec.name, {}).items() if c > 0}
             if new and new != job.placement:
                 job.restart_left_s = self.config.restart_s
-                job.num_placements += 1
+                job.num_placements, job.run_started_s = job.num_placements + 1, time_s
             job.placement = new
             job.batch_size = decision.batch_sizes.get(job.spec.name, job.batch_size) if new else 0
             if new and job.learned is not None and not job.measured_batch_size:

@@ -1,0 +1,83 @@
+"""Where restarts go on Sia's cluster: each change of a job's allocation by its kind.
+
+    python bench/restart_causes.py [--workloads 1 2 ...] [--policy cost-aware] [--oracle]
+
+The cluster and workloads of ``bench/hetero.py`` (Philly workloads of
+``../shared/data/sia``, 160 jobs each, Sia's per-app restart times). From each job's
+recorded stretches (start, end, instance type, GPUs), every change between two
+stretches is a start after a pause (a gap), a change of GPU type, a grow or a shrink on
+the same type; its cost is the GPU-seconds of the restart that follows: GPUs after x the
+app's restart time. A move to other nodes at the same type and count is one stretch and
+is not seen here. Prints, per kind, changes per job and GPU-hours per job, beside the
+runs' GPU-hours per job.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+from hetero import POLICIES, simulate
+
+from costsched.cost.prices import SECONDS_PER_HOUR, load_catalog
+from costsched.sim.gpu_types import SIA_RESTART_S, load_typed_profiles, sia_dir, sia_pools
+from costsched.sim.workload import load_workload
+
+KINDS = ("first start", "start after a pause", "type change", "grow", "shrink")
+
+
+def causes(jobs) -> tuple[Counter, Counter]:
+    """(changes, restart GPU-seconds) by kind over ``jobs``' stretches."""
+    count, gpu_s = Counter(), Counter()
+    for job in jobs:
+        restart_s = SIA_RESTART_S.get(job.application, 0.0)
+        previous = None
+        for start, end, instance, gpus in job.intervals:
+            if previous is None:
+                kind = "first start"
+            elif start > previous[1] + 1e-6:
+                kind = "start after a pause"
+            elif instance != previous[2]:
+                kind = "type change"
+            elif gpus > previous[3]:
+                kind = "grow"
+            else:
+                kind = "shrink"
+            count[kind] += 1
+            gpu_s[kind] += gpus * restart_s
+            previous = (start, end, instance, gpus)
+    return count, gpu_s
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", type=int, default=list(range(1, 9)))
+    parser.add_argument("--policy", choices=POLICIES, default="cost-aware")
+    parser.add_argument("--oracle", action="store_true")
+    args = parser.parse_args(argv)
+    count, gpu_s, n, gpu_h = Counter(), Counter(), 0, 0.0
+    data = sia_dir()
+    pools = sia_pools(load_catalog())
+    profiles = load_typed_profiles(data, tuple(p.gpu_type for p in pools))
+    for number in args.workloads:
+        jobs = load_workload(data / "workloads" / "philly" / f"workload-{number}.csv")
+        _, result = simulate(args.policy, jobs, pools, profiles, oracle=args.oracle)
+        c, g = causes(result.jobs)
+        count.update(c)
+        gpu_s.update(g)
+        n += len(result.jobs)
+        gpu_h += sum(j.gpu_hours for j in result.jobs)
+        print(f"workload {number}: {len(result.jobs)} jobs, "
+              f"{sum(j.gpu_hours for j in result.jobs) / len(result.jobs):.3f} GPU-h/job",
+              flush=True)
+    print(f"\n{args.policy}, workloads {' '.join(map(str, args.workloads))}: "
+          f"{gpu_h / n:.3f} GPU-h/job in all")
+    print(f"{'kind':22} {'per job':>8} {'GPU-h/job':>10}")
+    for kind in KINDS:
+        print(f"{kind:22} {count[kind] / n:8.2f} {gpu_s[kind] / SECONDS_PER_HOUR / n:10.3f}")
+    print(f"{'all':22} {sum(count.values()) / n:8.2f} "
+          f"{sum(gpu_s.values()) / SECONDS_PER_HOUR / n:10.3f}")
+
+
+if __name__ == "__main__":
+    main()
