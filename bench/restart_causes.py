@@ -9,7 +9,8 @@ stretches is a start after a pause (a gap), a change of GPU type, a grow or a sh
 the same type; its cost is the GPU-seconds of the restart that follows: GPUs after x the
 app's restart time. A move to other nodes at the same type and count is one stretch and
 is not seen here. Prints, per kind, changes per job and GPU-hours per job, beside the
-runs' GPU-hours per job.
+runs' GPU-hours per job; then, per app, type changes per job and how many of them went
+back to a type the job had left the change before.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from costsched.sim.workload import load_workload
 KINDS = ("first start", "start after a pause", "type change", "grow", "shrink")
 
 
-def causes(jobs) -> tuple[Counter, Counter]:
-    """(changes, restart GPU-seconds) by kind over ``jobs``' stretches."""
-    count, gpu_s = Counter(), Counter()
+def causes(jobs) -> tuple[Counter, Counter, Counter]:
+    """(changes, restart GPU-seconds) by kind, and (app, "type change" or "back") counts,
+    over ``jobs``' stretches."""
+    count, gpu_s, by_app = Counter(), Counter(), Counter()
     for job in jobs:
         restart_s = SIA_RESTART_S.get(job.application, 0.0)
-        previous = None
+        previous, left = None, None
         for start, end, instance, gpus in job.intervals:
             if previous is None:
                 kind = "first start"
@@ -39,6 +41,9 @@ def causes(jobs) -> tuple[Counter, Counter]:
                 kind = "start after a pause"
             elif instance != previous[2]:
                 kind = "type change"
+                by_app[job.application, kind] += 1
+                by_app[job.application, "back"] += instance == left
+                left = previous[2]
             elif gpus > previous[3]:
                 kind = "grow"
             else:
@@ -46,7 +51,7 @@ def causes(jobs) -> tuple[Counter, Counter]:
             count[kind] += 1
             gpu_s[kind] += gpus * restart_s
             previous = (start, end, instance, gpus)
-    return count, gpu_s
+    return count, gpu_s, by_app
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,16 +60,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy", choices=POLICIES, default="cost-aware")
     parser.add_argument("--oracle", action="store_true")
     args = parser.parse_args(argv)
-    count, gpu_s, n, gpu_h = Counter(), Counter(), 0, 0.0
+    count, gpu_s, by_app, jobs_of = Counter(), Counter(), Counter(), Counter()
+    n, gpu_h = 0, 0.0
     data = sia_dir()
     pools = sia_pools(load_catalog())
     profiles = load_typed_profiles(data, tuple(p.gpu_type for p in pools))
     for number in args.workloads:
         jobs = load_workload(data / "workloads" / "philly" / f"workload-{number}.csv")
         _, result = simulate(args.policy, jobs, pools, profiles, oracle=args.oracle)
-        c, g = causes(result.jobs)
+        c, g, a = causes(result.jobs)
         count.update(c)
         gpu_s.update(g)
+        by_app.update(a)
+        jobs_of.update(j.application for j in result.jobs)
         n += len(result.jobs)
         gpu_h += sum(j.gpu_hours for j in result.jobs)
         print(f"workload {number}: {len(result.jobs)} jobs, "
@@ -77,6 +85,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{kind:22} {count[kind] / n:8.2f} {gpu_s[kind] / SECONDS_PER_HOUR / n:10.3f}")
     print(f"{'all':22} {sum(count.values()) / n:8.2f} "
           f"{sum(gpu_s.values()) / SECONDS_PER_HOUR / n:10.3f}")
+
+    print(f"\n{'app':12} {'jobs':>5} {'type changes/job':>17} {'back to a type left':>20}")
+    for app in sorted(jobs_of):
+        changes = by_app[app, "type change"]
+        print(f"{app:12} {jobs_of[app]:5d} {changes / jobs_of[app]:17.2f} "
+              f"{by_app[app, 'back']:20d}")
 
 
 if __name__ == "__main__":
