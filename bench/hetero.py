@@ -45,6 +45,18 @@ def p99(values) -> float:
 POLICIES = ("cost-aware", "cost-aware-unaware")
 
 
+def sia_cluster(profiles_dir=None):
+    """(Sia data folder, the cluster's pools, their typed profiles)."""
+    data = sia_dir(profiles_dir)
+    pools = sia_pools(load_catalog())
+    return data, pools, load_typed_profiles(data, tuple(p.gpu_type for p in pools))
+
+
+def philly_workload(data, number: int):
+    """Philly workload ``number`` of the Sia data folder ``data``."""
+    return load_workload(data / "workloads" / "philly" / f"workload-{number}.csv")
+
+
 def simulate(policy_name: str, jobs, pools, profiles, *, oracle: bool,
              share_measurements: bool = False, told: dict | None = None):
     """(the simulator, its result) of one run on ``pools``."""
@@ -91,12 +103,10 @@ def main(argv=None) -> int:
     parser.add_argument("--profiles", default=None, metavar="DIR",
                         help="Sia data folder (default $COSTSCHED_SIA_DIR or ../shared/data/sia)")
     args = parser.parse_args(argv)
-    data = sia_dir(args.profiles)
-    pools = sia_pools(load_catalog())
-    profiles = load_typed_profiles(data, tuple(p.gpu_type for p in pools))
+    data, pools, profiles = sia_cluster(args.profiles)
     runs: dict[str, list[dict]] = {name: [] for name in args.policies}
     for number in args.workloads:
-        jobs = load_workload(data / "workloads" / "philly" / f"workload-{number}.csv")
+        jobs = philly_workload(data, number)
         for name in args.policies:
             row = run_one(name, jobs, pools, profiles, oracle=args.oracle,
                           share_measurements=args.share_measurements,

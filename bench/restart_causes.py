@@ -1,6 +1,7 @@
 """Where restarts go on Sia's cluster: each change of a job's allocation by its kind.
 
     python bench/restart_causes.py [--workloads 1 2 ...] [--policy cost-aware] [--oracle]
+                                   [--profiles DIR]
 
 The cluster and workloads of ``bench/hetero.py`` (Philly workloads of
 ``../shared/data/sia``, 160 jobs each, Sia's per-app restart times). From each job's
@@ -18,11 +19,10 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from hetero import POLICIES, simulate
+from hetero import POLICIES, philly_workload, sia_cluster, simulate
 
-from costsched.cost.prices import SECONDS_PER_HOUR, load_catalog
-from costsched.sim.gpu_types import SIA_RESTART_S, load_typed_profiles, sia_dir, sia_pools
-from costsched.sim.workload import load_workload
+from costsched.cost.prices import SECONDS_PER_HOUR
+from costsched.sim.gpu_types import SIA_RESTART_S
 
 KINDS = ("first start", "start after a pause", "type change", "grow", "shrink")
 
@@ -46,10 +46,13 @@ def causes(jobs) -> tuple[Counter, Counter, Counter]:
                 left = previous[2]
             elif gpus > previous[3]:
                 kind = "grow"
-            else:
+            elif gpus < previous[3]:
                 kind = "shrink"
-            count[kind] += 1
-            gpu_s[kind] += gpus * restart_s
+            else:  # the same type and count, contiguous: not a change (stretches merge so)
+                kind = None
+            if kind is not None:
+                count[kind] += 1
+                gpu_s[kind] += gpus * restart_s
             previous = (start, end, instance, gpus)
     return count, gpu_s, by_app
 
@@ -59,14 +62,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workloads", nargs="+", type=int, default=list(range(1, 9)))
     parser.add_argument("--policy", choices=POLICIES, default="cost-aware")
     parser.add_argument("--oracle", action="store_true")
+    parser.add_argument("--profiles", default=None, metavar="DIR",
+                        help="Sia data folder (default $COSTSCHED_SIA_DIR or ../shared/data/sia)")
     args = parser.parse_args(argv)
     count, gpu_s, by_app, jobs_of = Counter(), Counter(), Counter(), Counter()
     n, gpu_h = 0, 0.0
-    data = sia_dir()
-    pools = sia_pools(load_catalog())
-    profiles = load_typed_profiles(data, tuple(p.gpu_type for p in pools))
+    data, pools, profiles = sia_cluster(args.profiles)
     for number in args.workloads:
-        jobs = load_workload(data / "workloads" / "philly" / f"workload-{number}.csv")
+        jobs = philly_workload(data, number)
         _, result = simulate(args.policy, jobs, pools, profiles, oracle=args.oracle)
         c, g, a = causes(result.jobs)
         count.update(c)

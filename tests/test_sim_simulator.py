@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -97,26 +98,32 @@ def test_a_fixed_size_job_larger_than_the_cluster_is_a_config_error():
     assert simulate([huge], "cost-aware", num_nodes=2).jobs[0].finish_s > 0
 
 
-def test_the_policy_sees_when_each_run_began_as_the_live_scheduler_shows_it():
+@pytest.mark.parametrize("policy", ["cost-aware", "las"])
+def test_the_policy_sees_when_each_run_began_as_the_live_scheduler_shows_it(policy):
     """The simulator tells the policy when each running job's current run began (its last
-    placement change), as the live scheduler does (``running_since_s``), so the policy's
-    hysteresis (``min_run_s``) acts in simulation too. Checked against the placements the
-    policy saw round by round."""
-    recorder = Recorder(make_policy("cost-aware"))
+    placement change), and nothing for a waiting one, as the live scheduler does
+    (``running_since_s``), so the policy's hysteresis (``min_run_s``) acts in simulation
+    too. Checked against the placements the policy saw round by round; las preempts, so
+    some jobs wait after having run."""
+    recorder = Recorder(make_policy(policy))
     config = SimConfig(instance=load_catalog().instance("g4dn.12xlarge"), num_nodes=2,
-                       elastic=True)
+                       elastic=policy == "cost-aware")
     Simulator(config=config, profiles=fixture_profiles(), workload=load_workload(FIXTURE_WORKLOAD),
               policy=recorder).run()
     since: dict[str, float] = {}
-    previous, checked, resized = None, 0, 0
-    for snapshot, _ in recorder.rounds:
-        for name, placement in snapshot.placements.items():
-            if previous is None or previous.placements.get(name) != placement:
-                since[name] = previous.time_s
-                resized += name in previous.placements
-        for view in snapshot.jobs:
-            if snapshot.placements.get(view.name):
+    held: dict[str, dict] = {}
+    checked = restarted = waited = 0
+    for (snapshot, _), (after, _) in itertools.pairwise(recorder.rounds):
+        for name, placement in after.placements.items():  # decided at ``snapshot``'s time
+            if held.get(name) != placement:
+                restarted += name in since  # a resize, move or resume: a new run
+                since[name] = snapshot.time_s
+        held = dict(after.placements)
+        for view in after.jobs:
+            if after.placements.get(view.name):
                 assert view.running_since_s == pytest.approx(since[view.name]), view.name
                 checked += 1
-        previous = snapshot
-    assert checked > 20 and resized > 0
+            else:  # waiting: no run, as the live scheduler shows it
+                assert view.running_since_s is None, view.name
+                waited += view.name in since
+    assert checked > 20 and restarted > 0 and (waited > 0 or policy != "las")

@@ -40,9 +40,10 @@ from costsched.errors import ConfigError
 DEFAULT_USD_PER_JOB_HOUR = 20.0
 """Dollars an hour of one job's JCT is worth, by default. Tuned on the Pollux workloads
 1-4 at load 0.5 with g4dn.12xlarge nodes ($0.98 a T4-hour), learned models
-(``bench/autoscale.py --load 0.5``): every U from $17 to $21 costs at least 30% less
-than 16 fixed nodes at no more than 1.1x their mean JCT ($20: 30.8% less at 1.072x),
-$22 and above less than 30% less; $20 leaves room on both bounds (see the README)."""
+(``bench/autoscale.py --load 0.5``), where it must cost at least 30% less than 16 fixed
+nodes at no more than 1.1x their mean JCT: chosen at ``f82fc17``, when $17 to $21 met
+that and $22 and $24 did not; since ``66018fa`` $18, $20, $22 and $24 all do ($20: 31.8%
+less at 1.069x). See the README, *Autoscaling that pays*."""
 DEFAULT_HALF_LIFE_S = 300.0
 """Five 60 s rounds: a round's wanted count weighs 13% of the average."""
 DEFAULT_BAND_NODES = 0.5

@@ -124,7 +124,7 @@ class SimJob:
     batch_size: int = 0
     restart_left_s: float = 0.0
     num_placements: int = 0
-    run_started_s: float = 0.0  # its last placement change: the live ``running_since_s``
+    run_started_s: float | None = None  # its last placement change (``running_since_s``)
     finish_time_s: float | None = None
     learned: OnlineThroughput | None = None
     fitted: FittedThroughput | None = None
@@ -259,7 +259,8 @@ class Simulator:
             priority=spec.priority, budget_usd=spec.budget_usd,
             spent_usd=usd_over(self.gpu_usd_per_hour, job.gpu_s),
             usd_per_gpu_hour=self.gpu_usd_per_hour,
-            num_restarts=max(job.num_placements - 1, 0), running_since_s=job.run_started_s,
+            num_restarts=max(job.num_placements - 1, 0),
+            running_since_s=job.run_started_s if job.placement else None,  # as live: waiting
             remaining_work=(max(app.target_progress - job.progress, 0.0)
                             if self._tells_work_left(job) else None),
         )
