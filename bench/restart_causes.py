@@ -10,8 +10,10 @@ stretches is a start after a pause (a gap), a change of GPU type, a grow or a sh
 the same type; its cost is the GPU-seconds of the restart that follows: GPUs after x the
 app's restart time. A move to other nodes at the same type and count is one stretch and
 is not seen here. Prints, per kind, changes per job and GPU-hours per job, beside the
-runs' GPU-hours per job; then, per app, type changes per job and how many of them went
-back to a type the job had left the change before.
+runs' GPU-hours per job, and of the changes those made less than the policies'
+``min_run_s`` (600 s) after the job's previous start or change; then, per app, type
+changes per job and how many of them went back to a type the job had left the change
+before.
 """
 
 from __future__ import annotations
@@ -22,18 +24,22 @@ from collections import Counter
 from hetero import POLICIES, philly_workload, sia_cluster, simulate
 
 from costsched.cost.prices import SECONDS_PER_HOUR
+from costsched.policy.hysteresis import DEFAULT_MIN_RUN_S
 from costsched.sim.gpu_types import SIA_RESTART_S
 
 KINDS = ("first start", "start after a pause", "type change", "grow", "shrink")
+CHANGES = KINDS[2:]
+"""The kinds that change a running job's allocation."""
 
 
-def causes(jobs) -> tuple[Counter, Counter, Counter]:
+def causes(jobs, soon_s: float = DEFAULT_MIN_RUN_S) -> tuple[Counter, Counter, Counter]:
     """(changes, restart GPU-seconds) by kind, and (app, "type change" or "back") counts,
-    over ``jobs``' stretches."""
+    over ``jobs``' stretches; the first two also by (kind, "soon"): the changes made less
+    than ``soon_s`` after the job's previous start or change."""
     count, gpu_s, by_app = Counter(), Counter(), Counter()
     for job in jobs:
         restart_s = SIA_RESTART_S.get(job.application, 0.0)
-        previous, left = None, None
+        previous, left, since = None, None, 0.0
         for start, end, instance, gpus in job.intervals:
             if previous is None:
                 kind = "first start"
@@ -53,6 +59,10 @@ def causes(jobs) -> tuple[Counter, Counter, Counter]:
             if kind is not None:
                 count[kind] += 1
                 gpu_s[kind] += gpus * restart_s
+                if kind in CHANGES and start - since < soon_s:
+                    count[kind, "soon"] += 1
+                    gpu_s[kind, "soon"] += gpus * restart_s
+                since = start
             previous = (start, end, instance, gpus)
     return count, gpu_s, by_app
 
@@ -83,11 +93,16 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
     print(f"\n{args.policy}, workloads {' '.join(map(str, args.workloads))}: "
           f"{gpu_h / n:.3f} GPU-h/job in all")
-    print(f"{'kind':22} {'per job':>8} {'GPU-h/job':>10}")
+    soon = f"< {DEFAULT_MIN_RUN_S:.0f} s after the last"
+    print(f"{'kind':22} {'per job':>8} {'GPU-h/job':>10}   {soon}: per job, GPU-h/job")
     for kind in KINDS:
-        print(f"{kind:22} {count[kind] / n:8.2f} {gpu_s[kind] / SECONDS_PER_HOUR / n:10.3f}")
-    print(f"{'all':22} {sum(count.values()) / n:8.2f} "
-          f"{sum(gpu_s.values()) / SECONDS_PER_HOUR / n:10.3f}")
+        line = f"{kind:22} {count[kind] / n:8.2f} {gpu_s[kind] / SECONDS_PER_HOUR / n:10.3f}"
+        if kind in CHANGES:
+            line += (f"   {count[kind, 'soon'] / n:8.2f} "
+                     f"{gpu_s[kind, 'soon'] / SECONDS_PER_HOUR / n:10.3f}")
+        print(line)
+    print(f"{'all':22} {sum(count[k] for k in KINDS) / n:8.2f} "
+          f"{sum(gpu_s[k] for k in KINDS) / SECONDS_PER_HOUR / n:10.3f}")
 
     print(f"\n{'app':12} {'jobs':>5} {'type changes/job':>17} {'back to a type left':>20}")
     for app in sorted(jobs_of):
