@@ -13,7 +13,9 @@ COMMAND once on each path below (NumPy's runtime features limited by
 ``NPY_DISABLE_CPU_FEATURES``, OpenBLAS's kernels chosen by ``OPENBLAS_CORETYPE``),
 ``--parallel`` at a time, and prints the lines of each run's output that match
 ``--grep`` (by default, lines that start with a policy's name, as the simulation benches
-print their summary tables). A path this CPU cannot take runs as the default.
+print their summary tables). A path this CPU cannot take (kernels it lacks) may warn or
+fail; a failed run prints its exit status and last lines, and the others still run.
+Exits 1 when any run failed.
 """
 
 from __future__ import annotations
