@@ -162,6 +162,28 @@ def test_a_job_is_described_on_each_gpu_model_only_once_every_model_has_its_pool
     assert blind.add(views, configs, nodes) == views  # a policy that ignores models
 
 
+def test_each_gpu_model_offers_sizes_within_reach_of_what_its_pool_has_measured(tmp_path):
+    """Pollux's exploration rule per fit: the A10G pool has measured 2 workers, the T4 pool
+    1, so a 1..24-worker job is offered at most 8 x 2 A10Gs and 8 x 1 T4s (not 16 on
+    both: the T4 fit has seen nothing past one worker)."""
+    from costsched.policy.cost_aware import CostAwarePolicy
+    from costsched.scheduler.typed_views import TypedViews
+
+    h = harness(tmp_path, node("n0"))
+    job = h.controller.submit(keyed("wide", "cnn", min_workers=1, max_workers=24))
+    h.tick()
+    models = h.controller.job_models
+    for m in SCALES:
+        models.record("old", m, now=0.0, share_key=f"cnn@{GPU}")
+    models.record("old", measured(1, 0.25, 0.0, 512.0), now=0.0, share_key="cnn@T4")
+    views = list(h.controller._snapshot(h.clock.now(), ()).jobs)
+    nodes = [NodeView(node_id=m, gpu_model=m, num_gpus=1, usd_per_hour=1.0) for m in (GPU, "T4")]
+    seen = TypedViews(models, CostAwarePolicy()).add(
+        views, [h.controller._config(h.job(job))], nodes)
+    assert {m: o.max_gpus for m, o in seen[0].by_gpu_model.items()} == {GPU: 16, "T4": 8}
+    assert seen[0].max_gpus == 16
+
+
 def test_an_empty_key_is_a_one_line_config_error(tmp_path):
     h = harness(tmp_path, node("n0"))
     with pytest.raises(ConfigError, match="measurements_key"):

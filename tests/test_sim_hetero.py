@@ -17,6 +17,7 @@ import yaml
 
 from costsched.config.bundled import default_catalog_path
 from costsched.cost.prices import load_catalog
+from costsched.goodput.throughput import ThroughputPoint
 from costsched.policy import hetero
 from costsched.policy.cost_aware import CostAwarePolicy, UnawareCostAwarePolicy
 from costsched.policy.snapshot import NodeView, TypeOption
@@ -260,3 +261,28 @@ def test_the_sia_data_loads_with_its_caps_and_calibration():
     calibrated = typed["aws"]["cifar10"]
     assert calibrated.step_time_s((1,), 32)[0] == pytest.approx(
         1.8 * raw.step_time_s((1,), 32)[0])
+
+
+def test_each_type_offers_sizes_within_reach_of_what_its_own_fit_has_measured():
+    """Pollux's exploration rule per learner: once a job has stepped on 8 A100s, it is
+    offered up to 8 x 8 there (its useful most, 24) but at most 8 x 1 T4s, where only the
+    arrival's one-GPU profile was measured: the T4 fit has seen nothing past one GPU."""
+    cluster = (("aws", "g4dn.12xlarge", 8), ("dgx-ext", "p4d.24xlarge", 8))
+    node_pools = pools(cluster)
+    profiles = load_typed_profiles(FIXTURE, ("aws", "dgx-ext"), calibrate=False)
+    config = SimConfig(instance=node_pools[0].instance, num_nodes=16, elastic=True)
+    sim = HeteroSimulator(config=config, pools=node_pools, profiles=profiles,
+                          workload=load_workload(WORKLOAD), policy=CostAwarePolicy())
+    job = sim.jobs[0]
+    sim._profile_on_arrival(job)
+    offered = {m: o.max_gpus for m, o in sim._view(job, 0.0).by_gpu_model.items()}
+    assert offered == {"T4": 8, "A100-40GB": 8}
+    app = sim._app(job, "A100-40GB")
+    local = int(app.local_bsz_choices[0])
+    _, step_s, sync_s = app.accumulated_step((8,), local)
+    sim._learners[(job.spec.name, "A100-40GB")].record(ThroughputPoint(
+        num_nodes=1, num_replicas=8, local_bsz=local, step_time_s=step_s, sync_time_s=sync_s,
+        placement=(8,)))
+    view = sim._view(job, 0.0)
+    assert {m: o.max_gpus for m, o in view.by_gpu_model.items()} == {"T4": 8, "A100-40GB": 24}
+    assert view.max_gpus == 24

@@ -5,10 +5,13 @@ model (:mod:`~costsched.policy.hetero`), which a live job tells only through the
 it measures. A job that sets ``training.measurements_key`` pools its steps under the
 GPU model they ran on (:func:`~costsched.scheduler.job_models.share_key`); once every
 GPU model in the cluster has steps pooled under the job's key, the job is described on
-each model by Pollux's model fitted to that model's pool, at its fixed global batch, up
-to the GPUs it may have now. Until then, and for a job without a key or with an
-adaptive batch, it is described on no model, and the policy scores every model alike
-for it (still keeping it on one).
+each model by Pollux's model fitted to that model's pool, at its fixed global batch, and
+offered there at most ``EXPLORATION_FACTOR`` (8) times the most workers that pool has
+measured (Pollux's exploration rule per fit, as in simulation: a size is offered only
+within reach of what the fit that predicts it has seen), within its declared range; the
+view's ``max_gpus`` is then the most of any model. Until then, and for a job without a
+key or with an adaptive batch, it is described on no model, and the policy scores every
+model alike for it (still keeping it on one).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from costsched.config.job import JobConfig
-from costsched.goodput.online import OnlineThroughput
+from costsched.goodput.online import OnlineThroughput, explored_max_gpus
 from costsched.policy.snapshot import JobView, NodeView, TypeOption
 from costsched.scheduler.job_models import JobModel, JobModels, share_key
 from costsched.scheduler.policy_view import fixed_batch_throughput
@@ -43,7 +46,8 @@ class TypedViews:
         self._this_round = {}
         if len(models) < 2 or not self.enabled:
             return list(views)
-        return [dataclasses.replace(view, by_gpu_model=options) if (
+        return [dataclasses.replace(view, by_gpu_model=options, max_gpus=max(
+            view.min_gpus, *(o.max_gpus for o in options.values()))) if (
             options := self.options(view, config, models)) else view
                 for view, config in zip(views, configs, strict=True)]
 
@@ -56,7 +60,9 @@ class TypedViews:
         if any(model is None for model in fitted):
             return {}
         return {m: TypeOption(throughput=fixed_batch_throughput(model, config),
-                              max_gpus=view.max_gpus)
+                              max_gpus=explored_max_gpus(
+                                  view.min_gpus, view.requested_gpus,
+                                  model.most_replicas_tried * view.gpus_per_worker))
                 for m, model in zip(models, fitted, strict=True)}
 
     def pool_model(self, key: str) -> JobModel | None:

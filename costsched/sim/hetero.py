@@ -16,12 +16,13 @@ What the policy sees: without ``oracle``, per (job, type) a learner
 (:class:`~costsched.goodput.online.OnlineThroughput`, same prior and fit as the
 one-type simulator) fitted to the steps the job ran on that type, plus Sia's bootstrap:
 when the job arrives, one GPU of every type measured at that type's smallest and largest
-per-GPU batch (that profiling's GPU time is neither simulated nor charged). On every
-type it is offered at most ``SimConfig.explore_factor`` (8) times the most GPUs it has
-tried on any type (Pollux's exploration rule, factor 2 there, with the scaling seen on
-one type taken to carry to the others); the bootstrap's one-GPU points count as tried,
-so from its arrival a job is offered up to 8 GPUs, not the one-type simulator's first
-size (:func:`~costsched.goodput.online.first_gpus`; see the README).
+per-GPU batch (that profiling's GPU time is neither simulated nor charged). On each
+type it is offered at most ``SimConfig.explore_factor`` (8) times the most GPUs its
+learner for that type has measured (Pollux's exploration rule, factor 2 there, per
+learner as in the one-type simulator: a size is offered only within reach of what the
+fit that predicts it has seen); the bootstrap's one-GPU points count as measured, so
+from its arrival a job is offered up to 8 GPUs of each type, not the one-type
+simulator's first size (:func:`~costsched.goodput.online.first_gpus`; see the README).
 With ``aware=False`` (the heterogeneity-unaware baseline) the policy gets one learner
 per job, fed whatever type the job ran on, and no per-type views (with ``oracle``: the
 first pool's profile).
@@ -146,8 +147,6 @@ class HeteroSimulator(Simulator):
         if not self.aware:
             return view
         options = {}
-        tried = max((self._learners[(name, m)].most_replicas_tried for m in self.pools
-                     if (name, m) in self._learners), default=0)
         for model in self.pools:
             app = self._app(job, model)
             lo, hi = gpu_range(elastic=True, requested_gpus=job.spec.num_replicas,
@@ -156,6 +155,7 @@ class HeteroSimulator(Simulator):
             if self.config.oracle:
                 options[model] = TypeOption(throughput=ProfileThroughput(app), max_gpus=hi)
             else:
+                tried = self._learners[(name, model)].most_replicas_tried
                 options[model] = TypeOption(throughput=self._fits[(name, model)],
                                             max_gpus=explored_max_gpus(
                                                 lo, hi, tried, self.config.explore_factor,
