@@ -12,10 +12,12 @@ rest of the run. So a figure measured on one CPU can differ on another. This run
 COMMAND once on each path below (NumPy's runtime features limited by
 ``NPY_DISABLE_CPU_FEATURES``, OpenBLAS's kernels chosen by ``OPENBLAS_CORETYPE``),
 ``--parallel`` at a time, and prints the lines of each run's output that match
-``--grep`` (by default, lines that start with a policy's name, as the simulation benches
-print their summary tables). A path this CPU cannot take (kernels it lacks) may warn or
-fail; a failed run prints its exit status and last lines, and the others still run.
-Exits 1 when any run failed.
+``--grep`` (by default, the summary rows of the simulation benches: ``bench/hetero.py``'s
+and ``costsched simulate``'s rows start with a policy's name, ``bench/policy_tuning.py``
+prints ``load ...`` lines and a JSON line, ``bench/autoscale.py`` a table from ``run``,
+``bench/spot.py`` one from ``cluster`` and its ``ratio`` lines). A path this CPU cannot
+take (kernels it lacks) may warn or fail; a failed run prints its exit status and last
+lines, and the others still run. Exits 1 when any run failed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ PATHS: dict[str, dict[str, str]] = {
 }
 """Name -> environment added to the run. The default is this machine's own choice."""
 
-DEFAULT_GREP = r"^(cost-aware|fifo|las|tiresias|pollux|spot|autoscal)"
+DEFAULT_GREP = (r"^(cost-aware|fifo|las|tiresias|pollux|spot|on-demand|cluster |ratio |"
+                r"run |fixed |\$|load |\{)")
 
 
 def run(command: list[str], extra: dict[str, str]) -> tuple[int, str, float]:

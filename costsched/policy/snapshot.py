@@ -7,6 +7,7 @@ in the snapshot, so the simulator and the live scheduler drive the same object.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -159,6 +160,12 @@ class JobView:
             raise ConfigError(f"job {self.name}: gpus_per_worker must be >= 1")
         if self.remaining_work is not None and not self.remaining_work >= 0:
             raise ConfigError(f"job {self.name}: remaining_work must be >= 0 or None")
+
+    def on_gpu_models(self, options: Mapping[str, TypeOption]) -> JobView:
+        """This view described on each GPU model by ``options``; its ``max_gpus`` the most
+        any model offers (never below ``min_gpus``)."""
+        return dataclasses.replace(self, by_gpu_model=options, max_gpus=max(
+            self.min_gpus, *(o.max_gpus for o in options.values())))
 
 
 @dataclass(frozen=True, kw_only=True)

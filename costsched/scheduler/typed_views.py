@@ -16,7 +16,6 @@ model alike for it (still keeping it on one).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 
 from costsched.config.job import JobConfig
@@ -46,8 +45,7 @@ class TypedViews:
         self._this_round = {}
         if len(models) < 2 or not self.enabled:
             return list(views)
-        return [dataclasses.replace(view, by_gpu_model=options, max_gpus=max(
-            view.min_gpus, *(o.max_gpus for o in options.values()))) if (
+        return [view.on_gpu_models(options) if (
             options := self.options(view, config, models)) else view
                 for view, config in zip(views, configs, strict=True)]
 

@@ -160,8 +160,7 @@ class HeteroSimulator(Simulator):
                                             max_gpus=explored_max_gpus(
                                                 lo, hi, tried, self.config.explore_factor,
                                                 first_gpus(job.spec.num_replicas)))
-        top = max(max(o.max_gpus for o in options.values()), view.min_gpus)
-        return dataclasses.replace(view, by_gpu_model=options, max_gpus=top)
+        return view.on_gpu_models(options)
 
     def _profile_on_arrival(self, job: SimJob) -> None:
         """Sia's bootstrap: one GPU of each type, at the type's smallest and largest per-GPU
