@@ -1,7 +1,8 @@
 """cost-aware on all on-demand nodes vs on-demand plus a spot pool replayed from a real trace.
 
     python bench/spot.py [--workloads 1 2 3 4] [--trace PATH] [--on-demand-nodes 8]
-                         [--spot-nodes 16] [--checkpoint-interval 1800] [--oracle]
+                         [--spot-nodes 16] [--checkpoint-interval 1800]
+                         [--checkpoint-cost 10] [--fixed-checkpoint-interval] [--oracle]
                          [--autoscale MIN:MAX [--usd-per-job-hour USD]] [--no-blind]
 
 Pollux load-1.0 workloads of ``../shared/data/pollux`` (160 jobs each), g4dn.12xlarge
@@ -12,7 +13,9 @@ measured profiles). Two clusters per workload:
 (b) ``spot``: ``--on-demand-nodes`` on-demand nodes plus a spot pool of up to
     ``--spot-nodes`` nodes whose capacity replays ``--trace`` from its start (default
     availability-16-node/us-east-2b_v100_1.json; one node per trace instance), jobs
-    checkpointing every ``--checkpoint-interval`` seconds;
+    checkpointing at most every ``--checkpoint-interval`` seconds (on spot at Young's
+    interval for the preemption rate seen so far, unless ``--fixed-checkpoint-interval``),
+    each periodic checkpoint pausing training ``--checkpoint-cost`` seconds;
 (c) ``spot-blind`` (unless ``--no-blind``): cluster (b), with the policy's preemption
     rate pinned at 0, so every job is free to use spot (the market choice switched off).
 
@@ -42,7 +45,12 @@ from costsched.policy.cost_aware import CostAwarePolicy
 from costsched.sim.outputs import summarise
 from costsched.sim.profiles import load_profiles, pollux_dir
 from costsched.sim.simulator import SimConfig, Simulator
-from costsched.sim.spot import DEFAULT_CHECKPOINT_INTERVAL_S, SpotPool, SpotSimulator
+from costsched.sim.spot import (
+    DEFAULT_CHECKPOINT_COST_S,
+    DEFAULT_CHECKPOINT_INTERVAL_S,
+    SpotPool,
+    SpotSimulator,
+)
 from costsched.sim.spot_trace import load_spot_trace
 from costsched.sim.workload import load_workload
 
@@ -70,6 +78,7 @@ def run_one(jobs, profiles, *, pool: SpotPool | None, num_nodes: int, oracle: bo
     return {"jct_h": summary["mean_jct_s"] / 3600, "usd": summary["cost_usd"],
             "preemptions": summary.get("num_preemptions", 0),
             "lost_gpu_h": summary.get("lost_gpu_s", 0.0) / 3600,
+            "paused_gpu_h": summary.get("checkpoint_paused_gpu_s", 0.0) / 3600,
             "spot_node_h": summary.get("spot_node_hours", 0.0),
             "od_node_h": summary.get("on_demand_node_hours", summary["node_hours"]),
             "seconds": time.monotonic() - started}
@@ -84,6 +93,11 @@ def main(argv=None) -> int:
     parser.add_argument("--spot-nodes", type=int, default=16)
     parser.add_argument("--checkpoint-interval", type=float,
                         default=DEFAULT_CHECKPOINT_INTERVAL_S)
+    parser.add_argument("--checkpoint-cost", type=float, default=DEFAULT_CHECKPOINT_COST_S,
+                        metavar="S", help="seconds each periodic checkpoint pauses training")
+    parser.add_argument("--fixed-checkpoint-interval", action="store_true",
+                        help="checkpoint every --checkpoint-interval on spot too (default: "
+                             "Young's interval for the preemption rate seen so far)")
     parser.add_argument("--spot-notice", type=float, default=0.0, metavar="S",
                         help="seconds of warning before a preemption (AWS: 120; default 0)")
     parser.add_argument("--oracle", action="store_true")
@@ -99,7 +113,9 @@ def main(argv=None) -> int:
     data = pollux_dir(args.profiles)
     profiles = load_profiles(data)
     pool = SpotPool(trace=load_spot_trace(args.trace), num_nodes=args.spot_nodes,
-                    checkpoint_interval_s=args.checkpoint_interval, notice_s=args.spot_notice)
+                    checkpoint_interval_s=args.checkpoint_interval, notice_s=args.spot_notice,
+                    checkpoint_cost_s=args.checkpoint_cost,
+                    fixed_interval=args.fixed_checkpoint_interval)
     autoscale = parse_autoscale(args.autoscale)
     aware = CostAwarePolicy(usd_per_job_hour=args.usd_per_job_hour)
     blind = dataclasses.replace(BLIND, usd_per_job_hour=args.usd_per_job_hour)
@@ -112,9 +128,10 @@ def main(argv=None) -> int:
     rows: dict[str, list[dict]] = {name: [] for name in clusters}
     pool_text = (f"on-demand autoscaled {args.autoscale} at ${args.usd_per_job_hour:g}/job-h"
                  if autoscale else f"{args.on_demand_nodes} on-demand")
+    every = "every" if args.fixed_checkpoint_interval else "on spot at Young's interval, at most"
     print(f"(b) spot: {pool_text} + up to {args.spot_nodes} spot from "
-          f"{args.trace}, checkpoints every {args.checkpoint_interval:.0f} s, "
-          f"notice {args.spot_notice:.0f} s", flush=True)
+          f"{args.trace}, checkpoints {every} {args.checkpoint_interval:.0f} s, "
+          f"{args.checkpoint_cost:g} s each, notice {args.spot_notice:.0f} s", flush=True)
     for number in args.workloads:
         jobs = load_workload(data / "workloads" / "load-1.0" / f"workload-{number}.csv")
         for name, (spot_pool, num_nodes, policy, scale) in clusters.items():
@@ -123,19 +140,20 @@ def main(argv=None) -> int:
             rows[name].append(row)
             print(f"workload {number} {name:<10}: mean JCT {row['jct_h']:.3f} h, "
                   f"${row['usd']:.2f}, {row['preemptions']} preemptions, "
-                  f"{row['lost_gpu_h']:.1f} GPU-h lost, node-h on-demand "
+                  f"{row['lost_gpu_h']:.1f} GPU-h lost, {row['paused_gpu_h']:.1f} paused "
+                  f"for checkpoints, node-h on-demand "
                   f"{row['od_node_h']:.1f} spot {row['spot_node_h']:.1f} "
                   f"({row['seconds']:.0f} s)", flush=True)
     print(f"\nworkloads {' '.join(map(str, args.workloads))} (load 1.0, "
           f"{'oracle' if args.oracle else 'learned'}); means over workloads")
     print(f"{'cluster':<11} {'JCT h':>7} {'$':>8} {'preemptions':>11} {'GPU-h lost':>10} "
-          f"{'s/run':>6}")
+          f"{'GPU-h paused':>12} {'s/run':>6}")
     means = {}
     for name, got in rows.items():
         means[name] = {key: float(np.mean([r[key] for r in got])) for key in got[0]}
         m = means[name]
         print(f"{name:<11} {m['jct_h']:7.3f} {m['usd']:8.2f} {m['preemptions']:11.1f} "
-              f"{m['lost_gpu_h']:10.1f} {m['seconds']:6.0f}")
+              f"{m['lost_gpu_h']:10.1f} {m['paused_gpu_h']:12.1f} {m['seconds']:6.0f}")
     od = means["on-demand"]
     for name in [n for n in means if n != "on-demand"]:
         print(f"ratio {name} / on-demand: dollars {means[name]['usd'] / od['usd']:.3f}, "

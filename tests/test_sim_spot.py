@@ -30,10 +30,14 @@ INSTANCE = load_catalog().instance("g4dn.12xlarge")
 
 def spot_sim(workload, policy: str, trace: SpotTrace, *, num_nodes: int = 1,
              spot_nodes: int = 2, checkpoint_interval_s: float = 600.0, seed: int = 0,
-             notice_s: float = 0.0):
+             notice_s: float = 0.0, checkpoint_cost_s: float = 0.0,
+             fixed_interval: bool = False):
+    """A spot simulation; checkpoints cost nothing unless ``checkpoint_cost_s`` (and the
+    interval then stays ``checkpoint_interval_s``: Young's interval needs a cost)."""
     config = SimConfig(instance=INSTANCE, num_nodes=num_nodes, elastic=policy in ELASTIC)
     pool = SpotPool(trace=trace, num_nodes=spot_nodes,
-                    checkpoint_interval_s=checkpoint_interval_s, seed=seed, notice_s=notice_s)
+                    checkpoint_interval_s=checkpoint_interval_s, seed=seed, notice_s=notice_s,
+                    checkpoint_cost_s=checkpoint_cost_s, fixed_interval=fixed_interval)
     return SpotSimulator(config=config, profiles=fixture_profiles(), workload=workload,
                          policy=make_policy(policy), pool=pool)
 
@@ -120,7 +124,8 @@ def test_dollars_are_node_hours_of_each_pool_at_the_catalogs_two_prices():
 
 
 def _choice_snapshot(*, preemptions: int, node_hours: float, restart_s: float,
-                     checkpoint_interval_s: float, od_model: str = "T4") -> ClusterSnapshot:
+                     checkpoint_interval_s: float, od_model: str = "T4",
+                     checkpoint_cost_s: float | None = None) -> ClusterSnapshot:
     ncf = fixture_profiles()["ncf"]
     job = JobView(name="j", arrival_time_s=0.0, attained_service_gpu_s=0.0, min_gpus=1,
                   max_gpus=4, requested_gpus=1, requested_batch_size=256,
@@ -128,7 +133,8 @@ def _choice_snapshot(*, preemptions: int, node_hours: float, restart_s: float,
                   efficiency=EfficiencyModel(init_batch_size=ncf.init_batch_size,
                                              max_batch_size=ncf.max_batch_size,
                                              grad_sqr=1.0, grad_var=1.0),
-                  restart_s=restart_s, checkpoint_interval_s=checkpoint_interval_s)
+                  restart_s=restart_s, checkpoint_interval_s=checkpoint_interval_s,
+                  checkpoint_cost_s=checkpoint_cost_s)
     nodes = tuple(NodeView(node_id=node_id, gpu_model=model, num_gpus=4,
                            usd_per_hour=INSTANCE.node_usd_per_hour(spot), spot=spot)
                   for node_id, spot, model in (("spot-0", True, "T4"), ("od-0", False, od_model)))
@@ -148,6 +154,19 @@ def test_a_costly_restart_goes_on_demand_when_preemptions_are_frequent(
                                 od_model=od_model)
     decision = CostAwarePolicy().decide(snapshot)
     assert set(decision.placements["j"]) == {market}
+
+
+@pytest.mark.parametrize(("checkpoint_cost_s", "market"), [(None, "od-0"), (10.0, "spot-0")])
+def test_a_job_checkpointing_at_youngs_interval_stays_on_spot_where_a_fixed_one_would_not(
+        checkpoint_cost_s, market):
+    # lambda = (0.1 x 10 + 39) / (10 + 10) = 2 per node-hour, restart 30 s, spot at 0.4 of
+    # the on-demand price. Every 2 h: it redoes f = 2 x (3600 + 30) / 3600 = 2.02 per unit
+    # of work, 0.4 x 3.02 > 1: on-demand. At Young's interval for a 10 s checkpoint,
+    # C = sqrt(2 x 10 x 1800) = 190 s: f = 2 x (95 + 30) / 3600 + 10 / 190 = 0.12: spot.
+    snapshot = _choice_snapshot(preemptions=39, node_hours=10.0, restart_s=30.0,
+                                checkpoint_interval_s=7200.0,
+                                checkpoint_cost_s=checkpoint_cost_s)
+    assert set(CostAwarePolicy().decide(snapshot).placements["j"]) == {market}
 
 
 def test_a_cheap_restart_stays_on_spot_at_the_same_frequent_preemptions():
@@ -172,7 +191,7 @@ def test_a_bad_trace_is_one_line_and_exit_2(tmp_path, capsys, name, words):
 
 @pytest.mark.parametrize("extra", [["--spot"], ["--autoscale", "1:2", "--autoscale-half-life",
                                               "300"], ["--spot-nodes", "0"],
-                                   ["--spot-notice", "-5"]])
+                                   ["--spot-notice", "-5"], ["--checkpoint-cost", "-1"]])
 def test_conflicting_spot_options_are_one_line(tmp_path, capsys, extra):
     code = main(["simulate", "--workload", str(FIXTURE_WORKLOAD), "--profiles", str(FIXTURE),
                  "--spot-trace", str(FLAKY), *extra, "--out", str(tmp_path / "out")])

@@ -86,8 +86,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--spot-nodes", type=int, default=None, metavar="N",
                         help="most spot nodes held at once (default: the trace's largest count)")
     parser.add_argument("--checkpoint-interval", type=float, default=None, metavar="S",
-                        help="seconds of running between a job's checkpoints; a preempted job "
-                             "loses the work since its last (default 1800)")
+                        help="longest seconds of running between a job's checkpoints; a "
+                             "preempted job loses the work since its last (default 1800). On "
+                             "spot it is shortened to Young's interval for the preemption "
+                             "rate seen so far")
+    parser.add_argument("--checkpoint-cost", type=float, default=None, metavar="S",
+                        help="seconds each periodic checkpoint pauses training (default 10)")
+    parser.add_argument("--fixed-checkpoint-interval", action="store_true", default=None,
+                        help="every job checkpoints every --checkpoint-interval, on spot too")
     parser.add_argument("--spot-notice", type=float, default=None, metavar="S",
                         help="seconds of warning before a preemption (AWS: 120), in which a "
                              "job stops at a checkpoint, as the live scheduler does; it then "
@@ -205,10 +211,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--explore-factor wants a whole number >= 1, got {explore_factor}")
     autoscale = parse_autoscale(args.autoscale)
     usd_per_job_hour, half_life_s = parse_autoscale_settings(args)
-    spot_args = (args.spot_nodes, args.checkpoint_interval, args.spot_notice)
+    spot_args = (args.spot_nodes, args.checkpoint_interval, args.spot_notice,
+                 args.checkpoint_cost, args.fixed_checkpoint_interval)
     if args.spot_trace is None and any(a is not None for a in spot_args):
-        raise ConfigError("--spot-nodes, --checkpoint-interval and --spot-notice need "
-                          "--spot-trace")
+        raise ConfigError("--spot-nodes, --checkpoint-interval, --checkpoint-cost, "
+                          "--fixed-checkpoint-interval and --spot-notice need --spot-trace")
     if args.spot_trace is not None and (args.cluster is not None or args.spot
                                         or half_life_s > 0):
         raise ConfigError("--spot-trace adds a spot pool to a one-type cluster resized each "
@@ -285,18 +292,26 @@ def _spot_pool(args: argparse.Namespace):
     """The spot pool of ``--spot-trace`` (None without it); bad input is a ConfigError."""
     if args.spot_trace is None:
         return None
-    from costsched.sim.spot import DEFAULT_CHECKPOINT_INTERVAL_S, SpotPool
+    from costsched.sim.spot import (
+        DEFAULT_CHECKPOINT_COST_S,
+        DEFAULT_CHECKPOINT_INTERVAL_S,
+        SpotPool,
+    )
     from costsched.sim.spot_trace import load_spot_trace
 
     trace = load_spot_trace(args.spot_trace)
     num_nodes = max(trace.counts) if args.spot_nodes is None else args.spot_nodes
     interval = (DEFAULT_CHECKPOINT_INTERVAL_S if args.checkpoint_interval is None
                 else args.checkpoint_interval)
+    cost = DEFAULT_CHECKPOINT_COST_S if args.checkpoint_cost is None else args.checkpoint_cost
     pool = SpotPool(trace=trace, num_nodes=num_nodes, checkpoint_interval_s=interval,
-                    seed=args.spot_seed, notice_s=args.spot_notice or 0.0)
+                    seed=args.spot_seed, notice_s=args.spot_notice or 0.0,
+                    checkpoint_cost_s=cost, fixed_interval=bool(args.fixed_checkpoint_interval))
+    every = (f"every {interval:.0f} s" if pool.fixed_interval
+             else f"at most every {interval:.0f} s (shorter on spot)")
     print(f"spot pool: up to {pool.num_nodes} x {args.instance_type} from {trace.path} "
-          f"(tick {trace.gap_s:.0f} s, {len(trace.counts)} ticks), checkpoints every "
-          f"{interval:.0f} s, notice {pool.notice_s:.0f} s; on-demand pool: {args.nodes} "
+          f"(tick {trace.gap_s:.0f} s, {len(trace.counts)} ticks), checkpoints {every}, "
+          f"{cost:.0f} s each, notice {pool.notice_s:.0f} s; on-demand pool: {args.nodes} "
           f"nodes", file=sys.stderr)
     return pool
 

@@ -121,13 +121,14 @@ def usd_per_gpu_hour_of(nodes) -> float:
     return sum(node.usd_per_hour for node in nodes) / gpus if gpus else 0.0
 
 
-def spot_usd_per_progress_hour(spot_usd_per_gpu_hour: float, lost_fraction: float) -> float:
-    """Expected dollars per GPU-hour of useful progress on spot capacity:
-    usd = spot_usd_per_gpu_hour * (1 + lost_fraction), where ``lost_fraction`` is the
-    expected work redone after preemptions per unit of work done
-    (:func:`costsched.policy.spot_choice.expected_lost_fraction`). On-demand loses
-    nothing, so its figure is its price; the cheaper of the two is the better market."""
-    return spot_usd_per_gpu_hour * (1.0 + lost_fraction)
+def usd_per_progress_hour(usd_per_gpu_hour: float, lost_fraction: float) -> float:
+    """Expected dollars per GPU-hour of useful progress on capacity that costs
+    ``usd_per_gpu_hour``: usd = usd_per_gpu_hour * (1 + lost_fraction), where
+    ``lost_fraction`` is the expected work redone after preemptions, and paused for
+    checkpoints, per unit of work done
+    (:func:`costsched.policy.spot_choice.expected_lost_fraction`). The market with the
+    lower figure is the better one."""
+    return usd_per_gpu_hour * (1.0 + lost_fraction)
 
 
 def compute_cost_usd(

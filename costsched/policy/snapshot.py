@@ -143,6 +143,11 @@ class JobView:
     """Seconds of training between the job's checkpoints: a preempted spot node costs it
     the work since the last one. None: not known, and the policy does not weigh spot
     preemptions for it (:mod:`~costsched.policy.spot_choice`)."""
+    checkpoint_cost_s: float | None = None
+    """Seconds a checkpoint pauses the job's training, when its checkpoints on spot come
+    at Young's interval for the preemption rate (at most ``checkpoint_interval_s``;
+    :func:`~costsched.policy.spot_choice.checkpoint_interval_s`). None: it checkpoints
+    every ``checkpoint_interval_s`` wherever it runs."""
     by_gpu_model: Mapping[str, TypeOption] = field(default_factory=dict)
     """GPU model (:attr:`NodeView.gpu_model`) -> how the job runs there, for a policy that
     tells GPU types apart; empty: ``throughput`` holds on every node."""

@@ -8,11 +8,21 @@ useful work it therefore redoes (loses) the fraction
     f = lambda x m x (C / 2 + R) / 3600
 
 (first order: f is small where spot pays; we take it as the simple linear estimate the
-choice needs, not as an exact expectation). Spot then costs, per unit of progress,
+choice needs, not as an exact expectation).
 
-    spot_usd_per_gpu_hour x (1 + f)    (:func:`~costsched.cost.prices.spot_usd_per_progress_hour`)
+A job whose checkpoint pauses its training for ``delta`` seconds (``JobView.checkpoint_cost_s``)
+checkpoints on spot at Young's interval, the one that minimises the work lost to hits and
+to checkpoints together: ``C = sqrt(2 x delta x 3600 / (lambda x m))``, at most its own
+interval (:func:`checkpoint_interval_s`). Its checkpoints then cost it ``delta / C`` of
+every second too, on either market (on-demand at its own, longest interval), and
 
-and on-demand its price (it loses nothing). The job stays free to use spot (packing
+    f = lambda x m x (C / 2 + R) / 3600 + delta / C.
+
+Spot then costs, per unit of progress,
+
+    spot_usd_per_gpu_hour x (1 + f)    (:func:`~costsched.cost.prices.usd_per_progress_hour`)
+
+and on-demand its price, times (1 + its checkpoints' share). The job stays free to use spot (packing
 tries spot nodes first and falls back to on-demand ones when spot is gone) when spot
 is cheaper per unit of progress, and is marked on-demand otherwise.
 
@@ -36,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from costsched.cost.prices import SECONDS_PER_HOUR, spot_usd_per_progress_hour, usd_per_gpu_hour_of
+from costsched.cost.prices import SECONDS_PER_HOUR, usd_per_gpu_hour_of, usd_per_progress_hour
 from costsched.policy.snapshot import ClusterSnapshot, JobView, num_gpus
 
 DEFAULT_PRIOR_PREEMPTIONS_PER_NODE_HOUR = 0.1
@@ -56,11 +66,26 @@ def preemptions_per_node_hour(*, preemptions: int, node_hours: float,
     return (prior_per_node_hour * prior_node_hours + preemptions) / weight
 
 
+def checkpoint_interval_s(*, preemptions_per_node_hour: float, num_nodes: int,
+                          checkpoint_cost_s: float, longest_s: float) -> float:
+    """Young's interval sqrt(2 x delta x M), M = 3600 / (lambda x m) the mean seconds
+    between preemptions of a job on ``num_nodes`` spot nodes, at most ``longest_s``
+    (the job's own interval); ``longest_s`` off spot or when a checkpoint costs nothing
+    (the formula would then checkpoint without end)."""
+    hits_per_s = preemptions_per_node_hour * num_nodes / SECONDS_PER_HOUR
+    if checkpoint_cost_s <= 0 or hits_per_s <= 0:
+        return longest_s
+    return min(longest_s, math.sqrt(2.0 * checkpoint_cost_s / hits_per_s))
+
+
 def expected_lost_fraction(*, preemptions_per_node_hour: float, num_nodes: int,
-                           checkpoint_interval_s: float, restart_s: float) -> float:
-    """f = lambda x m x (C / 2 + R) / 3600: work redone per unit of work done on spot."""
+                           checkpoint_interval_s: float, restart_s: float,
+                           checkpoint_cost_s: float = 0.0) -> float:
+    """f = lambda x m x (C / 2 + R) / 3600 + delta / C: work redone, and paused for
+    checkpoints, per unit of work done on spot."""
     per_hit_s = checkpoint_interval_s / 2.0 + restart_s
-    return preemptions_per_node_hour * num_nodes * per_hit_s / SECONDS_PER_HOUR
+    paused = checkpoint_cost_s / checkpoint_interval_s if checkpoint_interval_s > 0 else 0.0
+    return preemptions_per_node_hour * num_nodes * per_hit_s / SECONDS_PER_HOUR + paused
 
 
 def judged_gpus(job: JobView, snapshot: ClusterSnapshot) -> int:
@@ -85,12 +110,18 @@ def prefers_spot(job: JobView, snapshot: ClusterSnapshot, *, preemption_rate: fl
     spot = [n for n in snapshot.nodes if n.spot]
     size = judged_gpus(job, snapshot)
     restart_s = snapshot.restart_s if job.restart_s is None else job.restart_s
+    num_nodes = max(1, math.ceil(size / max(gpus_per_node, 1)))
+    longest_s, cost_s = job.checkpoint_interval_s or 0.0, job.checkpoint_cost_s or 0.0
+    interval_s = longest_s if job.checkpoint_cost_s is None else checkpoint_interval_s(
+        preemptions_per_node_hour=preemption_rate, num_nodes=num_nodes,
+        checkpoint_cost_s=cost_s, longest_s=longest_s)
     lost = expected_lost_fraction(
-        preemptions_per_node_hour=preemption_rate,
-        num_nodes=max(1, math.ceil(size / max(gpus_per_node, 1))),
-        checkpoint_interval_s=job.checkpoint_interval_s or 0.0, restart_s=restart_s)
-    spot_usd = spot_usd_per_progress_hour(usd_per_gpu_hour_of(spot), lost)
-    return spot_usd < on_demand_pool(snapshot)[1]
+        preemptions_per_node_hour=preemption_rate, num_nodes=num_nodes,
+        checkpoint_interval_s=interval_s, restart_s=restart_s, checkpoint_cost_s=cost_s)
+    spot_usd = usd_per_progress_hour(usd_per_gpu_hour_of(spot), lost)
+    on_demand_usd = usd_per_progress_hour(
+        on_demand_pool(snapshot)[1], cost_s / longest_s if longest_s > 0 else 0.0)
+    return spot_usd < on_demand_usd
 
 
 def choose_markets(snapshot: ClusterSnapshot, *, prior_per_node_hour: float,

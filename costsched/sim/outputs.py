@@ -18,7 +18,8 @@ SUMMARY_KEYS = ("policy", "workload", "num_jobs", "mean_jct_s", "p50_jct_s", "p9
 JOB_COLUMNS = ("name", "application", "submit", "finish", "jct_s", "gpu_hours", "cost_usd",
                "restarts")
 SPOT_SUMMARY_KEYS = ("spot_node_hours", "on_demand_node_hours", "num_preemptions",
-                     "num_nodes_preempted", "lost_gpu_s")
+                     "num_nodes_preempted", "lost_gpu_s", "num_checkpoints",
+                     "checkpoint_paused_gpu_s")
 """Added to ``summary.json`` by a run with a spot pool (:mod:`~costsched.sim.spot`)."""
 SPOT_JOB_COLUMNS = ("preemptions", "lost_gpu_hours")
 """Added to ``jobs.csv`` by a run with a spot pool."""

@@ -53,6 +53,10 @@ class SpotTotals:
     """Spot nodes taken away by the trace, in use or idle."""
     lost_gpu_s: float
     """GPU-seconds of work the preemptions undid, all jobs."""
+    num_checkpoints: int = 0
+    """Periodic checkpoints written, all jobs (not those of placement changes)."""
+    checkpoint_paused_gpu_s: float = 0.0
+    """GPU-seconds those checkpoints paused training, all jobs."""
 
 
 @dataclass(frozen=True, kw_only=True)

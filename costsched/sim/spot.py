@@ -16,10 +16,15 @@ As :class:`~costsched.sim.simulator.Simulator`, with these rules:
   :mod:`costsched.scheduler.spot_notice`) it stops at a checkpoint when told: it keeps
   its progress of ``notice_s`` before the preemption (at its pace over the round before;
   never less than its last checkpoint's) and loses only what it did and held after;
-* a job checkpoints at the end of a round once it has held GPUs for at least
-  ``checkpoint_interval_s`` since its last checkpoint (the interval rounds up to whole
-  rounds), and on every placement change (a resize restarts from a fresh checkpoint, as
-  in the simulator without spot);
+* a job checkpoints at the end of a round once it has held GPUs for at least its
+  interval since its last checkpoint (the interval rounds up to whole rounds), and on
+  every placement change (a resize restarts from a fresh checkpoint, as in the simulator
+  without spot). Its interval is ``checkpoint_interval_s``; on spot nodes, unless
+  ``SpotPool.fixed_interval``, it is shortened to Young's interval for the preemption
+  rate observed so far and the spot nodes it holds
+  (:func:`~costsched.policy.spot_choice.checkpoint_interval_s`). Each of these
+  checkpoints pauses its training for ``checkpoint_cost_s`` (GPUs held and paid; the
+  checkpoint of a placement change is in its restart);
 * with ``SimConfig.autoscale`` the on-demand pool is sized by the policy within its
   bounds, and the spot nodes the trace grants are offered to the policy each round: it
   keeps those it wants and releases the rest (a released node is not preempted, and is
@@ -49,6 +54,7 @@ from costsched.cost.prices import SECONDS_PER_HOUR, usd_over
 from costsched.errors import ConfigError
 from costsched.policy.registry import Policy
 from costsched.policy.snapshot import ClusterSnapshot, JobView, NodeView
+from costsched.policy.spot_choice import checkpoint_interval_s, preemptions_per_node_hour
 from costsched.sim.profiles import AppProfile
 from costsched.sim.results import SimResult, SpotTotals
 from costsched.sim.simulator import SimConfig, SimJob, Simulator
@@ -57,6 +63,10 @@ from costsched.sim.workload import JobSpec
 
 DEFAULT_CHECKPOINT_INTERVAL_S = 1800.0
 """Every job checkpoints every 30 minutes of running unless told otherwise."""
+DEFAULT_CHECKPOINT_COST_S = 10.0
+"""Seconds a checkpoint pauses training: a stated assumption, the state of the largest
+Pollux app (BERT-base with Adam: 110M parameters x 12 bytes, 1.3 GB) written to object
+storage at about 130 MB/s."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +84,10 @@ class SpotPool:
     notice_s: float = 0.0
     """Seconds of warning before a preemption (AWS gives 120): a job stops at a checkpoint
     when told. 0: none, it loses everything since its last checkpoint."""
+    checkpoint_cost_s: float = DEFAULT_CHECKPOINT_COST_S
+    """Seconds each periodic checkpoint pauses a job's training."""
+    fixed_interval: bool = False
+    """Every job checkpoints every ``checkpoint_interval_s``, on spot too."""
 
     def __post_init__(self) -> None:
         if self.num_nodes < 1:
@@ -82,6 +96,8 @@ class SpotPool:
             raise ConfigError("the checkpoint interval must be positive (--checkpoint-interval)")
         if self.notice_s < 0:
             raise ConfigError("the spot notice must be >= 0 seconds (--spot-notice)")
+        if self.checkpoint_cost_s < 0:
+            raise ConfigError("the checkpoint cost must be >= 0 seconds (--checkpoint-cost)")
 
 
 @dataclass(kw_only=True)
@@ -96,6 +112,10 @@ class _Checkpoint:
     lost_gpu_s: float = 0.0
     spot_gpu_s: float = 0.0
     """GPU-seconds it held on spot nodes (the rest were on-demand)."""
+    checkpoints: int = 0
+    """Periodic checkpoints it wrote (not those of placement changes)."""
+    paused_gpu_s: float = 0.0
+    """GPU-seconds its periodic checkpoints paused it."""
 
 
 def _at(points: list[tuple[float, float, float]],
@@ -221,13 +241,31 @@ class SpotSimulator(Simulator):
         ckpt = self._ckpt[job.spec.name]
         ckpt.spot_gpu_s += held * on_spot / replicas
         ckpt.held_s += held / replicas
-        if ckpt.held_s >= self.pool.checkpoint_interval_s - 1e-9:
+        if job.finish_time_s is None and ckpt.held_s >= self._interval_s(job) - 1e-9:
             self._checkpoint(job)
+            cost_s = self.pool.checkpoint_cost_s
+            job.restart_left_s += cost_s
+            ckpt.checkpoints += 1
+            ckpt.paused_gpu_s += cost_s * replicas
+
+    def _interval_s(self, job: SimJob) -> float:
+        """Seconds of running between ``job``'s checkpoints on its placement now."""
+        pool = self.pool
+        on_spot = len(set(job.placement) & set(self._spot_ids))
+        if pool.fixed_interval or not on_spot:
+            return pool.checkpoint_interval_s
+        rate = preemptions_per_node_hour(preemptions=self._nodes_preempted,
+                                         node_hours=self._node_s[True] / SECONDS_PER_HOUR)
+        return checkpoint_interval_s(preemptions_per_node_hour=rate, num_nodes=on_spot,
+                                     checkpoint_cost_s=pool.checkpoint_cost_s,
+                                     longest_s=pool.checkpoint_interval_s)
 
     def _view(self, job: SimJob, time_s: float) -> JobView:
         view = super()._view(job, time_s)
-        return dataclasses.replace(view, spent_usd=self._job_usd(job),
-                                   checkpoint_interval_s=self.pool.checkpoint_interval_s)
+        pool = self.pool
+        return dataclasses.replace(
+            view, spent_usd=self._job_usd(job), checkpoint_interval_s=pool.checkpoint_interval_s,
+            checkpoint_cost_s=None if pool.fixed_interval else pool.checkpoint_cost_s)
 
     def snapshot(self, active: list[SimJob], time_s: float, round_index: int) -> ClusterSnapshot:
         snapshot = super().snapshot(active, time_s, round_index)
@@ -267,5 +305,7 @@ class SpotSimulator(Simulator):
             on_demand_node_hours=self._node_s[False] / SECONDS_PER_HOUR,
             num_preemptions=sum(c.preemptions for c in self._ckpt.values()),
             num_nodes_preempted=self._nodes_preempted,
-            lost_gpu_s=sum(c.lost_gpu_s for c in self._ckpt.values()))
+            lost_gpu_s=sum(c.lost_gpu_s for c in self._ckpt.values()),
+            num_checkpoints=sum(c.checkpoints for c in self._ckpt.values()),
+            checkpoint_paused_gpu_s=sum(c.paused_gpu_s for c in self._ckpt.values()))
         return dataclasses.replace(base, jobs=jobs, spot=totals)
