@@ -2,7 +2,8 @@
 
     python bench/spot.py [--workloads 1 2 3 4] [--trace PATH] [--on-demand-nodes 8]
                          [--spot-nodes 16] [--checkpoint-interval 1800]
-                         [--checkpoint-cost 10] [--fixed-checkpoint-interval] [--oracle]
+                         [--checkpoint-cost 10] [--fixed-checkpoint-interval]
+                         [--spot-notice 0] [--spot-seed 0] [--oracle]
                          [--autoscale MIN:MAX [--usd-per-job-hour USD]] [--no-blind]
 
 Pollux load-1.0 workloads of ``../shared/data/pollux`` (160 jobs each), g4dn.12xlarge
@@ -100,6 +101,8 @@ def main(argv=None) -> int:
                              "Young's interval for the preemption rate seen so far)")
     parser.add_argument("--spot-notice", type=float, default=0.0, metavar="S",
                         help="seconds of warning before a preemption (AWS: 120; default 0)")
+    parser.add_argument("--spot-seed", type=int, default=0,
+                        help="seed of which spot nodes a drop in the trace preempts")
     parser.add_argument("--oracle", action="store_true")
     parser.add_argument("--no-blind", action="store_true", help="skip (c)")
     parser.add_argument("--autoscale", default=None, metavar="MIN:MAX",
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
     pool = SpotPool(trace=load_spot_trace(args.trace), num_nodes=args.spot_nodes,
                     checkpoint_interval_s=args.checkpoint_interval, notice_s=args.spot_notice,
                     checkpoint_cost_s=args.checkpoint_cost,
-                    fixed_interval=args.fixed_checkpoint_interval)
+                    fixed_interval=args.fixed_checkpoint_interval, seed=args.spot_seed)
     autoscale = parse_autoscale(args.autoscale)
     aware = CostAwarePolicy(usd_per_job_hour=args.usd_per_job_hour)
     blind = dataclasses.replace(BLIND, usd_per_job_hour=args.usd_per_job_hour)

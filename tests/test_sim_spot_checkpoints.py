@@ -94,3 +94,15 @@ def test_on_spot_a_job_checkpoints_at_youngs_interval_and_loses_less_than_at_a_f
     assert fixed.lost_gpu_hours == pytest.approx(1200 / 3600)
     assert young.lost_gpu_hours == pytest.approx((1200 - checkpoint_at) / 3600)
     assert young.jct_s < fixed.jct_s
+
+
+def test_with_a_notice_a_job_keeps_its_own_interval_on_spot():
+    # The notice stops it at a checkpoint before each preemption: checkpointing more
+    # often would only pause it. So it runs exactly as with the interval fixed.
+    trace = SpotTrace(path="t", gap_s=60.0, counts=(1,) * 20 + (0,) * 10_000)
+    runs = [spot_sim([_solo()], "fifo", trace, spot_nodes=1, checkpoint_interval_s=1800.0,
+                     checkpoint_cost_s=10.0, fixed_interval=fixed, notice_s=120.0).run()
+            for fixed in (True, False)]
+    assert runs[0].spot.num_checkpoints == runs[1].spot.num_checkpoints == 0
+    assert runs[0].jobs[0].lost_gpu_hours == pytest.approx(120 / 3600)
+    assert runs[1].jobs[0].jct_s == runs[0].jobs[0].jct_s

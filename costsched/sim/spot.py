@@ -20,7 +20,8 @@ As :class:`~costsched.sim.simulator.Simulator`, with these rules:
   interval since its last checkpoint (the interval rounds up to whole rounds), and on
   every placement change (a resize restarts from a fresh checkpoint, as in the simulator
   without spot). Its interval is ``checkpoint_interval_s``; on spot nodes, unless
-  ``SpotPool.fixed_interval``, it is shortened to Young's interval for the preemption
+  ``SpotPool.fixed_interval`` or a notice (with one, a job stops at a checkpoint before
+  each preemption), it is shortened to Young's interval for the preemption
   rate observed so far and the spot nodes it holds
   (:func:`~costsched.policy.spot_choice.checkpoint_interval_s`). Each of these
   checkpoints pauses its training for ``checkpoint_cost_s`` (GPUs held and paid; the
@@ -145,6 +146,9 @@ class SpotSimulator(Simulator):
             raise ConfigError("a spot pool resizes each round; drop --autoscale-half-life")
         super().__init__(config=config, profiles=profiles, workload=workload, policy=policy)
         self.pool = pool
+        self._young = not pool.fixed_interval and pool.notice_s <= 0
+        """Jobs on spot checkpoint at Young's interval: unless told not to, or a notice
+        stops them at a checkpoint before each preemption (more checkpoints buy nothing)."""
         self._rng = np.random.default_rng(pool.seed)
         self._spot_price = config.instance.node_usd_per_hour(True)
         self._spot_gpu_price = config.instance.gpu_usd_per_hour(True)
@@ -252,7 +256,7 @@ class SpotSimulator(Simulator):
         """Seconds of running between ``job``'s checkpoints on its placement now."""
         pool = self.pool
         on_spot = len(set(job.placement) & set(self._spot_ids))
-        if pool.fixed_interval or not on_spot:
+        if not self._young or not on_spot:
             return pool.checkpoint_interval_s
         rate = preemptions_per_node_hour(preemptions=self._nodes_preempted,
                                          node_hours=self._node_s[True] / SECONDS_PER_HOUR)
@@ -265,7 +269,7 @@ class SpotSimulator(Simulator):
         pool = self.pool
         return dataclasses.replace(
             view, spent_usd=self._job_usd(job), checkpoint_interval_s=pool.checkpoint_interval_s,
-            checkpoint_cost_s=None if pool.fixed_interval else pool.checkpoint_cost_s)
+            checkpoint_cost_s=pool.checkpoint_cost_s if self._young else None)
 
     def snapshot(self, active: list[SimJob], time_s: float, round_index: int) -> ClusterSnapshot:
         snapshot = super().snapshot(active, time_s, round_index)
