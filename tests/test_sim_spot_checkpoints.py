@@ -80,11 +80,11 @@ def test_on_spot_a_job_checkpoints_at_youngs_interval_and_loses_less_than_at_a_f
                             checkpoint_interval_s=1800.0, checkpoint_cost_s=10.0,
                             fixed_interval=fixed).run()
             for fixed in (True, False)}
-    # Young's interval at the end of each round: the rate is the prior (0.1 per node-hour,
-    # worth 10 node-hours) over the spot node-hours before that round (one node since 0).
+    # Young's interval at each round's start: the rate is the prior (0.1 per node-hour,
+    # worth 10 node-hours) over the spot node-hours so far (one node since 0).
     checkpoint_at = None
     for end in range(60, 1201, 60):
-        rate = 0.1 * 10 / (10 + (end - ROUND_S) / 3600)
+        rate = 0.1 * 10 / (10 + end / 3600)
         if end >= math.sqrt(2 * 10.0 * 3600 / rate) - 1e-9:
             checkpoint_at = end
             break
@@ -106,3 +106,32 @@ def test_with_a_notice_a_job_keeps_its_own_interval_on_spot():
     assert runs[0].spot.num_checkpoints == runs[1].spot.num_checkpoints == 0
     assert runs[0].jobs[0].lost_gpu_hours == pytest.approx(120 / 3600)
     assert runs[1].jobs[0].jct_s == runs[0].jobs[0].jct_s
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_a_checkpoint_due_when_the_spot_node_goes_is_not_taken(fixed):
+    # Interval 300 s (Young's, ~850 s, is longer), and the node goes at t=600, the round
+    # start when the second checkpoint falls due: the preemption comes first, so the job
+    # loses the 300 s since the first, and pauses for that one only.
+    trace = SpotTrace(path="t", gap_s=60.0, counts=(1,) * 10 + (0,) * 10_000)
+    result = spot_sim([_solo()], "fifo", trace, spot_nodes=1, checkpoint_interval_s=300.0,
+                      checkpoint_cost_s=10.0, fixed_interval=fixed).run()
+    job = result.jobs[0]
+    assert job.preemptions == 1
+    assert job.lost_gpu_hours == pytest.approx(300 / 3600)
+    # After the move (a restart from a fresh checkpoint) it runs on on-demand; count its
+    # checkpoints there: every 300 s held, till the end.
+    work_left = _work_s() - (300 - RESTART_S)  # trained by the kept checkpoint at 300 s
+    pause_left, held, t, after = RESTART_S, 0.0, 600.0, 0
+    while True:
+        paused = min(pause_left, ROUND_S)
+        pause_left -= paused
+        trained = min(ROUND_S - paused, work_left)
+        work_left -= trained
+        if work_left <= 0:
+            break
+        held, t = held + ROUND_S, t + ROUND_S
+        if held >= 300.0 - 1e-9:
+            held, after, pause_left = 0.0, after + 1, pause_left + 10.0
+    assert result.spot.num_checkpoints == 1 + after
+    assert result.spot.checkpoint_paused_gpu_s == pytest.approx(10.0 * (1 + after))

@@ -89,9 +89,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="longest seconds of running between a job's checkpoints; a "
                              "preempted job loses the work since its last (default 1800). On "
                              "spot it is shortened to Young's interval for the preemption "
-                             "rate seen so far")
+                             "rate seen so far, unless --fixed-checkpoint-interval, "
+                             "--spot-notice or --checkpoint-cost 0")
     parser.add_argument("--checkpoint-cost", type=float, default=None, metavar="S",
-                        help="seconds each periodic checkpoint pauses training (default 10)")
+                        help="seconds each periodic checkpoint pauses training (default 10; "
+                             "0: free, and the interval is never shortened)")
     parser.add_argument("--fixed-checkpoint-interval", action="store_true", default=None,
                         help="every job checkpoints every --checkpoint-interval, on spot too")
     parser.add_argument("--spot-notice", type=float, default=None, metavar="S",
@@ -307,8 +309,9 @@ def _spot_pool(args: argparse.Namespace):
     pool = SpotPool(trace=trace, num_nodes=num_nodes, checkpoint_interval_s=interval,
                     seed=args.spot_seed, notice_s=args.spot_notice or 0.0,
                     checkpoint_cost_s=cost, fixed_interval=bool(args.fixed_checkpoint_interval))
-    every = (f"every {interval:.0f} s" if pool.fixed_interval
-             else f"at most every {interval:.0f} s (shorter on spot)")
+    young = not pool.fixed_interval and pool.notice_s <= 0 and cost > 0
+    every = (f"at most every {interval:.0f} s (shorter on spot)" if young
+             else f"every {interval:.0f} s")
     print(f"spot pool: up to {pool.num_nodes} x {args.instance_type} from {trace.path} "
           f"(tick {trace.gap_s:.0f} s, {len(trace.counts)} ticks), checkpoints {every}, "
           f"{cost:.0f} s each, notice {pool.notice_s:.0f} s; on-demand pool: {args.nodes} "

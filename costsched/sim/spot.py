@@ -16,8 +16,9 @@ As :class:`~costsched.sim.simulator.Simulator`, with these rules:
   :mod:`costsched.scheduler.spot_notice`) it stops at a checkpoint when told: it keeps
   its progress of ``notice_s`` before the preemption (at its pace over the round before;
   never less than its last checkpoint's) and loses only what it did and held after;
-* a job checkpoints at the end of a round once it has held GPUs for at least its
-  interval since its last checkpoint (the interval rounds up to whole rounds), and on
+* a job checkpoints at the start of a round (after its preemptions and placement changes)
+  once it has held GPUs for at least its interval since its last checkpoint (the
+  interval rounds up to whole rounds), and on
   every placement change (a resize restarts from a fresh checkpoint, as in the simulator
   without spot). Its interval is ``checkpoint_interval_s``; on spot nodes, unless
   ``SpotPool.fixed_interval`` or a notice (with one, a job stops at a checkpoint before
@@ -46,6 +47,7 @@ its dollars are per node at that node's price.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,11 +95,11 @@ class SpotPool:
     def __post_init__(self) -> None:
         if self.num_nodes < 1:
             raise ConfigError("the spot pool needs at least one node (--spot-nodes)")
-        if self.checkpoint_interval_s <= 0:
+        if not 0 < self.checkpoint_interval_s < math.inf:
             raise ConfigError("the checkpoint interval must be positive (--checkpoint-interval)")
-        if self.notice_s < 0:
+        if not 0 <= self.notice_s < math.inf:
             raise ConfigError("the spot notice must be >= 0 seconds (--spot-notice)")
-        if self.checkpoint_cost_s < 0:
+        if not 0 <= self.checkpoint_cost_s < math.inf:
             raise ConfigError("the checkpoint cost must be >= 0 seconds (--checkpoint-cost)")
 
 
@@ -234,26 +236,31 @@ class SpotSimulator(Simulator):
         ckpt.progress, ckpt.gpu_s, ckpt.held_s = job.progress, job.gpu_s, 0.0
 
     def _advance(self, job: SimJob, time_s: float) -> None:
-        gpu_s = job.gpu_s
-        super()._advance(job, time_s)
-        held = job.gpu_s - gpu_s
-        if held <= 0:
-            return
+        """A round of ``job``: first its periodic checkpoint if one is due (taken at the
+        round's start, after the round's preemptions and placement changes, each of which
+        ends the interval its own way), paused for; then the base simulator's round."""
         replicas = sum(job.placement.values())
-        spot = set(self._spot_ids)
-        on_spot = sum(c for n, c in job.placement.items() if n in spot)
         ckpt = self._ckpt[job.spec.name]
-        ckpt.spot_gpu_s += held * on_spot / replicas
-        ckpt.held_s += held / replicas
-        if job.finish_time_s is None and ckpt.held_s >= self._interval_s(job) - 1e-9:
+        if replicas and ckpt.held_s >= self._interval_s(job) - 1e-9:
             self._checkpoint(job)
             cost_s = self.pool.checkpoint_cost_s
             job.restart_left_s += cost_s
             ckpt.checkpoints += 1
             ckpt.paused_gpu_s += cost_s * replicas
+        gpu_s = job.gpu_s
+        super()._advance(job, time_s)
+        held = job.gpu_s - gpu_s
+        if held <= 0:
+            return
+        spot = set(self._spot_ids)
+        on_spot = sum(c for n, c in job.placement.items() if n in spot)
+        ckpt.spot_gpu_s += held * on_spot / replicas
+        ckpt.held_s += held / replicas
 
     def _interval_s(self, job: SimJob) -> float:
-        """Seconds of running between ``job``'s checkpoints on its placement now."""
+        """Seconds of running between ``job``'s checkpoints on its placement now; on spot,
+        Young's for the rate with the default prior (``cost-aware``'s unless told
+        otherwise) and the spot nodes it holds."""
         pool = self.pool
         on_spot = len(set(job.placement) & set(self._spot_ids))
         if not self._young or not on_spot:
