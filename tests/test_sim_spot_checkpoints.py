@@ -29,6 +29,23 @@ def _work_s() -> float:
     return ncf.target_progress * ncf.step_time_s((1,), 256)[0]
 
 
+def _walk(work_s: float, *, every_s: float, cost_s: float) -> tuple[float, int]:
+    """(seconds to finish, periodic checkpoints) of a job that starts with a restart and
+    then holds one GPU: each round first pays what pause is left, then trains; once it has
+    held ``every_s`` since the last, the next round starts with a checkpoint of ``cost_s``."""
+    work_left, pause_left, held, t, checkpoints = work_s, RESTART_S, 0.0, 0.0, 0
+    while True:
+        paused = min(pause_left, ROUND_S)
+        pause_left -= paused
+        trained = min(ROUND_S - paused, work_left)
+        work_left -= trained
+        if work_left <= 0:
+            return t + paused + trained, checkpoints
+        held, t = held + ROUND_S, t + ROUND_S
+        if held >= every_s - 1e-9:
+            held, checkpoints, pause_left = 0.0, checkpoints + 1, pause_left + cost_s
+
+
 def test_youngs_interval_is_sqrt_of_twice_the_cost_times_the_mean_time_between_hits():
     # 0.1 preemptions per node-hour on 2 nodes: a hit every 18,000 s; sqrt(2 x 10 x 18000).
     assert checkpoint_interval_s(preemptions_per_node_hour=0.1, num_nodes=2,
@@ -43,26 +60,13 @@ def test_youngs_interval_is_sqrt_of_twice_the_cost_times_the_mean_time_between_h
 
 @pytest.mark.parametrize("cost_s", [0.0, 10.0, 25.0])
 def test_each_periodic_checkpoint_pauses_training_for_its_cost(cost_s):
-    # No spot at all: one on-demand node; checkpoints at the end of the round in which the
-    # job has held its GPU 300 s since the last, each then pausing it cost_s.
+    # No spot at all: one on-demand node; a checkpoint at the start of the round after the
+    # job has held its GPU 300 s since the last, each pausing it cost_s.
     trace = SpotTrace(path="t", gap_s=60.0, counts=(0,) * 10_000)
     sim = spot_sim([_solo()], "fifo", trace, spot_nodes=1, checkpoint_interval_s=300.0,
                    checkpoint_cost_s=cost_s)
     result = sim.run()
-    # Expected: walk the rounds; a round first pays what pause is left, then trains.
-    work_left, pause_left, held, t, checkpoints = _work_s(), RESTART_S, 0.0, 0.0, 0
-    while True:
-        paused = min(pause_left, ROUND_S)
-        pause_left -= paused
-        trained = min(ROUND_S - paused, work_left)
-        work_left -= trained
-        if work_left <= 0:
-            finish = t + paused + trained
-            break
-        held += ROUND_S
-        if held >= 300.0 - 1e-9:
-            held, checkpoints, pause_left = 0.0, checkpoints + 1, pause_left + cost_s
-        t += ROUND_S
+    finish, checkpoints = _walk(_work_s(), every_s=300.0, cost_s=cost_s)
     job = result.jobs[0]
     assert checkpoints >= 4
     assert job.jct_s == pytest.approx(finish)
@@ -121,17 +125,7 @@ def test_a_checkpoint_due_when_the_spot_node_goes_is_not_taken(fixed):
     assert job.lost_gpu_hours == pytest.approx(300 / 3600)
     # After the move (a restart from a fresh checkpoint) it runs on on-demand; count its
     # checkpoints there: every 300 s held, till the end.
-    work_left = _work_s() - (300 - RESTART_S)  # trained by the kept checkpoint at 300 s
-    pause_left, held, t, after = RESTART_S, 0.0, 600.0, 0
-    while True:
-        paused = min(pause_left, ROUND_S)
-        pause_left -= paused
-        trained = min(ROUND_S - paused, work_left)
-        work_left -= trained
-        if work_left <= 0:
-            break
-        held, t = held + ROUND_S, t + ROUND_S
-        if held >= 300.0 - 1e-9:
-            held, after, pause_left = 0.0, after + 1, pause_left + 10.0
+    left_s = _work_s() - (300 - RESTART_S)  # trained by the kept checkpoint at 300 s
+    after = _walk(left_s, every_s=300.0, cost_s=10.0)[1]
     assert result.spot.num_checkpoints == 1 + after
     assert result.spot.checkpoint_paused_gpu_s == pytest.approx(10.0 * (1 + after))
