@@ -131,9 +131,7 @@ def main(argv=None) -> int:
     rows: dict[str, list[dict]] = {name: [] for name in clusters}
     pool_text = (f"on-demand autoscaled {args.autoscale} at ${args.usd_per_job_hour:g}/job-h"
                  if autoscale else f"{args.on_demand_nodes} on-demand")
-    young = (not args.fixed_checkpoint_interval and args.spot_notice <= 0
-             and args.checkpoint_cost > 0)
-    every = "on spot at Young's interval, at most" if young else "every"
+    every = "on spot at Young's interval, at most" if pool.shortens_interval else "every"
     print(f"(b) spot: {pool_text} + up to {args.spot_nodes} spot from "
           f"{args.trace}, checkpoints {every} {args.checkpoint_interval:.0f} s, "
           f"{args.checkpoint_cost:g} s each, notice {args.spot_notice:.0f} s", flush=True)

@@ -309,8 +309,7 @@ def _spot_pool(args: argparse.Namespace):
     pool = SpotPool(trace=trace, num_nodes=num_nodes, checkpoint_interval_s=interval,
                     seed=args.spot_seed, notice_s=args.spot_notice or 0.0,
                     checkpoint_cost_s=cost, fixed_interval=bool(args.fixed_checkpoint_interval))
-    young = not pool.fixed_interval and pool.notice_s <= 0 and cost > 0
-    every = (f"at most every {interval:.0f} s (shorter on spot)" if young
+    every = (f"at most every {interval:.0f} s (shorter on spot)" if pool.shortens_interval
              else f"every {interval:.0f} s")
     print(f"spot pool: up to {pool.num_nodes} x {args.instance_type} from {trace.path} "
           f"(tick {trace.gap_s:.0f} s, {len(trace.counts)} ticks), checkpoints {every}, "

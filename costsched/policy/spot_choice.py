@@ -112,7 +112,7 @@ def prefers_spot(job: JobView, snapshot: ClusterSnapshot, *, preemption_rate: fl
     restart_s = snapshot.restart_s if job.restart_s is None else job.restart_s
     num_nodes = max(1, math.ceil(size / max(gpus_per_node, 1)))
     longest_s, cost_s = job.checkpoint_interval_s or 0.0, job.checkpoint_cost_s or 0.0
-    interval_s = longest_s if job.checkpoint_cost_s is None else checkpoint_interval_s(
+    interval_s = checkpoint_interval_s(  # its own interval when checkpoints cost nothing
         preemptions_per_node_hour=preemption_rate, num_nodes=num_nodes,
         checkpoint_cost_s=cost_s, longest_s=longest_s)
     lost = expected_lost_fraction(

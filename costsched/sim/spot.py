@@ -92,6 +92,13 @@ class SpotPool:
     fixed_interval: bool = False
     """Every job checkpoints every ``checkpoint_interval_s``, on spot too."""
 
+    @property
+    def shortens_interval(self) -> bool:
+        """Whether jobs on spot checkpoint at Young's interval: unless told not to, or
+        checkpoints are free (the formula would checkpoint without end), or a notice stops
+        them at a checkpoint before each preemption (more checkpoints would buy nothing)."""
+        return not self.fixed_interval and self.notice_s <= 0 and self.checkpoint_cost_s > 0
+
     def __post_init__(self) -> None:
         if self.num_nodes < 1:
             raise ConfigError("the spot pool needs at least one node (--spot-nodes)")
@@ -148,9 +155,6 @@ class SpotSimulator(Simulator):
             raise ConfigError("a spot pool resizes each round; drop --autoscale-half-life")
         super().__init__(config=config, profiles=profiles, workload=workload, policy=policy)
         self.pool = pool
-        self._young = not pool.fixed_interval and pool.notice_s <= 0
-        """Jobs on spot checkpoint at Young's interval: unless told not to, or a notice
-        stops them at a checkpoint before each preemption (more checkpoints buy nothing)."""
         self._rng = np.random.default_rng(pool.seed)
         self._spot_price = config.instance.node_usd_per_hour(True)
         self._spot_gpu_price = config.instance.gpu_usd_per_hour(True)
@@ -263,7 +267,7 @@ class SpotSimulator(Simulator):
         otherwise) and the spot nodes it holds."""
         pool = self.pool
         on_spot = len(set(job.placement) & set(self._spot_ids))
-        if not self._young or not on_spot:
+        if not pool.shortens_interval or not on_spot:
             return pool.checkpoint_interval_s
         rate = preemptions_per_node_hour(preemptions=self._nodes_preempted,
                                          node_hours=self._node_s[True] / SECONDS_PER_HOUR)
@@ -276,7 +280,7 @@ class SpotSimulator(Simulator):
         pool = self.pool
         return dataclasses.replace(
             view, spent_usd=self._job_usd(job), checkpoint_interval_s=pool.checkpoint_interval_s,
-            checkpoint_cost_s=pool.checkpoint_cost_s if self._young else None)
+            checkpoint_cost_s=pool.checkpoint_cost_s if pool.shortens_interval else None)
 
     def snapshot(self, active: list[SimJob], time_s: float, round_index: int) -> ClusterSnapshot:
         snapshot = super().snapshot(active, time_s, round_index)
